@@ -1,0 +1,24 @@
+#include "common/status.h"
+
+namespace mrl {
+
+const char* CodeName(Status::Code code) {
+  switch (code) {
+    case Status::Code::kOk: return "OK";
+    case Status::Code::kInvalidArgument: return "InvalidArgument";
+    case Status::Code::kNotFound: return "NotFound";
+    case Status::Code::kCorruption: return "Corruption";
+    case Status::Code::kIoError: return "IoError";
+    case Status::Code::kFailedPrecondition: return "FailedPrecondition";
+    case Status::Code::kOutOfRange: return "OutOfRange";
+    case Status::Code::kInternal: return "Internal";
+  }
+  return "Unknown";
+}
+
+std::string Status::ToString() const {
+  if (ok()) return "OK";
+  return std::string(CodeName(code_)) + ": " + message_;
+}
+
+}  // namespace mrl

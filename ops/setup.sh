@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Installs every Debian package the build, the tests, the benchmarks and the demo need.
+# Idempotent and quick when everything is present. Needs root (or sudo).
+set -euo pipefail
+
+PACKAGES=(
+  build-essential cmake ninja-build ccache pkg-config git
+  libtorch-dev
+  # Debian's LibTorch uses whatever BLAS the alternatives point to; the reference BLAS is >10x
+  # slower, so install OpenBLAS (OpenMP) and point the alternatives at it below.
+  libopenblas0-openmp libopenblas-openmp-dev
+  libgtest-dev libgmock-dev libbenchmark-dev
+  nlohmann-json3-dev libcli11-dev libspdlog-dev zlib1g-dev
+  libopenmpi-dev openmpi-bin
+  libflatbuffers-dev flatbuffers-compiler librocksdb-dev libboost-all-dev
+  libhnswlib-dev libfaiss-dev
+  dataset-fashion-mnist
+  # PyTorch baselines, export round-trip check, plots.
+  python3 python3-torch python3-numpy python3-matplotlib
+)
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "[setup] installing ${#missing[@]} Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+else
+  echo "[setup] all ${#PACKAGES[@]} Debian packages present"
+fi
+
+# Make sure LibTorch's BLAS is OpenBLAS (OpenMP), not the reference implementation.
+for alt in libblas.so.3-x86_64-linux-gnu liblapack.so.3-x86_64-linux-gnu; do
+  target=$(update-alternatives --list "$alt" 2>/dev/null | grep openblas-openmp | head -n1 || true)
+  if [ -n "$target" ]; then $SUDO update-alternatives --quiet --set "$alt" "$target"; fi
+done
+echo "[setup] BLAS: $(readlink -f /usr/lib/x86_64-linux-gnu/libblas.so.3)"

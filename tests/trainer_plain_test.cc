@@ -1,0 +1,151 @@
+#include <gtest/gtest.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include <array>
+#include <filesystem>
+
+#include "common/atomic_file.h"
+#include "trainer/config.h"
+#include "trainer/idx.h"
+#include "trainer/metrics.h"
+#include "trainer/schedule.h"
+
+namespace fs = std::filesystem;
+
+namespace mrl {
+namespace {
+
+const char* kFmnistDir = "/usr/share/datasets/fashion-mnist";
+
+TEST(Idx, ReadsRealFashionMnistWithBalancedClasses) {
+  auto fm = LoadFashionMnist(kFmnistDir);
+  ASSERT_TRUE(fm.ok()) << fm.status().ToString();
+  EXPECT_EQ(fm->train.count, 60000);
+  EXPECT_EQ(fm->test.count, 10000);
+  EXPECT_EQ(fm->train.height, 28);
+  EXPECT_EQ(fm->train.width, 28);
+  EXPECT_EQ(fm->train.pixels.size(), 60000u * 28 * 28);
+  std::array<int, 10> train_counts{}, test_counts{};
+  for (int64_t l : fm->train.labels) ++train_counts[static_cast<size_t>(l)];
+  for (int64_t l : fm->test.labels) ++test_counts[static_cast<size_t>(l)];
+  for (int c = 0; c < 10; ++c) {
+    EXPECT_EQ(train_counts[static_cast<size_t>(c)], 6000) << "class " << c;
+    EXPECT_EQ(test_counts[static_cast<size_t>(c)], 1000) << "class " << c;
+  }
+  // Real images, not zeros: mean intensity of Fashion-MNIST is ~72.9/255.
+  double sum = 0;
+  for (uint8_t p : fm->train.pixels) sum += p;
+  EXPECT_NEAR(sum / static_cast<double>(fm->train.pixels.size()), 72.94, 0.1);
+}
+
+std::string TempDir(const std::string& name) {
+  const fs::path p = fs::temp_directory_path() / ("mrl_" + name + "_" + std::to_string(::getpid()));
+  fs::remove_all(p);
+  fs::create_directories(p);
+  return p.string();
+}
+
+void WriteGz(const std::string& path, const std::string& data) {
+  gzFile f = gzopen(path.c_str(), "wb");
+  gzwrite(f, data.data(), static_cast<unsigned>(data.size()));
+  gzclose(f);
+}
+
+TEST(Idx, ReportsMissingTruncatedAndForeignFiles) {
+  const std::string dir = TempDir("idx");
+  auto missing = LoadFashionMnist(dir + "/absent");
+  ASSERT_FALSE(missing.ok());
+  EXPECT_EQ(missing.status().code(), Status::Code::kNotFound);
+  // Header says 10 images of 28x28 but only 100 bytes follow.
+  std::string header("\x00\x00\x08\x03\x00\x00\x00\x0a\x00\x00\x00\x1c\x00\x00\x00\x1c", 16);
+  WriteGz(dir + "/train-images-idx3-ubyte.gz", header + std::string(100, 'x'));
+  auto truncated = ReadIdx(dir + "/train-images-idx3-ubyte.gz");
+  ASSERT_FALSE(truncated.ok());
+  EXPECT_EQ(truncated.status().code(), Status::Code::kCorruption);
+  EXPECT_NE(truncated.status().message().find("truncated"), std::string::npos);
+  WriteGz(dir + "/junk.gz", "PK\x03\x04 definitely not idx");
+  EXPECT_EQ(ReadIdx(dir + "/junk.gz").status().code(), Status::Code::kCorruption);
+  // A directory with truncated images fails as a whole, naming the file.
+  auto fm = LoadFashionMnist(dir);
+  ASSERT_FALSE(fm.ok());
+  EXPECT_NE(fm.status().message().find("train-images"), std::string::npos);
+}
+
+TEST(Config, RejectsBadNestingAndUnknownFields) {
+  TrainConfig c;
+  c.model.dim = 64;
+  c.model.nesting = {8, 32, 16};
+  Status st = FinalizeConfig(&c);
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(st.message().find("strictly increasing"), std::string::npos);
+  c.model.nesting = {8, 16, 128};
+  st = FinalizeConfig(&c);
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(st.message().find("exceeds model.dim"), std::string::npos);
+  EXPECT_FALSE(ConfigFromJson(R"({"model": {"dimm": 3}})").ok());
+  EXPECT_FALSE(ConfigFromJson(R"({"epochs": "four"})").ok());
+  EXPECT_FALSE(ConfigFromJson("{not json").ok());
+  TrainConfig d;
+  EXPECT_FALSE(ApplyOverride(&d, "model.nope=1").ok());
+  ASSERT_TRUE(ApplyOverride(&d, "model.nesting=[4,8]").ok());
+  ASSERT_TRUE(ApplyOverride(&d, "model.head=mrl-e").ok());
+  EXPECT_EQ(d.model.head, "mrl-e");
+  EXPECT_EQ(d.model.nesting, (std::vector<int64_t>{4, 8}));
+}
+
+TEST(Config, DefaultNestingIsPowersOfTwoUpToDim) {
+  TrainConfig c;
+  ASSERT_TRUE(FinalizeConfig(&c).ok());
+  EXPECT_EQ(c.model.nesting,
+            (std::vector<int64_t>{8, 16, 32, 64, 128, 256, 512, 1024, 2048}));
+  EXPECT_EQ(c.model.nesting_weights.size(), 9u);
+  EXPECT_EQ(DefaultNesting(100), (std::vector<int64_t>{8, 16, 32, 64, 100}));
+  // Round trip through JSON keeps every field.
+  auto back = ConfigFromJson(ConfigToJson(c));
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ(ConfigToJson(back.value()), ConfigToJson(c));
+}
+
+TEST(Schedule, WarmupThenCosineToFinalRate) {
+  LrSchedule s;
+  s.peak_lr = 0.4;
+  s.total_steps = 100;
+  s.warmup_steps = 10;
+  s.final_lr_ratio = 0.0;
+  EXPECT_NEAR(s.At(0), 0.04, 1e-12);
+  EXPECT_NEAR(s.At(9), 0.4, 1e-12);
+  EXPECT_NEAR(s.At(10), 0.4, 1e-12);
+  EXPECT_NEAR(s.At(55), 0.2, 1e-12);  // halfway through the decay
+  EXPECT_LT(s.At(99), 0.001);
+  for (int64_t i = 11; i < 100; ++i) EXPECT_LE(s.At(i), s.At(i - 1));
+}
+
+TEST(Metrics, AveragePrecisionAt10MatchesHandComputation) {
+  // Hits at positions 1, 3 and 4: (1/1 + 2/3 + 3/4) / 10.
+  const int64_t r[10] = {7, 1, 7, 7, 2, 3, 4, 5, 6, 8};
+  EXPECT_NEAR(AveragePrecisionAtK(r, 10, 7), (1.0 + 2.0 / 3 + 3.0 / 4) / 10, 1e-12);
+  const int64_t none[10] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+  EXPECT_EQ(AveragePrecisionAtK(none, 10, 7), 0.0);
+  std::vector<int64_t> labels(20, 1);
+  RetrievalScore s = ScoreRetrieval(labels, 10, {1, 2});
+  EXPECT_NEAR(s.top1, 0.5, 1e-12);
+  EXPECT_NEAR(s.map_at_10, 0.5, 1e-12);
+}
+
+TEST(Metrics, CascadeStopsEarlyOnlyWhenConfident) {
+  CascadeInputs in;
+  in.dims = {8, 64};
+  // Sample 0: confident and right at dim 8. Sample 1: unsure and wrong at 8, right at 64.
+  in.confidence = {{0.99f, 0.40f}, {0.99f, 0.95f}};
+  in.correct = {{1, 0}, {1, 1}};
+  const std::vector<float> th = LearnCascadeThresholds(in, 0.0);
+  EXPECT_GT(th[0], 0.40f);
+  EXPECT_LE(th[0], 0.99f);
+  const CascadeResult r = RunCascade(in, th);
+  EXPECT_DOUBLE_EQ(r.accuracy, 1.0);
+  EXPECT_DOUBLE_EQ(r.expected_dim, (8.0 + 64.0) / 2);
+}
+
+}  // namespace
+}  // namespace mrl

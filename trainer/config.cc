@@ -1,0 +1,250 @@
+#include "trainer/config.h"
+
+#include <set>
+
+#include <nlohmann/json.hpp>
+
+#include "common/atomic_file.h"
+
+namespace mrl {
+
+using nlohmann::json;
+
+#define MRL_FIELDS_DATA(X) \
+  X(kind) X(fmnist_dir) X(train_features) X(train_labels) X(test_features) X(test_labels) \
+  X(train_limit) X(test_limit) X(holdout) X(augment) X(max_shift)
+#define MRL_FIELDS_MODEL(X)                                                                  \
+  X(encoder) X(dim) X(nesting) X(head) X(ff_dim) X(nesting_weights) X(label_smoothing)      \
+  X(conv_channels) X(mlp_hidden) X(num_classes)
+#define MRL_FIELDS_OPTIM(X)                                                                  \
+  X(optimizer) X(lr) X(momentum) X(nesterov) X(weight_decay) X(beta1) X(beta2) X(eps)        \
+  X(schedule) X(warmup_epochs) X(final_lr_ratio)
+#define MRL_FIELDS_TOP(X)                                                                    \
+  X(epochs) X(batch_size) X(seed) X(threads) X(out_dir) X(log_every) X(checkpoint_every)    \
+  X(keep_checkpoints) X(resume) X(stop_after_steps) X(evaluate) X(export_embeddings)         \
+  X(eval_dims) X(eval_svd)
+
+namespace {
+
+template <typename S>
+json SectionToJson(const S& s);
+template <typename S>
+Status SectionFromJson(const json& j, const std::string& section, S* s);
+
+#define MRL_TO_JSON(f) j[#f] = s.f;
+#define MRL_FROM_JSON(f)                                                              \
+  if (auto it = j.find(#f); it != j.end()) {                                          \
+    try {                                                                             \
+      it->get_to(s->f);                                                               \
+    } catch (const json::exception& e) {                                              \
+      return Status::InvalidArgument("config field '" + prefix + #f + "': " + e.what()); \
+    }                                                                                 \
+    known.erase(#f);                                                                  \
+  }
+
+template <>
+json SectionToJson(const DataConfig& s) { json j; MRL_FIELDS_DATA(MRL_TO_JSON) return j; }
+template <>
+json SectionToJson(const ModelConfig& s) { json j; MRL_FIELDS_MODEL(MRL_TO_JSON) return j; }
+template <>
+json SectionToJson(const OptimConfig& s) { json j; MRL_FIELDS_OPTIM(MRL_TO_JSON) return j; }
+
+Status RejectUnknown(const std::set<std::string>& left, const std::string& prefix) {
+  if (left.empty()) return Status::Ok();
+  return Status::InvalidArgument("unknown config field '" + prefix + *left.begin() + "'");
+}
+
+std::set<std::string> Keys(const json& j) {
+  std::set<std::string> k;
+  for (auto it = j.begin(); it != j.end(); ++it) k.insert(it.key());
+  return k;
+}
+
+template <>
+Status SectionFromJson(const json& j, const std::string& prefix, DataConfig* s) {
+  auto known = Keys(j);
+  MRL_FIELDS_DATA(MRL_FROM_JSON)
+  return RejectUnknown(known, prefix);
+}
+template <>
+Status SectionFromJson(const json& j, const std::string& prefix, ModelConfig* s) {
+  auto known = Keys(j);
+  MRL_FIELDS_MODEL(MRL_FROM_JSON)
+  return RejectUnknown(known, prefix);
+}
+template <>
+Status SectionFromJson(const json& j, const std::string& prefix, OptimConfig* s) {
+  auto known = Keys(j);
+  MRL_FIELDS_OPTIM(MRL_FROM_JSON)
+  return RejectUnknown(known, prefix);
+}
+
+json ToJson(const TrainConfig& c) {
+  json j;
+  j["data"] = SectionToJson(c.data);
+  j["model"] = SectionToJson(c.model);
+  j["optim"] = SectionToJson(c.optim);
+  const TrainConfig& s = c;
+  MRL_FIELDS_TOP(MRL_TO_JSON)
+  return j;
+}
+
+Status FromJson(const json& j, TrainConfig* s) {
+  if (!j.is_object()) return Status::InvalidArgument("config must be a JSON object");
+  auto known = Keys(j);
+  const std::string prefix;
+  for (const char* sec : {"data", "model", "optim"}) {
+    if (j.contains(sec) && !j[sec].is_object()) {
+      return Status::InvalidArgument(std::string("config section '") + sec + "' must be an object");
+    }
+    known.erase(sec);
+  }
+  if (j.contains("data")) MRL_RETURN_IF_ERROR(SectionFromJson(j["data"], "data.", &s->data));
+  if (j.contains("model")) MRL_RETURN_IF_ERROR(SectionFromJson(j["model"], "model.", &s->model));
+  if (j.contains("optim")) MRL_RETURN_IF_ERROR(SectionFromJson(j["optim"], "optim.", &s->optim));
+  MRL_FIELDS_TOP(MRL_FROM_JSON)
+  return RejectUnknown(known, prefix);
+}
+
+}  // namespace
+
+std::vector<int64_t> DefaultNesting(int64_t dim) {
+  std::vector<int64_t> out;
+  for (int64_t m = 8; m < dim; m *= 2) out.push_back(m);
+  out.push_back(dim);
+  return out;
+}
+
+Status FinalizeConfig(TrainConfig* c) {
+  ModelConfig& m = c->model;
+  if (m.dim <= 0) return Status::InvalidArgument("model.dim must be positive");
+  if (m.nesting.empty()) m.nesting = DefaultNesting(m.dim);
+  for (size_t i = 0; i < m.nesting.size(); ++i) {
+    if (m.nesting[i] <= 0) return Status::InvalidArgument("model.nesting dims must be positive");
+    if (m.nesting[i] > m.dim) {
+      return Status::InvalidArgument("model.nesting dim " + std::to_string(m.nesting[i]) +
+                                     " exceeds model.dim " + std::to_string(m.dim));
+    }
+    if (i > 0 && m.nesting[i] <= m.nesting[i - 1]) {
+      return Status::InvalidArgument("model.nesting must be strictly increasing (got " +
+                                     std::to_string(m.nesting[i - 1]) + " then " +
+                                     std::to_string(m.nesting[i]) + ")");
+    }
+  }
+  if (m.nesting_weights.empty()) m.nesting_weights.assign(m.nesting.size(), 1.0);
+  if (m.nesting_weights.size() != m.nesting.size()) {
+    return Status::InvalidArgument("model.nesting_weights has " +
+                                   std::to_string(m.nesting_weights.size()) + " entries for " +
+                                   std::to_string(m.nesting.size()) + " nesting dims");
+  }
+  for (double w : m.nesting_weights) {
+    if (!(w >= 0)) return Status::InvalidArgument("model.nesting_weights must be >= 0");
+  }
+  if (m.head != "mrl" && m.head != "mrl-e" && m.head != "ff") {
+    return Status::InvalidArgument("model.head must be mrl, mrl-e or ff (got '" + m.head + "')");
+  }
+  if (m.head == "ff") {
+    if (m.ff_dim == 0) m.ff_dim = m.dim;
+    if (m.ff_dim < 0 || m.ff_dim > m.dim) {
+      return Status::InvalidArgument("model.ff_dim must be in [1, model.dim]");
+    }
+  }
+  if (m.encoder != "conv4" && m.encoder != "resnet18" && m.encoder != "resnet50" &&
+      m.encoder != "mlp") {
+    return Status::InvalidArgument("model.encoder must be conv4, resnet18, resnet50 or mlp (got '" +
+                                   m.encoder + "')");
+  }
+  if (m.label_smoothing < 0 || m.label_smoothing >= 1) {
+    return Status::InvalidArgument("model.label_smoothing must be in [0, 1)");
+  }
+  if (c->data.kind != "fmnist" && c->data.kind != "npy") {
+    return Status::InvalidArgument("data.kind must be fmnist or npy");
+  }
+  if (c->data.kind == "npy" && m.encoder != "mlp") {
+    return Status::InvalidArgument("data.kind=npy (dense features) needs model.encoder=mlp");
+  }
+  if (c->data.kind == "fmnist" && m.encoder == "mlp") {
+    return Status::InvalidArgument("model.encoder=mlp needs dense features (data.kind=npy)");
+  }
+  if (c->batch_size <= 0) return Status::InvalidArgument("batch_size must be positive");
+  if (c->epochs <= 0) return Status::InvalidArgument("epochs must be positive");
+  if (c->data.holdout < 0) return Status::InvalidArgument("data.holdout must be >= 0");
+  if (c->data.max_shift < 0) return Status::InvalidArgument("data.max_shift must be >= 0");
+  const OptimConfig& o = c->optim;
+  if (o.optimizer != "sgd" && o.optimizer != "adamw") {
+    return Status::InvalidArgument("optim.optimizer must be sgd or adamw");
+  }
+  if (o.schedule != "cosine" && o.schedule != "onecycle" && o.schedule != "constant") {
+    return Status::InvalidArgument("optim.schedule must be cosine, onecycle or constant");
+  }
+  if (!(o.lr > 0)) return Status::InvalidArgument("optim.lr must be positive");
+  if (c->keep_checkpoints < 1) return Status::InvalidArgument("keep_checkpoints must be >= 1");
+  if (c->eval_dims.empty()) {
+    c->eval_dims = m.nesting;
+    if (m.head == "ff") c->eval_dims = {m.ff_dim};
+  }
+  for (int64_t d : c->eval_dims) {
+    if (d <= 0 || d > m.dim) return Status::InvalidArgument("eval_dims must be in [1, model.dim]");
+  }
+  if (c->out_dir.empty()) return Status::InvalidArgument("out_dir must be set");
+  return Status::Ok();
+}
+
+std::string ConfigToJson(const TrainConfig& config, int indent) {
+  return ToJson(config).dump(indent);
+}
+
+Result<TrainConfig> ConfigFromJson(const std::string& text) {
+  json j;
+  try {
+    j = json::parse(text);
+  } catch (const json::exception& e) {
+    return Status::InvalidArgument(std::string("config is not valid JSON: ") + e.what());
+  }
+  TrainConfig c;
+  MRL_RETURN_IF_ERROR(FromJson(j, &c));
+  return c;
+}
+
+Result<TrainConfig> LoadConfigFile(const std::string& path) {
+  auto text = ReadFile(path);
+  if (!text.ok()) return Status::NotFound("config file '" + path + "' not found");
+  auto c = ConfigFromJson(text.value());
+  if (!c.ok()) return Status::InvalidArgument(path + ": " + c.status().message());
+  return c;
+}
+
+Status ApplyOverride(TrainConfig* config, const std::string& assignment) {
+  const size_t eq = assignment.find('=');
+  if (eq == std::string::npos || eq == 0) {
+    return Status::InvalidArgument("--set expects key=value, got '" + assignment + "'");
+  }
+  const std::string key = assignment.substr(0, eq);
+  const std::string value = assignment.substr(eq + 1);
+  json v;
+  try {
+    v = json::parse(value);
+  } catch (const json::exception&) {
+    v = value;  // a bare string such as head=mrl-e
+  }
+  json j = ToJson(*config);
+  json* node = &j;
+  size_t start = 0;
+  while (true) {
+    const size_t dot = key.find('.', start);
+    const std::string part = key.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
+    if (!node->is_object() || !node->contains(part)) {
+      return Status::InvalidArgument("unknown config field '" + key + "'");
+    }
+    node = &(*node)[part];
+    if (dot == std::string::npos) break;
+    start = dot + 1;
+  }
+  *node = v;
+  TrainConfig updated;
+  MRL_RETURN_IF_ERROR(FromJson(j, &updated));
+  *config = updated;
+  return Status::Ok();
+}
+
+}  // namespace mrl

@@ -1,0 +1,83 @@
+// Configuration of one training run. Defaults reproduce the Fashion-MNIST MRL benchmark;
+// every field can come from a JSON file and be overridden by `--set section.field=value`.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+
+namespace mrl {
+
+struct DataConfig {
+  std::string kind = "fmnist";  // "fmnist" (IDX files) or "npy" (dense features + labels)
+  std::string fmnist_dir = "/usr/share/datasets/fashion-mnist";
+  // kind == "npy": float32 [N, F] feature matrices and integer [N] label vectors.
+  std::string train_features, train_labels, test_features, test_labels;
+  int64_t train_limit = 0;  // use only the first N training samples (0 = all)
+  int64_t test_limit = 0;   // use only the first N test samples (0 = all)
+  // The last `holdout` training samples are not trained on; adaptive classification learns its
+  // thresholds there (paper section 4.2).
+  int64_t holdout = 5000;
+  bool augment = true;  // images: random horizontal flip + shift by up to `max_shift` pixels
+  int64_t max_shift = 2;
+};
+
+struct ModelConfig {
+  std::string encoder = "conv4";  // conv4 | resnet18 | resnet50 | mlp
+  int64_t dim = 2048;             // embedding size d
+  std::vector<int64_t> nesting;   // empty = powers of two from 8 to d (plus d)
+  std::string head = "mrl";       // mrl | mrl-e | ff
+  int64_t ff_dim = 0;             // head = ff: the head sees z[:, :ff_dim] (0 = d)
+  std::vector<double> nesting_weights;  // relative weight c_m per nesting dim (empty = all 1)
+  double label_smoothing = 0.0;
+  std::vector<int64_t> conv_channels = {32, 64, 128, 256};  // conv4
+  std::vector<int64_t> mlp_hidden = {1024};                 // mlp
+  int64_t num_classes = 0;  // 0 = inferred from the labels
+};
+
+struct OptimConfig {
+  std::string optimizer = "sgd";  // sgd | adamw
+  double lr = 0.1;                // peak learning rate for the global batch
+  double momentum = 0.9;
+  bool nesterov = true;
+  double weight_decay = 5e-4;  // not applied to biases and normalisation parameters
+  double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
+  std::string schedule = "cosine";  // cosine | onecycle | constant
+  double warmup_epochs = 0.3;       // linear warmup (cosine)
+  double final_lr_ratio = 0.0;      // lr at the end, relative to the peak
+};
+
+struct TrainConfig {
+  DataConfig data;
+  ModelConfig model;
+  OptimConfig optim;
+  int64_t epochs = 4;
+  int64_t batch_size = 256;
+  uint64_t seed = 0;
+  int threads = 0;  // intra-op threads; 0 = all cores
+  std::string out_dir = "runs/fmnist-mrl";
+  int64_t log_every = 50;
+  int64_t checkpoint_every = 0;  // steps; 0 = at the end of every epoch only
+  int keep_checkpoints = 2;
+  bool resume = true;            // continue from the newest checkpoint in out_dir if present
+  int64_t stop_after_steps = 0;  // stop (after checkpointing) at this global step; 0 = never
+  bool evaluate = true;
+  bool export_embeddings = true;
+  std::vector<int64_t> eval_dims;  // empty = the nesting list
+  bool eval_svd = true;
+};
+
+// Fills derived defaults (nesting list, weights) and checks every field.
+Status FinalizeConfig(TrainConfig* config);
+
+std::string ConfigToJson(const TrainConfig& config, int indent = 2);
+Result<TrainConfig> ConfigFromJson(const std::string& json_text);
+Result<TrainConfig> LoadConfigFile(const std::string& path);
+// "model.dim=64", "optim.lr=0.05", "model.nesting=[8,16]": value parsed as JSON, else a string.
+Status ApplyOverride(TrainConfig* config, const std::string& assignment);
+
+std::vector<int64_t> DefaultNesting(int64_t dim);
+
+}  // namespace mrl

@@ -1,0 +1,171 @@
+#include "trainer/data.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <set>
+
+#include "common/npy.h"
+#include "trainer/idx.h"
+
+namespace mrl {
+
+uint64_t SplitMix64(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ULL;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+  return x ^ (x >> 31);
+}
+
+std::vector<int64_t> EpochPermutation(int64_t n, uint64_t seed, int64_t epoch) {
+  std::vector<int64_t> p(static_cast<size_t>(n));
+  std::iota(p.begin(), p.end(), 0);
+  uint64_t state = SplitMix64(seed * 0x632be59bd9b4e019ULL + static_cast<uint64_t>(epoch) + 1);
+  for (int64_t i = n - 1; i > 0; --i) {  // Fisher-Yates
+    state = SplitMix64(state);
+    const int64_t j = static_cast<int64_t>(state % static_cast<uint64_t>(i + 1));
+    std::swap(p[static_cast<size_t>(i)], p[static_cast<size_t>(j)]);
+  }
+  return p;
+}
+
+namespace {
+
+// Fashion-MNIST training-set pixel statistics.
+constexpr float kMean = 0.2860f;
+constexpr float kStd = 0.3530f;
+
+Split FromImageSet(ImageSet&& s, int64_t limit) {
+  Split out;
+  out.is_image = true;
+  out.height = s.height;
+  out.width = s.width;
+  out.channels = s.channels;
+  const int64_t n = limit > 0 ? std::min(limit, s.count) : s.count;
+  const size_t per = static_cast<size_t>(s.height * s.width * s.channels);
+  s.pixels.resize(static_cast<size_t>(n) * per);
+  s.labels.resize(static_cast<size_t>(n));
+  out.pixels = std::move(s.pixels);
+  out.labels = std::move(s.labels);
+  return out;
+}
+
+Result<Split> LoadNpySplit(const std::string& features, const std::string& labels, int64_t limit) {
+  if (features.empty() || labels.empty()) {
+    return Status::InvalidArgument("data.kind=npy needs train/test features and labels paths");
+  }
+  auto f = ReadNpy(features);
+  if (!f.ok()) return f.status();
+  if (f->dtype != NpyDtype::kFloat32 || f->shape.size() != 2) {
+    return Status::InvalidArgument("'" + features + "' must be a float32 [N, F] matrix");
+  }
+  auto l = ReadNpyLabels(labels);
+  if (!l.ok()) return l.status();
+  if (static_cast<int64_t>(l->size()) != f->shape[0]) {
+    return Status::InvalidArgument("'" + labels + "' has " + std::to_string(l->size()) +
+                                   " labels for " + std::to_string(f->shape[0]) + " rows of '" +
+                                   features + "'");
+  }
+  Split out;
+  out.is_image = false;
+  out.features = f->shape[1];
+  const int64_t n = limit > 0 ? std::min(limit, f->shape[0]) : f->shape[0];
+  out.dense.assign(f->as<float>(), f->as<float>() + n * out.features);
+  for (float v : out.dense) {
+    if (!std::isfinite(v)) return Status::InvalidArgument("'" + features + "' contains NaN/Inf");
+  }
+  out.labels.assign(l->begin(), l->begin() + n);
+  for (int64_t v : out.labels) {
+    if (v < 0) return Status::InvalidArgument("'" + labels + "' has a negative label");
+  }
+  return out;
+}
+
+}  // namespace
+
+Result<DataSplits> LoadData(const DataConfig& c) {
+  DataSplits d;
+  if (c.kind == "fmnist") {
+    auto fm = LoadFashionMnist(c.fmnist_dir);
+    if (!fm.ok()) return fm.status();
+    d.train = FromImageSet(std::move(fm->train), c.train_limit);
+    d.test = FromImageSet(std::move(fm->test), c.test_limit);
+  } else {
+    auto tr = LoadNpySplit(c.train_features, c.train_labels, c.train_limit);
+    if (!tr.ok()) return tr.status();
+    auto te = LoadNpySplit(c.test_features, c.test_labels, c.test_limit);
+    if (!te.ok()) return te.status();
+    if (tr->features != te->features) {
+      return Status::InvalidArgument("train features have " + std::to_string(tr->features) +
+                                     " columns, test features " + std::to_string(te->features));
+    }
+    d.train = std::move(tr.value());
+    d.test = std::move(te.value());
+  }
+  if (c.holdout >= d.train.size()) {
+    return Status::InvalidArgument("data.holdout (" + std::to_string(c.holdout) +
+                                   ") must be smaller than the training set (" +
+                                   std::to_string(d.train.size()) + ")");
+  }
+  d.train_used = d.train.size() - c.holdout;
+  int64_t max_label = 0;
+  for (int64_t l : d.train.labels) max_label = std::max(max_label, l);
+  for (int64_t l : d.test.labels) max_label = std::max(max_label, l);
+  d.num_classes = max_label + 1;
+  return d;
+}
+
+Batch MakeBatch(const Split& s, const int64_t* idx, int64_t count, bool augment,
+                int64_t max_shift, uint64_t seed, int64_t epoch) {
+  Batch b;
+  b.y = torch::empty({count}, torch::kInt64);
+  int64_t* y = b.y.data_ptr<int64_t>();
+  if (!s.is_image) {
+    b.x = torch::empty({count, s.features}, torch::kFloat32);
+    float* x = b.x.data_ptr<float>();
+    for (int64_t i = 0; i < count; ++i) {
+      std::copy_n(s.dense.data() + idx[i] * s.features, s.features, x + i * s.features);
+      y[i] = s.labels[static_cast<size_t>(idx[i])];
+    }
+    return b;
+  }
+  const int64_t H = s.height, W = s.width, C = s.channels, plane = H * W;
+  b.x = torch::empty({count, C, H, W}, torch::kFloat32);
+  float* x = b.x.data_ptr<float>();
+  float lut[256];
+  for (int v = 0; v < 256; ++v) lut[v] = (static_cast<float>(v) / 255.0f - kMean) / kStd;
+  const float zero = lut[0];
+  for (int64_t i = 0; i < count; ++i) {
+    const uint8_t* src = s.pixels.data() + idx[i] * plane * C;
+    float* dst = x + i * C * plane;
+    y[i] = s.labels[static_cast<size_t>(idx[i])];
+    bool flip = false;
+    int64_t dx = 0, dy = 0;
+    if (augment) {
+      uint64_t r = SplitMix64(seed ^ SplitMix64(static_cast<uint64_t>(epoch) * 0x100000001b3ULL +
+                                                static_cast<uint64_t>(idx[i])));
+      flip = (r & 1) != 0;
+      const uint64_t span = static_cast<uint64_t>(2 * max_shift + 1);
+      dx = static_cast<int64_t>((r >> 8) % span) - max_shift;
+      dy = static_cast<int64_t>((r >> 24) % span) - max_shift;
+    }
+    for (int64_t c = 0; c < C; ++c) {
+      for (int64_t yy = 0; yy < H; ++yy) {
+        const int64_t sy = yy - dy;
+        float* row = dst + c * plane + yy * W;
+        if (sy < 0 || sy >= H) {
+          std::fill_n(row, W, zero);
+          continue;
+        }
+        for (int64_t xx = 0; xx < W; ++xx) {
+          int64_t sx = xx - dx;
+          if (flip) sx = W - 1 - sx;
+          row[xx] = (sx < 0 || sx >= W) ? zero : lut[src[(sy * W + sx) * C + c]];
+        }
+      }
+    }
+  }
+  return b;
+}
+
+}  // namespace mrl

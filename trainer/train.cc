@@ -1,0 +1,254 @@
+#include "trainer/train.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <mutex>
+#include <regex>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "common/atomic_file.h"
+
+namespace mrl {
+namespace fs = std::filesystem;
+
+std::string ResumeKey(const TrainConfig& c) {
+  auto j = nlohmann::json::parse(ConfigToJson(c, -1));
+  nlohmann::json key;
+  for (const char* k : {"data", "model", "optim", "epochs", "batch_size", "seed"}) key[k] = j[k];
+  return key.dump();
+}
+
+Trainer::Trainer(const TrainConfig& config, const DataSplits& data)
+    : config_(config), data_(data) {
+  torch::manual_seed(config.seed);
+  const Split& tr = data.train;
+  model_ = MrlModel(config.model, tr.channels, tr.features, data.num_classes);
+
+  // Weight decay on weights only; biases and normalisation parameters are not decayed.
+  std::vector<torch::Tensor> decay, no_decay;
+  for (const auto& p : model_->named_parameters()) {
+    (p.value().dim() > 1 ? decay : no_decay).push_back(p.value());
+  }
+  const OptimConfig& o = config.optim;
+  if (o.optimizer == "sgd") {
+    auto opts = torch::optim::SGDOptions(o.lr).momentum(o.momentum).nesterov(o.nesterov);
+    std::vector<torch::optim::OptimizerParamGroup> groups;
+    groups.emplace_back(decay, std::make_unique<torch::optim::SGDOptions>(
+                                   torch::optim::SGDOptions(opts).weight_decay(o.weight_decay)));
+    groups.emplace_back(no_decay, std::make_unique<torch::optim::SGDOptions>(
+                                      torch::optim::SGDOptions(opts).weight_decay(0)));
+    optimizer_ = std::make_unique<torch::optim::SGD>(groups, opts);
+  } else {
+    auto opts = torch::optim::AdamWOptions(o.lr).betas({o.beta1, o.beta2}).eps(o.eps);
+    std::vector<torch::optim::OptimizerParamGroup> groups;
+    groups.emplace_back(decay, std::make_unique<torch::optim::AdamWOptions>(
+                                   torch::optim::AdamWOptions(opts).weight_decay(o.weight_decay)));
+    groups.emplace_back(no_decay, std::make_unique<torch::optim::AdamWOptions>(
+                                      torch::optim::AdamWOptions(opts).weight_decay(0)));
+    optimizer_ = std::make_unique<torch::optim::AdamW>(groups, opts);
+  }
+  steps_per_epoch_ = std::max<int64_t>(data.train_used / config.batch_size, 1);  // drop last
+  schedule_.kind = o.schedule;
+  schedule_.peak_lr = o.lr;
+  schedule_.total_steps = steps_per_epoch_ * config.epochs;
+  schedule_.warmup_steps =
+      static_cast<int64_t>(std::llround(o.warmup_epochs * static_cast<double>(steps_per_epoch_)));
+  schedule_.final_lr_ratio = o.final_lr_ratio;
+  // FF-k trains one head; MRL and MRL-E weight each nesting dim by c_m.
+  loss_weights_ = config.model.head == "ff" ? std::vector<double>{1.0} : config.model.nesting_weights;
+}
+
+void Trainer::SetLearningRate(double lr) {
+  for (auto& group : optimizer_->param_groups()) group.options().set_lr(lr);
+}
+
+std::string Trainer::LatestCheckpoint(const std::string& out_dir) {
+  static const std::regex kName(R"(ckpt-(\d{9})\.pt)");
+  std::string best;
+  int64_t best_step = -1;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(out_dir, ec)) {
+    std::smatch m;
+    const std::string name = e.path().filename().string();
+    if (std::regex_match(name, m, kName) && std::stoll(m[1]) > best_step) {
+      best_step = std::stoll(m[1]);
+      best = e.path().string();
+    }
+  }
+  return best;
+}
+
+Status Trainer::SaveCheckpoint() {
+  torch::serialize::OutputArchive archive;
+  torch::serialize::OutputArchive model_archive, optim_archive;
+  model_->save(model_archive);
+  optimizer_->save(optim_archive);
+  archive.write("model", model_archive);
+  archive.write("optimizer", optim_archive);
+  archive.write("step", torch::tensor(step_, torch::kInt64));
+  archive.write("resume_key", c10::IValue(ResumeKey(config_)));
+  archive.write("config", c10::IValue(ConfigToJson(config_)));
+  archive.write("torch_rng", torch::globalContext().defaultGenerator(torch::kCPU).get_state());
+  std::ostringstream bytes;
+  archive.save_to(bytes);
+  char name[32];
+  std::snprintf(name, sizeof(name), "ckpt-%09lld.pt", static_cast<long long>(step_));
+  const std::string path = (fs::path(config_.out_dir) / name).string();
+  MRL_RETURN_IF_ERROR(WriteFileAtomic(path, bytes.str()));
+  // Keep the newest keep_checkpoints files.
+  static const std::regex kName(R"(ckpt-(\d{9})\.pt)");
+  std::vector<std::string> all;
+  for (const auto& e : fs::directory_iterator(config_.out_dir)) {
+    if (std::regex_match(e.path().filename().string(), kName)) all.push_back(e.path().string());
+  }
+  std::sort(all.begin(), all.end());
+  for (size_t i = 0; i + static_cast<size_t>(config_.keep_checkpoints) < all.size(); ++i) {
+    fs::remove(all[i]);
+  }
+  return Status::Ok();
+}
+
+Status Trainer::LoadCheckpoint(const std::string& path) {
+  try {
+    torch::serialize::InputArchive archive;
+    archive.load_from(path);
+    c10::IValue key;
+    archive.read("resume_key", key);
+    if (key.toStringRef() != ResumeKey(config_)) {
+      return Status::FailedPrecondition(
+          "checkpoint '" + path +
+          "' was written by a run with a different data/model/optim/epochs/batch/seed config; "
+          "use another out_dir or --set resume=false to start over");
+    }
+    torch::serialize::InputArchive model_archive, optim_archive;
+    archive.read("model", model_archive);
+    archive.read("optimizer", optim_archive);
+    model_->load(model_archive);
+    optimizer_->load(optim_archive);
+    torch::Tensor step, rng;
+    archive.read("step", step);
+    archive.read("torch_rng", rng);
+    step_ = step.item<int64_t>();
+    auto gen = torch::globalContext().defaultGenerator(torch::kCPU);
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    gen.set_state(rng);
+  } catch (const c10::Error& e) {
+    return Status::Corruption("cannot read checkpoint '" + path + "': " + e.what_without_backtrace());
+  }
+  return Status::Ok();
+}
+
+Status Trainer::LoadModelWeights(const std::string& path, MrlModel& model) {
+  try {
+    torch::serialize::InputArchive archive, model_archive;
+    archive.load_from(path);
+    archive.read("model", model_archive);
+    model->load(model_archive);
+  } catch (const c10::Error& e) {
+    return Status::Corruption("cannot read checkpoint '" + path + "': " + e.what_without_backtrace());
+  }
+  return Status::Ok();
+}
+
+Status Trainer::MaybeResume() {
+  if (!config_.resume) {
+    // A fresh start must not later resume from an older run's files.
+    std::error_code ec;
+    for (std::string p = LatestCheckpoint(config_.out_dir); !p.empty();
+         p = LatestCheckpoint(config_.out_dir)) {
+      fs::remove(p, ec);
+      if (ec) return Status::IoError("cannot remove old checkpoint '" + p + "'");
+    }
+    return Status::Ok();
+  }
+  const std::string latest = LatestCheckpoint(config_.out_dir);
+  if (latest.empty()) return Status::Ok();
+  MRL_RETURN_IF_ERROR(LoadCheckpoint(latest));
+  std::printf("[train] resumed from %s at step %lld (epoch %lld, batch %lld)\n", latest.c_str(),
+              static_cast<long long>(step_), static_cast<long long>(step_ / steps_per_epoch_),
+              static_cast<long long>(step_ % steps_per_epoch_));
+  return Status::Ok();
+}
+
+namespace {
+std::string Clock(double seconds) {
+  const long s = std::lround(std::max(0.0, seconds));
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%ld:%02ld:%02ld", s / 3600, (s / 60) % 60, s % 60);
+  return buf;
+}
+}  // namespace
+
+Status Trainer::Train() {
+  using Clk = std::chrono::steady_clock;
+  const int64_t total = total_steps();
+  const int64_t stop = config_.stop_after_steps > 0 ? std::min(total, config_.stop_after_steps) : total;
+  const int64_t B = config_.batch_size;
+  model_->train();
+  std::vector<int64_t> perm;
+  int64_t perm_epoch = -1;
+  auto window_start = Clk::now();
+  const auto run_start = window_start;
+  int64_t window_images = 0, run_images = 0;
+  double window_loss = 0;
+  int64_t window_steps = 0;
+  while (step_ < stop) {
+    const int64_t epoch = step_ / steps_per_epoch_;
+    const int64_t pos = step_ % steps_per_epoch_;
+    if (epoch != perm_epoch) {
+      perm = EpochPermutation(data_.train_used, config_.seed, epoch);
+      perm_epoch = epoch;
+    }
+    Batch batch = MakeBatch(data_.train, perm.data() + pos * B, B, config_.data.augment,
+                            config_.data.max_shift, config_.seed, epoch);
+    const double lr = schedule_.At(step_);
+    SetLearningRate(lr);
+    optimizer_->zero_grad();
+    torch::Tensor z = model_->Embed(batch.x);
+    torch::Tensor loss =
+        MrlLoss(model_->TrainLogits(z), batch.y, loss_weights_, config_.model.label_smoothing);
+    const double loss_value = loss.item<double>();
+    if (!std::isfinite(loss_value)) {
+      return Status::FailedPrecondition(
+          "non-finite loss (" + std::to_string(loss_value) + ") at step " +
+          std::to_string(step_ + 1) + " with lr " + std::to_string(lr) +
+          ": training diverged; lower optim.lr (no checkpoint was written for this state)");
+    }
+    loss.backward();
+    optimizer_->step();
+    ++step_;
+    history_.push_back({step_, epoch, loss_value, lr});
+    window_loss += loss_value;
+    ++window_steps;
+    window_images += B;
+    run_images += B;
+    const bool epoch_end = step_ % steps_per_epoch_ == 0;
+    if (config_.log_every > 0 && (step_ % config_.log_every == 0 || step_ == stop)) {
+      const double dt = std::chrono::duration<double>(Clk::now() - window_start).count();
+      const double run_dt = std::chrono::duration<double>(Clk::now() - run_start).count();
+      const double eta = run_images > 0 ? run_dt / static_cast<double>(run_images) *
+                                              static_cast<double>((stop - step_) * B)
+                                        : 0;
+      std::printf("[train] epoch %lld/%lld step %lld/%lld loss %.4f lr %.4g %.0f img/s ETA %s\n",
+                  static_cast<long long>(epoch + 1), static_cast<long long>(config_.epochs),
+                  static_cast<long long>(step_), static_cast<long long>(total),
+                  window_loss / static_cast<double>(window_steps), lr,
+                  static_cast<double>(window_images) / std::max(dt, 1e-9), Clock(eta).c_str());
+      std::fflush(stdout);
+      window_start = Clk::now();
+      window_images = 0;
+      window_loss = 0;
+      window_steps = 0;
+    }
+    const bool periodic = config_.checkpoint_every > 0 && step_ % config_.checkpoint_every == 0;
+    if (periodic || epoch_end || step_ == stop) MRL_RETURN_IF_ERROR(SaveCheckpoint());
+  }
+  return Status::Ok();
+}
+
+}  // namespace mrl

@@ -1,0 +1,70 @@
+// The single-process MRL training loop: SGD/AdamW, warmup + cosine (or one-cycle) schedule,
+// progress output, atomic checkpoints (model, optimizer, step, RNG, data position), exact resume.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <memory>
+#include <vector>
+
+#include "common/status.h"
+#include "trainer/config.h"
+#include "trainer/data.h"
+#include "trainer/model.h"
+#include "trainer/schedule.h"
+
+namespace mrl {
+
+struct StepRecord {
+  int64_t step = 0;  // global step (1-based: the step just finished)
+  int64_t epoch = 0;
+  double loss = 0;
+  double lr = 0;
+};
+
+class Trainer {
+ public:
+  // REQUIRES: config was finalized (FinalizeConfig) and `data` outlives the trainer.
+  Trainer(const TrainConfig& config, const DataSplits& data);
+
+  // Loads the newest checkpoint of out_dir if config.resume and one exists. Fails if the
+  // checkpoint was written by an incompatible config or is unreadable.
+  Status MaybeResume();
+
+  // Trains until the schedule ends or config.stop_after_steps. Writes checkpoints as configured
+  // and always one at the point where it stops. Fails on a non-finite loss (no checkpoint is
+  // written for the diverged state) or an I/O error.
+  Status Train();
+
+  MrlModel& model() { return model_; }
+  int64_t global_step() const { return step_; }
+  int64_t steps_per_epoch() const { return steps_per_epoch_; }
+  int64_t total_steps() const { return steps_per_epoch_ * config_.epochs; }
+  bool finished() const { return step_ >= total_steps(); }
+  const std::vector<StepRecord>& history() const { return history_; }
+
+  Status SaveCheckpoint();
+  // Path of the newest checkpoint in `out_dir`, or "" if none.
+  static std::string LatestCheckpoint(const std::string& out_dir);
+  // Loads only model weights (for evaluation / export of a finished run).
+  static Status LoadModelWeights(const std::string& path, MrlModel& model);
+
+ private:
+  Status LoadCheckpoint(const std::string& path);
+  void SetLearningRate(double lr);
+
+  TrainConfig config_;
+  const DataSplits& data_;
+  MrlModel model_{nullptr};
+  std::unique_ptr<torch::optim::Optimizer> optimizer_;
+  LrSchedule schedule_;
+  std::vector<double> loss_weights_;
+  int64_t steps_per_epoch_ = 0;
+  int64_t step_ = 0;  // updates done so far; the data position is (step_ / spe, step_ % spe)
+  std::vector<StepRecord> history_;
+};
+
+// The config fields a checkpoint must agree on to be resumed.
+std::string ResumeKey(const TrainConfig& config);
+
+}  // namespace mrl
