@@ -273,6 +273,104 @@ TEST(Training, ShortRealRunBeatsChanceAtEveryNestingDim) {
   EXPECT_EQ(std::system(py.c_str()), 0);
 }
 
+TEST(Encoders, ResNetsAndMlpProduceDDimEmbeddings) {
+  torch::NoGradGuard no_grad;
+  for (const char* name : {"resnet18", "resnet50"}) {
+    ModelConfig m;
+    m.encoder = name;
+    m.dim = 2048;
+    m.nesting = DefaultNesting(2048);
+    MrlModel model(m, 3, 0, 10);
+    model->eval();
+    torch::Tensor z = model->Embed(torch::randn({2, 3, 32, 32}));
+    EXPECT_EQ(z.sizes(), (std::vector<int64_t>{2, 2048})) << name;
+    EXPECT_EQ(model->TrainLogits(z).size(), 9u);
+  }
+  ModelConfig m;
+  m.encoder = "mlp";
+  m.dim = 96;
+  m.nesting = {8, 32, 96};
+  m.head = "mrl-e";
+  MrlModel model(m, 0, 40, 5);
+  model->eval();
+  torch::Tensor z = model->Embed(torch::randn({3, 40}));
+  EXPECT_EQ(z.sizes(), (std::vector<int64_t>{3, 96}));
+  EXPECT_EQ(model->LogitsAt(z, 20).sizes(), (std::vector<int64_t>{3, 5}));  // any m for MRL-E
+}
+
+TEST(Training, SameSeedGivesIdenticalLosses) {
+  torch::set_num_threads(1);
+  TrainConfig c = TinyRun(TempDir("det_a"));
+  c.stop_after_steps = 5;
+  auto data = LoadData(c.data);
+  ASSERT_TRUE(data.ok());
+  Trainer a(c, data.value());
+  ASSERT_TRUE(a.Train().ok());
+  TrainConfig c2 = c;
+  c2.out_dir = TempDir("det_b");
+  Trainer b(c2, data.value());
+  ASSERT_TRUE(b.Train().ok());
+  for (size_t i = 0; i < a.history().size(); ++i) {
+    EXPECT_EQ(a.history()[i].loss, b.history()[i].loss) << "step " << i + 1;
+  }
+  TrainConfig c3 = c;
+  c3.out_dir = TempDir("det_c");
+  c3.seed = 99;
+  Trainer d(c3, data.value());
+  ASSERT_TRUE(d.Train().ok());
+  EXPECT_NE(a.history()[0].loss, d.history()[0].loss);
+}
+
+// Dense-feature input: MRL on top of existing features (.npy float32 [N, F] + labels). The
+// features here are real Fashion-MNIST pixels, flattened and scaled.
+TEST(Training, DenseNpyFeaturesWithMlpEncoderLearn) {
+  torch::set_num_threads(2);
+  const std::string dir = TempDir("npy_features");
+  DataConfig fc;
+  fc.train_limit = 3000;
+  fc.test_limit = 500;
+  fc.holdout = 0;
+  auto images = LoadData(fc);
+  ASSERT_TRUE(images.ok());
+  auto dump = [&](const Split& s, const std::string& name) {
+    std::vector<float> f(s.pixels.size());
+    for (size_t i = 0; i < f.size(); ++i) f[i] = static_cast<float>(s.pixels[i]) / 255.0f;
+    ASSERT_TRUE(WriteNpy(dir + "/" + name + "_x.npy", NpyDtype::kFloat32, {s.size(), 784}, f.data()).ok());
+    ASSERT_TRUE(WriteNpy(dir + "/" + name + "_y.npy", NpyDtype::kInt64, {s.size()}, s.labels.data()).ok());
+  };
+  dump(images->train, "train");
+  dump(images->test, "test");
+  TrainConfig c;
+  c.data.kind = "npy";
+  c.data.train_features = dir + "/train_x.npy";
+  c.data.train_labels = dir + "/train_y.npy";
+  c.data.test_features = dir + "/test_x.npy";
+  c.data.test_labels = dir + "/test_y.npy";
+  c.data.holdout = 300;
+  c.model.encoder = "mlp";
+  c.model.mlp_hidden = {256};
+  c.model.dim = 64;
+  c.epochs = 4;
+  c.batch_size = 64;
+  c.optim.lr = 0.05;
+  c.log_every = 0;
+  c.eval_svd = false;
+  c.out_dir = dir + "/run";
+  ASSERT_TRUE(FinalizeConfig(&c).ok());
+  ASSERT_TRUE(RunTraining(c).ok());
+  auto results = nlohmann::json::parse(ReadFile(dir + "/run/results.json").value());
+  for (const auto& row : results["per_dim"]) {
+    EXPECT_GT(row["linear_top1"].get<double>(), 0.6) << "dim " << row["dim"];
+  }
+  // Wrong shapes are refused with a message naming the file.
+  std::vector<int64_t> short_labels(10, 1);
+  ASSERT_TRUE(WriteNpy(dir + "/bad_y.npy", NpyDtype::kInt64, {10}, short_labels.data()).ok());
+  c.data.train_labels = dir + "/bad_y.npy";
+  auto bad = LoadData(c.data);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("bad_y.npy"), std::string::npos);
+}
+
 // ---- The binary on bad input: clear message, non-zero exit, nothing half-written ----------
 
 struct Outcome {

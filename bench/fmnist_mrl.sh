@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Paper Table 1/2 shape on Fashion-MNIST: MRL, MRL-E, FF-m (one model per m) and SVD, every model
+# on the same budget (epochs, batch, schedule, augmentation, encoder). Writes
+# bench/results/fmnist_mrl.md + .png + .json. Resumable: finished runs are reused.
+# Usage: bash bench/fmnist_mrl.sh            (EPOCHS=4 FF_DIMS="8 16 64 2048" by default)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+EPOCHS=${EPOCHS:-4}
+FF_DIMS=${FF_DIMS:-"8 16 64 2048"}
+RUNS=${RUNS:-bench/runs/fmnist}
+BIN=./build/trainer/mrl-trainer
+[ -x "$BIN" ] || bash ops/build.sh build
+ALL_DIMS="[8,16,32,64,128,256,512,1024,2048]"
+common=(--epochs "$EPOCHS" --set log_every=100 --set export_embeddings=false)
+run() {  # name, args...
+  local name=$1; shift
+  if [ -f "$RUNS/$name/results.json" ]; then echo "[bench] $name: done already"; return; fi
+  echo "[bench] $name: $BIN ${common[*]} $* --out $RUNS/$name"
+  "$BIN" "${common[@]}" "$@" --out "$RUNS/$name" > "$RUNS/$name.log" 2>&1 || {
+    echo "[bench] $name failed:"; tail -5 "$RUNS/$name.log"; exit 1; }
+  grep -E "^\[train\].*step ([0-9]+)/\1 " "$RUNS/$name.log" | tail -1 || true
+}
+mkdir -p "$RUNS" bench/results
+run mrl --head mrl --set eval_svd=false
+run mrl-e --head mrl-e --set eval_svd=false
+for m in $FF_DIMS; do
+  if [ "$m" = 2048 ]; then
+    # The SVD baseline projects this fixed-feature model's 2048-d embedding (as in the paper).
+    run ff-2048 --head ff --dim 2048 --set eval_dims="$ALL_DIMS" --set eval_svd=true
+  else
+    run "ff-$m" --head ff --dim "$m" --set eval_svd=false
+  fi
+done
+/usr/bin/python3 bench/fmnist_report.py --runs "$RUNS" --out bench/results/fmnist_mrl \
+  --command "EPOCHS=$EPOCHS FF_DIMS=\"$FF_DIMS\" bash bench/fmnist_mrl.sh"
