@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """PyTorch baseline for bench/train_throughput.sh: the same MRL training step as mrl-trainer
 (conv4 encoder, d=2048, MRL heads 8..2048, summed CE, SGD Nesterov + weight decay, batch 256,
-flip + shift augmentation, in-RAM Fashion-MNIST), timed the same way (img/s per window of steps).
+optional flip + shift augmentation, in-RAM Fashion-MNIST), timed the same way (img/s per window of steps).
 Prints one JSON line."""
 import argparse, gzip, json, os, sys, time
 
@@ -46,6 +46,9 @@ def main():
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--dim", type=int, default=2048)
+    ap.add_argument("--augment", action="store_true")
+    ap.add_argument("--channels-last", action="store_true",
+                    help="NHWC conv kernels and inputs (what mrl-trainer does by default)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -56,6 +59,8 @@ def main():
     cfg = {"encoder": "conv4", "conv_channels": [32, 64, 128, 256], "dim": args.dim,
            "num_classes": 10, "head": "mrl", "nesting": nesting, "in_channels": 1}
     model = mrl_models.MrlModel(cfg)
+    fmt = torch.channels_last if args.channels_last else torch.contiguous_format
+    model = model.to(memory_format=fmt)
     decay = [p for p in model.parameters() if p.dim() > 1]
     no_decay = [p for p in model.parameters() if p.dim() <= 1]
     opt = torch.optim.SGD([{"params": decay, "weight_decay": 5e-4},
@@ -65,7 +70,8 @@ def main():
     rates, t0 = [], time.perf_counter()
     for step in range(args.steps):
         idx = perm[(step * args.batch) % (images.shape[0] - args.batch):][: args.batch]
-        x = mrl_models.normalize(augment(images[idx], gen))
+        batch = augment(images[idx], gen) if args.augment else images[idx]
+        x = mrl_models.normalize(batch).contiguous(memory_format=fmt)
         y = labels[idx]
         opt.zero_grad(set_to_none=False)
         z = model(x)
@@ -77,7 +83,7 @@ def main():
             rates.append(args.window * args.batch / (t1 - t0))
             t0 = t1
     steady = sorted(rates[1:]) if len(rates) > 1 else rates
-    print(json.dumps({"impl": "pytorch", "torch": torch.__version__, "threads": args.threads,
+    print(json.dumps({"impl": "pytorch", "channels_last": args.channels_last, "torch": torch.__version__, "threads": args.threads,
                       "windows_img_per_s": [round(r, 1) for r in rates],
                       "median_img_per_s": steady[len(steady) // 2], "final_loss": float(loss)}))
 

@@ -131,6 +131,7 @@ TEST(Data, AugmentationIsDeterministicPerSampleAndEpoch) {
   Batch b = MakeBatch(data->train, idx.data(), 4, true, 2, 9, 0);
   Batch c = MakeBatch(data->train, idx.data(), 4, true, 2, 9, 1);
   Batch plain = MakeBatch(data->train, idx.data(), 4, false, 2, 9, 0);
+  ASSERT_TRUE(dc.augment == false);  // opt-in
   EXPECT_TRUE(torch::equal(a.x, b.x));
   EXPECT_FALSE(torch::equal(a.x, c.x));
   EXPECT_FALSE(torch::equal(a.x, plain.x));

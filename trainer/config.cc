@@ -15,7 +15,7 @@ using nlohmann::json;
   X(train_limit) X(test_limit) X(holdout) X(augment) X(max_shift)
 #define MRL_FIELDS_MODEL(X)                                                                  \
   X(encoder) X(dim) X(nesting) X(head) X(ff_dim) X(nesting_weights) X(label_smoothing)      \
-  X(conv_channels) X(mlp_hidden) X(num_classes)
+  X(conv_channels) X(mlp_hidden) X(num_classes) X(channels_last)
 #define MRL_FIELDS_OPTIM(X)                                                                  \
   X(optimizer) X(lr) X(momentum) X(nesterov) X(weight_decay) X(beta1) X(beta2) X(eps)        \
   X(schedule) X(warmup_epochs) X(final_lr_ratio)

@@ -15,7 +15,7 @@ torch::Tensor EmbedSplit(MrlModel& model, const Split& split, int64_t begin, int
   for (int64_t s = 0; s < end - begin; s += chunk) {
     const int64_t n = std::min(chunk, end - begin - s);
     Batch b = MakeBatch(split, idx.data() + s, n, /*augment=*/false, 0, 0, 0);
-    parts.push_back(model->Embed(b.x));
+    parts.push_back(model->Embed(model->PrepareInput(b.x)));
   }
   model->train();
   return parts.empty() ? torch::empty({0, model->config().dim}) : torch::cat(parts);

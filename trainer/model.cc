@@ -156,6 +156,17 @@ MrlModelImpl::MrlModelImpl(const ModelConfig& config, int64_t in_channels, int64
     heads_->push_back(nn::Linear(config.ff_dim, num_classes));
     loss_dims_ = {config.ff_dim};
   }
+  if (config.channels_last) {
+    torch::NoGradGuard no_grad;
+    for (auto& p : encoder_->parameters()) {
+      if (p.dim() == 4) p.set_data(p.data().contiguous(at::MemoryFormat::ChannelsLast));
+    }
+  }
+}
+
+torch::Tensor MrlModelImpl::PrepareInput(const torch::Tensor& x) const {
+  if (config_.channels_last && x.dim() == 4) return x.contiguous(at::MemoryFormat::ChannelsLast);
+  return x;
 }
 
 std::vector<torch::Tensor> MrlModelImpl::TrainLogits(const torch::Tensor& z) {

@@ -47,6 +47,8 @@ class MrlModelImpl : public torch::nn::Module {
   // The dims TrainLogits returns logits for, in order.
   const std::vector<int64_t>& loss_dims() const { return loss_dims_; }
   const ModelConfig& config() const { return config_; }
+  // Puts an image batch in the layout the encoder's kernels use (see ModelConfig::channels_last).
+  torch::Tensor PrepareInput(const torch::Tensor& x) const;
 
   torch::nn::Sequential encoder() { return encoder_; }
 

@@ -209,7 +209,7 @@ Status Trainer::Train() {
     const double lr = schedule_.At(step_);
     SetLearningRate(lr);
     optimizer_->zero_grad();
-    torch::Tensor z = model_->Embed(batch.x);
+    torch::Tensor z = model_->Embed(model_->PrepareInput(batch.x));
     torch::Tensor loss =
         MrlLoss(model_->TrainLogits(z), batch.y, loss_weights_, config_.model.label_smoothing);
     const double loss_value = loss.item<double>();
