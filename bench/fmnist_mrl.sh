@@ -22,7 +22,9 @@ run() {  # name, args...
 }
 mkdir -p "$RUNS" bench/results
 run mrl --head mrl --set eval_svd=false
-run mrl-e --head mrl-e --set eval_svd=false
+# MRL-E's shared head receives the summed gradient of all 9 nested losses: at lr 0.05 it diverged
+# (NaN at step 167); 0.02 is the largest of {0.05, 0.02} that trains.
+run mrl-e --head mrl-e --set eval_svd=false --set optim.lr=0.02
 for m in $FF_DIMS; do
   if [ "$m" = 2048 ]; then
     # The SVD baseline projects this fixed-feature model's 2048-d embedding (as in the paper).

@@ -49,7 +49,9 @@ lines = [
     "(MRL: head m; MRL-E: W[:, :m]; FF-m: its head; SVD: a softmax probe on the projection). "
     "1-NN top-1 and mAP@10: 10000 test queries against the 60000 train images, cosine on the "
     "normalised m-dim prefix, AP@10 as in the paper's code. SVD: the FF-2048 model's embedding "
-    "projected on its top-m principal directions (fit on the training images).",
+    "projected on its top-m principal directions (fit on the training images). "
+    f"Exception to the shared recipe: MRL-E uses lr {(mrle or cfg)['config']['optim']['lr'] if mrle else '-'} "
+    "(at 0.05 its shared head, which receives the summed gradient of all nested losses, diverged).",
     "",
     f"Machine: {os.cpu_count()} cores, {platform.processor() or platform.machine()}, Debian LibTorch 1.13 (CPU).",
     "",
@@ -89,8 +91,6 @@ if mrl:
         if m in svd:
             lines.append(f"- m={m}: MRL - SVD = {100*(a[m]['linear_top1']-svd[m]['linear_top1']):+.2f} points linear top-1, "
                          f"{100*(a[m]['map_at_10']-svd[m]['map_at_10']):+.2f} points mAP@10.")
-    tr = mrl["train"]
-    lines.append(f"- MRL training: {tr['steps']} steps, {tr['images_per_second']:.0f} img/s on this machine.")
 
 if mrl and "adaptive" in mrl:
     ad = mrl["adaptive"]

@@ -9,6 +9,7 @@
 #include "trainer/config.h"
 #include "trainer/idx.h"
 #include "trainer/metrics.h"
+#include "trainer/sampler.h"
 #include "trainer/schedule.h"
 
 namespace fs = std::filesystem;
@@ -145,6 +146,55 @@ TEST(Metrics, CascadeStopsEarlyOnlyWhenConfident) {
   const CascadeResult r = RunCascade(in, th);
   EXPECT_DOUBLE_EQ(r.accuracy, 1.0);
   EXPECT_DOUBLE_EQ(r.expected_dim, (8.0 + 64.0) / 2);
+}
+
+}  // namespace
+}  // namespace mrl
+
+namespace mrl {
+namespace {
+
+// Samples of every rank for one epoch: disjoint, together the whole (drop-last) epoch; the order
+// changes between epochs and is reproducible; a resumed run's step k uses the same samples.
+TEST(Sampler, RanksGetDisjointSlicesCoveringTheEpoch) {
+  const int64_t n = 1000;
+  DataLayout l;
+  l.batch = 16;
+  l.ranks = 3;
+  l.grad_accum = 2;
+  l.steps_per_epoch = n / l.global_batch();  // 10 steps of 96
+  for (int64_t epoch = 0; epoch < 2; ++epoch) {
+    const auto perm = EpochPermutation(n, 42, epoch);
+    std::vector<int> seen(n, 0);
+    std::vector<std::vector<int64_t>> per_rank(3);
+    for (int64_t step = epoch * l.steps_per_epoch; step < (epoch + 1) * l.steps_per_epoch; ++step) {
+      for (int64_t micro = 0; micro < l.grad_accum; ++micro) {
+        for (int64_t r = 0; r < l.ranks; ++r) {
+          const int64_t off = SampleOffset(l, step, micro, r);
+          for (int64_t i = 0; i < l.batch; ++i) {
+            const int64_t id = perm[static_cast<size_t>(off + i)];
+            ++seen[static_cast<size_t>(id)];
+            per_rank[static_cast<size_t>(r)].push_back(id);
+          }
+        }
+      }
+    }
+    int64_t covered = 0;
+    for (int c : seen) {
+      EXPECT_LE(c, 1);  // disjoint across ranks and steps
+      covered += c;
+    }
+    EXPECT_EQ(covered, l.steps_per_epoch * l.global_batch());  // the whole drop-last epoch
+    for (size_t r = 0; r < 3; ++r) EXPECT_EQ(per_rank[r].size(), 320u);
+  }
+  EXPECT_NE(EpochPermutation(n, 42, 0), EpochPermutation(n, 42, 1));
+  EXPECT_EQ(EpochPermutation(n, 42, 1), EpochPermutation(n, 42, 1));
+  // 2 ranks x batch 8 see exactly what 1 rank x batch 16 sees at the same step.
+  DataLayout two{8, 2, 1, 50}, one{16, 1, 1, 50};
+  for (int64_t step : {0, 7, 49, 50, 123}) {
+    EXPECT_EQ(SampleOffset(two, step, 0, 0), SampleOffset(one, step, 0, 0));
+    EXPECT_EQ(SampleOffset(two, step, 0, 1), SampleOffset(one, step, 0, 0) + 8);
+  }
 }
 
 }  // namespace

@@ -15,10 +15,11 @@ using nlohmann::json;
   X(train_limit) X(test_limit) X(holdout) X(augment) X(max_shift)
 #define MRL_FIELDS_MODEL(X)                                                                  \
   X(encoder) X(dim) X(nesting) X(head) X(ff_dim) X(nesting_weights) X(label_smoothing)      \
-  X(conv_channels) X(mlp_hidden) X(num_classes) X(channels_last)
+  X(conv_channels) X(mlp_hidden) X(num_classes) X(channels_last) X(batch_norm)
 #define MRL_FIELDS_OPTIM(X)                                                                  \
   X(optimizer) X(lr) X(momentum) X(nesterov) X(weight_decay) X(beta1) X(beta2) X(eps)        \
   X(schedule) X(warmup_epochs) X(final_lr_ratio)
+#define MRL_FIELDS_DIST(X) X(grad_accum) X(bucket_mb) X(timeout_s)
 #define MRL_FIELDS_TOP(X)                                                                    \
   X(epochs) X(batch_size) X(seed) X(threads) X(out_dir) X(log_every) X(checkpoint_every)    \
   X(keep_checkpoints) X(resume) X(stop_after_steps) X(evaluate) X(export_embeddings)         \
@@ -48,6 +49,8 @@ template <>
 json SectionToJson(const ModelConfig& s) { json j; MRL_FIELDS_MODEL(MRL_TO_JSON) return j; }
 template <>
 json SectionToJson(const OptimConfig& s) { json j; MRL_FIELDS_OPTIM(MRL_TO_JSON) return j; }
+template <>
+json SectionToJson(const DistConfig& s) { json j; MRL_FIELDS_DIST(MRL_TO_JSON) return j; }
 
 Status RejectUnknown(const std::set<std::string>& left, const std::string& prefix) {
   if (left.empty()) return Status::Ok();
@@ -79,11 +82,19 @@ Status SectionFromJson(const json& j, const std::string& prefix, OptimConfig* s)
   return RejectUnknown(known, prefix);
 }
 
+template <>
+Status SectionFromJson(const json& j, const std::string& prefix, DistConfig* s) {
+  auto known = Keys(j);
+  MRL_FIELDS_DIST(MRL_FROM_JSON)
+  return RejectUnknown(known, prefix);
+}
+
 json ToJson(const TrainConfig& c) {
   json j;
   j["data"] = SectionToJson(c.data);
   j["model"] = SectionToJson(c.model);
   j["optim"] = SectionToJson(c.optim);
+  j["dist"] = SectionToJson(c.dist);
   const TrainConfig& s = c;
   MRL_FIELDS_TOP(MRL_TO_JSON)
   return j;
@@ -93,7 +104,7 @@ Status FromJson(const json& j, TrainConfig* s) {
   if (!j.is_object()) return Status::InvalidArgument("config must be a JSON object");
   auto known = Keys(j);
   const std::string prefix;
-  for (const char* sec : {"data", "model", "optim"}) {
+  for (const char* sec : {"data", "model", "optim", "dist"}) {
     if (j.contains(sec) && !j[sec].is_object()) {
       return Status::InvalidArgument(std::string("config section '") + sec + "' must be an object");
     }
@@ -102,6 +113,7 @@ Status FromJson(const json& j, TrainConfig* s) {
   if (j.contains("data")) MRL_RETURN_IF_ERROR(SectionFromJson(j["data"], "data.", &s->data));
   if (j.contains("model")) MRL_RETURN_IF_ERROR(SectionFromJson(j["model"], "model.", &s->model));
   if (j.contains("optim")) MRL_RETURN_IF_ERROR(SectionFromJson(j["optim"], "optim.", &s->optim));
+  if (j.contains("dist")) MRL_RETURN_IF_ERROR(SectionFromJson(j["dist"], "dist.", &s->dist));
   MRL_FIELDS_TOP(MRL_FROM_JSON)
   return RejectUnknown(known, prefix);
 }
@@ -178,6 +190,9 @@ Status FinalizeConfig(TrainConfig* c) {
     return Status::InvalidArgument("optim.schedule must be cosine, onecycle or constant");
   }
   if (!(o.lr > 0)) return Status::InvalidArgument("optim.lr must be positive");
+  if (c->dist.grad_accum < 1) return Status::InvalidArgument("dist.grad_accum must be >= 1");
+  if (!(c->dist.bucket_mb > 0)) return Status::InvalidArgument("dist.bucket_mb must be positive");
+  if (!(c->dist.timeout_s > 0)) return Status::InvalidArgument("dist.timeout_s must be positive");
   if (c->keep_checkpoints < 1) return Status::InvalidArgument("keep_checkpoints must be >= 1");
   if (c->eval_dims.empty()) {
     c->eval_dims = m.nesting;

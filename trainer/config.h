@@ -40,6 +40,7 @@ struct ModelConfig {
   // Conv kernels and image batches in NHWC (channels-last) layout: oneDNN convolutions skip
   // layout reorders (27% more img/s for conv4 on 2 cores). Numerically the same model.
   bool channels_last = true;
+  bool batch_norm = true;  // conv4 / mlp: BatchNorm after each hidden layer
 };
 
 struct OptimConfig {
@@ -54,10 +55,19 @@ struct OptimConfig {
   double final_lr_ratio = 0.0;      // lr at the end, relative to the peak
 };
 
+// Data parallelism (mpirun -np N). The global batch is batch_size * ranks * grad_accum; the LR
+// schedule and optim.lr are defined on the global batch.
+struct DistConfig {
+  int64_t grad_accum = 1;     // micro-batches per optimizer step
+  double bucket_mb = 25;      // gradient all-reduce bucket size
+  double timeout_s = 60;      // a collective that takes longer means a dead or stalled peer
+};
+
 struct TrainConfig {
   DataConfig data;
   ModelConfig model;
   OptimConfig optim;
+  DistConfig dist;
   int64_t epochs = 4;
   int64_t batch_size = 128;
   uint64_t seed = 0;

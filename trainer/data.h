@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "trainer/config.h"
+#include "trainer/sampler.h"
 
 namespace mrl {
 
@@ -42,9 +43,5 @@ struct Batch {
 Batch MakeBatch(const Split& split, const int64_t* indices, int64_t count, bool augment,
                 int64_t max_shift, uint64_t seed, int64_t epoch);
 
-// Batch order of one epoch: a permutation of [0, n) that depends only on (seed, epoch).
-std::vector<int64_t> EpochPermutation(int64_t n, uint64_t seed, int64_t epoch);
-
-uint64_t SplitMix64(uint64_t x);
 
 }  // namespace mrl

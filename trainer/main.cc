@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "trainer/config.h"
+#include "trainer/mpi_comm.h"
 #include "trainer/run.h"
 
 int main(int argc, char** argv) {
@@ -23,15 +24,29 @@ int main(int argc, char** argv) {
   app.add_option("--dim", dim, "Embedding size d");
   app.add_option("--train-limit", train_limit, "Use only the first N training samples");
   app.add_flag("--print-config", print_only, "Print the effective config and exit");
-  CLI11_PARSE(app, argc, argv);
+  mrl::Communicator& comm = mrl::Communicator::Init(&argc, &argv);
+  const std::string who =
+      comm.distributed() ? "mrl-trainer[rank " + std::to_string(comm.world().rank) + "]" : "mrl-trainer";
+  // On any failure in a distributed run, end every rank now rather than leave peers waiting.
+  auto fail = [&](int code) {
+    if (comm.distributed()) comm.Abort(code);
+    comm.Finalize();
+    return code;
+  };
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    const int code = app.exit(e);
+    return code == 0 ? (comm.Finalize(), 0) : fail(code);
+  }
 
   try {
     mrl::TrainConfig config;
     if (!config_path.empty()) {
       auto loaded = mrl::LoadConfigFile(config_path);
       if (!loaded.ok()) {
-        std::fprintf(stderr, "mrl-trainer: %s\n", loaded.status().ToString().c_str());
-        return 2;
+        std::fprintf(stderr, "%s: %s\n", who.c_str(), loaded.status().ToString().c_str());
+        return fail(2);
       }
       config = loaded.value();
     }
@@ -43,17 +58,18 @@ int main(int argc, char** argv) {
     for (const std::string& o : overrides) {
       mrl::Status st = mrl::ApplyOverride(&config, o);
       if (!st.ok()) {
-        std::fprintf(stderr, "mrl-trainer: %s\n", st.ToString().c_str());
-        return 2;
+        std::fprintf(stderr, "%s: %s\n", who.c_str(), st.ToString().c_str());
+        return fail(2);
       }
     }
     mrl::Status st = mrl::FinalizeConfig(&config);
     if (!st.ok()) {
-      std::fprintf(stderr, "mrl-trainer: %s\n", st.ToString().c_str());
-      return 2;
+      std::fprintf(stderr, "%s: %s\n", who.c_str(), st.ToString().c_str());
+      return fail(2);
     }
     if (print_only) {
       std::printf("%s\n", mrl::ConfigToJson(config).c_str());
+      comm.Finalize();
       return 0;
     }
     const int threads = config.threads > 0 ? config.threads
@@ -61,12 +77,13 @@ int main(int argc, char** argv) {
     torch::set_num_threads(threads);
     st = mrl::RunTraining(config);
     if (!st.ok()) {
-      std::fprintf(stderr, "mrl-trainer: error: %s\n", st.ToString().c_str());
-      return 1;
+      std::fprintf(stderr, "%s: error: %s\n", who.c_str(), st.ToString().c_str());
+      return fail(1);
     }
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "mrl-trainer: internal error: %s\n", e.what());
-    return 3;
+    std::fprintf(stderr, "%s: internal error: %s\n", who.c_str(), e.what());
+    return fail(3);
   }
+  comm.Finalize();
   return 0;
 }

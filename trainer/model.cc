@@ -75,8 +75,9 @@ nn::Sequential MakeEncoder(const ModelConfig& c, int64_t in_channels, int64_t in
     nn::Sequential net;
     int64_t in = in_channels;
     for (size_t i = 0; i < c.conv_channels.size(); ++i) {
-      net->push_back(Conv(in, c.conv_channels[i], 3));
-      net->push_back(nn::BatchNorm2d(c.conv_channels[i]));
+      net->push_back(nn::Conv2d(
+          nn::Conv2dOptions(in, c.conv_channels[i], 3).padding(1).bias(!c.batch_norm)));
+      if (c.batch_norm) net->push_back(nn::BatchNorm2d(c.conv_channels[i]));
       net->push_back(nn::ReLU());
       if (i < 2) net->push_back(nn::MaxPool2d(nn::MaxPool2dOptions(2)));
       in = c.conv_channels[i];
@@ -92,7 +93,7 @@ nn::Sequential MakeEncoder(const ModelConfig& c, int64_t in_channels, int64_t in
     int64_t in = in_features;
     for (int64_t h : c.mlp_hidden) {
       net->push_back(nn::Linear(in, h));
-      net->push_back(nn::BatchNorm1d(h));
+      if (c.batch_norm) net->push_back(nn::BatchNorm1d(h));
       net->push_back(nn::ReLU());
       in = h;
     }

@@ -11,6 +11,7 @@
 #include "trainer/data.h"
 #include "trainer/eval.h"
 #include "trainer/export.h"
+#include "trainer/mpi_comm.h"
 #include "trainer/train.h"
 
 namespace mrl {
@@ -49,9 +50,16 @@ std::vector<uint64_t> Iota(int64_t n) {
 
 Status RunTraining(const TrainConfig& config) {
   using Clk = std::chrono::steady_clock;
+  Communicator& comm = Communicator::Get();
+  const bool leader = comm.world().rank == 0;
   MRL_RETURN_IF_ERROR(EnsureWritableDir(config.out_dir));
-  std::printf("[mrl-trainer] effective config:\n%s\n", ConfigToJson(config).c_str());
-  std::fflush(stdout);
+  if (leader) {
+    std::printf("[mrl-trainer] effective config:\n%s\n", ConfigToJson(config).c_str());
+    std::printf("[mrl-trainer] ranks %d (MPI %s), global batch %lld\n", comm.world().size,
+                comm.world().mpi ? "on" : "off",
+                static_cast<long long>(config.batch_size * comm.world().size * config.dist.grad_accum));
+    std::fflush(stdout);
+  }
 
   auto loaded = LoadData(config.data);
   if (!loaded.ok()) return loaded.status();
@@ -61,19 +69,22 @@ Status RunTraining(const TrainConfig& config) {
                                    " but model.num_classes is " +
                                    std::to_string(config.model.num_classes));
   }
-  std::printf("[data] %s: train %lld (%lld trained on, %lld held out), test %lld, classes %lld\n",
+  if (leader) std::printf("[data] %s: train %lld (%lld trained on, %lld held out), test %lld, classes %lld\n",
               config.data.kind.c_str(), static_cast<long long>(data.train.size()),
               static_cast<long long>(data.train_used),
               static_cast<long long>(data.train.size() - data.train_used),
               static_cast<long long>(data.test.size()), static_cast<long long>(data.num_classes));
-  if (data.train_used < config.batch_size) {
+  const int64_t global_batch = config.batch_size * comm.world().size * config.dist.grad_accum;
+  if (data.train_used < global_batch) {
     return Status::InvalidArgument("only " + std::to_string(data.train_used) +
-                                   " training samples for batch_size " +
-                                   std::to_string(config.batch_size));
+                                   " training samples for a global batch of " +
+                                   std::to_string(global_batch));
   }
 
-  MRL_RETURN_IF_ERROR(
-      WriteFileAtomic((fs::path(config.out_dir) / "config.json").string(), ConfigToJson(config)));
+  if (leader) {
+    MRL_RETURN_IF_ERROR(WriteFileAtomic((fs::path(config.out_dir) / "config.json").string(),
+                                        ConfigToJson(config)));
+  }
   Trainer trainer(config, data);
   MRL_RETURN_IF_ERROR(trainer.MaybeResume());
   const int64_t start_step = trainer.global_step();
@@ -82,7 +93,16 @@ Status RunTraining(const TrainConfig& config) {
   const double train_s = std::chrono::duration<double>(Clk::now() - t0).count();
   const int64_t steps_run = trainer.global_step() - start_step;
   const double img_per_s =
-      train_s > 0 ? static_cast<double>(steps_run * config.batch_size) / train_s : 0;
+      train_s > 0 ? static_cast<double>(steps_run * global_batch) / train_s : 0;
+  if (comm.distributed()) {
+    auto divergence = ParameterDivergence(*trainer.model(), comm, config.dist.timeout_s);
+    if (!divergence.ok()) return divergence.status();
+    if (leader) {
+      std::printf("[dist] replicas agree: max |param - rank 0 param| = %.3g over %d ranks\n",
+                  divergence.value(), comm.world().size);
+    }
+  }
+  if (!leader) return Status::Ok();  // rank 0 evaluates, exports and reports
 
   // Per-step losses (appended across resumes) for curves and the resume test.
   {

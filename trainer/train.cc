@@ -16,15 +16,17 @@
 namespace mrl {
 namespace fs = std::filesystem;
 
-std::string ResumeKey(const TrainConfig& c) {
+std::string ResumeKey(const TrainConfig& c, int world_size) {
   auto j = nlohmann::json::parse(ConfigToJson(c, -1));
   nlohmann::json key;
   for (const char* k : {"data", "model", "optim", "epochs", "batch_size", "seed"}) key[k] = j[k];
+  key["grad_accum"] = c.dist.grad_accum;
+  key["ranks"] = world_size;  // the data order depends on it
   return key.dump();
 }
 
 Trainer::Trainer(const TrainConfig& config, const DataSplits& data)
-    : config_(config), data_(data) {
+    : config_(config), data_(data), comm_(Communicator::Get()) {
   torch::manual_seed(config.seed);
   const Split& tr = data.train;
   model_ = MrlModel(config.model, tr.channels, tr.features, data.num_classes);
@@ -52,7 +54,13 @@ Trainer::Trainer(const TrainConfig& config, const DataSplits& data)
                                       torch::optim::AdamWOptions(opts).weight_decay(0)));
     optimizer_ = std::make_unique<torch::optim::AdamW>(groups, opts);
   }
-  steps_per_epoch_ = std::max<int64_t>(data.train_used / config.batch_size, 1);  // drop last
+  global_batch_ = config.batch_size * comm_.world().size * config.dist.grad_accum;
+  steps_per_epoch_ = std::max<int64_t>(data.train_used / global_batch_, 1);  // drop last
+  if (comm_.distributed()) {
+    sync_ = std::make_unique<GradientSync>(
+        model_->parameters(), comm_, static_cast<size_t>(config.dist.bucket_mb * (1 << 20)),
+        config.dist.timeout_s);
+  }
   schedule_.kind = o.schedule;
   schedule_.peak_lr = o.lr;
   schedule_.total_steps = steps_per_epoch_ * config.epochs;
@@ -83,7 +91,23 @@ std::string Trainer::LatestCheckpoint(const std::string& out_dir) {
   return best;
 }
 
+int64_t Trainer::SampleOffset(int64_t step, int64_t micro) const {
+  DataLayout layout;
+  layout.batch = config_.batch_size;
+  layout.ranks = comm_.world().size;
+  layout.grad_accum = config_.dist.grad_accum;
+  layout.steps_per_epoch = steps_per_epoch_;
+  return mrl::SampleOffset(layout, step, micro, comm_.world().rank);
+}
+
 Status Trainer::SaveCheckpoint() {
+  // Every rank: make BatchNorm running statistics identical, then rank 0 writes while the others
+  // wait, so a restart after any crash finds a complete checkpoint.
+  MRL_RETURN_IF_ERROR(AverageBuffers(*model_, comm_, config_.dist.timeout_s));
+  if (comm_.world().rank != 0) {
+    return comm_.Barrier(config_.dist.timeout_s,
+                         "checkpoint barrier at step " + std::to_string(step_));
+  }
   torch::serialize::OutputArchive archive;
   torch::serialize::OutputArchive model_archive, optim_archive;
   model_->save(model_archive);
@@ -91,7 +115,7 @@ Status Trainer::SaveCheckpoint() {
   archive.write("model", model_archive);
   archive.write("optimizer", optim_archive);
   archive.write("step", torch::tensor(step_, torch::kInt64));
-  archive.write("resume_key", c10::IValue(ResumeKey(config_)));
+  archive.write("resume_key", c10::IValue(ResumeKey(config_, comm_.world().size)));
   archive.write("config", c10::IValue(ConfigToJson(config_)));
   archive.write("torch_rng", torch::globalContext().defaultGenerator(torch::kCPU).get_state());
   std::ostringstream bytes;
@@ -110,7 +134,7 @@ Status Trainer::SaveCheckpoint() {
   for (size_t i = 0; i + static_cast<size_t>(config_.keep_checkpoints) < all.size(); ++i) {
     fs::remove(all[i]);
   }
-  return Status::Ok();
+  return comm_.Barrier(config_.dist.timeout_s, "checkpoint barrier at step " + std::to_string(step_));
 }
 
 Status Trainer::LoadCheckpoint(const std::string& path) {
@@ -119,11 +143,11 @@ Status Trainer::LoadCheckpoint(const std::string& path) {
     archive.load_from(path);
     c10::IValue key;
     archive.read("resume_key", key);
-    if (key.toStringRef() != ResumeKey(config_)) {
+    if (key.toStringRef() != ResumeKey(config_, comm_.world().size)) {
       return Status::FailedPrecondition(
           "checkpoint '" + path +
-          "' was written by a run with a different data/model/optim/epochs/batch/seed config; "
-          "use another out_dir or --set resume=false to start over");
+          "' was written by a run with a different data/model/optim/epochs/batch/seed config or "
+          "number of ranks; use another out_dir or --set resume=false to start over");
     }
     torch::serialize::InputArchive model_archive, optim_archive;
     archive.read("model", model_archive);
@@ -156,7 +180,13 @@ Status Trainer::LoadModelWeights(const std::string& path, MrlModel& model) {
 }
 
 Status Trainer::MaybeResume() {
+  MRL_RETURN_IF_ERROR(ResumeFromDisk());
+  return BroadcastModel(*model_, comm_, config_.dist.timeout_s);
+}
+
+Status Trainer::ResumeFromDisk() {
   if (!config_.resume) {
+    if (comm_.world().rank != 0) return Status::Ok();
     // A fresh start must not later resume from an older run's files.
     std::error_code ec;
     for (std::string p = LatestCheckpoint(config_.out_dir); !p.empty();
@@ -169,7 +199,7 @@ Status Trainer::MaybeResume() {
   const std::string latest = LatestCheckpoint(config_.out_dir);
   if (latest.empty()) return Status::Ok();
   MRL_RETURN_IF_ERROR(LoadCheckpoint(latest));
-  std::printf("[train] resumed from %s at step %lld (epoch %lld, batch %lld)\n", latest.c_str(),
+  if (comm_.world().rank == 0) std::printf("[train] resumed from %s at step %lld (epoch %lld, batch %lld)\n", latest.c_str(),
               static_cast<long long>(step_), static_cast<long long>(step_ / steps_per_epoch_),
               static_cast<long long>(step_ % steps_per_epoch_));
   return Status::Ok();
@@ -189,6 +219,8 @@ Status Trainer::Train() {
   const int64_t total = total_steps();
   const int64_t stop = config_.stop_after_steps > 0 ? std::min(total, config_.stop_after_steps) : total;
   const int64_t B = config_.batch_size;
+  const int64_t G = global_batch_;
+  const bool leader = comm_.world().rank == 0;
   model_->train();
   std::vector<int64_t> perm;
   int64_t perm_epoch = -1;
@@ -199,40 +231,51 @@ Status Trainer::Train() {
   int64_t window_steps = 0;
   while (step_ < stop) {
     const int64_t epoch = step_ / steps_per_epoch_;
-    const int64_t pos = step_ % steps_per_epoch_;
     if (epoch != perm_epoch) {
       perm = EpochPermutation(data_.train_used, config_.seed, epoch);
       perm_epoch = epoch;
     }
-    Batch batch = MakeBatch(data_.train, perm.data() + pos * B, B, config_.data.augment,
-                            config_.data.max_shift, config_.seed, epoch);
     const double lr = schedule_.At(step_);
     SetLearningRate(lr);
     optimizer_->zero_grad();
-    torch::Tensor z = model_->Embed(model_->PrepareInput(batch.x));
-    torch::Tensor loss =
-        MrlLoss(model_->TrainLogits(z), batch.y, loss_weights_, config_.model.label_smoothing);
-    const double loss_value = loss.item<double>();
+    const int64_t accum = config_.dist.grad_accum;
+    double local_loss = 0;
+    for (int64_t micro = 0; micro < accum; ++micro) {
+      Batch batch = MakeBatch(data_.train, perm.data() + SampleOffset(step_, micro), B,
+                              config_.data.augment, config_.data.max_shift, config_.seed, epoch);
+      torch::Tensor z = model_->Embed(model_->PrepareInput(batch.x));
+      torch::Tensor loss =
+          MrlLoss(model_->TrainLogits(z), batch.y, loss_weights_, config_.model.label_smoothing);
+      if (accum > 1) loss = loss / static_cast<double>(accum);
+      local_loss += loss.item<double>();
+      if (sync_ && micro + 1 == accum) sync_->Arm(step_);
+      loss.backward();
+    }
+    if (sync_) MRL_RETURN_IF_ERROR(sync_->Finish());
+    // The mean loss over ranks: every rank takes the same decision on a non-finite loss.
+    double loss_value = local_loss;
+    MRL_RETURN_IF_ERROR(comm_.AllReduceSum(&loss_value, 1, config_.dist.timeout_s,
+                                           "loss all-reduce at step " + std::to_string(step_ + 1)));
+    loss_value /= comm_.world().size;
     if (!std::isfinite(loss_value)) {
       return Status::FailedPrecondition(
           "non-finite loss (" + std::to_string(loss_value) + ") at step " +
           std::to_string(step_ + 1) + " with lr " + std::to_string(lr) +
           ": training diverged; lower optim.lr (no checkpoint was written for this state)");
     }
-    loss.backward();
     optimizer_->step();
     ++step_;
     history_.push_back({step_, epoch, loss_value, lr});
     window_loss += loss_value;
     ++window_steps;
-    window_images += B;
-    run_images += B;
+    window_images += G;
+    run_images += G;
     const bool epoch_end = step_ % steps_per_epoch_ == 0;
-    if (config_.log_every > 0 && (step_ % config_.log_every == 0 || step_ == stop)) {
+    if (leader && config_.log_every > 0 && (step_ % config_.log_every == 0 || step_ == stop)) {
       const double dt = std::chrono::duration<double>(Clk::now() - window_start).count();
       const double run_dt = std::chrono::duration<double>(Clk::now() - run_start).count();
       const double eta = run_images > 0 ? run_dt / static_cast<double>(run_images) *
-                                              static_cast<double>((stop - step_) * B)
+                                              static_cast<double>((stop - step_) * G)
                                         : 0;
       std::printf("[train] epoch %lld/%lld step %lld/%lld loss %.4f lr %.4g %.0f img/s ETA %s\n",
                   static_cast<long long>(epoch + 1), static_cast<long long>(config_.epochs),

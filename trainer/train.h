@@ -10,6 +10,8 @@
 #include "common/status.h"
 #include "trainer/config.h"
 #include "trainer/data.h"
+#include "trainer/dist.h"
+#include "trainer/mpi_comm.h"
 #include "trainer/model.h"
 #include "trainer/schedule.h"
 
@@ -27,8 +29,9 @@ class Trainer {
   // REQUIRES: config was finalized (FinalizeConfig) and `data` outlives the trainer.
   Trainer(const TrainConfig& config, const DataSplits& data);
 
-  // Loads the newest checkpoint of out_dir if config.resume and one exists. Fails if the
-  // checkpoint was written by an incompatible config or is unreadable.
+  // Loads the newest checkpoint of out_dir if config.resume and one exists (every rank reads the
+  // same file), then makes every rank hold rank 0's model. Fails if the checkpoint was written by
+  // an incompatible config or world size, or is unreadable.
   Status MaybeResume();
 
   // Trains until the schedule ends or config.stop_after_steps. Writes checkpoints as configured
@@ -40,6 +43,11 @@ class Trainer {
   int64_t global_step() const { return step_; }
   int64_t steps_per_epoch() const { return steps_per_epoch_; }
   int64_t total_steps() const { return steps_per_epoch_ * config_.epochs; }
+  int64_t global_batch() const { return global_batch_; }
+  // Samples of the training set that this rank uses at global step `step`, micro-batch `micro`:
+  // positions [step*G + (micro*ranks + rank)*B, +B) of the epoch's permutation (G = global
+  // batch). So N ranks x batch B see exactly the samples of 1 rank x batch N*B.
+  int64_t SampleOffset(int64_t step, int64_t micro) const;
   bool finished() const { return step_ >= total_steps(); }
   const std::vector<StepRecord>& history() const { return history_; }
 
@@ -51,6 +59,7 @@ class Trainer {
 
  private:
   Status LoadCheckpoint(const std::string& path);
+  Status ResumeFromDisk();
   void SetLearningRate(double lr);
 
   TrainConfig config_;
@@ -59,12 +68,15 @@ class Trainer {
   std::unique_ptr<torch::optim::Optimizer> optimizer_;
   LrSchedule schedule_;
   std::vector<double> loss_weights_;
+  Communicator& comm_;
+  std::unique_ptr<GradientSync> sync_;
+  int64_t global_batch_ = 0;
   int64_t steps_per_epoch_ = 0;
   int64_t step_ = 0;  // updates done so far; the data position is (step_ / spe, step_ % spe)
   std::vector<StepRecord> history_;
 };
 
 // The config fields a checkpoint must agree on to be resumed.
-std::string ResumeKey(const TrainConfig& config);
+std::string ResumeKey(const TrainConfig& config, int world_size);
 
 }  // namespace mrl

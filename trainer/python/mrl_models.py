@@ -20,10 +20,11 @@ def normalize(images_uint8):
     return (images_uint8.float() / 255.0 - MEAN) / STD
 
 
-def conv4(in_channels, channels, dim):
+def conv4(in_channels, channels, dim, batch_norm=True):
     layers, cin = [], in_channels
     for i, c in enumerate(channels):
-        layers += [nn.Conv2d(cin, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU()]
+        layers.append(nn.Conv2d(cin, c, 3, padding=1, bias=not batch_norm))
+        layers += [nn.BatchNorm2d(c), nn.ReLU()] if batch_norm else [nn.ReLU()]
         if i < 2:
             layers.append(nn.MaxPool2d(2))
         cin = c
@@ -31,10 +32,10 @@ def conv4(in_channels, channels, dim):
     return nn.Sequential(*layers)
 
 
-def mlp(in_features, hidden, dim):
+def mlp(in_features, hidden, dim, batch_norm=True):
     layers, cin = [], in_features
     for h in hidden:
-        layers += [nn.Linear(cin, h), nn.BatchNorm1d(h), nn.ReLU()]
+        layers += [nn.Linear(cin, h)] + ([nn.BatchNorm1d(h)] if batch_norm else []) + [nn.ReLU()]
         cin = h
     layers.append(nn.Linear(cin, dim))
     return nn.Sequential(*layers)
@@ -48,9 +49,10 @@ class MrlModel(nn.Module):
         self.cfg = cfg
         d, classes = cfg["dim"], cfg["num_classes"]
         if cfg["encoder"] == "conv4":
-            self.encoder = conv4(cfg.get("in_channels", 1), cfg["conv_channels"], d)
+            self.encoder = conv4(cfg.get("in_channels", 1), cfg["conv_channels"], d,
+                                 cfg.get("batch_norm", True))
         elif cfg["encoder"] == "mlp":
-            self.encoder = mlp(cfg["in_features"], cfg["mlp_hidden"], d)
+            self.encoder = mlp(cfg["in_features"], cfg["mlp_hidden"], d, cfg.get("batch_norm", True))
         else:
             raise ValueError("Python twin covers conv4 and mlp; got " + cfg["encoder"])
         if cfg["head"] == "mrl":

@@ -1,0 +1,69 @@
+// Data-parallel synchronisation of a model across the ranks of a Communicator, the way DDP and
+// Horovod do it: parameters and buffers broadcast from rank 0 at start; gradients averaged in
+// buckets (~25 MB) whose all-reduce starts from autograd hooks as soon as every gradient of the
+// bucket is ready, so communication overlaps the rest of the backward pass. Buckets are launched
+// strictly in bucket order on every rank (collectives must match across ranks).
+//
+// BatchNorm: batch statistics are per rank (as in DDP's default); running statistics are
+// averaged across ranks before every checkpoint and evaluation (AverageBuffers), so the saved and
+// evaluated model is the same on every rank.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "trainer/mpi_comm.h"
+
+namespace mrl {
+
+class GradientSync {
+ public:
+  // `params` in registration order; buckets are filled from the last parameter backwards (the
+  // order gradients become ready). REQUIRES: all params float32, on CPU.
+  GradientSync(std::vector<torch::Tensor> params, Communicator& comm, size_t bucket_bytes,
+               double timeout_s);
+  ~GradientSync();
+
+  // Arms the hooks for the next backward pass (the last micro-batch of a step). Gradients that
+  // the hooks see are added to what .grad already holds from earlier micro-batches.
+  void Arm(int64_t step);
+  // Waits for every bucket, writes the averaged gradient into each parameter's .grad.
+  Status Finish();
+
+  size_t num_buckets() const { return buckets_.size(); }
+
+ private:
+  struct Bucket {
+    std::vector<size_t> params;  // indices into params_
+    std::vector<int64_t> offsets;
+    torch::Tensor flat;          // float32 [numel]
+    size_t ready = 0;
+    bool launched = false;
+    Communicator::Request request = -1;
+  };
+  void OnGradient(size_t param, const torch::Tensor& grad);
+  void LaunchReady();
+
+  std::vector<torch::Tensor> params_;
+  std::vector<size_t> bucket_of_;
+  std::vector<size_t> slot_of_;
+  std::vector<bool> seen_;
+  std::vector<Bucket> buckets_;
+  size_t next_launch_ = 0;
+  bool armed_ = false;
+  int64_t step_ = 0;
+  Communicator& comm_;
+  double timeout_s_;
+};
+
+// Copies every parameter and buffer of rank 0 to all ranks.
+Status BroadcastModel(torch::nn::Module& model, Communicator& comm, double timeout_s);
+// Averages floating-point buffers (BatchNorm running statistics) across ranks.
+Status AverageBuffers(torch::nn::Module& model, Communicator& comm, double timeout_s);
+// max |p_rank - p_rank0| over all parameters, reduced to every rank (a replica-consistency check).
+Result<double> ParameterDivergence(torch::nn::Module& model, Communicator& comm, double timeout_s);
+
+}  // namespace mrl
