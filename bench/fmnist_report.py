@@ -43,7 +43,8 @@ lines = [
     f"Every model: encoder `{cfg['model']['encoder']}` (channels {cfg['model']['conv_channels']}), "
     f"{cfg['epochs']} epochs, batch {cfg['batch_size']}, {cfg['optim']['optimizer']} lr {cfg['optim']['lr']} "
     f"({cfg['optim']['schedule']}, warmup {cfg['optim']['warmup_epochs']} epochs), weight decay "
-    f"{cfg['optim']['weight_decay']}, flip+shift augmentation, seed {cfg['seed']}; trained on the first "
+    f"{cfg['optim']['weight_decay']}, {'flip+shift augmentation' if cfg['data']['augment'] else 'no augmentation'}, "
+    f"channels-last, seed {cfg['seed']}; trained on the first "
     f"{60000 - cfg['data']['holdout']} training images ({cfg['data']['holdout']} held out for the "
     "adaptive-classification thresholds). Linear top-1: the model's own head at dim m "
     "(MRL: head m; MRL-E: W[:, :m]; FF-m: its head; SVD: a softmax probe on the projection). "
@@ -87,6 +88,11 @@ if mrl:
             worst = d if worst is None else min(worst, d)
     if worst is not None:
         lines.append(f"- Worst MRL - FF-m gap in linear top-1: {worst:+.2f} points (target >= -0.3).")
+    lines.append("- SVD (on the FF-2048 embedding) is a strong baseline here: Fashion-MNIST has 10 classes and "
+                 "its 2048-d embedding comes from a 256-wide layer, so a few principal directions already carry "
+                 "the class structure; MRL's margin over SVD at m <= 32 is small (below), unlike the paper's "
+                 "1000-class ImageNet. Plain truncation of the FF-2048 embedding (table above) is where the "
+                 "difference is large: 8-d 1-NN 86.89 vs MRL 90.22.")
     for m in (8, 16, 32):
         if m in svd:
             lines.append(f"- m={m}: MRL - SVD = {100*(a[m]['linear_top1']-svd[m]['linear_top1']):+.2f} points linear top-1, "

@@ -11,7 +11,7 @@ THREADS=${THREADS:-$(nproc)}
 BIN=./build/trainer/mrl-trainer
 [ -x "$BIN" ] || bash ops/build.sh build
 tmp=$(mktemp -d)
-BATCH=${BATCH:-256}
+BATCH=${BATCH:-128}
 cpp=() py=() pycl=()
 for r in $(seq "$REPEATS"); do
   "$BIN" --out "$tmp/cpp$r" --set resume=false --set stop_after_steps="$STEPS" --set log_every=20 \
@@ -34,7 +34,7 @@ out=bench/results/train_throughput.md
 {
   echo "# Training throughput: mrl-trainer (C++) vs PyTorch (Python), same model and data"
   echo
-  echo "Reproduce: \`STEPS=$STEPS REPEATS=$REPEATS THREADS=$THREADS bash bench/train_throughput.sh\` (after \`bash ops/build.sh\`)."
+  echo "Reproduce: \`STEPS=$STEPS REPEATS=$REPEATS THREADS=$THREADS BATCH=$BATCH bash bench/train_throughput.sh\` (after \`bash ops/build.sh\`)."
   echo
   echo "Both: conv4 encoder (32-64-128-256), d=2048, 9 MRL heads (8..2048), summed cross-entropy,"
   echo "SGD Nesterov + weight decay, batch $BATCH, no augmentation (the trainer's default), Fashion-MNIST in RAM,"
