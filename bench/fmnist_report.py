@@ -44,7 +44,7 @@ lines = [
     f"{cfg['epochs']} epochs, batch {cfg['batch_size']}, {cfg['optim']['optimizer']} lr {cfg['optim']['lr']} "
     f"({cfg['optim']['schedule']}, warmup {cfg['optim']['warmup_epochs']} epochs), weight decay "
     f"{cfg['optim']['weight_decay']}, {'flip+shift augmentation' if cfg['data']['augment'] else 'no augmentation'}, "
-    f"channels-last, seed {cfg['seed']}; trained on the first "
+    f"{'channels-last' if cfg['model'].get('channels_last') else 'NCHW'} layout, seed {cfg['seed']}; trained on the first "
     f"{60000 - cfg['data']['holdout']} training images ({cfg['data']['holdout']} held out for the "
     "adaptive-classification thresholds). Linear top-1: the model's own head at dim m "
     "(MRL: head m; MRL-E: W[:, :m]; FF-m: its head; SVD: a softmax probe on the projection). "

@@ -37,9 +37,11 @@ struct ModelConfig {
   std::vector<int64_t> conv_channels = {32, 64, 128, 256};  // conv4
   std::vector<int64_t> mlp_hidden = {1024};                 // mlp
   int64_t num_classes = 0;  // 0 = inferred from the labels
-  // Conv kernels and image batches in NHWC (channels-last) layout: oneDNN convolutions skip
-  // layout reorders (27% more img/s for conv4 on 2 cores). Numerically the same model.
-  bool channels_last = true;
+  // Conv kernels and image batches in NHWC (channels-last) layout. Numerically the same model.
+  // Off by default: measured in mrl-trainer on 2 cores, conv4 at batch 128 runs ~740 img/s
+  // channels-last vs ~790 NCHW (at batch 256: ~650 vs ~720), although a PyTorch probe at batch
+  // 256 had shown channels-last ahead.
+  bool channels_last = false;
   bool batch_norm = true;  // conv4 / mlp: BatchNorm after each hidden layer
 };
 
