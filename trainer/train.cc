@@ -229,7 +229,13 @@ Status Trainer::Train() {
   int64_t window_images = 0, run_images = 0;
   double window_loss = 0;
   int64_t window_steps = 0;
+  // Per log window: train accuracy per loss dim (correct, samples) and this rank's compute time
+  // (forward + backward, excluding waits for peers), to report stragglers.
+  const size_t nd = model_->loss_dims().size();
+  std::vector<double> window_correct(nd, 0.0);
+  double window_samples = 0, window_compute = 0;
   while (step_ < stop) {
+    const auto compute_start = Clk::now();
     const int64_t epoch = step_ / steps_per_epoch_;
     if (epoch != perm_epoch) {
       perm = EpochPermutation(data_.train_used, config_.seed, epoch);
@@ -244,13 +250,21 @@ Status Trainer::Train() {
       Batch batch = MakeBatch(data_.train, perm.data() + SampleOffset(step_, micro), B,
                               config_.data.augment, config_.data.max_shift, config_.seed, epoch);
       torch::Tensor z = model_->Embed(model_->PrepareInput(batch.x));
-      torch::Tensor loss =
-          MrlLoss(model_->TrainLogits(z), batch.y, loss_weights_, config_.model.label_smoothing);
+      const std::vector<torch::Tensor> logits = model_->TrainLogits(z);
+      torch::Tensor loss = MrlLoss(logits, batch.y, loss_weights_, config_.model.label_smoothing);
       if (accum > 1) loss = loss / static_cast<double>(accum);
       local_loss += loss.item<double>();
+      if (config_.log_every > 0) {
+        torch::NoGradGuard no_grad;
+        for (size_t d = 0; d < nd; ++d) {
+          window_correct[d] += logits[d].argmax(1).eq(batch.y).sum().item<double>();
+        }
+        window_samples += static_cast<double>(B);
+      }
       if (sync_ && micro + 1 == accum) sync_->Arm(step_);
       loss.backward();
     }
+    window_compute += std::chrono::duration<double>(Clk::now() - compute_start).count();
     if (sync_) MRL_RETURN_IF_ERROR(sync_->Finish());
     // The mean loss over ranks: every rank takes the same decision on a non-finite loss.
     double loss_value = local_loss;
@@ -271,22 +285,60 @@ Status Trainer::Train() {
     window_images += G;
     run_images += G;
     const bool epoch_end = step_ % steps_per_epoch_ == 0;
-    if (leader && config_.log_every > 0 && (step_ % config_.log_every == 0 || step_ == stop)) {
-      const double dt = std::chrono::duration<double>(Clk::now() - window_start).count();
-      const double run_dt = std::chrono::duration<double>(Clk::now() - run_start).count();
-      const double eta = run_images > 0 ? run_dt / static_cast<double>(run_images) *
-                                              static_cast<double>((stop - step_) * G)
-                                        : 0;
-      std::printf("[train] epoch %lld/%lld step %lld/%lld loss %.4f lr %.4g %.0f img/s ETA %s\n",
-                  static_cast<long long>(epoch + 1), static_cast<long long>(config_.epochs),
-                  static_cast<long long>(step_), static_cast<long long>(total),
-                  window_loss / static_cast<double>(window_steps), lr,
-                  static_cast<double>(window_images) / std::max(dt, 1e-9), Clock(eta).c_str());
-      std::fflush(stdout);
+    if (config_.log_every > 0 && (step_ % config_.log_every == 0 || step_ == stop)) {
+      // One all-reduce (every rank): accuracy counts, samples, and each rank's compute time in
+      // its own slot.
+      const size_t world = static_cast<size_t>(comm_.world().size);
+      std::vector<double> stats(nd + 1 + world, 0.0);
+      std::copy(window_correct.begin(), window_correct.end(), stats.begin());
+      stats[nd] = window_samples;
+      stats[nd + 1 + static_cast<size_t>(comm_.world().rank)] = window_compute;
+      MRL_RETURN_IF_ERROR(comm_.AllReduceSum(stats.data(), stats.size(), config_.dist.timeout_s,
+                                             "metrics all-reduce at step " + std::to_string(step_)));
+      if (leader) {
+        const double dt = std::chrono::duration<double>(Clk::now() - window_start).count();
+        const double run_dt = std::chrono::duration<double>(Clk::now() - run_start).count();
+        const double eta = run_images > 0 ? run_dt / static_cast<double>(run_images) *
+                                                static_cast<double>((stop - step_) * G)
+                                          : 0;
+        std::string acc = "train acc@";
+        for (size_t d = 0; d < nd; ++d) {
+          acc += (d ? "/" : "") + std::to_string(model_->loss_dims()[d]);
+        }
+        acc += " ";
+        for (size_t d = 0; d < nd; ++d) {
+          char v[16];
+          std::snprintf(v, sizeof(v), "%s%.1f", d ? "/" : "", 100.0 * stats[d] / std::max(stats[nd], 1.0));
+          acc += v;
+        }
+        std::printf("[train] epoch %lld/%lld step %lld/%lld loss %.4f lr %.4g %.0f img/s ETA %s %s\n",
+                    static_cast<long long>(epoch + 1), static_cast<long long>(config_.epochs),
+                    static_cast<long long>(step_), static_cast<long long>(total),
+                    window_loss / static_cast<double>(window_steps), lr,
+                    static_cast<double>(window_images) / std::max(dt, 1e-9), Clock(eta).c_str(),
+                    acc.c_str());
+        if (world > 1) {
+          // Straggler: a rank whose compute time exceeds the median by more than 20%.
+          std::vector<double> t(stats.begin() + static_cast<std::ptrdiff_t>(nd + 1), stats.end());
+          std::vector<double> sorted = t;
+          std::sort(sorted.begin(), sorted.end());
+          const double median = sorted[sorted.size() / 2];
+          for (size_t r = 0; r < world; ++r) {
+            if (median > 0 && t[r] > 1.2 * median) {
+              std::printf("[train] straggler: rank %zu computed for %.2f s in this window, %.2fx the median rank\n",
+                          r, t[r], t[r] / median);
+            }
+          }
+        }
+        std::fflush(stdout);
+      }
       window_start = Clk::now();
       window_images = 0;
       window_loss = 0;
       window_steps = 0;
+      std::fill(window_correct.begin(), window_correct.end(), 0.0);
+      window_samples = 0;
+      window_compute = 0;
     }
     const bool periodic = config_.checkpoint_every > 0 && step_ % config_.checkpoint_every == 0;
     if (periodic || epoch_end || step_ == stop) MRL_RETURN_IF_ERROR(SaveCheckpoint());
