@@ -1,4 +1,6 @@
 #include <gtest/gtest.h>
+
+#include "tests/test_util.h"
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -13,12 +15,7 @@ namespace fs = std::filesystem;
 namespace mrl {
 namespace {
 
-std::string TempDir(const std::string& name) {
-  const fs::path p = fs::temp_directory_path() / ("mrl_" + name + "_" + std::to_string(::getpid()));
-  fs::remove_all(p);
-  fs::create_directories(p);
-  return p.string();
-}
+using ::mrl::test_util::TempDir;
 
 TEST(Npy, RoundTripsFloatMatrixAndLabels) {
   const std::string dir = TempDir("npy");

@@ -1,5 +1,7 @@
 // Data-parallel training with real Open MPI processes (mpirun -np 2) on real Fashion-MNIST.
 #include <gtest/gtest.h>
+
+#include "tests/test_util.h"
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -20,12 +22,7 @@ namespace fs = std::filesystem;
 namespace mrl {
 namespace {
 
-std::string TempDir(const std::string& name) {
-  const fs::path p = fs::temp_directory_path() / ("mrl_" + name + "_" + std::to_string(::getpid()));
-  fs::remove_all(p);
-  fs::create_directories(p);
-  return p.string();
-}
+using ::mrl::test_util::TempDir;
 
 bool HaveMpirun() { return std::system("command -v mpirun >/dev/null 2>&1") == 0; }
 
@@ -157,13 +154,18 @@ Outcome RunAndSignalRank1(const std::string& cmd, const std::string& dir, int si
   return o;
 }
 
+// A 2-rank run long enough to be interrupted: 3 epochs, a checkpoint every 5 steps.
+std::string InterruptibleRun(const std::string& dir, int timeout_s) {
+  return Mpirun(2) + MRL_TRAINER_BIN + kModel +
+         " --set batch_size=16 --set epochs=3 --set checkpoint_every=5"
+         " --set evaluate=false --set export_embeddings=false --set dist.timeout_s=" +
+         std::to_string(timeout_s) + " --out " + dir;
+}
+
 TEST(Distributed, KilledRankStopsThePeerAndRerunResumes) {
   if (!HaveMpirun()) GTEST_SKIP() << "mpirun not installed";
   const std::string dir = TempDir("dist_kill");
-  const std::string cmd = Mpirun(2) + MRL_TRAINER_BIN + kModel +
-                          " --set batch_size=16 --set epochs=3 --set checkpoint_every=5"
-                          " --set evaluate=false --set export_embeddings=false"
-                          " --set dist.timeout_s=20 --out " + dir;
+  const std::string cmd = InterruptibleRun(dir, 20);
   Outcome killed = RunAndSignalRank1(cmd, dir, SIGKILL);
   EXPECT_NE(killed.code, 0) << killed.output;
   EXPECT_LT(killed.seconds, 60.0);
@@ -186,10 +188,7 @@ TEST(Distributed, KilledRankStopsThePeerAndRerunResumes) {
 TEST(Distributed, StalledRankMakesThePeerFailWithinTheTimeout) {
   if (!HaveMpirun()) GTEST_SKIP() << "mpirun not installed";
   const std::string dir = TempDir("dist_stall");
-  const std::string cmd = Mpirun(2) + MRL_TRAINER_BIN + kModel +
-                          " --set batch_size=16 --set epochs=3 --set checkpoint_every=5"
-                          " --set evaluate=false --set export_embeddings=false"
-                          " --set dist.timeout_s=5 --out " + dir;
+  const std::string cmd = InterruptibleRun(dir, 5);
   Outcome stalled = RunAndSignalRank1(cmd, dir, SIGSTOP);
   EXPECT_NE(stalled.code, 0) << stalled.output;
   EXPECT_LT(stalled.seconds, 60.0);

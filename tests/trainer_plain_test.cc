@@ -1,4 +1,6 @@
 #include <gtest/gtest.h>
+
+#include "tests/test_util.h"
 #include <unistd.h>
 #include <zlib.h>
 
@@ -40,12 +42,7 @@ TEST(Idx, ReadsRealFashionMnistWithBalancedClasses) {
   EXPECT_NEAR(sum / static_cast<double>(fm->train.pixels.size()), 72.94, 0.1);
 }
 
-std::string TempDir(const std::string& name) {
-  const fs::path p = fs::temp_directory_path() / ("mrl_" + name + "_" + std::to_string(::getpid()));
-  fs::remove_all(p);
-  fs::create_directories(p);
-  return p.string();
-}
+using ::mrl::test_util::TempDir;
 
 void WriteGz(const std::string& path, const std::string& data) {
   gzFile f = gzopen(path.c_str(), "wb");

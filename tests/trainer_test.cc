@@ -1,4 +1,6 @@
 #include <gtest/gtest.h>
+
+#include "tests/test_util.h"
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -21,12 +23,7 @@ namespace fs = std::filesystem;
 namespace mrl {
 namespace {
 
-std::string TempDir(const std::string& name) {
-  const fs::path p = fs::temp_directory_path() / ("mrl_" + name + "_" + std::to_string(::getpid()));
-  fs::remove_all(p);
-  fs::create_directories(p);
-  return p.string();
-}
+using ::mrl::test_util::TempDir;
 
 TEST(MrlLoss, EqualsHandComputedWeightedSumOfCrossEntropies) {
   // Two nesting dims, two samples, three classes, weights 1 and 0.5.

@@ -140,14 +140,15 @@ Status BroadcastModel(torch::nn::Module& model, Communicator& comm, double timeo
   return Status::Ok();
 }
 
-Status AverageBuffers(torch::nn::Module& model, Communicator& comm, double timeout_s) {
+Status AverageBuffers(torch::nn::Module& model, Communicator& comm, double timeout_s,
+                      const std::string& when) {
   if (!comm.distributed()) return Status::Ok();
   torch::NoGradGuard no_grad;
   for (torch::Tensor& b : State(model, false, true)) {
     if (!b.is_floating_point()) continue;  // num_batches_tracked is equal on every rank
     torch::Tensor d = b.to(torch::kFloat64).contiguous();
     MRL_RETURN_IF_ERROR(comm.AllReduceSum(d.data_ptr<double>(), static_cast<size_t>(d.numel()),
-                                          timeout_s, "BatchNorm statistics all-reduce"));
+                                          timeout_s, "BatchNorm statistics all-reduce for " + when));
     b.copy_(d / comm.world().size);
   }
   return Status::Ok();

@@ -61,8 +61,10 @@ class GradientSync {
 
 // Copies every parameter and buffer of rank 0 to all ranks.
 Status BroadcastModel(torch::nn::Module& model, Communicator& comm, double timeout_s);
-// Averages floating-point buffers (BatchNorm running statistics) across ranks.
-Status AverageBuffers(torch::nn::Module& model, Communicator& comm, double timeout_s);
+// Averages floating-point buffers (BatchNorm running statistics) across ranks. `when` names the
+// occasion in errors, e.g. "checkpoint at step 120".
+Status AverageBuffers(torch::nn::Module& model, Communicator& comm, double timeout_s,
+                      const std::string& when);
 // max |p_rank - p_rank0| over all parameters, reduced to every rank (a replica-consistency check).
 Result<double> ParameterDivergence(torch::nn::Module& model, Communicator& comm, double timeout_s);
 

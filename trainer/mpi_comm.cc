@@ -74,11 +74,19 @@ Communicator::Request Communicator::Allocate() {
   return static_cast<Request>(requests_.size() - 1);
 }
 
-Communicator::Request Communicator::StartAllReduceSum(float* data, size_t n) {
+namespace {
+#ifdef MRL_WITH_MPI
+MPI_Datatype TypeOf(float*) { return MPI_FLOAT; }
+MPI_Datatype TypeOf(double*) { return MPI_DOUBLE; }
+#endif
+}  // namespace
+
+template <typename T>
+Communicator::Request Communicator::StartSum(T* data, size_t n) {
   const Request r = Allocate();
 #ifdef MRL_WITH_MPI
   if (world_.mpi) {
-    MPI_Iallreduce(MPI_IN_PLACE, data, static_cast<int>(n), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD,
+    MPI_Iallreduce(MPI_IN_PLACE, data, static_cast<int>(n), TypeOf(data), MPI_SUM, MPI_COMM_WORLD,
                    static_cast<MPI_Request*>(requests_[static_cast<size_t>(r)]));
   }
 #else
@@ -88,18 +96,12 @@ Communicator::Request Communicator::StartAllReduceSum(float* data, size_t n) {
   return r;
 }
 
+Communicator::Request Communicator::StartAllReduceSum(float* data, size_t n) {
+  return StartSum(data, n);
+}
+
 Communicator::Request Communicator::StartAllReduceSum(double* data, size_t n) {
-  const Request r = Allocate();
-#ifdef MRL_WITH_MPI
-  if (world_.mpi) {
-    MPI_Iallreduce(MPI_IN_PLACE, data, static_cast<int>(n), MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD,
-                   static_cast<MPI_Request*>(requests_[static_cast<size_t>(r)]));
-  }
-#else
-  (void)data;
-  (void)n;
-#endif
-  return r;
+  return StartSum(data, n);
 }
 
 Communicator::Request Communicator::StartBroadcast(void* data, size_t bytes, int root) {

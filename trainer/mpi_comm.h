@@ -56,6 +56,8 @@ class Communicator {
   std::vector<void*> requests_;  // MPI_Request storage, indexed by Request
   std::vector<bool> in_use_;
   Request Allocate();
+  template <typename T>
+  Request StartSum(T* data, size_t n);
   bool finalized_ = false;
 };
 

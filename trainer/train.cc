@@ -103,7 +103,8 @@ int64_t Trainer::SampleOffset(int64_t step, int64_t micro) const {
 Status Trainer::SaveCheckpoint() {
   // Every rank: make BatchNorm running statistics identical, then rank 0 writes while the others
   // wait, so a restart after any crash finds a complete checkpoint.
-  MRL_RETURN_IF_ERROR(AverageBuffers(*model_, comm_, config_.dist.timeout_s));
+  MRL_RETURN_IF_ERROR(AverageBuffers(*model_, comm_, config_.dist.timeout_s,
+                                     "checkpoint at step " + std::to_string(step_)));
   if (comm_.world().rank != 0) {
     return comm_.Barrier(config_.dist.timeout_s,
                          "checkpoint barrier at step " + std::to_string(step_));
