@@ -14,6 +14,10 @@ PACKAGES=(
   libopenmpi-dev openmpi-bin
   libflatbuffers-dev flatbuffers-compiler librocksdb-dev libboost-all-dev
   libhnswlib-dev libfaiss-dev
+  # WebDataset tar shards: libarchive reads tars, libjpeg-turbo decodes JPEG, libpng decodes PNG.
+  libarchive-dev libturbojpeg0-dev libpng-dev
+  # libFuzzer target for the frame decoder (clang -fsanitize=fuzzer).
+  clang libclang-rt-14-dev
   dataset-fashion-mnist
   # PyTorch baselines, export round-trip check, plots.
   python3 python3-torch python3-numpy python3-matplotlib
