@@ -1,0 +1,159 @@
+// The shard engine: one shard's storage (RocksDB, source of truth at full d) and its in-RAM
+// low-d indexes, with no sockets. mrl-shard's server is a thin layer that decodes requests,
+// calls an Engine and encodes the answers; tests and benchmarks drive the Engine directly.
+//
+// Thread safety: every method may be called concurrently from many threads. Reads (Shortlist,
+// Rerank, Search, Get, Scan) run in parallel; writes to one collection are serialised.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+
+namespace mrl::shard {
+
+enum class Metric : uint8_t { kCosine = 0, kInnerProduct = 1, kL2 = 2 };
+enum class StorageType : uint8_t { kFp32 = 0, kFp16 = 1, kInt8 = 2 };  // int8: per-vector scale
+enum class IndexKind : uint8_t { kExact = 0, kHnsw = 1 };
+
+// One in-RAM index over the first `dims` coordinates (a nesting dim of the collection).
+struct IndexSpec {
+  int32_t dims = 16;
+  IndexKind kind = IndexKind::kHnsw;
+  int32_t hnsw_m = 16;
+  int32_t ef_construction = 100;
+  int32_t ef_search = 64;  // default when a request gives none
+};
+
+struct CollectionSpec {
+  std::string name;                // [A-Za-z0-9_.-]{1,64}
+  int32_t dim = 0;                 // full dimension d
+  std::vector<int32_t> nesting;    // strictly increasing, last == dim
+  Metric metric = Metric::kCosine; // cosine = on the normalised prefix being scored
+  StorageType storage = StorageType::kFp16;
+  uint32_t num_buckets = 4096;     // power of two; bucket = BucketOf(id, num_buckets)
+  std::vector<IndexSpec> indexes;  // low-d prefixes held in RAM (dims must be in nesting)
+  uint32_t max_payload_bytes = 4096;
+};
+
+// bucket = SplitMix64-style hash of the id, mod num_buckets. Shared with the coordinator.
+uint32_t BucketOf(uint64_t id, uint32_t num_buckets);
+
+struct PointView {
+  uint64_t id = 0;
+  std::span<const float> vector;  // exactly dim floats, all finite
+  std::string_view payload;       // optional, <= max_payload_bytes
+};
+
+struct StoredPoint {
+  uint64_t id = 0;
+  std::vector<float> vector;  // decoded to fp32 (empty unless asked for)
+  std::string payload;
+};
+
+// Higher score = closer for every metric (L2 is reported as the negated squared distance).
+struct Candidate {
+  uint64_t id = 0;
+  float score = 0;
+};
+
+// One stage of a one-trip search: stage 0 shortlists `k` with the index over `dims` (exact scan
+// if there is no such index or `exact`); later stages rescore the survivors at `dims` read from
+// storage and keep `k`. The last stage's k is the answer size.
+struct SearchStage {
+  int32_t dims = 0;
+  int32_t k = 0;
+};
+
+struct ScanPage {
+  std::vector<StoredPoint> points;  // in id order, with vectors
+  std::optional<uint64_t> next_after;  // resume cursor; empty when the bucket is exhausted
+};
+
+struct EngineStats {
+  struct Collection {
+    std::string name;
+    uint64_t points = 0;
+    struct Index {
+      int32_t dims = 0;
+      IndexKind kind = IndexKind::kExact;
+      uint64_t size = 0;          // live points in the index
+      uint64_t memory_bytes = 0;  // estimate of RAM held
+      uint64_t sequence = 0;      // RocksDB sequence number it reflects
+    };
+    std::vector<Index> indexes;
+  };
+  std::vector<Collection> collections;
+  uint64_t disk_bytes = 0;         // RocksDB live SST + WAL
+  uint64_t block_cache_bytes = 0;  // in use
+  uint64_t memtable_bytes = 0;
+};
+
+struct EngineOptions {
+  std::string data_dir;           // RocksDB + persisted indexes; created if missing
+  size_t block_cache_mb = 256;
+  bool sync_writes = true;        // fsync the WAL before acknowledging (safe default)
+  int threads = 0;                // for index builds; 0 = hardware concurrency
+  int32_t max_k = 10000;          // limits that bound one request's work
+  int32_t max_batch = 10000;      // points per Upsert/Delete/Get, ids per Rerank
+  bool verbose = true;            // progress lines on stderr while building indexes
+};
+
+class Engine {
+ public:
+  // Opens (or creates) the data directory. Loads each persisted index whose recorded sequence
+  // number matches RocksDB's; rebuilds the others from RocksDB with progress output.
+  static Result<std::unique_ptr<Engine>> Open(const EngineOptions& options);
+  virtual ~Engine() = default;
+
+  // Idempotent for an identical spec; FailedPrecondition if `name` exists with another spec.
+  virtual Status CreateCollection(const CollectionSpec& spec) = 0;
+  virtual Result<CollectionSpec> DescribeCollection(const std::string& name) const = 0;
+  virtual std::vector<CollectionSpec> ListCollections() const = 0;
+  virtual Status DropCollection(const std::string& name) = 0;
+
+  // Atomic (one WriteBatch) and durable per sync_writes before it returns OK; the indexes have
+  // the points when it returns. All points are validated first: a bad one rejects the batch.
+  virtual Status Upsert(const std::string& collection, std::span<const PointView> points) = 0;
+  // Unknown ids are ignored (delete is idempotent). A deleted id is never returned again.
+  virtual Status Delete(const std::string& collection, std::span<const uint64_t> ids) = 0;
+  // One entry per id, nullopt for unknown ids.
+  virtual Result<std::vector<std::optional<StoredPoint>>> Get(const std::string& collection,
+                                                              std::span<const uint64_t> ids,
+                                                              bool with_vector) const = 0;
+
+  // Top `k` by the index over query.size() dims (query.size() must be a nesting dim). ef = 0
+  // uses the index's default; exact = true scans every point (also the fallback when no index
+  // over those dims exists). Sorted by score, best first.
+  virtual Result<std::vector<Candidate>> Shortlist(const std::string& collection,
+                                                   std::span<const float> query, int32_t k,
+                                                   int32_t ef = 0, bool exact = false) const = 0;
+  // Scores `ids` on the first query.size() dims from the full vectors in storage; unknown or
+  // deleted ids are skipped. Returns the best `k` (k = 0: all), best first.
+  virtual Result<std::vector<Candidate>> Rerank(const std::string& collection,
+                                                std::span<const float> query,
+                                                std::span<const uint64_t> ids,
+                                                int32_t k) const = 0;
+  // Shortlist + rerank stages in one call (query has at least the largest stage's dims).
+  virtual Result<std::vector<Candidate>> Search(const std::string& collection,
+                                                std::span<const float> query,
+                                                std::span<const SearchStage> stages,
+                                                int32_t ef = 0, bool exact = false) const = 0;
+
+  // Rebalancing support: the points of one bucket in id order, from a consistent snapshot.
+  virtual Result<ScanPage> ScanBucket(const std::string& collection, uint32_t bucket,
+                                      std::optional<uint64_t> after, int32_t limit) const = 0;
+  virtual Status DropBucket(const std::string& collection, uint32_t bucket) = 0;
+
+  virtual EngineStats Stats() const = 0;
+  // Flushes RocksDB and persists every index with the sequence number it reflects. Called by
+  // graceful shutdown; safe to call at any time.
+  virtual Status Checkpoint() = 0;
+};
+
+}  // namespace mrl::shard
