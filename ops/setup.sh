@@ -4,7 +4,7 @@
 set -euo pipefail
 
 PACKAGES=(
-  build-essential cmake ninja-build ccache pkg-config git
+  build-essential cmake ninja-build ccache pkg-config git curl
   libtorch-dev
   # Debian's LibTorch uses whatever BLAS the alternatives point to; the reference BLAS is >10x
   # slower, so install OpenBLAS (OpenMP) and point the alternatives at it below.
