@@ -389,16 +389,8 @@ class EngineImpl final : public Engine {
       existing = ex.value();
     }
     MRL_RETURN_IF_ERROR(WriteWithGeneration(c, &batch));
-    std::vector<float> buf(static_cast<size_t>(max_dims));
     try {
-      for (auto& ix : c.indexes) {
-        const size_t d = static_cast<size_t>(ix->spec.dims);
-        for (size_t i = 0; i < points.size(); ++i) {
-          std::copy_n(&prefixes[i * max_dims], d, buf.data());
-          PrepareForMetric(c.spec.metric, buf.data(), d);
-          ix->index->Upsert(points[i].id, buf.data());
-        }
-      }
+      ApplyUpsertToIndexes(c, points, prefixes, max_dims);
     } catch (const std::exception& e) {
       return Status::Internal(std::string("index update failed after the write: ") + e.what());
     }
@@ -863,6 +855,37 @@ class EngineImpl final : public Engine {
       }
     }
     return e;
+  }
+
+  // REQUIRES: c.write_mu held. A large batch of new, distinct ids (a bulk load) is added to each
+  // index with several threads; anything else is applied point by point in batch order.
+  void ApplyUpsertToIndexes(CollectionState& c, std::span<const PointView> points,
+                            const std::vector<float>& prefixes, int32_t max_dims) {
+    if (c.indexes.empty()) return;
+    const size_t n = points.size();
+    const size_t md = static_cast<size_t>(max_dims);
+    bool bulk = n >= 256 && options_.threads > 1;
+    std::vector<uint64_t> ids(n);
+    for (size_t i = 0; i < n; ++i) ids[i] = points[i].id;
+    if (bulk) {
+      std::unordered_set<uint64_t> seen(ids.begin(), ids.end());
+      bulk = seen.size() == n;
+      for (size_t i = 0; bulk && i < n; ++i) bulk = !c.indexes[0]->index->Contains(ids[i]);
+    }
+    std::vector<float> prepared;
+    for (auto& ix : c.indexes) {
+      const size_t d = static_cast<size_t>(ix->spec.dims);
+      prepared.resize(n * d);
+      for (size_t i = 0; i < n; ++i) {
+        std::copy_n(&prefixes[i * md], d, &prepared[i * d]);
+        PrepareForMetric(c.spec.metric, &prepared[i * d], d);
+      }
+      if (bulk) {
+        ix->index->AddBulk(ids, prepared.data(), options_.threads);
+      } else {
+        for (size_t i = 0; i < n; ++i) ix->index->Upsert(ids[i], &prepared[i * d]);
+      }
+    }
   }
 
   // REQUIRES: c.write_mu held. Adds the generation bump and writes atomically.
