@@ -230,9 +230,9 @@ int main(int argc, char** argv) {
   // ---- engine: ingest ------------------------------------------------------------------
   const bool temp_dir = data_dir.empty();
   if (temp_dir) {
-    data_dir = (std::filesystem::temp_directory_path() /
-                ("mrl_shard_bench_" + std::to_string(::getpid())))
-                   .string();
+    data_dir =
+        (std::filesystem::temp_directory_path() / ("mrl_shard_bench_" + std::to_string(::getpid())))
+            .string();
   }
   std::filesystem::remove_all(data_dir);
   EngineOptions eo;
@@ -298,7 +298,8 @@ int main(int argc, char** argv) {
     std::vector<float> dist(nq * k);
     std::vector<faiss::Index::idx_t> labels(nq * k);
     flat.search(nq, qn.data(), k, dist.data(), labels.data());
-    for (int64_t i = 0; i < nq; ++i) truth[i].assign(labels.begin() + i * k, labels.begin() + (i + 1) * k);
+    for (int64_t i = 0; i < nq; ++i)
+      truth[i].assign(labels.begin() + i * k, labels.begin() + (i + 1) * k);
   }
   Eval ev{&truth, &db_labels, &query_labels};
   std::vector<Row> rows;
@@ -306,27 +307,26 @@ int main(int argc, char** argv) {
   // ---- engine plans ----------------------------------------------------------------------
   std::fprintf(stderr, "queries (single thread):\n");
   auto run_search = [&](const std::string& plan, std::vector<SearchStage> stages, bool exact) {
-    rows.push_back(Measure("shard engine (one trip)", plan, nq, ev,
-                           [&](size_t qi, std::vector<int64_t>* out) {
-                             auto r = engine->Search(
-                                 "bench", std::span<const float>(&queries[qi * d], d), stages,
-                                 engine_ef, exact);
-                             if (!r.ok()) Die(r.status().ToString());
-                             out->clear();
-                             for (const auto& c : *r) out->push_back(static_cast<int64_t>(c.id));
-                           }));
+    rows.push_back(
+        Measure("shard engine (one trip)", plan, nq, ev, [&](size_t qi, std::vector<int64_t>* out) {
+          auto r = engine->Search("bench", std::span<const float>(&queries[qi * d], d), stages,
+                                  engine_ef, exact);
+          if (!r.ok()) Die(r.status().ToString());
+          out->clear();
+          for (const auto& c : *r) out->push_back(static_cast<int64_t>(c.id));
+        }));
   };
   for (int32_t ds : ds_list) {
-    run_search("Ds=" + std::to_string(ds) + " K=" + std::to_string(K) + " -> Dr=" +
-                   std::to_string(d),
-               {{ds, K}, {static_cast<int32_t>(d), k}}, false);
+    run_search(
+        "Ds=" + std::to_string(ds) + " K=" + std::to_string(K) + " -> Dr=" + std::to_string(d),
+        {{ds, K}, {static_cast<int32_t>(d), k}}, false);
   }
   if (!ds_list.empty()) {
     const int32_t ds = ds_list.front();
     rows.push_back(Measure(
         "shard engine (two calls)",
-        "Shortlist(Ds=" + std::to_string(ds) + ", K=" + std::to_string(K) + ") + Rerank(Dr=" +
-            std::to_string(d) + ")",
+        "Shortlist(Ds=" + std::to_string(ds) + ", K=" + std::to_string(K) +
+            ") + Rerank(Dr=" + std::to_string(d) + ")",
         nq, ev, [&](size_t qi, std::vector<int64_t>* out) {
           auto sl = engine->Shortlist("bench", std::span<const float>(&queries[qi * d], ds), K,
                                       engine_ef);
@@ -350,8 +350,8 @@ int main(int argc, char** argv) {
     std::string desc = "funnel";
     for (const auto& s : funnel) desc += " " + std::to_string(s.dims) + ":" + std::to_string(s.k);
     run_search(desc, funnel, false);
-    run_search("Ds=" + std::to_string(ds) + " K=" + std::to_string(K) + " -> Dr=" +
-                   std::to_string(d) + ", exact shortlist",
+    run_search("Ds=" + std::to_string(ds) + " K=" + std::to_string(K) +
+                   " -> Dr=" + std::to_string(d) + ", exact shortlist",
                {{ds, K}, {static_cast<int32_t>(d), k}}, true);
   }
 
@@ -399,8 +399,9 @@ int main(int argc, char** argv) {
   }
 
   // ---- report --------------------------------------------------------------------------------
-  std::printf("\n## shard_bench: N=%lld, d=%lld, %lld queries, k=%d (cosine; engine stores fp16)\n\n",
-              (long long)n, (long long)d, (long long)nq, k);
+  std::printf(
+      "\n## shard_bench: N=%lld, d=%lld, %lld queries, k=%d (cosine; engine stores fp16)\n\n",
+      (long long)n, (long long)d, (long long)nq, k);
   std::printf("| method | plan | recall@10 | mAP@10 | QPS | p50 ms | p99 ms | note |\n");
   std::printf("| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |\n");
   for (const auto& r : rows) {
@@ -416,10 +417,11 @@ int main(int argc, char** argv) {
   std::printf("\n| component | build | RAM bytes/vector | disk bytes/vector |\n");
   std::printf("| --- | ---: | ---: | ---: |\n");
   const auto& cs = stats.collections.at(0);
-  std::printf("| shard engine: RocksDB (fp16 vectors) + %zu HNSW indexes | ingest %.1f s (%.0f vec/s), "
-              "checkpoint %.1f s, reopen %.2f s | - | %.0f |\n",
-              cs.indexes.size(), ingest_s, n / ingest_s, checkpoint_s, reopen_s,
-              static_cast<double>(stats.disk_bytes) / n);
+  std::printf(
+      "| shard engine: RocksDB (fp16 vectors) + %zu HNSW indexes | ingest %.1f s (%.0f vec/s), "
+      "checkpoint %.1f s, reopen %.2f s | - | %.0f |\n",
+      cs.indexes.size(), ingest_s, n / ingest_s, checkpoint_s, reopen_s,
+      static_cast<double>(stats.disk_bytes) / n);
   for (const auto& ix : cs.indexes) {
     std::printf("| engine HNSW index Ds=%d (M=%d) | (in ingest)%s | %.0f | - |\n", ix.dims, hnsw_m,
                 ix.loaded ? ", loaded at reopen" : "", static_cast<double>(ix.memory_bytes) / n);
