@@ -87,8 +87,9 @@ void ShardStream::ReadLoop() {
       auto more = reader.value()->Next(&item.sample);
       if (!more.ok()) return finish(more.status());
       if (!more.value()) {
-        return finish(Status::Corruption("shard '" + shards_[s].path + "' ends after " +
-                                         std::to_string(i) + " samples; the manifest says at least " +
+        return finish(Status::Corruption("shard '" + shards_[s].path +
+                                         "': truncated: it ends after " + std::to_string(i) +
+                                         " samples, the manifest counts at least " +
                                          std::to_string(shards_[s].usable)));
       }
       if (buffer_cap <= 1) {
