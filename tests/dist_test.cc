@@ -22,9 +22,11 @@ namespace fs = std::filesystem;
 namespace mrl {
 namespace {
 
+using ::mrl::test_util::HaveMpirun;
+using ::mrl::test_util::Mpirun;
+using ::mrl::test_util::Outcome;
+using ::mrl::test_util::RunCommand;
 using ::mrl::test_util::TempDir;
-
-bool HaveMpirun() { return std::system("command -v mpirun >/dev/null 2>&1") == 0; }
 
 // The first line of `text` containing `needle` (for showing evidence in the test log).
 std::string LineWith(const std::string& text, const std::string& needle) {
@@ -33,30 +35,6 @@ std::string LineWith(const std::string& text, const std::string& needle) {
     if (line.find(needle) != std::string::npos) return line;
   }
   return "";
-}
-
-std::string Mpirun(int ranks) {
-  return "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 mpirun -np " +
-         std::to_string(ranks) + " --oversubscribe --bind-to none --mca btl self,vader ";
-}
-
-struct Outcome {
-  int code = -1;
-  std::string output;
-  double seconds = 0;
-};
-
-Outcome RunCommand(const std::string& cmd) {
-  const auto t0 = std::chrono::steady_clock::now();
-  Outcome o;
-  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof(buf), p)) > 0) o.output.append(buf, n);
-  const int status = pclose(p);
-  o.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  o.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  return o;
 }
 
 const std::string kModel =

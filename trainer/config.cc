@@ -12,7 +12,9 @@ using nlohmann::json;
 
 #define MRL_FIELDS_DATA(X) \
   X(kind) X(fmnist_dir) X(train_features) X(train_labels) X(test_features) X(test_labels) \
-  X(train_limit) X(test_limit) X(holdout) X(augment) X(max_shift)
+  X(train_limit) X(test_limit) X(holdout) X(augment) X(max_shift) X(train_shards)           \
+  X(test_shards) X(image_size) X(crop_scale_min) X(crop_scale_max) X(crop_ratio_min)         \
+  X(crop_ratio_max) X(flip) X(eval_resize) X(shuffle_buffer) X(decode_threads) X(prefetch_batches)
 #define MRL_FIELDS_MODEL(X)                                                                  \
   X(encoder) X(dim) X(nesting) X(head) X(ff_dim) X(nesting_weights) X(label_smoothing)      \
   X(conv_channels) X(mlp_hidden) X(num_classes) X(channels_last) X(batch_norm)
@@ -169,8 +171,25 @@ Status FinalizeConfig(TrainConfig* c) {
   if (m.label_smoothing < 0 || m.label_smoothing >= 1) {
     return Status::InvalidArgument("model.label_smoothing must be in [0, 1)");
   }
-  if (c->data.kind != "fmnist" && c->data.kind != "npy") {
-    return Status::InvalidArgument("data.kind must be fmnist or npy");
+  const DataConfig& d = c->data;
+  if (d.kind != "fmnist" && d.kind != "npy" && d.kind != "shards") {
+    return Status::InvalidArgument("data.kind must be fmnist, npy or shards");
+  }
+  if (d.kind == "shards") {
+    if (d.train_shards.empty()) {
+      return Status::InvalidArgument("data.kind=shards needs data.train_shards");
+    }
+    if (d.image_size < 0) return Status::InvalidArgument("data.image_size must be >= 0");
+    if (!(d.crop_scale_min > 0 && d.crop_scale_min <= d.crop_scale_max && d.crop_scale_max <= 1)) {
+      return Status::InvalidArgument("need 0 < data.crop_scale_min <= data.crop_scale_max <= 1");
+    }
+    if (!(d.crop_ratio_min > 0 && d.crop_ratio_min <= d.crop_ratio_max)) {
+      return Status::InvalidArgument("need 0 < data.crop_ratio_min <= data.crop_ratio_max");
+    }
+    if (!(d.eval_resize >= 1)) return Status::InvalidArgument("data.eval_resize must be >= 1");
+    if (d.decode_threads < 1 || d.prefetch_batches < 1) {
+      return Status::InvalidArgument("data.decode_threads and data.prefetch_batches must be >= 1");
+    }
   }
   if (c->data.kind == "npy" && m.encoder != "mlp") {
     return Status::InvalidArgument("data.kind=npy (dense features) needs model.encoder=mlp");

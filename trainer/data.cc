@@ -6,6 +6,7 @@
 
 #include "common/npy.h"
 #include "trainer/idx.h"
+#include "trainer/shard_plan.h"
 
 namespace mrl {
 
@@ -61,9 +62,143 @@ Result<Split> LoadNpySplit(const std::string& features, const std::string& label
   return out;
 }
 
+TransformOptions Transform(const DataConfig& c) {
+  TransformOptions t;
+  t.size = c.image_size;
+  t.augment = c.augment;
+  t.scale_min = c.crop_scale_min;
+  t.scale_max = c.crop_scale_max;
+  t.ratio_min = c.crop_ratio_min;
+  t.ratio_max = c.crop_ratio_max;
+  t.flip = c.flip;
+  t.eval_resize = c.eval_resize;
+  return t;
+}
+
+StreamOptions BaseStreamOptions(const DataConfig& c, const ShardSet& set) {
+  StreamOptions o;
+  o.transform = Transform(c);
+  o.images = set.is_image();
+  o.height = set.height;
+  o.width = set.width;
+  o.channels = set.channels;
+  o.features = set.features;
+  o.decode_threads = static_cast<int>(c.decode_threads);
+  o.prefetch_batches = c.prefetch_batches;
+  o.shuffle_buffer = c.shuffle_buffer;
+  return o;
+}
+
+Result<DataSplits> LoadShards(const DataConfig& c) {
+  auto input = std::make_shared<ShardInput>();
+  auto train = OpenShardSet(c.train_shards);
+  if (!train.ok()) return train.status();
+  input->train = std::move(train.value());
+  if (!c.test_shards.empty()) {
+    auto test = OpenShardSet(c.test_shards);
+    if (!test.ok()) return test.status();
+    input->test = std::move(test.value());
+    if (input->test.format == "npy" ? input->train.format != "npy" : input->train.format == "npy") {
+      return Status::InvalidArgument("train shards hold " + input->train.format +
+                                     " samples but test shards hold " + input->test.format);
+    }
+  }
+  const ShardSet& tr = input->train;
+  input->train_size = c.train_limit > 0 ? std::min(c.train_limit, tr.total()) : tr.total();
+  input->test_size = c.test_limit > 0 ? std::min(c.test_limit, input->test.total()) : input->test.total();
+  DataSplits d;
+  d.train.is_image = d.test.is_image = tr.is_image();
+  if (tr.is_image()) {
+    if (c.image_size == 0 && tr.height != tr.width) {
+      return Status::InvalidArgument("shards '" + c.train_shards + "' hold " +
+                                     std::to_string(tr.height) + "x" + std::to_string(tr.width) +
+                                     " images; set data.image_size");
+    }
+    d.train.height = d.train.width = c.image_size > 0 ? c.image_size : tr.height;
+    d.train.channels = tr.channels;
+  } else {
+    d.train.features = tr.features;
+  }
+  d.num_classes = std::max(tr.num_classes, input->test.num_classes);
+  if (c.holdout >= input->train_size) {
+    return Status::InvalidArgument("data.holdout (" + std::to_string(c.holdout) +
+                                   ") must be smaller than the training set (" +
+                                   std::to_string(input->train_size) + ")");
+  }
+  d.train_used = input->train_size - c.holdout;
+  input->train_counts = CountsBelow(tr, d.train_used);
+  d.shards = std::move(input);
+  return d;
+}
+
+Result<Split> ReadShardSplit(const DataConfig& c, const ShardSet& set, int64_t size,
+                             const Split& shape) {
+  StreamOptions o = BaseStreamOptions(c, set);
+  o.train = false;
+  o.shuffle_buffer = 0;  // file order: sample i of the split is row i
+  o.batch = 1024;
+  o.decode_threads = std::max(2, o.decode_threads);
+  std::vector<StreamShard> shards;
+  const std::vector<int64_t> counts = CountsBelow(set, size);
+  for (size_t s = 0; s < set.shards.size(); ++s) {
+    if (counts[s] > 0) shards.push_back({set.shards[s].path, counts[s]});
+  }
+  Split out = shape;
+  out.pixels.clear();
+  out.dense.clear();
+  out.labels.clear();
+  ShardStream stream(std::move(shards), o);
+  SampleBatch b;
+  for (;;) {
+    auto more = stream.Next(&b);
+    if (!more.ok()) return more.status();
+    if (!more.value()) break;
+    out.pixels.insert(out.pixels.end(), b.pixels.begin(), b.pixels.end());
+    out.dense.insert(out.dense.end(), b.dense.begin(), b.dense.end());
+    out.labels.insert(out.labels.end(), b.labels.begin(), b.labels.end());
+  }
+  return out;
+}
+
 }  // namespace
 
+Status LoadShardEvalSplits(const DataConfig& c, DataSplits* d) {
+  if (!d->shards) return Status::Ok();
+  if (d->shards->test.shards.empty()) {
+    return Status::InvalidArgument("evaluation needs data.test_shards (or --set evaluate=false "
+                                   "--set export_embeddings=false)");
+  }
+  auto train = ReadShardSplit(c, d->shards->train, d->shards->train_size, d->train);
+  if (!train.ok()) return train.status();
+  auto test = ReadShardSplit(c, d->shards->test, d->shards->test_size, d->train);
+  if (!test.ok()) return test.status();
+  d->train = std::move(train.value());
+  d->test = std::move(test.value());
+  return Status::Ok();
+}
+
+std::unique_ptr<ShardStream> OpenTrainStream(const TrainConfig& config, const DataSplits& data,
+                                             int64_t epoch, int rank, int ranks, int64_t skip,
+                                             int64_t take) {
+  const ShardInput& in = *data.shards;
+  const RankShards mine = PlanEpoch(in.train_counts, config.seed, epoch, ranks)[static_cast<size_t>(rank)];
+  std::vector<StreamShard> shards;
+  for (int s : mine.shards) {
+    shards.push_back({in.train.shards[static_cast<size_t>(s)].path, in.train_counts[static_cast<size_t>(s)]});
+  }
+  StreamOptions o = BaseStreamOptions(config.data, in.train);
+  o.batch = config.batch_size;
+  o.skip = skip;
+  o.take = take;
+  o.shuffle_seed = ShuffleSeed(config.seed, epoch, rank);
+  o.seed = config.seed;
+  o.epoch = epoch;
+  o.train = true;
+  return std::make_unique<ShardStream>(std::move(shards), o);
+}
+
 Result<DataSplits> LoadData(const DataConfig& c) {
+  if (c.kind == "shards") return LoadShards(c);
   DataSplits d;
   if (c.kind == "fmnist") {
     auto fm = LoadFashionMnist(c.fmnist_dir);
@@ -143,6 +278,28 @@ Batch MakeBatch(const Split& s, const int64_t* idx, int64_t count, bool augment,
           row[xx] = (sx < 0 || sx >= W) ? zero : lut[src[(sy * W + sx) * C + c]];
         }
       }
+    }
+  }
+  return b;
+}
+
+Batch BatchFromSamples(const SampleBatch& s) {
+  Batch b;
+  b.y = torch::from_blob(const_cast<int64_t*>(s.labels.data()), {s.count}, torch::kInt64).clone();
+  if (s.features > 0) {
+    b.x = torch::from_blob(const_cast<float*>(s.dense.data()), {s.count, s.features}, torch::kFloat32)
+              .clone();
+    return b;
+  }
+  const int64_t H = s.height, W = s.width, C = s.channels, plane = H * W;
+  b.x = torch::empty({s.count, C, H, W}, torch::kFloat32);
+  float* x = b.x.data_ptr<float>();
+  float lut[256];
+  for (int v = 0; v < 256; ++v) lut[v] = (static_cast<float>(v) / 255.0f - kMean) / kStd;
+  for (int64_t i = 0; i < s.count; ++i) {
+    const uint8_t* src = s.pixels.data() + i * plane * C;
+    for (int64_t p = 0; p < plane; ++p) {
+      for (int64_t c = 0; c < C; ++c) x[(i * C + c) * plane + p] = lut[src[p * C + c]];
     }
   }
   return b;

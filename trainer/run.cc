@@ -12,6 +12,7 @@
 #include "trainer/eval.h"
 #include "trainer/export.h"
 #include "trainer/mpi_comm.h"
+#include "trainer/shard_plan.h"
 #include "trainer/train.h"
 
 namespace mrl {
@@ -63,22 +64,47 @@ Status RunTraining(const TrainConfig& config) {
 
   auto loaded = LoadData(config.data);
   if (!loaded.ok()) return loaded.status();
-  const DataSplits& data = loaded.value();
+  DataSplits& data = loaded.value();
+  if (data.shards && data.train.is_image == (config.model.encoder == "mlp")) {
+    return Status::InvalidArgument(std::string("shards '") + config.data.train_shards + "' hold " +
+                                   (data.train.is_image ? "images; use a conv/resnet encoder"
+                                                        : ".npy features; use model.encoder=mlp"));
+  }
   if (config.model.num_classes > 0 && config.model.num_classes < data.num_classes) {
     return Status::InvalidArgument("labels go up to " + std::to_string(data.num_classes - 1) +
                                    " but model.num_classes is " +
                                    std::to_string(config.model.num_classes));
   }
+  const int64_t test_size = data.shards ? data.shards->test_size : data.test.size();
   if (leader) std::printf("[data] %s: train %lld (%lld trained on, %lld held out), test %lld, classes %lld\n",
-              config.data.kind.c_str(), static_cast<long long>(data.train.size()),
+              config.data.kind.c_str(), static_cast<long long>(data.train_size()),
               static_cast<long long>(data.train_used),
-              static_cast<long long>(data.train.size() - data.train_used),
-              static_cast<long long>(data.test.size()), static_cast<long long>(data.num_classes));
+              static_cast<long long>(data.train_size() - data.train_used),
+              static_cast<long long>(test_size), static_cast<long long>(data.num_classes));
   const int64_t global_batch = config.batch_size * comm.world().size * config.dist.grad_accum;
   if (data.train_used < global_batch) {
     return Status::InvalidArgument("only " + std::to_string(data.train_used) +
                                    " training samples for a global batch of " +
                                    std::to_string(global_batch));
+  }
+  if (data.shards) {
+    const int64_t per_rank_step = config.batch_size * config.dist.grad_accum;
+    const int64_t steps = ShardStepsPerEpoch(data.shards->train_counts, config.seed, config.epochs,
+                                             comm.world().size, per_rank_step);
+    if (steps == 0) {
+      return Status::InvalidArgument(
+          "in some epoch a rank's shards hold fewer than one step (" +
+          std::to_string(per_rank_step) + " samples): " +
+          std::to_string(data.shards->train.shards.size()) + " shards for " +
+          std::to_string(comm.world().size) + " ranks; write more, smaller shards");
+    }
+    if (leader) {
+      std::printf("[data] shards: %zu train shards, %lld steps per epoch on each of %d ranks "
+                  "(%lld of %lld samples per epoch used; the rest of each rank's share is dropped)\n",
+                  data.shards->train.shards.size(), static_cast<long long>(steps),
+                  comm.world().size, static_cast<long long>(steps * global_batch),
+                  static_cast<long long>(data.train_used));
+    }
   }
 
   if (leader) {
@@ -94,6 +120,11 @@ Status RunTraining(const TrainConfig& config) {
   const int64_t steps_run = trainer.global_step() - start_step;
   const double img_per_s =
       train_s > 0 ? static_cast<double>(steps_run * global_batch) / train_s : 0;
+  if (data.shards && comm.distributed()) {
+    // One line per rank: uneven shards must not leave any rank with fewer steps.
+    std::printf("[data] rank %d ran %lld steps\n", comm.world().rank, static_cast<long long>(steps_run));
+    std::fflush(stdout);
+  }
   if (comm.distributed()) {
     auto divergence = ParameterDivergence(*trainer.model(), comm, config.dist.timeout_s);
     if (!divergence.ok()) return divergence.status();
@@ -137,6 +168,11 @@ Status RunTraining(const TrainConfig& config) {
   model->to(torch::kCPU);
   if (config.evaluate || config.export_embeddings) {
     const auto te = Clk::now();
+    if (data.shards) {
+      std::printf("[eval] reading train + test shards with the eval transform\n");
+      std::fflush(stdout);
+      MRL_RETURN_IF_ERROR(LoadShardEvalSplits(config.data, &data));
+    }
     std::printf("[eval] embedding %lld train + %lld test samples\n",
                 static_cast<long long>(data.train.size()), static_cast<long long>(data.test.size()));
     std::fflush(stdout);

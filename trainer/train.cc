@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/atomic_file.h"
+#include "trainer/shard_plan.h"
 
 namespace mrl {
 namespace fs = std::filesystem;
@@ -72,7 +73,16 @@ Trainer::Trainer(const TrainConfig& config, const DataSplits& data)
     optimizer_ = std::make_unique<torch::optim::AdamW>(groups, opts);
   }
   global_batch_ = config.batch_size * comm_.world().size * config.dist.grad_accum;
-  steps_per_epoch_ = std::max<int64_t>(data.train_used / global_batch_, 1);  // drop last
+  if (data.shards) {
+    // Every rank derives the same count from the shard plans of all epochs (no communication):
+    // the smallest per-rank share of any epoch, in whole steps; each rank drops the rest.
+    steps_per_epoch_ = std::max<int64_t>(
+        ShardStepsPerEpoch(data.shards->train_counts, config.seed, config.epochs,
+                           comm_.world().size, config.batch_size * config.dist.grad_accum),
+        1);
+  } else {
+    steps_per_epoch_ = std::max<int64_t>(data.train_used / global_batch_, 1);  // drop last
+  }
   schedule_.kind = o.schedule;
   schedule_.peak_lr = o.lr;
   schedule_.total_steps = steps_per_epoch_ * config.epochs;
@@ -283,6 +293,10 @@ Status Trainer::Train() {
   model_->train();
   std::vector<int64_t> perm;
   int64_t perm_epoch = -1;
+  // data.kind == "shards": this rank's stream of the current epoch. A (re)started epoch skips
+  // the samples of the steps already done, so resume continues at the exact next sample.
+  std::unique_ptr<ShardStream> stream;
+  const int64_t per_step = B * config_.dist.grad_accum;
   auto window_start = Clk::now();
   const auto run_start = window_start;
   int64_t window_images = 0, run_images = 0;
@@ -297,7 +311,14 @@ Status Trainer::Train() {
     const auto compute_start = Clk::now();
     const int64_t epoch = step_ / steps_per_epoch_;
     if (epoch != perm_epoch) {
-      perm = EpochPermutation(data_.train_used, config_.seed, epoch);
+      if (data_.shards) {
+        stream.reset();
+        const int64_t done = step_ % steps_per_epoch_;
+        stream = OpenTrainStream(config_, data_, epoch, comm_.world().rank, comm_.world().size,
+                                 done * per_step, (steps_per_epoch_ - done) * per_step);
+      } else {
+        perm = EpochPermutation(data_.train_used, config_.seed, epoch);
+      }
       perm_epoch = epoch;
     }
     const double lr = schedule_.At(step_);
@@ -306,8 +327,20 @@ Status Trainer::Train() {
     const int64_t accum = config_.dist.grad_accum;
     double local_loss = 0;
     for (int64_t micro = 0; micro < accum; ++micro) {
-      Batch batch = MakeBatch(data_.train, perm.data() + SampleOffset(step_, micro), B,
-                              config_.data.augment, config_.data.max_shift, config_.seed, epoch);
+      Batch batch;
+      if (stream) {
+        SampleBatch samples;
+        auto more = stream->Next(&samples);
+        if (!more.ok()) return more.status();
+        if (!more.value() || samples.count != B) {
+          return Status::Internal("rank " + std::to_string(comm_.world().rank) +
+                                  ": shard stream ended early at step " + std::to_string(step_));
+        }
+        batch = BatchFromSamples(samples);
+      } else {
+        batch = MakeBatch(data_.train, perm.data() + SampleOffset(step_, micro), B,
+                          config_.data.augment, config_.data.max_shift, config_.seed, epoch);
+      }
       batch.x = batch.x.to(device_, /*non_blocking=*/true);
       batch.y = batch.y.to(device_, /*non_blocking=*/true);
       std::vector<torch::Tensor> logits;
