@@ -135,6 +135,7 @@ class Server::Impl::Session : public std::enable_shared_from_this<Session> {
   }
 
   void Pump() {
+    if (server_.draining()) draining_ = true;  // BeginDrain may not have run yet
     while (!closing_ && !draining_ && Busy() < server_.opt().max_in_flight_per_connection) {
       auto f = decoder_.Next();
       if (!f) break;
