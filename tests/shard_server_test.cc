@@ -803,6 +803,40 @@ TEST_F(ShardServerTest, DeadlineExceededIsReportedAndTheClientRecovers) {
   EXPECT_TRUE(client->Call(wire::PingRequestT{}).ok());
 }
 
+TEST_F(ShardServerTest, SigtermFinishesTheRequestsInFlight) {
+  StartShard();
+  auto client = shard_->Client();
+  Load(*client, "c", Data(), kPoints);
+  const auto qs = RandomVectors(64, kDim, 14);
+  std::vector<std::future<Result<wire::ShortlistResponseT>>> heavy;
+  for (int i = 0; i < 6; ++i) {
+    heavy.push_back(client->CallFuture(ShortlistOf("c", qs, 64, 100, true)));
+  }
+  std::this_thread::sleep_for(200ms);  // received and started, not finished
+  std::thread term([&] { EXPECT_EQ(shard_->Terminate(), 0); });
+  for (auto& h : heavy) {
+    auto r = h.get();
+    EXPECT_TRUE(r.ok()) << r.status().ToString();
+  }
+  term.join();
+}
+
+TEST_F(ShardServerTest, AFloodFromAPeerThatDoesNotReadIsThrottledNotDropped) {
+  StartShard({"--max-in-flight-per-connection", "4"});
+  RawConn c(shard_->port());
+  std::vector<uint8_t> flood;
+  for (uint64_t id = 1; id <= 2000; ++id) {
+    auto f = wire::PackFrame(wire::PingRequestT{}, id);
+    flood.insert(flood.end(), f.begin(), f.end());
+  }
+  c.Send(flood);  // 64 KB: fits the socket buffers while the server stops reading
+  for (uint64_t id = 1; id <= 2000; ++id) {
+    auto f = c.Read();
+    ASSERT_TRUE(f) << "answer " << id << " missing";
+    EXPECT_EQ(f->header.type, uint16_t(wire::MessageType::PingResponse));
+  }
+}
+
 TEST_F(ShardServerTest, ClientReconnectsAfterTheServerRestarts) {
   StartShard();
   auto client = shard_->Client();
