@@ -58,9 +58,12 @@ std::vector<uint8_t> EncodeFrame(FrameHeader header, std::span<const uint8_t> bo
 
 const char* DecodeErrorName(DecodeError e) {
   switch (e) {
-    case DecodeError::kNone: return "none";
-    case DecodeError::kBadMagic: return "bad magic";
-    case DecodeError::kTooLarge: return "frame too large";
+    case DecodeError::kNone:
+      return "none";
+    case DecodeError::kBadMagic:
+      return "bad magic";
+    case DecodeError::kTooLarge:
+      return "frame too large";
   }
   return "unknown";
 }

@@ -63,10 +63,10 @@ class ShardProcess {
     const std::string port_file = dir_ + "/port";
     fs::remove(port_file);
     log_ = dir_ + "/log." + std::to_string(starts_);
-    std::vector<std::string> args = {MRL_SHARD_BIN,    "--data-dir", dir_ + "/data",
-                                     "--port",         std::to_string(port), "--port-file",
-                                     port_file,        "--threads",  "2",
-                                     "--block-cache-mb", "32"};
+    std::vector<std::string> args = {
+        MRL_SHARD_BIN, "--data-dir", dir_ + "/data", "--port", std::to_string(port),
+        "--port-file", port_file,    "--threads",    "2",      "--block-cache-mb",
+        "32"};
     args.insert(args.end(), extra_.begin(), extra_.end());
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
@@ -148,9 +148,8 @@ std::vector<uint64_t> BruteForce(const float* q, const std::vector<uint64_t>& id
   std::vector<std::pair<double, uint64_t>> s(ids.size());
   for (size_t j = 0; j < ids.size(); ++j) s[j] = {Cosine(q, &vectors[j * kDim], m), ids[j]};
   k = std::min(k, s.size());
-  std::partial_sort(s.begin(), s.begin() + k, s.end(), [](auto& a, auto& b) {
-    return a.first > b.first;
-  });
+  std::partial_sort(s.begin(), s.begin() + k, s.end(),
+                    [](auto& a, auto& b) { return a.first > b.first; });
   std::vector<uint64_t> out;
   for (size_t i = 0; i < k; ++i) out.push_back(s[i].second);
   return out;
@@ -192,8 +191,7 @@ wire::UpsertRequestT UpsertOf(const std::string& collection, const std::vector<u
 }
 
 // Creates `name` and upserts points 0..n-1 (id i = i), pipelining the batches.
-void Load(ShardClient& client, const std::string& name, const std::vector<float>& data,
-          size_t n) {
+void Load(ShardClient& client, const std::string& name, const std::vector<float>& data, size_t n) {
   auto created = client.Call(CollectionRequest(name));
   ASSERT_TRUE(created.ok()) << created.status().ToString();
   std::vector<std::future<Result<wire::UpsertResponseT>>> acks;
@@ -796,7 +794,8 @@ TEST_F(ShardServerTest, DeadlineExceededIsReportedAndTheClientRecovers) {
   const auto qs = RandomVectors(64, kDim, 13);
   // Queue heavy exact searches, then one with a 1 ms deadline behind them.
   std::vector<std::future<Result<wire::ShortlistResponseT>>> heavy;
-  for (int i = 0; i < 8; ++i) heavy.push_back(client->CallFuture(ShortlistOf("c", qs, 64, 100, true)));
+  for (int i = 0; i < 8; ++i)
+    heavy.push_back(client->CallFuture(ShortlistOf("c", qs, 64, 100, true)));
   auto late = client->Call(ShortlistOf("c", qs, 1, 10, true), 1);
   EXPECT_EQ(late.status().code(), Status::Code::kDeadlineExceeded) << late.status().ToString();
   for (auto& h : heavy) EXPECT_TRUE(h.get().ok());
