@@ -101,7 +101,8 @@ int Run(int argc, char** argv) {
   for (const auto& c : es.collections) {
     std::cout << "mrl-shard collection " << c.name << ": " << c.points << " points";
     for (const auto& i : c.indexes) {
-      std::cout << ", index dims=" << i.dims << " size=" << i.size << " seq=" << i.sequence;
+      std::cout << ", index dims=" << i.dims << " size=" << i.size << " seq=" << i.sequence
+                << (i.loaded ? " (loaded from disk)" : " (built from RocksDB)");
     }
     std::cout << std::endl;
   }

@@ -348,6 +348,7 @@ Result<std::vector<uint8_t>> ShardService::Stats() {
       is->size = i.size;
       is->memory_bytes = i.memory_bytes;
       is->sequence = i.sequence;
+      is->loaded = i.loaded;
       cs->indexes.push_back(std::move(is));
     }
     resp.collections.push_back(std::move(cs));

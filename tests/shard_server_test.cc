@@ -400,11 +400,15 @@ TEST_F(ShardServerTest, GracefulRestartLoadsThePersistedIndex) {
   const std::string log = shard_->Log();
   EXPECT_NE(log.find("collection c: 10000 points, index dims=32 size=10000"), std::string::npos)
       << log;
+  EXPECT_NE(log.find("(loaded from disk)"), std::string::npos) << log;
   auto client = shard_->Client();
   auto stats = client->Call(wire::StatsRequestT{});
   ASSERT_TRUE(stats.ok());
   EXPECT_EQ(PointCount(*stats, "c"), uint64_t(kPoints));
   EXPECT_EQ(IndexSize(*stats, "c"), uint64_t(kPoints));
+  ASSERT_EQ(stats->collections.size(), 1u);
+  ASSERT_EQ(stats->collections[0]->indexes.size(), 1u);
+  EXPECT_TRUE(stats->collections[0]->indexes[0]->loaded) << "index rebuilt instead of loaded";
   auto sl = client->Call(ShortlistOf("c", qs, 8, 10, false));
   ASSERT_TRUE(sl.ok());
   for (size_t i = 0; i < before.size(); ++i) EXPECT_EQ(Ids(*sl->results[i]), before[i]);
