@@ -161,7 +161,8 @@ std::vector<uint64_t> Ids(const wire::CandidateListT& l) {
   return out;
 }
 
-wire::CreateCollectionRequestT CollectionRequest(const std::string& name) {
+wire::CreateCollectionRequestT CollectionRequest(const std::string& name,
+                                                 wire::IndexKind kind = wire::IndexKind::Hnsw) {
   wire::CreateCollectionRequestT req;
   req.spec = std::make_unique<wire::CollectionSpecT>();
   req.spec->name = name;
@@ -172,7 +173,7 @@ wire::CreateCollectionRequestT CollectionRequest(const std::string& name) {
   req.spec->num_buckets = 64;
   auto idx = std::make_unique<wire::IndexSpecT>();
   idx->dims = kLowDim;
-  idx->kind = wire::IndexKind::Hnsw;
+  idx->kind = kind;
   idx->hnsw_m = 16;
   idx->ef_construction = 200;
   idx->ef_search = 128;
@@ -191,8 +192,9 @@ wire::UpsertRequestT UpsertOf(const std::string& collection, const std::vector<u
 }
 
 // Creates `name` and upserts points 0..n-1 (id i = i), pipelining the batches.
-void Load(ShardClient& client, const std::string& name, const std::vector<float>& data, size_t n) {
-  auto created = client.Call(CollectionRequest(name));
+void Load(ShardClient& client, const std::string& name, const std::vector<float>& data, size_t n,
+          wire::IndexKind kind = wire::IndexKind::Hnsw) {
+  auto created = client.Call(CollectionRequest(name, kind));
   ASSERT_TRUE(created.ok()) << created.status().ToString();
   std::vector<std::future<Result<wire::UpsertResponseT>>> acks;
   for (size_t start = 0; start < n; start += 1000) {
@@ -254,13 +256,16 @@ class ShardServerTest : public ::testing::Test {
 TEST_F(ShardServerTest, ExactShortlistRerankAndSearchEqualBruteForce) {
   StartShard();
   auto client = shard_->Client();
-  Load(*client, "c", Data(), kPoints);
+  Load(*client, "c", Data(), kPoints, wire::IndexKind::Exact);  // an exact low-d index
   constexpr size_t kQueries = 16;
   constexpr int kShort = 100, kFinal = 10;
   const auto qs = RandomVectors(kQueries, kDim, 2);
 
-  auto sl = client->Call(ShortlistOf("c", qs, kQueries, kShort, /*exact=*/true));
+  auto sl = client->Call(ShortlistOf("c", qs, kQueries, kShort, /*exact=*/false));
   ASSERT_TRUE(sl.ok()) << sl.status().ToString();
+  // The full scan (exact = true) agrees with the exact index.
+  auto scan = client->Call(ShortlistOf("c", qs, kQueries, kShort, /*exact=*/true));
+  ASSERT_TRUE(scan.ok()) << scan.status().ToString();
   ASSERT_EQ(sl->results.size(), kQueries);
   wire::RerankRequestT rr;
   rr.collection = "c";
@@ -271,6 +276,7 @@ TEST_F(ShardServerTest, ExactShortlistRerankAndSearchEqualBruteForce) {
     const float* q = &qs[i * kDim];
     const auto want = BruteForce(q, AllIds(), Data(), kLowDim, kShort);
     ASSERT_EQ(Ids(*sl->results[i]), want) << "query " << i;
+    ASSERT_EQ(Ids(*scan->results[i]), want) << "query " << i;
     for (const auto& c : sl->results[i]->candidates) {
       EXPECT_NEAR(c.score(), Cosine(q, &Data()[c.id() * kDim], kLowDim), 1e-4);
     }
@@ -285,7 +291,6 @@ TEST_F(ShardServerTest, ExactShortlistRerankAndSearchEqualBruteForce) {
   se.dims = kDim;
   se.queries = qs;
   se.stages = {wire::SearchStage(kLowDim, kShort), wire::SearchStage(kDim, kFinal)};
-  se.exact = true;
   auto sr = client->Call(se);
   ASSERT_TRUE(sr.ok()) << sr.status().ToString();
   for (size_t i = 0; i < kQueries; ++i) {
