@@ -845,6 +845,18 @@ TEST_F(ShardServerTest, AFloodFromAPeerThatDoesNotReadIsThrottledNotDropped) {
   }
 }
 
+TEST_F(ShardServerTest, ConnectionsBeyondTheLimitAreRefusedWithOverloaded) {
+  StartShard({"--max-connections", "1"});
+  auto client = shard_->Client();
+  ASSERT_TRUE(client->Call(wire::PingRequestT{}).ok());
+  {
+    RawConn extra(shard_->port());
+    extra.ExpectError(wire::ErrorCode::Overloaded, 0);
+    extra.ExpectClosed();
+  }
+  EXPECT_TRUE(client->Call(wire::PingRequestT{}).ok());
+}
+
 TEST_F(ShardServerTest, ClientReconnectsAfterTheServerRestarts) {
   StartShard();
   auto client = shard_->Client();
