@@ -630,8 +630,7 @@ TEST_F(ShardServerTest, MalformedFramesGetTypedErrorsWhileOtherClientsAreServed)
   {  // A frame cut short by the peer closing: no answer possible, nothing breaks.
     RawConn c(shard_->port());
     auto f = wire::PackFrame(ShortlistOf("c", qs, 1, 10, true), 7);
-    f.resize(f.size() - 10);
-    c.Send(f);
+    c.Send(std::vector<uint8_t>(f.begin(), f.end() - 10));
     c.ShutdownWrite();
     c.ExpectClosed();
   }
@@ -762,10 +761,11 @@ TEST_F(ShardServerTest, ManyPipelinedRequestsOnOneConnectionAndStats) {
   const auto want = Ids(*client->Call(ShortlistOf("c", qs, 1, 10, true))->results[0]);
   std::vector<std::future<Result<wire::ShortlistResponseT>>> calls;
   std::vector<std::future<Result<wire::GetResponseT>>> gets;
+  const std::string collection = "c";
   for (int i = 0; i < 300; ++i) {
     calls.push_back(client->CallFuture(ShortlistOf("c", qs, 1, 10, true)));
     wire::GetRequestT g;
-    g.collection = "c";
+    g.collection = collection;
     g.ids = {uint64_t(i)};
     gets.push_back(client->CallFuture(g));
   }
