@@ -91,7 +91,7 @@ uint16_t FloatToHalf(float f) {
   const uint32_t sign = x & 0x80000000u;
   x ^= sign;
   uint16_t o;
-  if (x >= (127u + 16u) << 23) {              // overflow to Inf, or Inf/NaN
+  if (x >= (127u + 16u) << 23) {               // overflow to Inf, or Inf/NaN
     o = (x > (255u << 23)) ? 0x7e00 : 0x7c00;  // quiet NaN : Inf
   } else if (x < (113u << 23)) {               // result is subnormal or zero
     const uint32_t denorm_magic = ((127u - 15u) + (23u - 10u) + 1u) << 23;

@@ -7,11 +7,11 @@
 
 #include <algorithm>
 #include <atomic>
-#include <chrono>
 #include <cctype>
+#include <chrono>
 #include <cinttypes>
-#include <cstring>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <map>
 #include <mutex>
@@ -133,10 +133,11 @@ Status ValidateSpec(const CollectionSpec& s) {
     }
     if (static_cast<uint8_t>(ix.kind) > 1) return bad("unknown index kind");
     if (ix.kind == IndexKind::kHnsw &&
-        (ix.hnsw_m < 2 || ix.hnsw_m > 256 || ix.ef_construction < 1 ||
-         ix.ef_construction > 10000 || ix.ef_search < 1 || ix.ef_search > 100000)) {
-      return bad("hnsw parameters out of range (M in [2,256], ef_construction in [1,10000], "
-                 "ef_search in [1,100000])");
+        (ix.hnsw_m < 2 || ix.hnsw_m > 256 || ix.ef_construction < 1 || ix.ef_construction > 10000 ||
+         ix.ef_search < 1 || ix.ef_search > 100000)) {
+      return bad(
+          "hnsw parameters out of range (M in [2,256], ef_construction in [1,10000], "
+          "ef_search in [1,100000])");
     }
   }
   return Status::Ok();
@@ -226,8 +227,8 @@ class EngineImpl final : public Engine {
     MRL_RETURN_IF_ERROR(EnsureWritableDir(options_.data_dir));
     index_dir_ = (fs::path(options_.data_dir) / "index").string();
     MRL_RETURN_IF_ERROR(EnsureWritableDir(index_dir_));
-    auto st = Storage::Open((fs::path(options_.data_dir) / "db").string(),
-                            options_.block_cache_mb, options_.sync_writes);
+    auto st = Storage::Open((fs::path(options_.data_dir) / "db").string(), options_.block_cache_mb,
+                            options_.sync_writes);
     if (!st.ok()) return st.status();
     storage_ = std::move(st.value());
 
@@ -235,8 +236,8 @@ class EngineImpl final : public Engine {
         storage_->db->NewIterator(rocksdb::ReadOptions(), storage_->meta));
     std::vector<std::pair<uint32_t, CollectionSpec>> found;
     for (it->Seek(std::string(kCollectionMetaPrefix)); it->Valid(); it->Next()) {
-      if (!it->key().starts_with(rocksdb::Slice(kCollectionMetaPrefix.data(),
-                                                kCollectionMetaPrefix.size()))) {
+      if (!it->key().starts_with(
+              rocksdb::Slice(kCollectionMetaPrefix.data(), kCollectionMetaPrefix.size()))) {
         break;
       }
       uint32_t cid = 0;
@@ -389,16 +390,8 @@ class EngineImpl final : public Engine {
       existing = ex.value();
     }
     MRL_RETURN_IF_ERROR(WriteWithGeneration(c, &batch));
-    std::vector<float> buf(static_cast<size_t>(max_dims));
     try {
-      for (auto& ix : c.indexes) {
-        const size_t d = static_cast<size_t>(ix->spec.dims);
-        for (size_t i = 0; i < points.size(); ++i) {
-          std::copy_n(&prefixes[i * max_dims], d, buf.data());
-          PrepareForMetric(c.spec.metric, buf.data(), d);
-          ix->index->Upsert(points[i].id, buf.data());
-        }
-      }
+      ApplyUpsertToIndexes(c, points, prefixes, max_dims);
     } catch (const std::exception& e) {
       return Status::Internal(std::string("index update failed after the write: ") + e.what());
     }
@@ -445,8 +438,8 @@ class EngineImpl final : public Engine {
     if (!found.ok()) return found.status();
     const CollectionState& c = *found.value();
     if (ids.size() > static_cast<size_t>(options_.max_batch)) {
-      return Status::OutOfRange("get of " + std::to_string(ids.size()) +
-                                " ids exceeds max_batch " + std::to_string(options_.max_batch));
+      return Status::OutOfRange("get of " + std::to_string(ids.size()) + " ids exceeds max_batch " +
+                                std::to_string(options_.max_batch));
     }
     Scratch& s = TlsScratch();
     UnpinOnExit unpin(&s);
@@ -483,10 +476,8 @@ class EngineImpl final : public Engine {
     return out;
   }
 
-  Result<std::vector<Candidate>> Rerank(const std::string& collection,
-                                        std::span<const float> query,
-                                        std::span<const uint64_t> ids,
-                                        int32_t k) const override {
+  Result<std::vector<Candidate>> Rerank(const std::string& collection, std::span<const float> query,
+                                        std::span<const uint64_t> ids, int32_t k) const override {
     auto found = Find(collection);
     if (!found.ok()) return found.status();
     const CollectionState& c = *found.value();
@@ -523,8 +514,7 @@ class EngineImpl final : public Engine {
     return std::vector<Candidate>(s.heap.begin(), s.heap.end());
   }
 
-  Result<std::vector<Candidate>> Search(const std::string& collection,
-                                        std::span<const float> query,
+  Result<std::vector<Candidate>> Search(const std::string& collection, std::span<const float> query,
                                         std::span<const SearchStage> stages, int32_t ef,
                                         bool exact) const override {
     auto found = Find(collection);
@@ -728,8 +718,8 @@ class EngineImpl final : public Engine {
     MRL_RETURN_IF_ERROR(FromRocks(db->FlushWAL(/*sync=*/true), "syncing the WAL"));
     rocksdb::FlushOptions fo;
     fo.wait = true;
-    MRL_RETURN_IF_ERROR(FromRocks(db->Flush(fo, {storage_->points, storage_->meta}),
-                                  "flushing memtables"));
+    MRL_RETURN_IF_ERROR(
+        FromRocks(db->Flush(fo, {storage_->points, storage_->meta}), "flushing memtables"));
     std::vector<std::shared_ptr<CollectionState>> all;
     {
       std::shared_lock lock(mu_);
@@ -759,18 +749,17 @@ class EngineImpl final : public Engine {
 
   Status CheckQuery(const CollectionState& c, std::span<const float> q, const char* what) const {
     if (!c.IsNestingDim(static_cast<int32_t>(q.size()))) {
-      return Status::InvalidArgument(std::string(what) + " query has " +
-                                     std::to_string(q.size()) +
-                                     " dims, which is not a nesting dim of '" + c.spec.name +
-                                     "' " + NestingString(c.spec.nesting));
+      return Status::InvalidArgument(std::string(what) + " query has " + std::to_string(q.size()) +
+                                     " dims, which is not a nesting dim of '" + c.spec.name + "' " +
+                                     NestingString(c.spec.nesting));
     }
     return CheckFinite(q, std::string(what) + " query");
   }
 
   Status CheckK(int32_t k, bool allow_zero) const {
     if (k < 0 || (k == 0 && !allow_zero)) {
-      return Status::InvalidArgument("k = " + std::to_string(k) + " must be >= " +
-                                     (allow_zero ? "0" : "1"));
+      return Status::InvalidArgument("k = " + std::to_string(k) +
+                                     " must be >= " + (allow_zero ? "0" : "1"));
     }
     if (k > options_.max_k) {
       return Status::OutOfRange("k = " + std::to_string(k) + " exceeds max_k " +
@@ -865,12 +854,43 @@ class EngineImpl final : public Engine {
     return e;
   }
 
+  // REQUIRES: c.write_mu held. A large batch of new, distinct ids (a bulk load) is added to each
+  // index with several threads; anything else is applied point by point in batch order.
+  void ApplyUpsertToIndexes(CollectionState& c, std::span<const PointView> points,
+                            const std::vector<float>& prefixes, int32_t max_dims) {
+    if (c.indexes.empty()) return;
+    const size_t n = points.size();
+    const size_t md = static_cast<size_t>(max_dims);
+    bool bulk = n >= 256 && options_.threads > 1;
+    std::vector<uint64_t> ids(n);
+    for (size_t i = 0; i < n; ++i) ids[i] = points[i].id;
+    if (bulk) {
+      std::unordered_set<uint64_t> seen(ids.begin(), ids.end());
+      bulk = seen.size() == n;
+      for (size_t i = 0; bulk && i < n; ++i) bulk = !c.indexes[0]->index->Contains(ids[i]);
+    }
+    std::vector<float> prepared;
+    for (auto& ix : c.indexes) {
+      const size_t d = static_cast<size_t>(ix->spec.dims);
+      prepared.resize(n * d);
+      for (size_t i = 0; i < n; ++i) {
+        std::copy_n(&prefixes[i * md], d, &prepared[i * d]);
+        PrepareForMetric(c.spec.metric, &prepared[i * d], d);
+      }
+      if (bulk) {
+        ix->index->AddBulk(ids, prepared.data(), options_.threads);
+      } else {
+        for (size_t i = 0; i < n; ++i) ix->index->Upsert(ids[i], &prepared[i * d]);
+      }
+    }
+  }
+
   // REQUIRES: c.write_mu held. Adds the generation bump and writes atomically.
   Status WriteWithGeneration(CollectionState& c, rocksdb::WriteBatch* batch) {
     const uint64_t gen = c.generation + 1;
     batch->Put(storage_->meta, GenerationMetaKey(c.id), EncodeU64(gen));
-    MRL_RETURN_IF_ERROR(FromRocks(storage_->db->Write(storage_->write_options, batch),
-                                  "writing to RocksDB"));
+    MRL_RETURN_IF_ERROR(
+        FromRocks(storage_->db->Write(storage_->write_options, batch), "writing to RocksDB"));
     c.generation = gen;
     return Status::Ok();
   }
@@ -959,8 +979,8 @@ class EngineImpl final : public Engine {
       const auto now = Clock::now();
       if (now - last_report > std::chrono::seconds(2)) {
         const double s = std::chrono::duration<double>(now - start).count();
-        Log("collection '%s': indexed %" PRIu64 " points (%.0f/s)", c->spec.name.c_str(),
-            total, total / s);
+        Log("collection '%s': indexed %" PRIu64 " points (%.0f/s)", c->spec.name.c_str(), total,
+            total / s);
         last_report = now;
       }
     };

@@ -196,8 +196,8 @@ class ExactIndex final : public LowDIndex {
   const int32_t dims_;
   const IndexMetric metric_;
   mutable std::shared_mutex mu_;
-  std::vector<uint64_t> ids_;   // row -> id
-  std::vector<float> data_;     // rows, n x dims
+  std::vector<uint64_t> ids_;                    // row -> id
+  std::vector<float> data_;                      // rows, n x dims
   std::unordered_map<uint64_t, uint32_t> slot_;  // id -> row
 };
 
@@ -390,8 +390,8 @@ class HnswIndex final : public LowDIndex {
     for (size_t i = 0; i < h.cur_element_count; ++i) {
       if (h.element_levels_[i] > 0) upper += h.size_links_per_element_ * h.element_levels_[i] + 1;
     }
-    return h.max_elements_ * (h.size_data_per_element_ + sizeof(std::mutex) + sizeof(int) +
-                              sizeof(void*)) +
+    return h.max_elements_ *
+               (h.size_data_per_element_ + sizeof(std::mutex) + sizeof(int) + sizeof(void*)) +
            upper + h.label_lookup_.size() * 32 + h.label_lookup_.bucket_count() * sizeof(void*);
   }
 
@@ -401,8 +401,8 @@ class HnswIndex final : public LowDIndex {
     const std::string tmp = path + ".tmp." + std::to_string(::getpid());
     uint64_t expected = 96 + h.cur_element_count * h.size_data_per_element_;
     for (size_t i = 0; i < h.cur_element_count; ++i) {
-      expected += 4 + (h.element_levels_[i] > 0 ? h.size_links_per_element_ * h.element_levels_[i]
-                                                : 0);
+      expected +=
+          4 + (h.element_levels_[i] > 0 ? h.size_links_per_element_ * h.element_levels_[i] : 0);
     }
     try {
       const_cast<Hnsw&>(h).saveIndex(tmp);
@@ -415,9 +415,9 @@ class HnswIndex final : public LowDIndex {
     const uint64_t written = std::filesystem::file_size(tmp, ec);
     if (ec || written != expected) {
       ::unlink(tmp.c_str());
-      return Status::IoError("short write of '" + tmp + "' (disk full?): " +
-                             std::to_string(written) + " of " + std::to_string(expected) +
-                             " bytes");
+      return Status::IoError("short write of '" + tmp +
+                             "' (disk full?): " + std::to_string(written) + " of " +
+                             std::to_string(expected) + " bytes");
     }
     return SyncAndRename(tmp, path);
   }

@@ -63,9 +63,12 @@ size_t ValueCodec::header_bytes() const { return storage_ == StorageType::kInt8 
 size_t ValueCodec::vector_bytes() const {
   const size_t d = static_cast<size_t>(dim_);
   switch (storage_) {
-    case StorageType::kFp32: return 4 * d;
-    case StorageType::kFp16: return 2 * d;
-    case StorageType::kInt8: return d;
+    case StorageType::kFp32:
+      return 4 * d;
+    case StorageType::kFp16:
+      return 2 * d;
+    case StorageType::kInt8:
+      return d;
   }
   return 4 * d;
 }
@@ -77,8 +80,12 @@ void ValueCodec::Encode(std::span<const float> v, std::string_view payload,
   p[0] = static_cast<char>(storage_);
   char* vec = p + header_bytes();
   switch (storage_) {
-    case StorageType::kFp32: std::memcpy(vec, v.data(), 4 * v.size()); break;
-    case StorageType::kFp16: EncodeHalf(v.data(), v.size(), vec); break;
+    case StorageType::kFp32:
+      std::memcpy(vec, v.data(), 4 * v.size());
+      break;
+    case StorageType::kFp16:
+      EncodeHalf(v.data(), v.size(), vec);
+      break;
     case StorageType::kInt8: {
       const float scale = EncodeInt8(v.data(), v.size(), reinterpret_cast<int8_t*>(vec));
       std::memcpy(p + 1, &scale, 4);
@@ -89,8 +96,8 @@ void ValueCodec::Encode(std::span<const float> v, std::string_view payload,
 }
 
 Status ValueCodec::Check(std::string_view value) const {
-  if (value.size() < min_value_bytes() || static_cast<uint8_t>(value[0]) !=
-                                               static_cast<uint8_t>(storage_)) {
+  if (value.size() < min_value_bytes() ||
+      static_cast<uint8_t>(value[0]) != static_cast<uint8_t>(storage_)) {
     return Status::Corruption("stored point value has " + std::to_string(value.size()) +
                               " bytes or a storage type that does not match the collection");
   }
@@ -101,8 +108,12 @@ void ValueCodec::DecodePrefix(std::string_view value, int32_t n, float* out) con
   const char* vec = value.data() + header_bytes();
   const size_t m = static_cast<size_t>(n);
   switch (storage_) {
-    case StorageType::kFp32: std::memcpy(out, vec, 4 * m); break;
-    case StorageType::kFp16: DecodeHalf(vec, m, out); break;
+    case StorageType::kFp32:
+      std::memcpy(out, vec, 4 * m);
+      break;
+    case StorageType::kFp16:
+      DecodeHalf(vec, m, out);
+      break;
     case StorageType::kInt8: {
       float scale;
       std::memcpy(&scale, value.data() + 1, 4);

@@ -45,8 +45,8 @@ class ValueCodec {
  public:
   ValueCodec(StorageType storage, int32_t dim);
 
-  size_t header_bytes() const;                       // type byte (+ scale)
-  size_t vector_bytes() const;                       // encoded vector
+  size_t header_bytes() const;  // type byte (+ scale)
+  size_t vector_bytes() const;  // encoded vector
   size_t min_value_bytes() const { return header_bytes() + vector_bytes(); }
 
   // REQUIRES: v.size() == dim
@@ -55,9 +55,7 @@ class ValueCodec {
   Status Check(std::string_view value) const;
   // Decodes the first n coordinates. REQUIRES: Check(value) ok, n <= dim.
   void DecodePrefix(std::string_view value, int32_t n, float* out) const;
-  std::string_view Payload(std::string_view value) const {
-    return value.substr(min_value_bytes());
-  }
+  std::string_view Payload(std::string_view value) const { return value.substr(min_value_bytes()); }
 
  private:
   StorageType storage_;

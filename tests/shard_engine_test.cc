@@ -100,8 +100,8 @@ void UpsertAll(Engine& e, const std::string& coll, const std::vector<float>& dat
     for (size_t i = start; i < end; ++i) {
       payloads.push_back(std::to_string(id_base + i));
       payloads.back().insert(0, 1, 'p');
-      pts.push_back(PointView{id_base + i, std::span<const float>(&data[i * kDim], kDim),
-                              payloads.back()});
+      pts.push_back(
+          PointView{id_base + i, std::span<const float>(&data[i * kDim], kDim), payloads.back()});
     }
     ASSERT_TRUE(e.Upsert(coll, pts).ok());
   }
@@ -165,8 +165,7 @@ void ExpectMatchesBruteForce(const std::vector<Candidate>& got, const Scored& wa
   for (size_t i = 0; i < got.size(); ++i) {
     const double tol = 2e-4 * (1.0 + std::fabs(want[i].first));
     EXPECT_NEAR(got[i].score, want[i].first, tol) << what << " rank " << i;
-    if (got[i].id != want[i].second &&
-        std::fabs(bf_score_of(got[i].id) - want[i].first) > tol) {
+    if (got[i].id != want[i].second && std::fabs(bf_score_of(got[i].id) - want[i].first) > tol) {
       ++mismatched;
     }
   }
@@ -195,7 +194,8 @@ TEST(VectorKernels, DotAndL2MatchDoublePrecision) {
     std::vector<float> a(n), b(n);
     for (size_t i = 0; i < n; ++i) a[i] = g(rng), b[i] = g(rng);
     double dot = 0, l2 = 0;
-    for (size_t i = 0; i < n; ++i) dot += double(a[i]) * b[i], l2 += double(a[i] - b[i]) * (a[i] - b[i]);
+    for (size_t i = 0; i < n; ++i)
+      dot += double(a[i]) * b[i], l2 += double(a[i] - b[i]) * (a[i] - b[i]);
     EXPECT_NEAR(Dot(a.data(), b.data(), n), dot, 1e-4 * (1 + n)) << n;
     EXPECT_NEAR(L2Sq(a.data(), b.data(), n), l2, 1e-4 * (1 + n)) << n;
   }
@@ -233,7 +233,7 @@ TEST(VectorKernels, HalfCodecIsExactAndMatchesScalarPath) {
     }
   }
   EXPECT_EQ(FloatToHalf(1.00048828125f), 0x3c00);  // halfway: round to even
-  EXPECT_EQ(FloatToHalf(65520.0f), 0x7c00);         // overflow to Inf
+  EXPECT_EQ(FloatToHalf(65520.0f), 0x7c00);        // overflow to Inf
   EXPECT_EQ(HalfToFloat(0x0001), std::ldexp(1.0f, -24));
 }
 
@@ -273,8 +273,8 @@ class ExactModeTest : public ::testing::TestWithParam<ExactCase> {};
 
 TEST_P(ExactModeTest, ShortlistRerankAndSearchEqualBruteForce) {
   const auto [metric, storage] = GetParam();
-  const std::string dir = TempDir("exact_" + std::to_string(int(metric)) + "_" +
-                                  std::to_string(int(storage)));
+  const std::string dir =
+      TempDir("exact_" + std::to_string(int(metric)) + "_" + std::to_string(int(storage)));
   auto e = OpenOrDie(Options(dir));
   ASSERT_TRUE(e);
   ASSERT_TRUE(e->CreateCollection(Spec("c", metric, storage, {Exact(8), Exact(16)})).ok());
@@ -303,8 +303,7 @@ TEST_P(ExactModeTest, ShortlistRerankAndSearchEqualBruteForce) {
       const auto ids = Ids(*sl);
       auto rr = e->Rerank("c", std::span<const float>(q, kDim), ids, 10);
       ASSERT_TRUE(rr.ok());
-      ExpectMatchesBruteForce(*rr, BfTop(metric, db, q, kDim, &ids, 10), score_at(kDim),
-                              "rerank");
+      ExpectMatchesBruteForce(*rr, BfTop(metric, db, q, kDim, &ids, 10), score_at(kDim), "rerank");
     }
     // Three-stage funnel in one call.
     const std::vector<SearchStage> stages = {{16, 200}, {64, 50}, {256, 10}};
@@ -321,16 +320,15 @@ TEST_P(ExactModeTest, ShortlistRerankAndSearchEqualBruteForce) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    MetricsAndStorage, ExactModeTest,
-    ::testing::Values(ExactCase{Metric::kCosine, StorageType::kFp32},
-                      ExactCase{Metric::kCosine, StorageType::kFp16},
-                      ExactCase{Metric::kCosine, StorageType::kInt8},
-                      ExactCase{Metric::kInnerProduct, StorageType::kFp32},
-                      ExactCase{Metric::kInnerProduct, StorageType::kFp16},
-                      ExactCase{Metric::kL2, StorageType::kFp32},
-                      ExactCase{Metric::kL2, StorageType::kInt8}),
-    ExactCaseName);
+INSTANTIATE_TEST_SUITE_P(MetricsAndStorage, ExactModeTest,
+                         ::testing::Values(ExactCase{Metric::kCosine, StorageType::kFp32},
+                                           ExactCase{Metric::kCosine, StorageType::kFp16},
+                                           ExactCase{Metric::kCosine, StorageType::kInt8},
+                                           ExactCase{Metric::kInnerProduct, StorageType::kFp32},
+                                           ExactCase{Metric::kInnerProduct, StorageType::kFp16},
+                                           ExactCase{Metric::kL2, StorageType::kFp32},
+                                           ExactCase{Metric::kL2, StorageType::kInt8}),
+                         ExactCaseName);
 
 // ---- HNSW -----------------------------------------------------------------------------------
 
@@ -345,9 +343,9 @@ double Recall(const std::vector<Candidate>& got, const std::vector<Candidate>& t
 TEST(HnswIndex, RecallAt10AtLeast95Percent) {
   auto e = OpenOrDie(Options(TempDir("hnsw_recall")));
   ASSERT_TRUE(e);
-  ASSERT_TRUE(e->CreateCollection(
-                   Spec("c", Metric::kCosine, StorageType::kFp16, {Hnsw(16, 100), Hnsw(32)}))
-                  .ok());
+  ASSERT_TRUE(
+      e->CreateCollection(Spec("c", Metric::kCosine, StorageType::kFp16, {Hnsw(16, 100), Hnsw(32)}))
+          .ok());
   const size_t n = 10000;
   const auto data = Clustered(n, kDim, 11);
   UpsertAll(*e, "c", data, n);
@@ -370,7 +368,7 @@ TEST(HnswIndex, RecallAt10AtLeast95Percent) {
   EXPECT_GE(shortlist_recall / 100, 0.95);
   EXPECT_GE(search_recall / 100, 0.95);
   const auto stats = e->Stats();
-    const auto* st = FindStats(stats, "c");
+  const auto* st = FindStats(stats, "c");
   ASSERT_EQ(st->indexes.size(), 2u);
   EXPECT_EQ(st->indexes[0].size, n);
   EXPECT_GT(st->indexes[0].memory_bytes, n * 16 * 4);
@@ -506,9 +504,9 @@ TEST(Persistence, CleanRestartLoadsIndexesAndAnswersIdentically) {
   {
     auto e = OpenOrDie(Options(dir));
     ASSERT_TRUE(e);
-    ASSERT_TRUE(e->CreateCollection(
-                     Spec("c", Metric::kCosine, StorageType::kFp16, {Hnsw(16), Exact(8)}))
-                    .ok());
+    ASSERT_TRUE(
+        e->CreateCollection(Spec("c", Metric::kCosine, StorageType::kFp16, {Hnsw(16), Exact(8)}))
+            .ok());
     UpsertAll(*e, "c", data, n);
     for (int qi = 0; qi < 20; ++qi) {
       auto s = e->Search("c", std::span<const float>(&queries[qi * kDim], kDim),
@@ -524,7 +522,7 @@ TEST(Persistence, CleanRestartLoadsIndexesAndAnswersIdentically) {
   auto e = OpenOrDie(Options(dir));
   ASSERT_TRUE(e);
   const auto stats = e->Stats();
-    const auto* st = FindStats(stats, "c");
+  const auto* st = FindStats(stats, "c");
   ASSERT_NE(st, nullptr);
   EXPECT_EQ(st->points, n);
   for (const auto& ix : st->indexes) {
@@ -573,9 +571,9 @@ TEST(PersistenceDeathTest, CrashAfterCheckpointRebuildsAndAgreesWithStorage) {
   if (!env) {
     auto e = OpenOrDie(Options(dir));
     ASSERT_TRUE(e);
-    ASSERT_TRUE(e->CreateCollection(
-                     Spec("c", Metric::kL2, StorageType::kFp32, {Hnsw(16), Exact(32)}))
-                    .ok());
+    ASSERT_TRUE(
+        e->CreateCollection(Spec("c", Metric::kL2, StorageType::kFp32, {Hnsw(16), Exact(32)}))
+            .ok());
     UpsertAll(*e, "c", data, n / 2);
     ASSERT_TRUE(e->Checkpoint().ok());
   }
@@ -585,7 +583,7 @@ TEST(PersistenceDeathTest, CrashAfterCheckpointRebuildsAndAgreesWithStorage) {
   auto e = OpenOrDie(Options(dir));
   ASSERT_TRUE(e);
   const auto stats = e->Stats();
-    const auto* st = FindStats(stats, "c");
+  const auto* st = FindStats(stats, "c");
   ASSERT_NE(st, nullptr);
   const size_t live = n - (n + 4) / 5;
   EXPECT_EQ(st->points, live);
@@ -675,10 +673,10 @@ TEST(BadInput, RejectedWithTypedErrorsAndNothingWritten) {
             Status::Code::kInvalidArgument);
   EXPECT_EQ(e->Upsert("c", with(PointView{100, short_vec, ""})).code(),
             Status::Code::kInvalidArgument);
-  EXPECT_EQ(e->Upsert("c", with(PointView{100, std::span<const float>(data.data(), kDim),
-                                          "123456789"}))
-                .code(),
-            Status::Code::kOutOfRange);
+  EXPECT_EQ(
+      e->Upsert("c", with(PointView{100, std::span<const float>(data.data(), kDim), "123456789"}))
+          .code(),
+      Status::Code::kOutOfRange);
   std::vector<PointView> big;
   for (uint64_t i = 0; i < 101; ++i) {
     big.push_back(PointView{i, std::span<const float>(&data[(i % 200) * kDim], kDim), ""});
@@ -698,11 +696,11 @@ TEST(BadInput, RejectedWithTypedErrorsAndNothingWritten) {
             Status::Code::kInvalidArgument);  // not a nesting dim
   std::vector<float> nan_q(nan_vec.begin() + 96, nan_vec.begin() + 112);
   EXPECT_EQ(e->Shortlist("c", nan_q, 10).status().code(), Status::Code::kInvalidArgument);
-  EXPECT_EQ(e->Rerank("c", std::span<const float>(data.data(), kDim),
-                      std::vector<uint64_t>(101, 1), 10)
-                .status()
-                .code(),
-            Status::Code::kOutOfRange);
+  EXPECT_EQ(
+      e->Rerank("c", std::span<const float>(data.data(), kDim), std::vector<uint64_t>(101, 1), 10)
+          .status()
+          .code(),
+      Status::Code::kOutOfRange);
   EXPECT_EQ(e->Rerank("c", std::span<const float>(data.data(), 100), std::vector<uint64_t>{1}, 1)
                 .status()
                 .code(),
@@ -717,8 +715,7 @@ TEST(BadInput, RejectedWithTypedErrorsAndNothingWritten) {
             Status::Code::kInvalidArgument);  // query shorter than the stages need
   EXPECT_EQ(e->Search("c", std::span<const float>(data.data(), kDim), {}).status().code(),
             Status::Code::kInvalidArgument);
-  EXPECT_EQ(e->ScanBucket("c", 64, std::nullopt, 10).status().code(),
-            Status::Code::kOutOfRange);
+  EXPECT_EQ(e->ScanBucket("c", 64, std::nullopt, 10).status().code(), Status::Code::kOutOfRange);
   EXPECT_EQ(e->ScanBucket("c", 0, std::nullopt, 0).status().code(), Status::Code::kOutOfRange);
   EXPECT_EQ(e->DropBucket("c", 64).code(), Status::Code::kOutOfRange);
   EXPECT_EQ(e->DropCollection("nope").code(), Status::Code::kNotFound);
@@ -791,13 +788,15 @@ TEST(Collections, DropAndRecreateStartsEmpty) {
   {
     auto e = OpenOrDie(Options(dir));
     ASSERT_TRUE(e);
-    ASSERT_TRUE(e->CreateCollection(Spec("c", Metric::kCosine, StorageType::kFp16, {Hnsw(16)})).ok());
+    ASSERT_TRUE(
+        e->CreateCollection(Spec("c", Metric::kCosine, StorageType::kFp16, {Hnsw(16)})).ok());
     UpsertAll(*e, "c", data, 500);
     ASSERT_TRUE(e->Checkpoint().ok());
     ASSERT_TRUE(e->DropCollection("c").ok());
     EXPECT_EQ(e->Shortlist("c", std::span<const float>(data.data(), 16), 5).status().code(),
               Status::Code::kNotFound);
-    ASSERT_TRUE(e->CreateCollection(Spec("c", Metric::kCosine, StorageType::kFp16, {Hnsw(16)})).ok());
+    ASSERT_TRUE(
+        e->CreateCollection(Spec("c", Metric::kCosine, StorageType::kFp16, {Hnsw(16)})).ok());
     EXPECT_EQ(FindStats(e->Stats(), "c")->points, 0u);
     auto sl = e->Shortlist("c", std::span<const float>(data.data(), 16), 5);
     ASSERT_TRUE(sl.ok());
@@ -816,9 +815,9 @@ TEST(Collections, DropAndRecreateStartsEmpty) {
 TEST(Concurrency, ReadersAndWritersRunTogether) {
   auto e = OpenOrDie(Options(TempDir("concurrent")));
   ASSERT_TRUE(e);
-  ASSERT_TRUE(e->CreateCollection(
-                   Spec("c", Metric::kCosine, StorageType::kFp16, {Hnsw(16), Exact(8)}))
-                  .ok());
+  ASSERT_TRUE(
+      e->CreateCollection(Spec("c", Metric::kCosine, StorageType::kFp16, {Hnsw(16), Exact(8)}))
+          .ok());
   ASSERT_TRUE(e->CreateCollection(Spec("d", Metric::kL2, StorageType::kFp32, {})).ok());
   const size_t n = 2000;
   const auto data = Clustered(n, kDim, 91);

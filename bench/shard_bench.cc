@@ -1,0 +1,444 @@
+// shard_bench: adaptive retrieval through the shard engine (low-d HNSW shortlist + full-d
+// rerank from RocksDB) against what a user would otherwise pick, in one run on the same data:
+// hnswlib HNSW over the full d (ef sweep) and FAISS IndexFlatIP (exact). Single-threaded query
+// latency, recall@10 against exact full-d cosine, mAP@10 by label when labels are given, build
+// times, RAM and disk per vector. Prints a markdown table and the command that reproduces it.
+//
+//   shard_bench --make-synthetic /tmp/syn --n 20000 --d 512 --nq 200
+//   shard_bench --db /tmp/syn/db.npy --queries /tmp/syn/queries.npy
+//       --db-labels /tmp/syn/db_labels.npy --query-labels /tmp/syn/query_labels.npy
+#include <faiss/IndexFlat.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <functional>
+#include <random>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "common/distance.h"
+#include "common/npy.h"
+#include "common/vector_codec.h"
+#include "shard/engine.h"
+#include "shard/low_d_index.h"
+
+namespace {
+
+using namespace mrl;
+using namespace mrl::shard;
+using Clock = std::chrono::steady_clock;
+
+double Seconds(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double>(b - a).count();
+}
+
+[[noreturn]] void Die(const std::string& m) {
+  std::fprintf(stderr, "shard_bench: %s\n", m.c_str());
+  std::exit(1);
+}
+
+// [N, d] float32 or float16 -> float32.
+std::vector<float> LoadMatrix(const std::string& path, int64_t* n, int64_t* d) {
+  auto arr = ReadNpy(path);
+  if (!arr.ok()) Die(arr.status().ToString());
+  if (arr->shape.size() != 2) Die(path + ": expected a 2-D array [N, d]");
+  *n = arr->shape[0];
+  *d = arr->shape[1];
+  std::vector<float> out(static_cast<size_t>(*n * *d));
+  if (arr->dtype == NpyDtype::kFloat32) {
+    std::memcpy(out.data(), arr->data.data(), out.size() * 4);
+  } else if (arr->dtype == NpyDtype::kFloat16) {
+    DecodeHalf(arr->data.data(), out.size(), out.data());
+  } else {
+    Die(path + ": dtype must be float32 or float16");
+  }
+  return out;
+}
+
+Status MakeSynthetic(const std::string& dir, int64_t n, int64_t d, int64_t nq, int classes) {
+  std::filesystem::create_directories(dir);
+  std::mt19937 rng(1234);
+  std::normal_distribution<float> g(0.0f, 1.0f);
+  // MRL-like: early coordinates carry more of the class signal than late ones.
+  std::vector<float> scale(d);
+  for (int64_t j = 0; j < d; ++j) scale[j] = 1.0f / std::sqrt(1.0f + j / 8.0f);
+  std::vector<float> centers(static_cast<size_t>(classes * d));
+  for (auto& x : centers) x = g(rng);
+  auto make = [&](int64_t rows, std::vector<float>* x, std::vector<int64_t>* y) {
+    x->resize(rows * d);
+    y->resize(rows);
+    std::uniform_int_distribution<int> pick(0, classes - 1);
+    for (int64_t i = 0; i < rows; ++i) {
+      const int c = pick(rng);
+      (*y)[i] = c;
+      for (int64_t j = 0; j < d; ++j) {
+        (*x)[i * d + j] = scale[j] * (centers[c * d + j] + 3.0f * g(rng));
+      }
+    }
+  };
+  std::vector<float> x, q;
+  std::vector<int64_t> y, qy;
+  make(n, &x, &y);
+  make(nq, &q, &qy);
+  MRL_RETURN_IF_ERROR(WriteNpy(dir + "/db.npy", NpyDtype::kFloat32, {n, d}, x.data()));
+  MRL_RETURN_IF_ERROR(WriteNpy(dir + "/queries.npy", NpyDtype::kFloat32, {nq, d}, q.data()));
+  MRL_RETURN_IF_ERROR(WriteNpy(dir + "/db_labels.npy", NpyDtype::kInt64, {n}, y.data()));
+  MRL_RETURN_IF_ERROR(WriteNpy(dir + "/query_labels.npy", NpyDtype::kInt64, {nq}, qy.data()));
+  return Status::Ok();
+}
+
+struct Row {
+  std::string method, plan;
+  double recall = 0, map = -1, qps = 0, p50_ms = 0, p99_ms = 0;
+  std::string note;
+};
+
+struct Eval {
+  const std::vector<std::vector<int64_t>>* truth;  // exact top-10 row ids per query
+  const std::vector<int64_t>* db_labels;           // may be empty
+  const std::vector<int64_t>* query_labels;
+};
+
+// Runs `search(qi, out)` for every query, single-threaded, and scores the answers.
+Row Measure(const std::string& method, const std::string& plan, size_t nq, const Eval& ev,
+            const std::function<void(size_t, std::vector<int64_t>*)>& search) {
+  std::vector<int64_t> got;
+  for (size_t qi = 0; qi < std::min<size_t>(nq, 10); ++qi) search(qi, &got);  // warm-up
+  std::vector<double> lat(nq);
+  double recall = 0, map = 0;
+  const auto t0 = Clock::now();
+  for (size_t qi = 0; qi < nq; ++qi) {
+    const auto a = Clock::now();
+    search(qi, &got);
+    const auto b = Clock::now();
+    lat[qi] = Seconds(a, b) * 1e3;
+    const auto& t = (*ev.truth)[qi];
+    const std::set<int64_t> ts(t.begin(), t.end());
+    int hit = 0;
+    for (size_t i = 0; i < got.size() && i < 10; ++i) hit += ts.count(got[i]);
+    recall += t.empty() ? 1.0 : double(hit) / t.size();
+    if (!ev.db_labels->empty()) {
+      // AP@10: mean of precision@i over the relevant ranks i <= 10 (MRL's retrieval metric).
+      double ap = 0;
+      int rel = 0;
+      for (size_t i = 0; i < got.size() && i < 10; ++i) {
+        if ((*ev.db_labels)[got[i]] == (*ev.query_labels)[qi]) {
+          ++rel;
+          ap += double(rel) / (i + 1);
+        }
+      }
+      map += rel ? ap / rel : 0.0;
+    }
+  }
+  const double total = Seconds(t0, Clock::now());
+  std::sort(lat.begin(), lat.end());
+  Row r;
+  r.method = method;
+  r.plan = plan;
+  r.recall = recall / nq;
+  r.map = ev.db_labels->empty() ? -1 : map / nq;
+  r.qps = nq / total;
+  r.p50_ms = lat[nq / 2];
+  r.p99_ms = lat[std::min(nq - 1, (nq * 99) / 100)];
+  std::fprintf(stderr, "  %-28s %-40s recall@10 %.3f  %.0f QPS\n", method.c_str(), plan.c_str(),
+               r.recall, r.qps);
+  return r;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"shard_bench: MRL adaptive retrieval through the shard engine vs hnswlib and FAISS"};
+  std::string synthetic_dir, db_path, q_path, dbl_path, ql_path, data_dir;
+  int64_t syn_n = 20000, syn_d = 512, syn_nq = 200;
+  int syn_classes = 100;
+  std::vector<int32_t> shortlist_dims = {16, 32, 64, 128};
+  int32_t K = 200, k = 10, hnsw_m = 16, ef_construction = 100, engine_ef = 0;
+  std::vector<int32_t> ef_sweep = {10, 20, 40, 80, 160, 320, 640};
+  size_t max_queries = 1000;
+  bool skip_hnsw_full = false, no_sync = false, keep = false;
+  int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  app.add_option("--make-synthetic", synthetic_dir, "write db/queries/labels .npy here and exit");
+  app.add_option("--n", syn_n, "synthetic: database size");
+  app.add_option("--d", syn_d, "synthetic: dimension");
+  app.add_option("--nq", syn_nq, "synthetic: queries");
+  app.add_option("--classes", syn_classes, "synthetic: classes");
+  app.add_option("--db", db_path, "database vectors [N, d] float32/float16 .npy");
+  app.add_option("--queries", q_path, "query vectors [Q, d] .npy");
+  app.add_option("--db-labels", dbl_path, "database labels [N] .npy (for mAP@10)");
+  app.add_option("--query-labels", ql_path, "query labels [Q] .npy (for mAP@10)");
+  app.add_option("--data-dir", data_dir, "engine data directory (default: a temporary one)");
+  app.add_option("--shortlist-dims", shortlist_dims, "Ds values with an HNSW index");
+  app.add_option("--K", K, "shortlist size");
+  app.add_option("--hnsw-m", hnsw_m);
+  app.add_option("--ef-construction", ef_construction);
+  app.add_option("--engine-ef", engine_ef, "shortlist beam (0: max(64, K))");
+  app.add_option("--ef-sweep", ef_sweep, "ef values for full-d hnswlib");
+  app.add_option("--max-queries", max_queries);
+  app.add_option("--threads", threads, "threads for index builds (queries are single-threaded)");
+  app.add_flag("--skip-hnsw-full", skip_hnsw_full, "skip the full-d hnswlib baseline");
+  app.add_flag("--no-sync", no_sync, "ingest with sync_writes = false");
+  app.add_flag("--keep", keep, "keep the engine data directory");
+  CLI11_PARSE(app, argc, argv);
+
+  std::string command;
+  for (int i = 0; i < argc; ++i) command += (i ? " " : "") + std::string(argv[i]);
+
+  if (!synthetic_dir.empty()) {
+    Status st = MakeSynthetic(synthetic_dir, syn_n, syn_d, syn_nq, syn_classes);
+    if (!st.ok()) Die(st.ToString());
+    std::printf("wrote %s/{db,queries,db_labels,query_labels}.npy (%lld x %lld, %lld queries)\n",
+                synthetic_dir.c_str(), (long long)syn_n, (long long)syn_d, (long long)syn_nq);
+    return 0;
+  }
+  if (db_path.empty() || q_path.empty()) Die("--db and --queries are required");
+
+  int64_t n = 0, d = 0, nq = 0, qd = 0;
+  std::vector<float> db = LoadMatrix(db_path, &n, &d);
+  std::vector<float> queries = LoadMatrix(q_path, &nq, &qd);
+  if (qd != d) Die("queries and database differ in d");
+  nq = std::min<int64_t>(nq, static_cast<int64_t>(max_queries));
+  std::vector<int64_t> db_labels, query_labels;
+  if (!dbl_path.empty() && !ql_path.empty()) {
+    auto a = ReadNpyLabels(dbl_path);
+    auto b = ReadNpyLabels(ql_path);
+    if (!a.ok() || !b.ok()) Die("cannot read labels");
+    db_labels = std::move(a.value());
+    query_labels = std::move(b.value());
+    if (static_cast<int64_t>(db_labels.size()) != n ||
+        static_cast<int64_t>(query_labels.size()) < nq) {
+      Die("label counts do not match the vectors");
+    }
+  }
+  std::vector<int32_t> nesting;
+  for (int32_t m = 8; m < d; m *= 2) nesting.push_back(m);
+  nesting.push_back(static_cast<int32_t>(d));
+  std::vector<int32_t> ds_list;
+  for (int32_t ds : shortlist_dims) {
+    if (std::binary_search(nesting.begin(), nesting.end(), ds) && ds < d) ds_list.push_back(ds);
+  }
+  std::fprintf(stderr, "shard_bench: N=%lld d=%lld queries=%lld kernels=%s/%s\n", (long long)n,
+               (long long)d, (long long)nq, DistanceKernelName(), HalfKernelName());
+
+  // ---- engine: ingest ------------------------------------------------------------------
+  const bool temp_dir = data_dir.empty();
+  if (temp_dir) {
+    data_dir =
+        (std::filesystem::temp_directory_path() / ("mrl_shard_bench_" + std::to_string(::getpid())))
+            .string();
+  }
+  std::filesystem::remove_all(data_dir);
+  EngineOptions eo;
+  eo.data_dir = data_dir;
+  eo.sync_writes = !no_sync;
+  eo.threads = threads;
+  eo.verbose = true;
+  auto opened = Engine::Open(eo);
+  if (!opened.ok()) Die(opened.status().ToString());
+  std::unique_ptr<Engine> engine = std::move(opened.value());
+  CollectionSpec spec;
+  spec.name = "bench";
+  spec.dim = static_cast<int32_t>(d);
+  spec.nesting = nesting;
+  spec.metric = Metric::kCosine;
+  spec.storage = StorageType::kFp16;
+  for (int32_t ds : ds_list) {
+    IndexSpec ix;
+    ix.dims = ds;
+    ix.kind = IndexKind::kHnsw;
+    ix.hnsw_m = hnsw_m;
+    ix.ef_construction = ef_construction;
+    ix.ef_search = 64;
+    spec.indexes.push_back(ix);
+  }
+  if (Status st = engine->CreateCollection(spec); !st.ok()) Die(st.ToString());
+  const auto ingest0 = Clock::now();
+  for (int64_t start = 0; start < n; start += 1000) {
+    const int64_t end = std::min(n, start + 1000);
+    std::vector<PointView> pts;
+    for (int64_t i = start; i < end; ++i) {
+      pts.push_back(PointView{static_cast<uint64_t>(i),
+                              std::span<const float>(&db[i * d], static_cast<size_t>(d)), ""});
+    }
+    if (Status st = engine->Upsert("bench", pts); !st.ok()) Die(st.ToString());
+    if ((start / 1000) % 100 == 99) {
+      std::fprintf(stderr, "  ingested %lld / %lld\n", (long long)end, (long long)n);
+    }
+  }
+  const double ingest_s = Seconds(ingest0, Clock::now());
+  const auto cp0 = Clock::now();
+  if (Status st = engine->Checkpoint(); !st.ok()) Die(st.ToString());
+  const double checkpoint_s = Seconds(cp0, Clock::now());
+  engine.reset();
+  const auto open0 = Clock::now();
+  eo.verbose = false;
+  opened = Engine::Open(eo);
+  if (!opened.ok()) Die(opened.status().ToString());
+  engine = std::move(opened.value());
+  const double reopen_s = Seconds(open0, Clock::now());
+  const EngineStats stats = engine->Stats();
+
+  // ---- exact ground truth and FAISS (normalised vectors, inner product = cosine) ---------
+  for (int64_t i = 0; i < n; ++i) NormalizeInPlace(&db[i * d], static_cast<size_t>(d));
+  std::vector<float> qn(queries.begin(), queries.begin() + nq * d);
+  for (int64_t i = 0; i < nq; ++i) NormalizeInPlace(&qn[i * d], static_cast<size_t>(d));
+  const auto f0 = Clock::now();
+  faiss::IndexFlatIP flat(d);
+  flat.add(n, db.data());
+  // FAISS keeps its own copy: drop ours (1M x 2048 floats is 8 GB) and build from FAISS's.
+  std::vector<float>().swap(db);
+  const float* xb = flat.get_xb();
+  const double faiss_build_s = Seconds(f0, Clock::now());
+  std::vector<std::vector<int64_t>> truth(nq);
+  {
+    std::vector<float> dist(nq * k);
+    std::vector<faiss::Index::idx_t> labels(nq * k);
+    flat.search(nq, qn.data(), k, dist.data(), labels.data());
+    for (int64_t i = 0; i < nq; ++i)
+      truth[i].assign(labels.begin() + i * k, labels.begin() + (i + 1) * k);
+  }
+  Eval ev{&truth, &db_labels, &query_labels};
+  std::vector<Row> rows;
+
+  // ---- engine plans ----------------------------------------------------------------------
+  std::fprintf(stderr, "queries (single thread):\n");
+  auto run_search = [&](const std::string& plan, std::vector<SearchStage> stages, bool exact) {
+    rows.push_back(
+        Measure("shard engine (one trip)", plan, nq, ev, [&](size_t qi, std::vector<int64_t>* out) {
+          auto r = engine->Search("bench", std::span<const float>(&queries[qi * d], d), stages,
+                                  engine_ef, exact);
+          if (!r.ok()) Die(r.status().ToString());
+          out->clear();
+          for (const auto& c : *r) out->push_back(static_cast<int64_t>(c.id));
+        }));
+  };
+  for (int32_t ds : ds_list) {
+    run_search(
+        "Ds=" + std::to_string(ds) + " K=" + std::to_string(K) + " -> Dr=" + std::to_string(d),
+        {{ds, K}, {static_cast<int32_t>(d), k}}, false);
+  }
+  if (!ds_list.empty()) {
+    const int32_t ds = ds_list.front();
+    rows.push_back(Measure(
+        "shard engine (two calls)",
+        "Shortlist(Ds=" + std::to_string(ds) + ", K=" + std::to_string(K) +
+            ") + Rerank(Dr=" + std::to_string(d) + ")",
+        nq, ev, [&](size_t qi, std::vector<int64_t>* out) {
+          auto sl = engine->Shortlist("bench", std::span<const float>(&queries[qi * d], ds), K,
+                                      engine_ef);
+          if (!sl.ok()) Die(sl.status().ToString());
+          std::vector<uint64_t> ids;
+          for (const auto& c : *sl) ids.push_back(c.id);
+          auto rr = engine->Rerank("bench", std::span<const float>(&queries[qi * d], d), ids, k);
+          if (!rr.ok()) Die(rr.status().ToString());
+          out->clear();
+          for (const auto& c : *rr) out->push_back(static_cast<int64_t>(c.id));
+        }));
+    // Funnel: dims double from Ds, K halves from K; the last stage is full d with k.
+    std::vector<SearchStage> funnel;
+    int32_t kk = K;
+    for (int32_t m = ds; m < d; m *= 2) {
+      if (!std::binary_search(nesting.begin(), nesting.end(), m)) continue;
+      funnel.push_back({m, std::max(kk, k)});
+      kk /= 2;
+    }
+    funnel.push_back({static_cast<int32_t>(d), k});
+    std::string desc = "funnel";
+    for (const auto& s : funnel) desc += " " + std::to_string(s.dims) + ":" + std::to_string(s.k);
+    run_search(desc, funnel, false);
+    run_search("Ds=" + std::to_string(ds) + " K=" + std::to_string(K) +
+                   " -> Dr=" + std::to_string(d) + ", exact shortlist",
+               {{ds, K}, {static_cast<int32_t>(d), k}}, true);
+  }
+
+  // ---- hnswlib over the full d --------------------------------------------------------------
+  double hnsw_build_s = 0, hnsw_mem = 0;
+  int32_t cheapest_ef = -1;
+  if (!skip_hnsw_full) {
+    IndexSpec full;
+    full.dims = static_cast<int32_t>(d);
+    full.kind = IndexKind::kHnsw;
+    full.hnsw_m = hnsw_m;
+    full.ef_construction = ef_construction;
+    const auto h0 = Clock::now();
+    auto index = MakeLowDIndex(full, IndexMetric::kInnerProduct, static_cast<size_t>(n));
+    std::vector<uint64_t> ids(n);
+    for (int64_t i = 0; i < n; ++i) ids[i] = static_cast<uint64_t>(i);
+    index->AddBulk(ids, xb, threads);
+    hnsw_build_s = Seconds(h0, Clock::now());
+    hnsw_mem = static_cast<double>(index->memory_bytes()) / n;
+    std::vector<Candidate> res;
+    for (int32_t ef : ef_sweep) {
+      Row r = Measure("hnswlib HNSW, full d", "ef=" + std::to_string(ef), nq, ev,
+                      [&](size_t qi, std::vector<int64_t>* out) {
+                        index->Search(&qn[qi * d], k, ef, false, &res);
+                        out->clear();
+                        for (const auto& c : res) out->push_back(static_cast<int64_t>(c.id));
+                      });
+      if (cheapest_ef < 0 && r.recall >= 0.95) {
+        cheapest_ef = ef;
+        r.note = "cheapest ef with recall@10 >= 0.95";
+      }
+      rows.push_back(r);
+    }
+  }
+
+  // ---- FAISS exact -------------------------------------------------------------------------
+  {
+    std::vector<float> dist(k);
+    std::vector<faiss::Index::idx_t> labels(k);
+    rows.push_back(Measure("FAISS IndexFlatIP (exact)", "full d", nq, ev,
+                           [&](size_t qi, std::vector<int64_t>* out) {
+                             flat.search(1, &qn[qi * d], k, dist.data(), labels.data());
+                             out->assign(labels.begin(), labels.end());
+                           }));
+  }
+
+  // ---- report --------------------------------------------------------------------------------
+  std::printf(
+      "\n## shard_bench: N=%lld, d=%lld, %lld queries, k=%d (cosine; engine stores fp16)\n\n",
+      (long long)n, (long long)d, (long long)nq, k);
+  std::printf("| method | plan | recall@10 | mAP@10 | QPS | p50 ms | p99 ms | note |\n");
+  std::printf("| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |\n");
+  for (const auto& r : rows) {
+    char map[32];
+    if (r.map < 0) {
+      std::snprintf(map, sizeof(map), "-");
+    } else {
+      std::snprintf(map, sizeof(map), "%.4f", r.map);
+    }
+    std::printf("| %s | %s | %.4f | %s | %.0f | %.3f | %.3f | %s |\n", r.method.c_str(),
+                r.plan.c_str(), r.recall, map, r.qps, r.p50_ms, r.p99_ms, r.note.c_str());
+  }
+  std::printf("\n| component | build | RAM bytes/vector | disk bytes/vector |\n");
+  std::printf("| --- | ---: | ---: | ---: |\n");
+  const auto& cs = stats.collections.at(0);
+  std::printf(
+      "| shard engine: RocksDB (fp16 vectors) + %zu HNSW indexes | ingest %.1f s (%.0f vec/s), "
+      "checkpoint %.1f s, reopen %.2f s | - | %.0f |\n",
+      cs.indexes.size(), ingest_s, n / ingest_s, checkpoint_s, reopen_s,
+      static_cast<double>(stats.disk_bytes) / n);
+  for (const auto& ix : cs.indexes) {
+    std::printf("| engine HNSW index Ds=%d (M=%d) | (in ingest)%s | %.0f | - |\n", ix.dims, hnsw_m,
+                ix.loaded ? ", loaded at reopen" : "", static_cast<double>(ix.memory_bytes) / n);
+  }
+  if (!skip_hnsw_full) {
+    std::printf("| hnswlib HNSW full d=%lld (M=%d, efc=%d) | %.1f s | %.0f | - |\n", (long long)d,
+                hnsw_m, ef_construction, hnsw_build_s, hnsw_mem);
+  }
+  std::printf("| FAISS IndexFlatIP full d | %.2f s | %.0f | - |\n", faiss_build_s, 4.0 * d);
+  std::printf("\nbuild threads: %d; kernels: %s, %s; queries single-threaded.\n", threads,
+              DistanceKernelName(), HalfKernelName());
+  std::printf("reproduce: `%s`\n", command.c_str());
+
+  engine.reset();
+  if (temp_dir && !keep) std::filesystem::remove_all(data_dir);
+  return 0;
+}
