@@ -12,6 +12,10 @@ const char* CodeName(Status::Code code) {
     case Status::Code::kFailedPrecondition: return "FailedPrecondition";
     case Status::Code::kOutOfRange: return "OutOfRange";
     case Status::Code::kInternal: return "Internal";
+    case Status::Code::kDeadlineExceeded: return "DeadlineExceeded";
+    case Status::Code::kUnauthenticated: return "Unauthenticated";
+    case Status::Code::kUnavailable: return "Unavailable";
+    case Status::Code::kResourceExhausted: return "ResourceExhausted";
   }
   return "Unknown";
 }

@@ -21,6 +21,11 @@ class Status {
     kFailedPrecondition,
     kOutOfRange,
     kInternal,
+    // Serving (the wire protocol's client side): retry elsewhere or later.
+    kDeadlineExceeded,
+    kUnauthenticated,
+    kUnavailable,
+    kResourceExhausted,
   };
 
   Status() = default;
@@ -34,6 +39,16 @@ class Status {
   }
   static Status OutOfRange(std::string m) { return Status(Code::kOutOfRange, std::move(m)); }
   static Status Internal(std::string m) { return Status(Code::kInternal, std::move(m)); }
+  static Status DeadlineExceeded(std::string m) {
+    return Status(Code::kDeadlineExceeded, std::move(m));
+  }
+  static Status Unauthenticated(std::string m) {
+    return Status(Code::kUnauthenticated, std::move(m));
+  }
+  static Status Unavailable(std::string m) { return Status(Code::kUnavailable, std::move(m)); }
+  static Status ResourceExhausted(std::string m) {
+    return Status(Code::kResourceExhausted, std::move(m));
+  }
 
   bool ok() const { return code_ == Code::kOk; }
   Code code() const { return code_; }

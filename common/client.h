@@ -1,0 +1,91 @@
+// ShardClient: the one client of the serving protocol (coordinator, mrlctl, tests).
+//
+// One TCP connection to host:port, many requests in flight on it (pipelined, matched by request
+// id), a deadline per call (sent in the frame header and enforced locally by a timer), optional
+// shared-secret authentication as the first frame, and a reconnect on the next call after the
+// connection fails. Calls that were in flight when it failed complete with Unavailable; the
+// client never resends a request by itself.
+//
+// Thread safety: every method may be called from any thread. Callbacks run on the client's own
+// I/O thread and must not block.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <future>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/protocol.h"
+#include "common/status.h"
+
+namespace mrl {
+
+struct ClientOptions {
+  std::string host = "127.0.0.1";
+  uint16_t port = 0;
+  std::string auth_secret;  // empty: do not authenticate
+  uint32_t connect_timeout_ms = 3000;
+  uint32_t default_deadline_ms = 30000;  // for calls that pass 0
+  uint32_t max_frame_bytes = wire::kDefaultMaxFrameBytes;
+};
+
+// A verified response frame: `type` is the expected response type (errors become a Status).
+struct RawReply {
+  wire::MessageType type = wire::MessageType::Invalid;
+  std::vector<uint8_t> body;
+};
+
+class ShardClient {
+ public:
+  explicit ShardClient(ClientOptions options);
+  ~ShardClient();  // fails whatever is in flight with Unavailable, joins the I/O thread
+  ShardClient(const ShardClient&) = delete;
+  ShardClient& operator=(const ShardClient&) = delete;
+
+  using Callback = std::function<void(Result<RawReply>)>;
+
+  // Sends one request body of `type`; `done` gets the verified response body, or the error the
+  // server answered with, DeadlineExceeded, or Unavailable.
+  void CallAsync(wire::MessageType type, std::vector<uint8_t> body, uint32_t deadline_ms,
+                 Callback done);
+
+  // Typed calls: Call(UpsertRequestT{...}) -> Result<UpsertResponseT>.
+  template <typename Req>
+  std::future<Result<typename wire::ResponseOf<Req>::type>> CallFuture(const Req& req,
+                                                                       uint32_t deadline_ms = 0);
+  template <typename Req>
+  Result<typename wire::ResponseOf<Req>::type> Call(const Req& req, uint32_t deadline_ms = 0) {
+    return CallFuture(req, deadline_ms).get();
+  }
+
+  // Opens the connection now (otherwise the first call does); Unavailable if it cannot.
+  Status Connect();
+
+ private:
+  class Impl;
+  std::shared_ptr<Impl> impl_;
+};
+
+template <typename Req>
+std::future<Result<typename wire::ResponseOf<Req>::type>> ShardClient::CallFuture(
+    const Req& req, uint32_t deadline_ms) {
+  using Resp = typename wire::ResponseOf<Req>::type;
+  auto promise = std::make_shared<std::promise<Result<Resp>>>();
+  auto future = promise->get_future();
+  CallAsync(
+      wire::MessageTraits<Req>::kType, wire::PackBody(req), deadline_ms,
+      [promise](Result<RawReply> reply) {
+        if (!reply.ok()) {
+          promise->set_value(reply.status());
+          return;
+        }
+        Resp out;
+        wire::RootAs<typename wire::MessageTraits<Resp>::TableType>(reply->body)->UnPackTo(&out);
+        promise->set_value(std::move(out));
+      });
+  return future;
+}
+
+}  // namespace mrl

@@ -1,0 +1,388 @@
+#include "shard/service.h"
+
+#include <bit>
+#include <string>
+
+namespace mrl::shard {
+namespace {
+
+std::string_view Str(const flatbuffers::String* s) {
+  return s ? std::string_view(s->data(), s->size()) : std::string_view();
+}
+
+template <typename T>
+std::span<const T> Span(const flatbuffers::Vector<T>* v) {
+  return v ? std::span<const T>(v->data(), v->size()) : std::span<const T>();
+}
+
+std::vector<uint8_t> Finish(flatbuffers::FlatBufferBuilder& fbb) {
+  return std::vector<uint8_t>(fbb.GetBufferPointer(), fbb.GetBufferPointer() + fbb.GetSize());
+}
+
+// n queries of `dims` floats packed in one array.
+Result<size_t> QueryCount(int32_t dims, size_t floats, int32_t max_queries) {
+  if (dims <= 0) return Status::InvalidArgument("dims must be positive");
+  if (floats == 0 || floats % static_cast<size_t>(dims) != 0) {
+    return Status::InvalidArgument("queries must hold n * dims floats with n >= 1 (got " +
+                                   std::to_string(floats) + " floats, dims " +
+                                   std::to_string(dims) + ")");
+  }
+  const size_t n = floats / static_cast<size_t>(dims);
+  if (n > static_cast<size_t>(max_queries)) {
+    return Status::OutOfRange("at most " + std::to_string(max_queries) +
+                              " queries per request (got " + std::to_string(n) + ")");
+  }
+  return n;
+}
+
+flatbuffers::Offset<wire::CandidateList> PackCandidates(flatbuffers::FlatBufferBuilder& fbb,
+                                                        const std::vector<Candidate>& cands) {
+  std::vector<wire::Candidate> out;
+  out.reserve(cands.size());
+  for (const auto& c : cands) out.emplace_back(c.id, c.score);
+  return wire::CreateCandidateList(fbb, fbb.CreateVectorOfStructs(out));
+}
+
+}  // namespace
+
+void RequestMetrics::Record(wire::MessageType type, uint64_t micros, bool ok) {
+  const auto t = static_cast<size_t>(type);
+  if (t >= kTypes) return;
+  PerType& p = per_type_[t];
+  p.count.fetch_add(1, std::memory_order_relaxed);
+  if (!ok) p.errors.fetch_add(1, std::memory_order_relaxed);
+  p.total_us.fetch_add(micros, std::memory_order_relaxed);
+  const int b =
+      micros == 0 ? 0 : std::min(kBuckets - 1, static_cast<int>(std::bit_width(micros)) - 1);
+  p.buckets[b].fetch_add(1, std::memory_order_relaxed);
+}
+
+void RequestMetrics::FillStats(wire::StatsResponseT* out) const {
+  for (int t = 0; t < kTypes; ++t) {
+    const PerType& p = per_type_[t];
+    const uint64_t count = p.count.load(std::memory_order_relaxed);
+    if (count == 0) continue;
+    auto rs = std::make_unique<wire::RequestStatsT>();
+    rs->type = static_cast<wire::MessageType>(t);
+    rs->count = count;
+    rs->errors = p.errors.load(std::memory_order_relaxed);
+    rs->total_us = p.total_us.load(std::memory_order_relaxed);
+    int last = kBuckets - 1;
+    while (last > 0 && p.buckets[last].load(std::memory_order_relaxed) == 0) --last;
+    for (int b = 0; b <= last; ++b) rs->buckets_us.push_back(p.buckets[b].load());
+    out->requests.push_back(std::move(rs));
+  }
+}
+
+CollectionSpec FromWire(const wire::CollectionSpec& w) {
+  CollectionSpec s;
+  s.name = std::string(Str(w.name()));
+  s.dim = w.dim();
+  for (int32_t d : Span(w.nesting())) s.nesting.push_back(d);
+  s.metric = static_cast<Metric>(w.metric());
+  s.storage = static_cast<StorageType>(w.storage());
+  s.num_buckets = w.num_buckets();
+  if (w.indexes()) {
+    for (const wire::IndexSpec* i : *w.indexes()) {
+      IndexSpec is;
+      is.dims = i->dims();
+      is.kind = static_cast<IndexKind>(i->kind());
+      is.hnsw_m = i->hnsw_m();
+      is.ef_construction = i->ef_construction();
+      is.ef_search = i->ef_search();
+      s.indexes.push_back(is);
+    }
+  }
+  s.max_payload_bytes = w.max_payload_bytes();
+  return s;
+}
+
+wire::CollectionSpecT ToWire(const CollectionSpec& s) {
+  wire::CollectionSpecT w;
+  w.name = s.name;
+  w.dim = s.dim;
+  w.nesting = s.nesting;
+  w.metric = static_cast<wire::Metric>(s.metric);
+  w.storage = static_cast<wire::StorageType>(s.storage);
+  w.num_buckets = s.num_buckets;
+  for (const IndexSpec& i : s.indexes) {
+    auto is = std::make_unique<wire::IndexSpecT>();
+    is->dims = i.dims;
+    is->kind = static_cast<wire::IndexKind>(i.kind);
+    is->hnsw_m = i.hnsw_m;
+    is->ef_construction = i.ef_construction;
+    is->ef_search = i.ef_search;
+    w.indexes.push_back(std::move(is));
+  }
+  w.max_payload_bytes = s.max_payload_bytes;
+  return w;
+}
+
+ShardService::ShardService(Engine& engine, ServiceLimits limits)
+    : engine_(engine), limits_(limits) {}
+
+Result<std::vector<uint8_t>> ShardService::Handle(wire::MessageType type,
+                                                  std::span<const uint8_t> body) {
+  using MT = wire::MessageType;
+  switch (type) {
+    case MT::PingRequest:
+      return wire::PackBody(wire::PingResponseT{});
+    case MT::AuthRequest:
+      return wire::PackBody(wire::AuthResponseT{});
+    case MT::CreateCollectionRequest:
+      return CreateCollection(*wire::RootAs<wire::CreateCollectionRequest>(body));
+    case MT::DescribeCollectionRequest:
+      return DescribeCollection(*wire::RootAs<wire::DescribeCollectionRequest>(body));
+    case MT::DropCollectionRequest:
+      return DropCollection(*wire::RootAs<wire::DropCollectionRequest>(body));
+    case MT::UpsertRequest:
+      return Upsert(*wire::RootAs<wire::UpsertRequest>(body));
+    case MT::DeleteRequest:
+      return Delete(*wire::RootAs<wire::DeleteRequest>(body));
+    case MT::GetRequest:
+      return Get(*wire::RootAs<wire::GetRequest>(body));
+    case MT::ShortlistRequest:
+      return Shortlist(*wire::RootAs<wire::ShortlistRequest>(body));
+    case MT::RerankRequest:
+      return Rerank(*wire::RootAs<wire::RerankRequest>(body));
+    case MT::SearchRequest:
+      return Search(*wire::RootAs<wire::SearchRequest>(body));
+    case MT::StatsRequest:
+      return Stats();
+    case MT::ScanBucketRequest:
+      return ScanBucket(*wire::RootAs<wire::ScanBucketRequest>(body));
+    case MT::DropBucketRequest:
+      return DropBucket(*wire::RootAs<wire::DropBucketRequest>(body));
+    default:
+      return Status::InvalidArgument(std::string("not a request: ") +
+                                     wire::EnumNameMessageType(type));
+  }
+}
+
+Result<std::vector<uint8_t>> ShardService::CreateCollection(
+    const wire::CreateCollectionRequest& req) {
+  if (!req.spec()) return Status::InvalidArgument("CreateCollection without a spec");
+  MRL_RETURN_IF_ERROR(engine_.CreateCollection(FromWire(*req.spec())));
+  return wire::PackBody(wire::CreateCollectionResponseT{});
+}
+
+Result<std::vector<uint8_t>> ShardService::DescribeCollection(
+    const wire::DescribeCollectionRequest& req) {
+  wire::DescribeCollectionResponseT resp;
+  const std::string_view name = Str(req.name());
+  if (name.empty()) {
+    for (const CollectionSpec& s : engine_.ListCollections()) {
+      resp.collections.push_back(std::make_unique<wire::CollectionSpecT>(ToWire(s)));
+    }
+  } else {
+    Result<CollectionSpec> s = engine_.DescribeCollection(std::string(name));
+    if (!s.ok()) return s.status();
+    resp.collections.push_back(std::make_unique<wire::CollectionSpecT>(ToWire(s.value())));
+  }
+  return wire::PackBody(resp);
+}
+
+Result<std::vector<uint8_t>> ShardService::DropCollection(const wire::DropCollectionRequest& req) {
+  MRL_RETURN_IF_ERROR(engine_.DropCollection(std::string(Str(req.name()))));
+  return wire::PackBody(wire::DropCollectionResponseT{});
+}
+
+Result<std::vector<uint8_t>> ShardService::Upsert(const wire::UpsertRequest& req) {
+  const auto ids = Span(req.ids());
+  const auto vectors = Span(req.vectors());
+  const int32_t dims = req.dims();
+  if (dims <= 0) return Status::InvalidArgument("dims must be positive");
+  if (vectors.size() != ids.size() * static_cast<size_t>(dims)) {
+    return Status::InvalidArgument("vectors must hold len(ids) * dims floats");
+  }
+  const auto* payloads = req.payloads();
+  if (payloads && payloads->size() != 0 && payloads->size() != ids.size()) {
+    return Status::InvalidArgument("payloads must be empty or one per id");
+  }
+  std::vector<PointView> points(ids.size());
+  for (size_t i = 0; i < ids.size(); ++i) {
+    points[i].id = ids[i];
+    points[i].vector = vectors.subspan(i * dims, dims);
+    if (payloads && payloads->size() != 0) {
+      const auto* data = payloads->Get(i)->data();
+      if (data) {
+        points[i].payload =
+            std::string_view(reinterpret_cast<const char*>(data->data()), data->size());
+      }
+    }
+  }
+  MRL_RETURN_IF_ERROR(engine_.Upsert(std::string(Str(req.collection())), points));
+  wire::UpsertResponseT resp;
+  resp.count = static_cast<uint32_t>(ids.size());
+  return wire::PackBody(resp);
+}
+
+Result<std::vector<uint8_t>> ShardService::Delete(const wire::DeleteRequest& req) {
+  const auto ids = Span(req.ids());
+  MRL_RETURN_IF_ERROR(engine_.Delete(std::string(Str(req.collection())), ids));
+  wire::DeleteResponseT resp;
+  resp.count = static_cast<uint32_t>(ids.size());
+  return wire::PackBody(resp);
+}
+
+Result<std::vector<uint8_t>> ShardService::Get(const wire::GetRequest& req) {
+  const auto ids = Span(req.ids());
+  auto got = engine_.Get(std::string(Str(req.collection())), ids, req.with_vector());
+  if (!got.ok()) return got.status();
+  flatbuffers::FlatBufferBuilder fbb(4096);
+  std::vector<flatbuffers::Offset<wire::Point>> points;
+  points.reserve(ids.size());
+  for (size_t i = 0; i < ids.size(); ++i) {
+    const auto& p = got.value()[i];
+    if (!p) {
+      points.push_back(wire::CreatePoint(fbb, ids[i], false));
+      continue;
+    }
+    auto vec = p->vector.empty() ? 0 : fbb.CreateVector(p->vector);
+    auto payload = p->payload.empty()
+                       ? 0
+                       : fbb.CreateVector(reinterpret_cast<const uint8_t*>(p->payload.data()),
+                                          p->payload.size());
+    points.push_back(wire::CreatePoint(fbb, ids[i], true, vec, payload));
+  }
+  fbb.Finish(wire::CreateGetResponse(fbb, fbb.CreateVector(points)));
+  return Finish(fbb);
+}
+
+namespace {
+
+// One CandidateList per query, answered by `one(i)`; Root is the response table.
+template <typename CreateRoot, typename Fn>
+Result<std::vector<uint8_t>> AnswerPerQuery(size_t n, Fn one, CreateRoot create_root) {
+  flatbuffers::FlatBufferBuilder fbb(4096);
+  std::vector<flatbuffers::Offset<wire::CandidateList>> lists;
+  lists.reserve(n);
+  for (size_t i = 0; i < n; ++i) {
+    Result<std::vector<Candidate>> r = one(i);
+    if (!r.ok()) return r.status();
+    lists.push_back(PackCandidates(fbb, r.value()));
+  }
+  fbb.Finish(create_root(fbb, fbb.CreateVector(lists)));
+  return Finish(fbb);
+}
+
+}  // namespace
+
+Result<std::vector<uint8_t>> ShardService::Shortlist(const wire::ShortlistRequest& req) {
+  const auto queries = Span(req.queries());
+  Result<size_t> n = QueryCount(req.dims(), queries.size(), limits_.max_queries);
+  if (!n.ok()) return n.status();
+  const std::string collection(Str(req.collection()));
+  const size_t dims = static_cast<size_t>(req.dims());
+  return AnswerPerQuery(
+      n.value(),
+      [&](size_t i) {
+        return engine_.Shortlist(collection, queries.subspan(i * dims, dims), req.k(), req.ef(),
+                                 req.exact());
+      },
+      [](flatbuffers::FlatBufferBuilder& fbb, auto lists) {
+        return wire::CreateShortlistResponse(fbb, lists);
+      });
+}
+
+Result<std::vector<uint8_t>> ShardService::Rerank(const wire::RerankRequest& req) {
+  const auto queries = Span(req.queries());
+  Result<size_t> n = QueryCount(req.dims(), queries.size(), limits_.max_queries);
+  if (!n.ok()) return n.status();
+  const auto* id_lists = req.id_lists();
+  if (!id_lists || id_lists->size() != n.value()) {
+    return Status::InvalidArgument("id_lists must have one entry per query");
+  }
+  const std::string collection(Str(req.collection()));
+  const size_t dims = static_cast<size_t>(req.dims());
+  return AnswerPerQuery(
+      n.value(),
+      [&](size_t i) {
+        return engine_.Rerank(collection, queries.subspan(i * dims, dims),
+                              Span(id_lists->Get(i)->ids()), req.k());
+      },
+      [](flatbuffers::FlatBufferBuilder& fbb, auto lists) {
+        return wire::CreateRerankResponse(fbb, lists);
+      });
+}
+
+Result<std::vector<uint8_t>> ShardService::Search(const wire::SearchRequest& req) {
+  const auto queries = Span(req.queries());
+  Result<size_t> n = QueryCount(req.dims(), queries.size(), limits_.max_queries);
+  if (!n.ok()) return n.status();
+  std::vector<SearchStage> stages;
+  if (req.stages()) {
+    for (const wire::SearchStage* s : *req.stages()) stages.push_back({s->dims(), s->k()});
+  }
+  if (stages.empty()) return Status::InvalidArgument("Search needs at least one stage");
+  const std::string collection(Str(req.collection()));
+  const size_t dims = static_cast<size_t>(req.dims());
+  return AnswerPerQuery(
+      n.value(),
+      [&](size_t i) {
+        return engine_.Search(collection, queries.subspan(i * dims, dims), stages, req.ef(),
+                              req.exact());
+      },
+      [](flatbuffers::FlatBufferBuilder& fbb, auto lists) {
+        return wire::CreateSearchResponse(fbb, lists);
+      });
+}
+
+Result<std::vector<uint8_t>> ShardService::Stats() {
+  wire::StatsResponseT resp;
+  resp.uptime_ms = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                             std::chrono::steady_clock::now() - started_)
+                                             .count());
+  resp.connections_open = connections_open.load();
+  resp.connections_total = connections_total.load();
+  metrics_.FillStats(&resp);
+  const EngineStats es = engine_.Stats();
+  for (const auto& c : es.collections) {
+    auto cs = std::make_unique<wire::CollectionStatsT>();
+    cs->name = c.name;
+    cs->points = c.points;
+    for (const auto& i : c.indexes) {
+      auto is = std::make_unique<wire::IndexStatsT>();
+      is->dims = i.dims;
+      is->kind = static_cast<wire::IndexKind>(i.kind);
+      is->size = i.size;
+      is->memory_bytes = i.memory_bytes;
+      is->sequence = i.sequence;
+      is->loaded = i.loaded;
+      cs->indexes.push_back(std::move(is));
+    }
+    resp.collections.push_back(std::move(cs));
+  }
+  resp.disk_bytes = es.disk_bytes;
+  resp.block_cache_bytes = es.block_cache_bytes;
+  resp.memtable_bytes = es.memtable_bytes;
+  return wire::PackBody(resp);
+}
+
+Result<std::vector<uint8_t>> ShardService::ScanBucket(const wire::ScanBucketRequest& req) {
+  std::optional<uint64_t> after;
+  if (req.has_after()) after = req.after();
+  auto page =
+      engine_.ScanBucket(std::string(Str(req.collection())), req.bucket(), after, req.limit());
+  if (!page.ok()) return page.status();
+  flatbuffers::FlatBufferBuilder fbb(4096);
+  std::vector<flatbuffers::Offset<wire::Point>> points;
+  for (const StoredPoint& p : page->points) {
+    auto vec = fbb.CreateVector(p.vector);
+    auto payload = p.payload.empty()
+                       ? 0
+                       : fbb.CreateVector(reinterpret_cast<const uint8_t*>(p.payload.data()),
+                                          p.payload.size());
+    points.push_back(wire::CreatePoint(fbb, p.id, true, vec, payload));
+  }
+  fbb.Finish(wire::CreateScanBucketResponse(
+      fbb, fbb.CreateVector(points), page->next_after.has_value(), page->next_after.value_or(0)));
+  return Finish(fbb);
+}
+
+Result<std::vector<uint8_t>> ShardService::DropBucket(const wire::DropBucketRequest& req) {
+  MRL_RETURN_IF_ERROR(engine_.DropBucket(std::string(Str(req.collection())), req.bucket()));
+  return wire::PackBody(wire::DropBucketResponseT{});
+}
+
+}  // namespace mrl::shard
