@@ -124,14 +124,12 @@ Result<NpyArray> ReadNpy(const std::string& path) {
   return ParseNpy(bytes.value(), path);
 }
 
-std::string EncodeNpy(NpyDtype dtype, const std::vector<int64_t>& shape, const void* data) {
+std::string EncodeNpyHeader(NpyDtype dtype, const std::vector<int64_t>& shape) {
   std::string shape_str = "(";
-  int64_t n = 1;
   for (size_t i = 0; i < shape.size(); ++i) {
     shape_str += std::to_string(shape[i]);
     shape_str += (shape.size() == 1 || i + 1 < shape.size()) ? "," : "";
     if (i + 1 < shape.size()) shape_str += " ";
-    n *= shape[i];
   }
   shape_str += ")";
   std::string header = std::string("{'descr': '") + NpyDescr(dtype) +
@@ -144,6 +142,13 @@ std::string EncodeNpy(NpyDtype dtype, const std::vector<int64_t>& shape, const v
   out.push_back(static_cast<char>(header.size() & 0xff));
   out.push_back(static_cast<char>((header.size() >> 8) & 0xff));
   out += header;
+  return out;
+}
+
+std::string EncodeNpy(NpyDtype dtype, const std::vector<int64_t>& shape, const void* data) {
+  int64_t n = 1;
+  for (int64_t v : shape) n *= v;
+  std::string out = EncodeNpyHeader(dtype, shape);
   out.append(static_cast<const char*>(data), static_cast<size_t>(n) * NpyItemSize(dtype));
   return out;
 }

@@ -31,6 +31,10 @@ struct NpyArray {
 Result<NpyArray> ReadNpy(const std::string& path);
 Result<NpyArray> ParseNpy(const std::string& bytes, const std::string& name_for_errors);
 
+// The header alone (magic, version 1.0, dict padded to 64 bytes): for writers that stream the
+// data after it.
+std::string EncodeNpyHeader(NpyDtype dtype, const std::vector<int64_t>& shape);
+
 // Serialises to .npy bytes (format 1.0).
 std::string EncodeNpy(NpyDtype dtype, const std::vector<int64_t>& shape, const void* data);
 

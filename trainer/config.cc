@@ -19,11 +19,11 @@ using nlohmann::json;
 #define MRL_FIELDS_OPTIM(X)                                                                  \
   X(optimizer) X(lr) X(momentum) X(nesterov) X(weight_decay) X(beta1) X(beta2) X(eps)        \
   X(schedule) X(warmup_epochs) X(final_lr_ratio)
-#define MRL_FIELDS_DIST(X) X(grad_accum) X(bucket_mb) X(timeout_s)
+#define MRL_FIELDS_DIST(X) X(grad_accum) X(bucket_mb) X(timeout_s) X(backend)
 #define MRL_FIELDS_TOP(X)                                                                    \
   X(epochs) X(batch_size) X(seed) X(threads) X(out_dir) X(log_every) X(checkpoint_every)    \
   X(keep_checkpoints) X(resume) X(stop_after_steps) X(evaluate) X(export_embeddings)         \
-  X(eval_dims) X(eval_svd)
+  X(eval_dims) X(eval_svd) X(device) X(precision) X(loss_scale) X(loss_scale_growth_interval)
 
 namespace {
 
@@ -194,6 +194,19 @@ Status FinalizeConfig(TrainConfig* c) {
   if (!(c->dist.bucket_mb > 0)) return Status::InvalidArgument("dist.bucket_mb must be positive");
   if (!(c->dist.timeout_s > 0)) return Status::InvalidArgument("dist.timeout_s must be positive");
   if (c->keep_checkpoints < 1) return Status::InvalidArgument("keep_checkpoints must be >= 1");
+  if (c->dist.backend != "auto" && c->dist.backend != "mpi" && c->dist.backend != "nccl") {
+    return Status::InvalidArgument("dist.backend must be auto, mpi or nccl");
+  }
+  if (c->device != "auto" && c->device != "cpu" && c->device != "cuda") {
+    return Status::InvalidArgument("device must be auto, cpu or cuda");
+  }
+  if (c->precision != "fp32" && c->precision != "bf16" && c->precision != "fp16") {
+    return Status::InvalidArgument("precision must be fp32, bf16 or fp16");
+  }
+  if (!(c->loss_scale >= 1)) return Status::InvalidArgument("loss_scale must be >= 1");
+  if (c->loss_scale_growth_interval < 1) {
+    return Status::InvalidArgument("loss_scale_growth_interval must be >= 1");
+  }
   if (c->eval_dims.empty()) {
     c->eval_dims = m.nesting;
     if (m.head == "ff") c->eval_dims = {m.ff_dim};

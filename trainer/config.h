@@ -63,6 +63,8 @@ struct DistConfig {
   int64_t grad_accum = 1;     // micro-batches per optimizer step
   double bucket_mb = 25;      // gradient all-reduce bucket size
   double timeout_s = 60;      // a collective that takes longer means a dead or stalled peer
+  // Gradient all-reduce: "auto" = NCCL when the model is on CUDA, MPI otherwise.
+  std::string backend = "auto";  // auto | mpi | nccl
 };
 
 struct TrainConfig {
@@ -84,6 +86,15 @@ struct TrainConfig {
   bool export_embeddings = true;
   std::vector<int64_t> eval_dims;  // empty = the nesting list
   bool eval_svd = true;
+  // "auto" = CUDA when LibTorch sees a GPU (device = local rank mod GPUs), else CPU.
+  std::string device = "auto";  // auto | cpu | cuda
+  // Mixed precision: the forward pass under autocast, fp32 master weights and gradients.
+  // bf16 works on CUDA and (slowly, for tests) on CPU; fp16 is CUDA-only and uses dynamic loss
+  // scaling (start at loss_scale, halve on inf/NaN gradients and skip that step, double after
+  // loss_scale_growth_interval good steps).
+  std::string precision = "fp32";  // fp32 | bf16 | fp16
+  double loss_scale = 65536;
+  int64_t loss_scale_growth_interval = 2000;
 };
 
 // Fills derived defaults (nesting list, weights) and checks every field.

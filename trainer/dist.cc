@@ -4,9 +4,38 @@
 
 namespace mrl {
 
-GradientSync::GradientSync(std::vector<torch::Tensor> params, Communicator& comm,
-                           size_t bucket_bytes, double timeout_s)
-    : params_(std::move(params)), comm_(comm), timeout_s_(timeout_s) {
+namespace {
+
+class MpiReducer : public BucketReducer {
+ public:
+  MpiReducer(Communicator& comm, double timeout_s) : comm_(comm), timeout_s_(timeout_s) {}
+  void Start(torch::Tensor& flat) override {
+    TORCH_CHECK(flat.device().is_cpu(), "the MPI reducer takes CPU tensors");
+    requests_.push_back(comm_.StartAllReduceSum(flat.data_ptr<float>(), static_cast<size_t>(flat.numel())));
+  }
+  Status WaitAll(const std::string& what) override {
+    std::vector<Communicator::Request> requests;
+    requests.swap(requests_);
+    return comm_.Wait(requests, timeout_s_, what);
+  }
+  void Poke() override { comm_.Poke(); }
+  const char* name() const override { return "mpi"; }
+
+ private:
+  Communicator& comm_;
+  double timeout_s_;
+  std::vector<Communicator::Request> requests_;
+};
+
+}  // namespace
+
+std::unique_ptr<BucketReducer> MakeMpiReducer(Communicator& comm, double timeout_s) {
+  return std::make_unique<MpiReducer>(comm, timeout_s);
+}
+
+GradientSync::GradientSync(std::vector<torch::Tensor> params, std::unique_ptr<BucketReducer> reducer,
+                           int world_size, size_t bucket_bytes)
+    : params_(std::move(params)), reducer_(std::move(reducer)), world_size_(world_size) {
   bucket_of_.resize(params_.size());
   slot_of_.resize(params_.size());
   seen_.assign(params_.size(), false);
@@ -14,7 +43,7 @@ GradientSync::GradientSync(std::vector<torch::Tensor> params, Communicator& comm
   int64_t numel = 0;
   auto close = [&]() {
     if (current.params.empty()) return;
-    current.flat = torch::zeros({numel}, torch::kFloat32);
+    current.flat = torch::zeros({numel}, params_[current.params.front()].options());
     buckets_.push_back(std::move(current));
     current = Bucket();
     numel = 0;
@@ -67,14 +96,14 @@ void GradientSync::OnGradient(size_t k, const torch::Tensor& grad) {
   }
   ++b.ready;
   LaunchReady();
-  comm_.Poke();
+  reducer_->Poke();
 }
 
 void GradientSync::LaunchReady() {
   while (next_launch_ < buckets_.size() &&
          buckets_[next_launch_].ready == buckets_[next_launch_].params.size()) {
     Bucket& b = buckets_[next_launch_];
-    b.request = comm_.StartAllReduceSum(b.flat.data_ptr<float>(), static_cast<size_t>(b.flat.numel()));
+    reducer_->Start(b.flat);
     b.launched = true;
     ++next_launch_;
   }
@@ -96,12 +125,9 @@ Status GradientSync::Finish() {
     ++b.ready;
   }
   LaunchReady();
-  std::vector<Communicator::Request> requests;
-  for (const Bucket& b : buckets_) requests.push_back(b.request);
-  MRL_RETURN_IF_ERROR(comm_.Wait(requests, timeout_s_,
-                                 "gradient all-reduce at step " + std::to_string(step_ + 1)));
+  MRL_RETURN_IF_ERROR(reducer_->WaitAll("gradient all-reduce at step " + std::to_string(step_ + 1)));
   torch::NoGradGuard no_grad;
-  const float inv = 1.0f / static_cast<float>(comm_.world().size);
+  const float inv = 1.0f / static_cast<float>(world_size_);
   for (const Bucket& b : buckets_) {
     for (size_t s = 0; s < b.params.size(); ++s) {
       torch::Tensor& p = params_[b.params[s]];
@@ -132,7 +158,8 @@ Status BroadcastModel(torch::nn::Module& model, Communicator& comm, double timeo
   if (!comm.distributed()) return Status::Ok();
   torch::NoGradGuard no_grad;
   for (torch::Tensor& t : State(model, true, true)) {
-    torch::Tensor c = t.contiguous();
+    // MPI moves host memory: CUDA tensors are staged through the CPU (once per run).
+    torch::Tensor c = t.to(torch::kCPU).contiguous();
     MRL_RETURN_IF_ERROR(comm.Broadcast(c.data_ptr(), static_cast<size_t>(c.nbytes()), 0, timeout_s,
                                        "broadcast of the initial model from rank 0"));
     if (!c.is_same(t)) t.copy_(c);
@@ -146,7 +173,7 @@ Status AverageBuffers(torch::nn::Module& model, Communicator& comm, double timeo
   torch::NoGradGuard no_grad;
   for (torch::Tensor& b : State(model, false, true)) {
     if (!b.is_floating_point()) continue;  // num_batches_tracked is equal on every rank
-    torch::Tensor d = b.to(torch::kFloat64).contiguous();
+    torch::Tensor d = b.to(torch::kCPU, torch::kFloat64).contiguous();
     MRL_RETURN_IF_ERROR(comm.AllReduceSum(d.data_ptr<double>(), static_cast<size_t>(d.numel()),
                                           timeout_s, "BatchNorm statistics all-reduce for " + when));
     b.copy_(d / comm.world().size);
@@ -159,7 +186,7 @@ Result<double> ParameterDivergence(torch::nn::Module& model, Communicator& comm,
   double worst = 0;
   if (!comm.distributed()) return worst;
   for (torch::Tensor& p : State(model, true, false)) {
-    torch::Tensor mine = p.contiguous().clone();
+    torch::Tensor mine = p.to(torch::kCPU).contiguous().clone();
     torch::Tensor root = mine.clone();
     MRL_RETURN_IF_ERROR(comm.Broadcast(root.data_ptr(), static_cast<size_t>(root.nbytes()), 0,
                                        timeout_s, "replica check"));

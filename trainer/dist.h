@@ -19,12 +19,36 @@
 
 namespace mrl {
 
+// How a bucket's in-place sum all-reduce is carried out: MPI for CPU tensors, NCCL for CUDA
+// tensors. Start is called in bucket order, possibly from autograd's thread; WaitAll from the
+// training thread.
+class BucketReducer {
+ public:
+  virtual ~BucketReducer() = default;
+  virtual void Start(torch::Tensor& flat) = 0;
+  // Waits for every started all-reduce, with the reducer's deadline; `what` names the step.
+  virtual Status WaitAll(const std::string& what) = 0;
+  // Lets started operations progress (MPI advances non-blocking calls only inside MPI calls).
+  virtual void Poke() {}
+  virtual const char* name() const = 0;
+};
+
+// Non-blocking MPI_Iallreduce on CPU float32 buckets.
+std::unique_ptr<BucketReducer> MakeMpiReducer(Communicator& comm, double timeout_s);
+#ifdef MRL_WITH_CUDA
+// NCCL on the CUDA stream LibTorch computes the gradients on (see dist_nccl.cc). Creates the
+// NCCL communicator (rank 0's unique id is broadcast over MPI).
+Result<std::unique_ptr<BucketReducer>> MakeNcclReducer(Communicator& comm, int device,
+                                                       double timeout_s);
+#endif
+
 class GradientSync {
  public:
   // `params` in registration order; buckets are filled from the last parameter backwards (the
-  // order gradients become ready). REQUIRES: all params float32, on CPU.
-  GradientSync(std::vector<torch::Tensor> params, Communicator& comm, size_t bucket_bytes,
-               double timeout_s);
+  // order gradients become ready). REQUIRES: all params float32 on one device, which the
+  // reducer handles (CPU for MPI, CUDA for NCCL).
+  GradientSync(std::vector<torch::Tensor> params, std::unique_ptr<BucketReducer> reducer,
+               int world_size, size_t bucket_bytes);
   ~GradientSync();
 
   // Arms the hooks for the next backward pass (the last micro-batch of a step). Gradients that
@@ -34,6 +58,7 @@ class GradientSync {
   Status Finish();
 
   size_t num_buckets() const { return buckets_.size(); }
+  const char* backend() const { return reducer_->name(); }
 
  private:
   struct Bucket {
@@ -42,7 +67,6 @@ class GradientSync {
     torch::Tensor flat;          // float32 [numel]
     size_t ready = 0;
     bool launched = false;
-    Communicator::Request request = -1;
   };
   void OnGradient(size_t param, const torch::Tensor& grad);
   void LaunchReady();
@@ -55,8 +79,8 @@ class GradientSync {
   size_t next_launch_ = 0;
   bool armed_ = false;
   int64_t step_ = 0;
-  Communicator& comm_;
-  double timeout_s_;
+  std::unique_ptr<BucketReducer> reducer_;
+  int world_size_;
 };
 
 // Copies every parameter and buffer of rank 0 to all ranks.

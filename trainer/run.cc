@@ -133,6 +133,8 @@ Status RunTraining(const TrainConfig& config) {
                       {"final_loss", trainer.history().empty() ? json(nullptr)
                                                                : json(trainer.history().back().loss)}};
   MrlModel& model = trainer.model();
+  // Evaluation and export run on the CPU (the database embeddings live in host memory).
+  model->to(torch::kCPU);
   if (config.evaluate || config.export_embeddings) {
     const auto te = Clk::now();
     std::printf("[eval] embedding %lld train + %lld test samples\n",

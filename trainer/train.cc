@@ -30,6 +30,23 @@ Trainer::Trainer(const TrainConfig& config, const DataSplits& data)
   torch::manual_seed(config.seed);
   const Split& tr = data.train;
   model_ = MrlModel(config.model, tr.channels, tr.features, data.num_classes);
+  // Device: one GPU per process (local rank mod the node's GPUs), else the CPU.
+  const bool have_cuda = torch::cuda::is_available();
+  if (config.device == "cuda" && !have_cuda) {
+    device_error_ = Status::FailedPrecondition(
+        "device=cuda but LibTorch sees no CUDA device (CPU-only LibTorch or no GPU); use device=cpu");
+  } else if (config.device != "cpu" && have_cuda) {
+    const int gpus = static_cast<int>(torch::cuda::device_count());
+    device_ = torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(comm_.world().local_rank % gpus));
+    model_->to(device_);
+  }
+  precision_ = ParsePrecision(config.precision);
+  if (precision_ == Precision::kFp16 && !device_.is_cuda() && device_error_.ok()) {
+    device_error_ = Status::InvalidArgument(
+        "precision=fp16 needs a CUDA device (CPU autocast supports bf16 only); use bf16 or fp32");
+  }
+  scaler_ = LossScaler(precision_ == Precision::kFp16, config.loss_scale,
+                       config.loss_scale_growth_interval);
 
   // Weight decay on weights only; biases and normalisation parameters are not decayed.
   std::vector<torch::Tensor> decay, no_decay;
@@ -56,11 +73,6 @@ Trainer::Trainer(const TrainConfig& config, const DataSplits& data)
   }
   global_batch_ = config.batch_size * comm_.world().size * config.dist.grad_accum;
   steps_per_epoch_ = std::max<int64_t>(data.train_used / global_batch_, 1);  // drop last
-  if (comm_.distributed()) {
-    sync_ = std::make_unique<GradientSync>(
-        model_->parameters(), comm_, static_cast<size_t>(config.dist.bucket_mb * (1 << 20)),
-        config.dist.timeout_s);
-  }
   schedule_.kind = o.schedule;
   schedule_.peak_lr = o.lr;
   schedule_.total_steps = steps_per_epoch_ * config.epochs;
@@ -119,6 +131,8 @@ Status Trainer::SaveCheckpoint() {
   archive.write("resume_key", c10::IValue(ResumeKey(config_, comm_.world().size)));
   archive.write("config", c10::IValue(ConfigToJson(config_)));
   archive.write("torch_rng", torch::globalContext().defaultGenerator(torch::kCPU).get_state());
+  archive.write("loss_scale", torch::tensor(scaler_.state_scale(), torch::kFloat64));
+  archive.write("loss_scale_good_steps", torch::tensor(scaler_.state_good_steps(), torch::kInt64));
   std::ostringstream bytes;
   archive.save_to(bytes);
   char name[32];
@@ -159,6 +173,10 @@ Status Trainer::LoadCheckpoint(const std::string& path) {
     archive.read("step", step);
     archive.read("torch_rng", rng);
     step_ = step.item<int64_t>();
+    torch::Tensor scale, good;
+    if (archive.try_read("loss_scale", scale) && archive.try_read("loss_scale_good_steps", good)) {
+      scaler_.Restore(scale.item<double>(), good.item<int64_t>());
+    }
     auto gen = torch::globalContext().defaultGenerator(torch::kCPU);
     std::lock_guard<std::mutex> lock(gen.mutex());
     gen.set_state(rng);
@@ -180,7 +198,46 @@ Status Trainer::LoadModelWeights(const std::string& path, MrlModel& model) {
   return Status::Ok();
 }
 
+Status Trainer::EnsureReady() {
+  if (ready_) return Status::Ok();
+  MRL_RETURN_IF_ERROR(device_error_);
+  if (comm_.distributed()) {
+    const std::string& backend = config_.dist.backend;
+    std::unique_ptr<BucketReducer> reducer;
+    if (backend == "nccl" || (backend == "auto" && device_.is_cuda())) {
+#ifdef MRL_WITH_CUDA
+      if (!device_.is_cuda()) {
+        return Status::InvalidArgument("dist.backend=nccl needs the model on CUDA (device=cuda)");
+      }
+      auto nccl = MakeNcclReducer(comm_, device_.index(), config_.dist.timeout_s);
+      if (!nccl.ok()) return nccl.status();
+      reducer = std::move(nccl).value();
+#else
+      return Status::InvalidArgument(
+          "dist.backend=nccl: this mrl-trainer was built without CUDA LibTorch + NCCL");
+#endif
+    } else {
+      if (device_.is_cuda()) {
+        return Status::InvalidArgument(
+            "dist.backend=mpi moves host memory; with the model on CUDA use backend nccl or auto");
+      }
+      reducer = MakeMpiReducer(comm_, config_.dist.timeout_s);
+    }
+    sync_ = std::make_unique<GradientSync>(model_->parameters(), std::move(reducer),
+                                           comm_.world().size,
+                                           static_cast<size_t>(config_.dist.bucket_mb * (1 << 20)));
+  }
+  if (comm_.world().rank == 0) {
+    std::printf("[train] device %s, precision %s, gradient all-reduce %s\n", device_.str().c_str(),
+                config_.precision.c_str(), sync_ ? sync_->backend() : "none (1 rank)");
+    std::fflush(stdout);
+  }
+  ready_ = true;
+  return Status::Ok();
+}
+
 Status Trainer::MaybeResume() {
+  MRL_RETURN_IF_ERROR(EnsureReady());
   MRL_RETURN_IF_ERROR(ResumeFromDisk());
   return BroadcastModel(*model_, comm_, config_.dist.timeout_s);
 }
@@ -216,6 +273,7 @@ std::string Clock(double seconds) {
 }  // namespace
 
 Status Trainer::Train() {
+  MRL_RETURN_IF_ERROR(EnsureReady());
   using Clk = std::chrono::steady_clock;
   const int64_t total = total_steps();
   const int64_t stop = config_.stop_after_steps > 0 ? std::min(total, config_.stop_after_steps) : total;
@@ -250,9 +308,17 @@ Status Trainer::Train() {
     for (int64_t micro = 0; micro < accum; ++micro) {
       Batch batch = MakeBatch(data_.train, perm.data() + SampleOffset(step_, micro), B,
                               config_.data.augment, config_.data.max_shift, config_.seed, epoch);
-      torch::Tensor z = model_->Embed(model_->PrepareInput(batch.x));
-      const std::vector<torch::Tensor> logits = model_->TrainLogits(z);
-      torch::Tensor loss = MrlLoss(logits, batch.y, loss_weights_, config_.model.label_smoothing);
+      batch.x = batch.x.to(device_, /*non_blocking=*/true);
+      batch.y = batch.y.to(device_, /*non_blocking=*/true);
+      std::vector<torch::Tensor> logits;
+      torch::Tensor loss;
+      {
+        AutocastScope autocast(device_, precision_);
+        torch::Tensor z = model_->Embed(model_->PrepareInput(batch.x));
+        logits = model_->TrainLogits(z);
+        for (torch::Tensor& l : logits) l = l.to(torch::kFloat32);  // the loss in fp32
+        loss = MrlLoss(logits, batch.y, loss_weights_, config_.model.label_smoothing);
+      }
       if (accum > 1) loss = loss / static_cast<double>(accum);
       local_loss += loss.item<double>();
       if (config_.log_every > 0) {
@@ -263,7 +329,7 @@ Status Trainer::Train() {
         window_samples += static_cast<double>(B);
       }
       if (sync_ && micro + 1 == accum) sync_->Arm(step_);
-      loss.backward();
+      (scaler_.enabled() ? loss * scaler_.scale() : loss).backward();
     }
     window_compute += std::chrono::duration<double>(Clk::now() - compute_start).count();
     if (sync_) MRL_RETURN_IF_ERROR(sync_->Finish());
@@ -278,7 +344,18 @@ Status Trainer::Train() {
           std::to_string(step_ + 1) + " with lr " + std::to_string(lr) +
           ": training diverged; lower optim.lr (no checkpoint was written for this state)");
     }
-    optimizer_->step();
+    // fp16: gradients were scaled; every rank holds the same averaged values, so every rank
+    // takes the same skip decision.
+    const bool found_inf = scaler_.UnscaleAndCheck(model_->parameters());
+    scaler_.Update(found_inf);
+    if (found_inf) {
+      if (leader) {
+        std::printf("[train] step %lld: inf/NaN gradients under fp16, step skipped, loss scale now %g\n",
+                    static_cast<long long>(step_ + 1), scaler_.scale());
+      }
+    } else {
+      optimizer_->step();
+    }
     ++step_;
     history_.push_back({step_, epoch, loss_value, lr});
     window_loss += loss_value;

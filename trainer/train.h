@@ -13,6 +13,7 @@
 #include "trainer/dist.h"
 #include "trainer/mpi_comm.h"
 #include "trainer/model.h"
+#include "trainer/precision.h"
 #include "trainer/schedule.h"
 
 namespace mrl {
@@ -40,6 +41,9 @@ class Trainer {
   Status Train();
 
   MrlModel& model() { return model_; }
+  // Where the model trains: CPU, or CUDA device (local rank mod GPUs) under device=auto|cuda.
+  const torch::Device& device() const { return device_; }
+  const LossScaler& loss_scaler() const { return scaler_; }
   int64_t global_step() const { return step_; }
   int64_t steps_per_epoch() const { return steps_per_epoch_; }
   int64_t total_steps() const { return steps_per_epoch_ * config_.epochs; }
@@ -60,6 +64,8 @@ class Trainer {
  private:
   Status LoadCheckpoint(const std::string& path);
   Status ResumeFromDisk();
+  // Checks the device and creates the gradient reducer (NCCL or MPI); idempotent.
+  Status EnsureReady();
   void SetLearningRate(double lr);
 
   TrainConfig config_;
@@ -70,6 +76,11 @@ class Trainer {
   std::vector<double> loss_weights_;
   Communicator& comm_;
   std::unique_ptr<GradientSync> sync_;
+  torch::Device device_{torch::kCPU};
+  Status device_error_;
+  bool ready_ = false;
+  Precision precision_ = Precision::kFp32;
+  LossScaler scaler_{false, 1.0, 1};
   int64_t global_batch_ = 0;
   int64_t steps_per_epoch_ = 0;
   int64_t step_ = 0;  // updates done so far; the data position is (step_ / spe, step_ % spe)

@@ -1,0 +1,82 @@
+// Adaptive-retrieval plans and the decisions around them, with no sockets: merging shards'
+// candidate lists, building and checking plans (explicit {Ds, K, Dr}, funnels), and picking the
+// named budgets (fast / balanced / exact) from a calibration run.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+
+namespace mrl::coord {
+
+struct ScoredId {
+  uint64_t id = 0;
+  float score = 0;  // higher is closer
+};
+
+// Global top-k of per-shard lists (each best first; lists may share ids when replicas answer):
+// unique ids, best score kept, ties broken by the smaller id so the answer is deterministic.
+std::vector<ScoredId> MergeTopK(const std::vector<std::vector<ScoredId>>& lists, size_t k);
+
+// Stage 0 shortlists `k` candidates with the low-d index over `dims`; every later stage rescores
+// the survivors of the previous stage on the first `dims` dims and keeps `k`.
+struct Stage {
+  int32_t dims = 0;
+  int32_t k = 0;
+};
+
+struct QueryPlan {
+  std::string name;  // "adaptive Ds=16 K=200 Dr=2048", "funnel ...", a budget name
+  std::vector<Stage> stages;
+  int32_t ef = 0;      // HNSW search breadth for stage 0 (0 = the index default)
+  bool exact = false;  // stage 0 by exact scan instead of the index
+};
+
+// {Ds, K, Dr} returning top-k: stages [(Ds, K), (Dr, k)]. Checks Ds < Dr, both nesting dims,
+// k <= K.
+Result<QueryPlan> AdaptivePlan(int32_t ds, int32_t shortlist_k, int32_t dr, int32_t k,
+                               const std::vector<int32_t>& nesting);
+// Funnel [(d1, K1), (d2, K2), ...]: dims strictly increasing nesting dims, K non-increasing,
+// final K = k (appended as (d_last, k) if the last K is larger).
+Result<QueryPlan> FunnelPlan(const std::vector<Stage>& stages, int32_t k,
+                             const std::vector<int32_t>& nesting);
+// Exact search at full dimension d.
+QueryPlan ExactPlan(int32_t d, int32_t k);
+// The paper's funnel shape: dims doubling from `first_dims` to d, K halving from `first_k`.
+QueryPlan PaperFunnel(int32_t first_dims, int32_t first_k, int32_t k,
+                      const std::vector<int32_t>& nesting);
+
+// Multiply-adds per query to score the candidates of every rerank stage (stage 0's index cost
+// is measured, not modelled).
+double RerankCost(const QueryPlan& plan);
+
+// recall@k of `got` against `exact` (|got[:k] ∩ exact[:k]| / k).
+double RecallAtK(const std::vector<uint64_t>& got, const std::vector<uint64_t>& exact, size_t k);
+
+struct CalibrationPoint {
+  QueryPlan plan;
+  double recall = 0;      // mean recall@k against exact on the calibration queries
+  double latency_us = 0;  // mean measured latency per query
+};
+
+struct Budget {
+  std::string name;
+  double target_recall = 0;
+};
+// The default budgets: fast (recall >= 0.90), balanced (>= 0.99), exact (exact search).
+std::vector<Budget> DefaultBudgets();
+
+// For each budget, the measured-fastest plan whose recall reaches its target (exact plans reach
+// every target). NotFound names a budget no candidate reaches.
+Result<std::map<std::string, QueryPlan>> PickBudgets(const std::vector<CalibrationPoint>& points,
+                                                     const std::vector<Budget>& budgets);
+
+// The candidate plans a calibration measures: adaptive plans over the low-d index dims x a
+// range of shortlist sizes, the paper's funnel, and exact.
+std::vector<QueryPlan> CalibrationCandidates(const std::vector<int32_t>& index_dims,
+                                             const std::vector<int32_t>& nesting, int32_t k);
+
+}  // namespace mrl::coord

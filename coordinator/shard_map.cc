@@ -1,0 +1,181 @@
+#include "coordinator/shard_map.h"
+
+#include <nlohmann/json.hpp>
+#include <regex>
+#include <set>
+
+#include "common/atomic_file.h"
+
+namespace mrl::coord {
+namespace {
+
+using json = nlohmann::json;
+
+bool ValidName(const std::string& s) {
+  static const std::regex kName("[A-Za-z0-9_.-]{1,64}");
+  return std::regex_match(s, kName);
+}
+
+}  // namespace
+
+Status ShardMap::AddGroup(const std::vector<ShardInfo>& shards) {
+  if (shards.empty()) return Status::InvalidArgument("a replica group needs at least one shard");
+  std::set<std::string> ids;
+  for (const ShardInfo& s : shards) {
+    if (!ValidName(s.id)) return Status::InvalidArgument("bad shard id '" + s.id + "'");
+    if (s.address.find(':') == std::string::npos) {
+      return Status::InvalidArgument("shard '" + s.id + "': address must be host:port, got '" +
+                                     s.address + "'");
+    }
+    if (shards_.count(s.id) || !ids.insert(s.id).second) {
+      return Status::FailedPrecondition("shard '" + s.id + "' is already in the map");
+    }
+  }
+  ReplicaGroup g;
+  for (const ShardInfo& s : shards) {
+    shards_[s.id] = s;
+    g.shards.push_back(s.id);
+  }
+  groups_.push_back(std::move(g));
+  ++epoch_;
+  return Status::Ok();
+}
+
+Status ShardMap::PlaceCollection(const std::string& collection, uint32_t num_buckets) {
+  if (!ValidName(collection)) return Status::InvalidArgument("bad collection name '" + collection + "'");
+  if (num_buckets == 0 || (num_buckets & (num_buckets - 1)) != 0) {
+    return Status::InvalidArgument("num_buckets must be a power of two");
+  }
+  if (groups_.empty()) return Status::FailedPrecondition("no shards in the map");
+  if (collections_.count(collection)) {
+    return Status::FailedPrecondition("collection '" + collection + "' is already placed");
+  }
+  CollectionPlacement p;
+  p.num_buckets = num_buckets;
+  p.group_of_bucket.resize(num_buckets);
+  for (uint32_t b = 0; b < num_buckets; ++b) p.group_of_bucket[b] = b % groups_.size();
+  collections_[collection] = std::move(p);
+  ++epoch_;
+  return Status::Ok();
+}
+
+Status ShardMap::RemoveCollection(const std::string& collection) {
+  if (collections_.erase(collection) == 0) {
+    return Status::NotFound("collection '" + collection + "' is not in the shard map");
+  }
+  ++epoch_;
+  return Status::Ok();
+}
+
+Result<const CollectionPlacement*> ShardMap::Placement(const std::string& collection) const {
+  auto it = collections_.find(collection);
+  if (it == collections_.end()) {
+    return Status::NotFound("collection '" + collection + "' is not in the shard map");
+  }
+  return &it->second;
+}
+
+Result<std::vector<std::string>> ShardMap::ReplicasOfBucket(const std::string& collection,
+                                                            uint32_t bucket) const {
+  auto p = Placement(collection);
+  if (!p.ok()) return p.status();
+  if (bucket >= p.value()->num_buckets) {
+    return Status::OutOfRange("bucket " + std::to_string(bucket) + " >= " +
+                              std::to_string(p.value()->num_buckets));
+  }
+  return groups_[p.value()->group_of_bucket[bucket]].shards;
+}
+
+Result<QueryRoute> ShardMap::RouteQuery(const std::string& collection,
+                                        const std::function<bool(const std::string&)>& healthy,
+                                        uint64_t rotation) const {
+  auto p = Placement(collection);
+  if (!p.ok()) return p.status();
+  std::vector<uint32_t> buckets_of_group(groups_.size(), 0);
+  for (uint32_t g : p.value()->group_of_bucket) ++buckets_of_group[g];
+  QueryRoute route;
+  route.total_buckets = p.value()->num_buckets;
+  for (uint32_t g = 0; g < groups_.size(); ++g) {
+    if (buckets_of_group[g] == 0) continue;
+    const std::vector<std::string>& members = groups_[g].shards;
+    bool found = false;
+    for (size_t i = 0; i < members.size() && !found; ++i) {
+      const std::string& s = members[(rotation + i) % members.size()];
+      if (healthy(s)) {
+        route.targets.push_back({s, g, buckets_of_group[g]});
+        found = true;
+      }
+    }
+    if (!found) {
+      route.uncovered_groups.push_back(g);
+      route.uncovered_buckets += buckets_of_group[g];
+    }
+  }
+  return route;
+}
+
+Result<std::string> ShardMap::AddressOf(const std::string& shard) const {
+  auto it = shards_.find(shard);
+  if (it == shards_.end()) return Status::NotFound("shard '" + shard + "' is not in the map");
+  return it->second.address;
+}
+
+std::string ShardMap::ToJson() const {
+  json j;
+  j["epoch"] = epoch_;
+  j["shards"] = json::array();
+  for (const auto& [id, s] : shards_) j["shards"].push_back({{"id", id}, {"address", s.address}});
+  j["groups"] = json::array();
+  for (const ReplicaGroup& g : groups_) j["groups"].push_back(g.shards);
+  j["collections"] = json::object();
+  for (const auto& [name, p] : collections_) {
+    j["collections"][name] = {{"num_buckets", p.num_buckets}, {"group_of_bucket", p.group_of_bucket}};
+  }
+  return j.dump(2);
+}
+
+Result<ShardMap> ShardMap::FromJson(const std::string& text) {
+  ShardMap m;
+  try {
+    const json j = json::parse(text);
+    m.epoch_ = j.at("epoch").get<uint64_t>();
+    for (const json& s : j.at("shards")) {
+      ShardInfo info{s.at("id").get<std::string>(), s.at("address").get<std::string>()};
+      m.shards_[info.id] = info;
+    }
+    for (const json& g : j.at("groups")) {
+      ReplicaGroup group{g.get<std::vector<std::string>>()};
+      for (const std::string& id : group.shards) {
+        if (!m.shards_.count(id)) return Status::Corruption("group names unknown shard '" + id + "'");
+      }
+      m.groups_.push_back(std::move(group));
+    }
+    for (const auto& [name, c] : j.at("collections").items()) {
+      CollectionPlacement p;
+      p.num_buckets = c.at("num_buckets").get<uint32_t>();
+      p.group_of_bucket = c.at("group_of_bucket").get<std::vector<uint32_t>>();
+      if (p.group_of_bucket.size() != p.num_buckets) {
+        return Status::Corruption("collection '" + name + "': bucket table has the wrong size");
+      }
+      for (uint32_t g : p.group_of_bucket) {
+        if (g >= m.groups_.size()) return Status::Corruption("collection '" + name + "': bad group");
+      }
+      m.collections_[name] = std::move(p);
+    }
+  } catch (const json::exception& e) {
+    return Status::Corruption(std::string("shard map: ") + e.what());
+  }
+  return m;
+}
+
+Status ShardMap::Save(const std::string& path) const { return WriteFileAtomic(path, ToJson()); }
+
+Result<ShardMap> ShardMap::Load(const std::string& path) {
+  auto text = ReadFile(path);
+  if (!text.ok()) return text.status();
+  auto m = FromJson(text.value());
+  if (!m.ok()) return Status::Corruption("'" + path + "': " + m.status().message());
+  return m;
+}
+
+}  // namespace mrl::coord
