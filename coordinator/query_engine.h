@@ -7,6 +7,7 @@
 // left of the query's deadline.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -46,7 +47,7 @@ class QueryEngine {
 
  private:
   ShardPool& pool_;
-  uint64_t rotation_ = 0;
+  std::atomic<uint64_t> rotation_{0};
 };
 
 }  // namespace mrl::coord
