@@ -178,6 +178,8 @@ Coordinator::Coordinator(CoordinatorOptions options)
   engine_ = std::make_unique<QueryEngine>(*pool_);
 }
 
+Coordinator::~Coordinator() = default;
+
 Result<std::unique_ptr<Coordinator>> Coordinator::Open(CoordinatorOptions options) {
   MRL_RETURN_IF_ERROR(EnsureWritableDir(options.data_dir));
   std::unique_ptr<Coordinator> c(new Coordinator(options));

@@ -43,6 +43,7 @@ struct PointIn {
 class Coordinator {
  public:
   static Result<std::unique_ptr<Coordinator>> Open(CoordinatorOptions options);
+  ~Coordinator();
 
   // Cluster administration.
   Status AddGroup(const std::vector<ShardInfo>& shards);
