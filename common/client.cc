@@ -35,30 +35,30 @@ class ShardClient::Impl {
 
   void Call(wire::MessageType type, std::vector<uint8_t> body, uint32_t deadline_ms,
             Callback done) {
-    asio::post(io_, [this, type, body = std::move(body), deadline_ms,
-                     done = std::move(done)]() mutable {
-      const uint32_t dl = deadline_ms ? deadline_ms : opt_.default_deadline_ms;
-      const uint64_t id = next_id_++;
-      wire::FrameHeader h;
-      h.type = static_cast<uint16_t>(type);
-      h.request_id = id;
-      h.deadline_ms = dl;
-      Pending& p = pending_[id];
-      p.expect = wire::ResponseTypeOf(type);
-      p.done = std::move(done);
-      p.timer = std::make_unique<asio::steady_timer>(io_, std::chrono::milliseconds(dl));
-      p.timer->async_wait([this, id](boost::system::error_code ec) {
-        if (ec) return;
-        Complete(id, Status::DeadlineExceeded("no reply within the deadline"));
-      });
-      auto frame = wire::EncodeFrame(h, body);
-      if (state_ == State::kConnected) {
-        Write(std::move(frame));
-      } else {
-        queued_.push_back(std::move(frame));
-        if (state_ == State::kIdle) StartConnect();
-      }
-    });
+    asio::post(io_,
+               [this, type, body = std::move(body), deadline_ms, done = std::move(done)]() mutable {
+                 const uint32_t dl = deadline_ms ? deadline_ms : opt_.default_deadline_ms;
+                 const uint64_t id = next_id_++;
+                 wire::FrameHeader h;
+                 h.type = static_cast<uint16_t>(type);
+                 h.request_id = id;
+                 h.deadline_ms = dl;
+                 Pending& p = pending_[id];
+                 p.expect = wire::ResponseTypeOf(type);
+                 p.done = std::move(done);
+                 p.timer = std::make_unique<asio::steady_timer>(io_, std::chrono::milliseconds(dl));
+                 p.timer->async_wait([this, id](boost::system::error_code ec) {
+                   if (ec) return;
+                   Complete(id, Status::DeadlineExceeded("no reply within the deadline"));
+                 });
+                 auto frame = wire::EncodeFrame(h, body);
+                 if (state_ == State::kConnected) {
+                   Write(std::move(frame));
+                 } else {
+                   queued_.push_back(std::move(frame));
+                   if (state_ == State::kIdle) StartConnect();
+                 }
+               });
   }
 
  private:
@@ -83,15 +83,14 @@ class ShardClient::Impl {
         [this, gen](boost::system::error_code ec, tcp::resolver::results_type results) {
           if (gen != generation_) return;
           if (ec) return Fail(Status::Unavailable("resolve " + Where() + ": " + ec.message()));
-          asio::async_connect(socket_, results,
-                              [this, gen](boost::system::error_code ec, const tcp::endpoint&) {
-                                if (gen != generation_) return;
-                                if (ec) {
-                                  return Fail(Status::Unavailable("connect " + Where() + ": " +
-                                                                  ec.message()));
-                                }
-                                OnConnected();
-                              });
+          asio::async_connect(
+              socket_, results, [this, gen](boost::system::error_code ec, const tcp::endpoint&) {
+                if (gen != generation_) return;
+                if (ec) {
+                  return Fail(Status::Unavailable("connect " + Where() + ": " + ec.message()));
+                }
+                OnConnected();
+              });
         });
   }
 
@@ -118,21 +117,22 @@ class ShardClient::Impl {
 
   void StartRead() {
     const uint64_t gen = generation_;
-    socket_.async_read_some(asio::buffer(read_buf_), [this, gen](boost::system::error_code ec,
-                                                                 size_t n) {
-      if (gen != generation_) return;
-      if (ec) return Fail(Status::Unavailable("connection to " + Where() + ": " + ec.message()));
-      decoder_.Append(std::span<const uint8_t>(read_buf_.data(), n));
-      while (auto frame = decoder_.Next()) {
-        OnFrame(std::move(*frame));
-        if (gen != generation_) return;
-      }
-      if (decoder_.error() != wire::DecodeError::kNone) {
-        return Fail(Status::Unavailable(std::string("bad frame from ") + Where() + ": " +
-                                        wire::DecodeErrorName(decoder_.error())));
-      }
-      StartRead();
-    });
+    socket_.async_read_some(
+        asio::buffer(read_buf_), [this, gen](boost::system::error_code ec, size_t n) {
+          if (gen != generation_) return;
+          if (ec)
+            return Fail(Status::Unavailable("connection to " + Where() + ": " + ec.message()));
+          decoder_.Append(std::span<const uint8_t>(read_buf_.data(), n));
+          while (auto frame = decoder_.Next()) {
+            OnFrame(std::move(*frame));
+            if (gen != generation_) return;
+          }
+          if (decoder_.error() != wire::DecodeError::kNone) {
+            return Fail(Status::Unavailable(std::string("bad frame from ") + Where() + ": " +
+                                            wire::DecodeErrorName(decoder_.error())));
+          }
+          StartRead();
+        });
   }
 
   void OnFrame(wire::Frame frame) {
@@ -180,16 +180,15 @@ class ShardClient::Impl {
     }
     writing_ = true;
     const uint64_t gen = generation_;
-    asio::async_write(socket_, asio::buffer(write_q_.front()),
-                      [this, gen](boost::system::error_code ec, size_t) {
-                        if (gen != generation_) return;
-                        if (ec) {
-                          return Fail(Status::Unavailable("write to " + Where() + ": " +
-                                                          ec.message()));
-                        }
-                        write_q_.pop_front();
-                        WriteNext();
-                      });
+    asio::async_write(
+        socket_, asio::buffer(write_q_.front()), [this, gen](boost::system::error_code ec, size_t) {
+          if (gen != generation_) return;
+          if (ec) {
+            return Fail(Status::Unavailable("write to " + Where() + ": " + ec.message()));
+          }
+          write_q_.pop_front();
+          WriteNext();
+        });
   }
 
   // Drops the connection; every call in flight or queued completes with `st`. The next call
@@ -237,8 +236,8 @@ ShardClient::ShardClient(ClientOptions options)
 
 ShardClient::~ShardClient() = default;
 
-void ShardClient::CallAsync(wire::MessageType type, std::vector<uint8_t> body,
-                            uint32_t deadline_ms, Callback done) {
+void ShardClient::CallAsync(wire::MessageType type, std::vector<uint8_t> body, uint32_t deadline_ms,
+                            Callback done) {
   impl_->Call(type, std::move(body), deadline_ms, std::move(done));
 }
 

@@ -25,7 +25,7 @@ namespace mrl {
 struct ClientOptions {
   std::string host = "127.0.0.1";
   uint16_t port = 0;
-  std::string auth_secret;               // empty: do not authenticate
+  std::string auth_secret;  // empty: do not authenticate
   uint32_t connect_timeout_ms = 3000;
   uint32_t default_deadline_ms = 30000;  // for calls that pass 0
   uint32_t max_frame_bytes = wire::kDefaultMaxFrameBytes;
@@ -54,7 +54,7 @@ class ShardClient {
   // Typed calls: Call(UpsertRequestT{...}) -> Result<UpsertResponseT>.
   template <typename Req>
   std::future<Result<typename wire::ResponseOf<Req>::type>> CallFuture(const Req& req,
-                                                                        uint32_t deadline_ms = 0);
+                                                                       uint32_t deadline_ms = 0);
   template <typename Req>
   Result<typename wire::ResponseOf<Req>::type> Call(const Req& req, uint32_t deadline_ms = 0) {
     return CallFuture(req, deadline_ms).get();
@@ -74,17 +74,17 @@ std::future<Result<typename wire::ResponseOf<Req>::type>> ShardClient::CallFutur
   using Resp = typename wire::ResponseOf<Req>::type;
   auto promise = std::make_shared<std::promise<Result<Resp>>>();
   auto future = promise->get_future();
-  CallAsync(wire::MessageTraits<Req>::kType, wire::PackBody(req), deadline_ms,
-            [promise](Result<RawReply> reply) {
-              if (!reply.ok()) {
-                promise->set_value(reply.status());
-                return;
-              }
-              Resp out;
-              wire::RootAs<typename wire::MessageTraits<Resp>::TableType>(reply->body)
-                  ->UnPackTo(&out);
-              promise->set_value(std::move(out));
-            });
+  CallAsync(
+      wire::MessageTraits<Req>::kType, wire::PackBody(req), deadline_ms,
+      [promise](Result<RawReply> reply) {
+        if (!reply.ok()) {
+          promise->set_value(reply.status());
+          return;
+        }
+        Resp out;
+        wire::RootAs<typename wire::MessageTraits<Resp>::TableType>(reply->body)->UnPackTo(&out);
+        promise->set_value(std::move(out));
+      });
   return future;
 }
 

@@ -6,6 +6,8 @@
 namespace mrl::wire {
 namespace {
 
+constexpr size_t kInitialBodyBytes = 64 << 10;
+
 template <typename T>
 void Put(uint8_t* p, T v) {
   for (size_t i = 0; i < sizeof(T); ++i) p[i] = static_cast<uint8_t>(v >> (8 * i));
@@ -56,9 +58,12 @@ std::vector<uint8_t> EncodeFrame(FrameHeader header, std::span<const uint8_t> bo
 
 const char* DecodeErrorName(DecodeError e) {
   switch (e) {
-    case DecodeError::kNone: return "none";
-    case DecodeError::kBadMagic: return "bad magic";
-    case DecodeError::kTooLarge: return "frame too large";
+    case DecodeError::kNone:
+      return "none";
+    case DecodeError::kBadMagic:
+      return "bad magic";
+    case DecodeError::kTooLarge:
+      return "frame too large";
   }
   return "unknown";
 }
@@ -86,23 +91,28 @@ size_t FrameDecoder::Append(std::span<const uint8_t> data) {
         break;
       }
       current_ = Frame{h, {}};
-      current_.body.resize(h.body_length);
+      // Grown as bytes arrive, so a header alone cannot make us allocate max_body_.
+      current_.body.resize(std::min<size_t>(h.body_length, kInitialBodyBytes));
       body_fill_ = 0;
       in_body_ = true;
     } else {
+      const size_t length = current_.header.body_length;
+      if (body_fill_ == current_.body.size() && body_fill_ < length) {
+        current_.body.resize(std::min(length, 2 * current_.body.size()));
+      }
       const size_t n = std::min(current_.body.size() - body_fill_, data.size() - used);
       if (n > 0) std::memcpy(current_.body.data() + body_fill_, data.data() + used, n);
       body_fill_ += n;
       used += n;
     }
-    if (in_body_ && body_fill_ == current_.body.size()) {
+    if (in_body_ && body_fill_ == current_.header.body_length) {
       ready_.push_back(std::move(current_));
       current_ = Frame{};
       in_body_ = false;
     }
   }
   // A header with an empty body completes without further input.
-  if (in_body_ && error_ == DecodeError::kNone && body_fill_ == current_.body.size()) {
+  if (in_body_ && error_ == DecodeError::kNone && body_fill_ == current_.header.body_length) {
     ready_.push_back(std::move(current_));
     current_ = Frame{};
     in_body_ = false;

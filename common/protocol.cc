@@ -41,9 +41,9 @@ ErrorCode CheckFrame(const FrameHeader& header, std::span<const uint8_t> body, s
   flatbuffers::Verifier verifier(body.data(), body.size(), limits.max_depth, limits.max_tables);
   bool ok = false;
   switch (static_cast<MessageType>(header.type)) {
-#define MRL_VERIFY_CASE_(Table)                             \
-  case MessageType::Table:                                  \
-    ok = verifier.VerifyBuffer<Table>(nullptr);             \
+#define MRL_VERIFY_CASE_(Table)                 \
+  case MessageType::Table:                      \
+    ok = verifier.VerifyBuffer<Table>(nullptr); \
     break;
 #define MRL_VERIFY_RPC_(Stem) MRL_VERIFY_CASE_(Stem##Request) MRL_VERIFY_CASE_(Stem##Response)
     MRL_WIRE_RPCS(MRL_VERIFY_RPC_)
@@ -55,8 +55,8 @@ ErrorCode CheckFrame(const FrameHeader& header, std::span<const uint8_t> body, s
       return ErrorCode::UnknownMessageType;
   }
   if (!ok) {
-    *why = std::string("body is not a valid ") + EnumNameMessageType(
-                                                     static_cast<MessageType>(header.type));
+    *why = std::string("body is not a valid ") +
+           EnumNameMessageType(static_cast<MessageType>(header.type));
     return ErrorCode::BadFrame;
   }
   return ErrorCode::Ok;
@@ -78,18 +78,30 @@ std::vector<uint8_t> ErrorFrame(uint64_t request_id, ErrorCode code, const std::
 
 ErrorCode ToErrorCode(Status::Code code) {
   switch (code) {
-    case Status::Code::kOk: return ErrorCode::Ok;
-    case Status::Code::kInvalidArgument: return ErrorCode::InvalidArgument;
-    case Status::Code::kNotFound: return ErrorCode::NotFound;
-    case Status::Code::kCorruption: return ErrorCode::Corruption;
-    case Status::Code::kIoError: return ErrorCode::IoError;
-    case Status::Code::kFailedPrecondition: return ErrorCode::FailedPrecondition;
-    case Status::Code::kOutOfRange: return ErrorCode::OutOfRange;
-    case Status::Code::kInternal: return ErrorCode::Internal;
-    case Status::Code::kDeadlineExceeded: return ErrorCode::DeadlineExceeded;
-    case Status::Code::kUnauthenticated: return ErrorCode::Unauthenticated;
-    case Status::Code::kUnavailable: return ErrorCode::Unavailable;
-    case Status::Code::kResourceExhausted: return ErrorCode::Overloaded;
+    case Status::Code::kOk:
+      return ErrorCode::Ok;
+    case Status::Code::kInvalidArgument:
+      return ErrorCode::InvalidArgument;
+    case Status::Code::kNotFound:
+      return ErrorCode::NotFound;
+    case Status::Code::kCorruption:
+      return ErrorCode::Corruption;
+    case Status::Code::kIoError:
+      return ErrorCode::IoError;
+    case Status::Code::kFailedPrecondition:
+      return ErrorCode::FailedPrecondition;
+    case Status::Code::kOutOfRange:
+      return ErrorCode::OutOfRange;
+    case Status::Code::kInternal:
+      return ErrorCode::Internal;
+    case Status::Code::kDeadlineExceeded:
+      return ErrorCode::DeadlineExceeded;
+    case Status::Code::kUnauthenticated:
+      return ErrorCode::Unauthenticated;
+    case Status::Code::kUnavailable:
+      return ErrorCode::Unavailable;
+    case Status::Code::kResourceExhausted:
+      return ErrorCode::Overloaded;
   }
   return ErrorCode::Internal;
 }
@@ -97,22 +109,38 @@ ErrorCode ToErrorCode(Status::Code code) {
 Status ToStatus(ErrorCode code, const std::string& message) {
   const std::string named = std::string(EnumNameErrorCode(code)) + ": " + message;
   switch (code) {
-    case ErrorCode::Ok: return Status::Ok();
-    case ErrorCode::InvalidArgument: return Status::InvalidArgument(message);
-    case ErrorCode::NotFound: return Status::NotFound(message);
-    case ErrorCode::Corruption: return Status::Corruption(message);
-    case ErrorCode::IoError: return Status::IoError(message);
-    case ErrorCode::FailedPrecondition: return Status::FailedPrecondition(message);
-    case ErrorCode::OutOfRange: return Status::OutOfRange(message);
-    case ErrorCode::Internal: return Status::Internal(message);
-    case ErrorCode::BadFrame: return Status::InvalidArgument(named);
-    case ErrorCode::UnsupportedVersion: return Status::FailedPrecondition(named);
-    case ErrorCode::FrameTooLarge: return Status::ResourceExhausted(named);
-    case ErrorCode::Unauthenticated: return Status::Unauthenticated(message);
-    case ErrorCode::DeadlineExceeded: return Status::DeadlineExceeded(message);
-    case ErrorCode::Overloaded: return Status::ResourceExhausted(named);
-    case ErrorCode::UnknownMessageType: return Status::InvalidArgument(named);
-    case ErrorCode::Unavailable: return Status::Unavailable(message);
+    case ErrorCode::Ok:
+      return Status::Ok();
+    case ErrorCode::InvalidArgument:
+      return Status::InvalidArgument(message);
+    case ErrorCode::NotFound:
+      return Status::NotFound(message);
+    case ErrorCode::Corruption:
+      return Status::Corruption(message);
+    case ErrorCode::IoError:
+      return Status::IoError(message);
+    case ErrorCode::FailedPrecondition:
+      return Status::FailedPrecondition(message);
+    case ErrorCode::OutOfRange:
+      return Status::OutOfRange(message);
+    case ErrorCode::Internal:
+      return Status::Internal(message);
+    case ErrorCode::BadFrame:
+      return Status::InvalidArgument(named);
+    case ErrorCode::UnsupportedVersion:
+      return Status::FailedPrecondition(named);
+    case ErrorCode::FrameTooLarge:
+      return Status::ResourceExhausted(named);
+    case ErrorCode::Unauthenticated:
+      return Status::Unauthenticated(message);
+    case ErrorCode::DeadlineExceeded:
+      return Status::DeadlineExceeded(message);
+    case ErrorCode::Overloaded:
+      return Status::ResourceExhausted(named);
+    case ErrorCode::UnknownMessageType:
+      return Status::InvalidArgument(named);
+    case ErrorCode::Unavailable:
+      return Status::Unavailable(message);
   }
   return Status::Internal(named);
 }

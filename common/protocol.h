@@ -15,42 +15,44 @@
 namespace mrl::wire {
 
 // Request/response pairs, by the stem of their names (FooRequest / FooResponse).
-#define MRL_WIRE_RPCS(X)  \
-  X(Auth)                 \
-  X(Ping)                 \
-  X(CreateCollection)     \
-  X(DescribeCollection)   \
-  X(DropCollection)       \
-  X(Upsert)               \
-  X(Delete)               \
-  X(Get)                  \
-  X(Shortlist)            \
-  X(Rerank)               \
-  X(Search)               \
-  X(Stats)                \
-  X(ScanBucket)           \
+#define MRL_WIRE_RPCS(X) \
+  X(Auth)                \
+  X(Ping)                \
+  X(CreateCollection)    \
+  X(DescribeCollection)  \
+  X(DropCollection)      \
+  X(Upsert)              \
+  X(Delete)              \
+  X(Get)                 \
+  X(Shortlist)           \
+  X(Rerank)              \
+  X(Search)              \
+  X(Stats)               \
+  X(ScanBucket)          \
   X(DropBucket)
 
 // Maps an object-API type (FooRequestT) or table type (FooRequest) to its MessageType.
 template <typename T>
 struct MessageTraits;
 
-#define MRL_WIRE_TRAITS_(Table)                                      \
-  template <>                                                         \
-  struct MessageTraits<Table##T> {                                    \
-    static constexpr MessageType kType = MessageType::Table;          \
-    using TableType = Table;                                          \
-  };                                                                  \
-  template <>                                                         \
-  struct MessageTraits<Table> {                                       \
-    static constexpr MessageType kType = MessageType::Table;          \
-    using NativeType = Table##T;                                      \
+#define MRL_WIRE_TRAITS_(Table)                              \
+  template <>                                                \
+  struct MessageTraits<Table##T> {                           \
+    static constexpr MessageType kType = MessageType::Table; \
+    using TableType = Table;                                 \
+  };                                                         \
+  template <>                                                \
+  struct MessageTraits<Table> {                              \
+    static constexpr MessageType kType = MessageType::Table; \
+    using NativeType = Table##T;                             \
   };
-#define MRL_WIRE_RPC_TRAITS_(Stem) \
-  MRL_WIRE_TRAITS_(Stem##Request)  \
-  MRL_WIRE_TRAITS_(Stem##Response) \
-  template <>                      \
-  struct ResponseOf<Stem##Request##T> { using type = Stem##Response##T; };
+#define MRL_WIRE_RPC_TRAITS_(Stem)      \
+  MRL_WIRE_TRAITS_(Stem##Request)       \
+  MRL_WIRE_TRAITS_(Stem##Response)      \
+  template <>                           \
+  struct ResponseOf<Stem##Request##T> { \
+    using type = Stem##Response##T;     \
+  };
 
 template <typename Req>
 struct ResponseOf;
@@ -74,8 +76,8 @@ struct VerifyLimits {
 // Judges one decoded frame before anything touches its body: version, reserved fields, known
 // type, and the FlatBuffers verifier over the body as the type's root table. Returns Ok or the
 // typed error to answer with; `why` gets a human-readable reason.
-ErrorCode CheckFrame(const FrameHeader& header, std::span<const uint8_t> body,
-                     std::string* why, const VerifyLimits& limits = {});
+ErrorCode CheckFrame(const FrameHeader& header, std::span<const uint8_t> body, std::string* why,
+                     const VerifyLimits& limits = {});
 
 // The verified root table of `body`. REQUIRES: CheckFrame(...) == Ok for this type.
 template <typename Table>

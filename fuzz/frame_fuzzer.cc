@@ -19,16 +19,16 @@ using namespace mrl::wire;
 
 void RoundTrip(const Frame& f) {
   switch (static_cast<MessageType>(f.header.type)) {
-#define MRL_FUZZ_CASE_(Table)                                                        \
-  case MessageType::Table: {                                                         \
-    Table##T obj;                                                                    \
-    RootAs<Table>(f.body)->UnPackTo(&obj);                                           \
-    auto again = PackBody(obj);                                                      \
-    FrameHeader h = f.header;                                                        \
-    h.body_length = static_cast<uint32_t>(again.size());                             \
-    std::string why;                                                                 \
-    if (CheckFrame(h, again, &why) != ErrorCode::Ok) __builtin_trap();               \
-    break;                                                                           \
+#define MRL_FUZZ_CASE_(Table)                                          \
+  case MessageType::Table: {                                           \
+    Table##T obj;                                                      \
+    RootAs<Table>(f.body)->UnPackTo(&obj);                             \
+    auto again = PackBody(obj);                                        \
+    FrameHeader h = f.header;                                          \
+    h.body_length = static_cast<uint32_t>(again.size());               \
+    std::string why;                                                   \
+    if (CheckFrame(h, again, &why) != ErrorCode::Ok) __builtin_trap(); \
+    break;                                                             \
   }
 #define MRL_FUZZ_RPC_(Stem) MRL_FUZZ_CASE_(Stem##Request) MRL_FUZZ_CASE_(Stem##Response)
     MRL_WIRE_RPCS(MRL_FUZZ_RPC_)
@@ -44,7 +44,8 @@ void WriteSeeds(const std::string& dir) {
   int n = 0;
   auto put = [&](const std::vector<uint8_t>& frame) {
     std::ofstream out(dir + "/seed_" + std::to_string(n++), std::ios::binary);
-    out.write(reinterpret_cast<const char*>(frame.data()), static_cast<std::streamsize>(frame.size()));
+    out.write(reinterpret_cast<const char*>(frame.data()),
+              static_cast<std::streamsize>(frame.size()));
   };
   UpsertRequestT up;
   up.collection = "c";

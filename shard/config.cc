@@ -29,7 +29,8 @@ Status LoadConfigFile(const std::string& path, ShardConfig* config) {
     } catch (const std::exception& e) {
       return Status::InvalidArgument("config file " + path + ": key '" + key + "': " + e.what());
     }
-    if (!known) return Status::InvalidArgument("config file " + path + ": unknown key '" + key + "'");
+    if (!known)
+      return Status::InvalidArgument("config file " + path + ": unknown key '" + key + "'");
   }
   return Status::Ok();
 }

@@ -11,23 +11,23 @@
 namespace mrl::shard {
 
 // X(type, name, default, help)
-#define MRL_SHARD_CONFIG_FIELDS(X)                                                              \
-  X(std::string, data_dir, "", "data directory: RocksDB and persisted indexes (required)")    \
-  X(std::string, host, "127.0.0.1", "address to listen on")                                     \
-  X(int, port, 7400, "TCP port; 0 lets the OS choose (see --port-file)")                        \
+#define MRL_SHARD_CONFIG_FIELDS(X)                                                             \
+  X(std::string, data_dir, "", "data directory: RocksDB and persisted indexes (required)")     \
+  X(std::string, host, "127.0.0.1", "address to listen on")                                    \
+  X(int, port, 7400, "TCP port; 0 lets the OS choose (see --port-file)")                       \
   X(std::string, port_file, "", "write the bound port to this file once listening")            \
   X(int, threads, 0, "worker threads for requests and index builds; 0 = cores")                \
-  X(int, block_cache_mb, 256, "RocksDB block cache")                                            \
+  X(int, block_cache_mb, 256, "RocksDB block cache")                                           \
   X(bool, sync_writes, true, "fsync the WAL before acknowledging a write")                     \
-  X(std::string, auth_secret_file, "", "file holding the shared secret peers must present")     \
-  X(uint32_t, max_frame_bytes, 64u << 20, "largest accepted frame body")                        \
-  X(uint32_t, max_in_flight_per_connection, 64, "stop reading a connection beyond this")        \
-  X(uint32_t, max_queued_requests, 4096, "answer Overloaded beyond this many queued requests")  \
+  X(std::string, auth_secret_file, "", "file holding the shared secret peers must present")    \
+  X(uint32_t, max_frame_bytes, 64u << 20, "largest accepted frame body")                       \
+  X(uint32_t, max_in_flight_per_connection, 64, "stop reading a connection beyond this")       \
+  X(uint32_t, max_queued_requests, 4096, "answer Overloaded beyond this many queued requests") \
   X(uint32_t, max_connections, 1024, "refuse connections beyond this")                         \
-  X(int, max_k, 10000, "largest k or shortlist size per query")                                 \
-  X(int, max_batch, 10000, "points per Upsert/Delete/Get, ids per Rerank")                      \
-  X(int, max_queries, 1024, "queries per Shortlist/Rerank/Search request")                      \
-  X(uint32_t, drain_timeout_ms, 30000, "graceful shutdown's bound on in-flight work")           \
+  X(int, max_k, 10000, "largest k or shortlist size per query")                                \
+  X(int, max_batch, 10000, "points per Upsert/Delete/Get, ids per Rerank")                     \
+  X(int, max_queries, 1024, "queries per Shortlist/Rerank/Search request")                     \
+  X(uint32_t, drain_timeout_ms, 30000, "graceful shutdown's bound on in-flight work")          \
   X(bool, verbose, true, "progress lines on stderr")
 
 struct ShardConfig {

@@ -111,10 +111,10 @@ class Server::Impl::Session : public std::enable_shared_from_this<Session> {
     if (Busy() >= server_.opt().max_in_flight_per_connection) return;  // back-pressure
     if (decoder_.pending_frames() > 0) return;
     reading_ = true;
-    socket_.async_read_some(asio::buffer(buf_), [self = shared_from_this()](
-                                                    boost::system::error_code ec, size_t n) {
-      self->OnRead(ec, n);
-    });
+    socket_.async_read_some(asio::buffer(buf_),
+                            [self = shared_from_this()](boost::system::error_code ec, size_t n) {
+                              self->OnRead(ec, n);
+                            });
   }
 
   void OnRead(boost::system::error_code ec, size_t n) {
@@ -135,6 +135,7 @@ class Server::Impl::Session : public std::enable_shared_from_this<Session> {
   }
 
   void Pump() {
+    if (server_.draining()) draining_ = true;  // BeginDrain may not have run yet
     while (!closing_ && !draining_ && Busy() < server_.opt().max_in_flight_per_connection) {
       auto f = decoder_.Next();
       if (!f) break;
@@ -165,9 +166,8 @@ class Server::Impl::Session : public std::enable_shared_from_this<Session> {
     const Clock::time_point received = Clock::now();
     if (h.version != wire::kProtocolVersion) {
       return SendError(h.request_id, wire::ErrorCode::UnsupportedVersion,
-                       "protocol version " + std::to_string(h.version) +
-                           " not supported (speaks " + std::to_string(wire::kProtocolVersion) +
-                           ")");
+                       "protocol version " + std::to_string(h.version) + " not supported (speaks " +
+                           std::to_string(wire::kProtocolVersion) + ")");
     }
     if (!wire::IsRequestType(h.type)) {
       return SendError(h.request_id, wire::ErrorCode::UnknownMessageType,
@@ -180,8 +180,7 @@ class Server::Impl::Session : public std::enable_shared_from_this<Session> {
       return SendError(h.request_id, wire::ErrorCode::Unauthenticated,
                        "this server requires AuthRequest as the first frame");
     }
-    if (server_.in_flight_total.load() >=
-        static_cast<int64_t>(server_.opt().max_queued_requests)) {
+    if (server_.in_flight_total.load() >= static_cast<int64_t>(server_.opt().max_queued_requests)) {
       return SendError(h.request_id, wire::ErrorCode::Overloaded, "too many requests queued");
     }
     ++in_flight_;
@@ -205,8 +204,8 @@ class Server::Impl::Session : public std::enable_shared_from_this<Session> {
                                Clock::time_point received, Clock::time_point deadline) {
     const uint64_t id = f.header.request_id;
     auto finish = [&](bool ok) {
-      const auto us = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() -
-                                                                            received);
+      const auto us =
+          std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - received);
       server_.service().metrics().Record(type, static_cast<uint64_t>(us.count()), ok);
     };
     if (Clock::now() > deadline) {
@@ -338,8 +337,8 @@ Status Server::Impl::Start() {
                            ec.message());
   }
   port_ = acceptor_.local_endpoint().port();
-  const int threads = opt_.threads > 0 ? opt_.threads
-                                       : std::max(1u, std::thread::hardware_concurrency());
+  const int threads =
+      opt_.threads > 0 ? opt_.threads : std::max(1u, std::thread::hardware_concurrency());
   pool_ = std::make_unique<asio::thread_pool>(threads);
   Accept();
   io_thread_ = std::thread([this] {
@@ -351,39 +350,39 @@ Status Server::Impl::Start() {
 }
 
 void Server::Impl::Accept() {
-  acceptor_.async_accept(asio::make_strand(io_), [this](boost::system::error_code ec,
-                                                        tcp::socket socket) {
-    if (ec == asio::error::operation_aborted || !acceptor_.is_open()) return;
-    if (!ec) {
-      boost::system::error_code ignored;
-      socket.set_option(tcp::no_delay(true), ignored);
-      std::shared_ptr<Session> s;
-      {
-        std::lock_guard<std::mutex> lock(mu_);
-        if (sessions_.size() < opt_.max_connections) {
-          s = std::make_shared<Session>(*this, std::move(socket));
-          sessions_.insert(s);
+  acceptor_.async_accept(
+      asio::make_strand(io_), [this](boost::system::error_code ec, tcp::socket socket) {
+        if (ec == asio::error::operation_aborted || !acceptor_.is_open()) return;
+        if (!ec) {
+          boost::system::error_code ignored;
+          socket.set_option(tcp::no_delay(true), ignored);
+          std::shared_ptr<Session> s;
+          {
+            std::lock_guard<std::mutex> lock(mu_);
+            if (sessions_.size() < opt_.max_connections) {
+              s = std::make_shared<Session>(*this, std::move(socket));
+              sessions_.insert(s);
+            }
+          }
+          if (s) {
+            ++service_.connections_open;
+            ++service_.connections_total;
+            s->Start();
+          } else {
+            auto frame = std::make_shared<std::vector<uint8_t>>(
+                wire::ErrorFrame(0, wire::ErrorCode::Overloaded, "too many connections"));
+            auto sock = std::make_shared<tcp::socket>(std::move(socket));
+            asio::async_write(*sock, asio::buffer(*frame),
+                              [frame, sock](boost::system::error_code, size_t) {
+                                boost::system::error_code ignored;
+                                sock->close(ignored);
+                              });
+          }
+        } else {
+          std::cerr << "mrl-shard: accept: " << ec.message() << "\n";
         }
-      }
-      if (s) {
-        ++service_.connections_open;
-        ++service_.connections_total;
-        s->Start();
-      } else {
-        auto frame = std::make_shared<std::vector<uint8_t>>(
-            wire::ErrorFrame(0, wire::ErrorCode::Overloaded, "too many connections"));
-        auto sock = std::make_shared<tcp::socket>(std::move(socket));
-        asio::async_write(*sock, asio::buffer(*frame),
-                          [frame, sock](boost::system::error_code, size_t) {
-                            boost::system::error_code ignored;
-                            sock->close(ignored);
-                          });
-      }
-    } else {
-      std::cerr << "mrl-shard: accept: " << ec.message() << "\n";
-    }
-    Accept();
-  });
+        Accept();
+      });
 }
 
 void Server::Impl::Shutdown() {

@@ -52,7 +52,8 @@ void RequestMetrics::Record(wire::MessageType type, uint64_t micros, bool ok) {
   p.count.fetch_add(1, std::memory_order_relaxed);
   if (!ok) p.errors.fetch_add(1, std::memory_order_relaxed);
   p.total_us.fetch_add(micros, std::memory_order_relaxed);
-  const int b = micros == 0 ? 0 : std::min(kBuckets - 1, static_cast<int>(std::bit_width(micros)) - 1);
+  const int b =
+      micros == 0 ? 0 : std::min(kBuckets - 1, static_cast<int>(std::bit_width(micros)) - 1);
   p.buckets[b].fetch_add(1, std::memory_order_relaxed);
 }
 
@@ -124,23 +125,34 @@ Result<std::vector<uint8_t>> ShardService::Handle(wire::MessageType type,
                                                   std::span<const uint8_t> body) {
   using MT = wire::MessageType;
   switch (type) {
-    case MT::PingRequest: return wire::PackBody(wire::PingResponseT{});
-    case MT::AuthRequest: return wire::PackBody(wire::AuthResponseT{});
+    case MT::PingRequest:
+      return wire::PackBody(wire::PingResponseT{});
+    case MT::AuthRequest:
+      return wire::PackBody(wire::AuthResponseT{});
     case MT::CreateCollectionRequest:
       return CreateCollection(*wire::RootAs<wire::CreateCollectionRequest>(body));
     case MT::DescribeCollectionRequest:
       return DescribeCollection(*wire::RootAs<wire::DescribeCollectionRequest>(body));
     case MT::DropCollectionRequest:
       return DropCollection(*wire::RootAs<wire::DropCollectionRequest>(body));
-    case MT::UpsertRequest: return Upsert(*wire::RootAs<wire::UpsertRequest>(body));
-    case MT::DeleteRequest: return Delete(*wire::RootAs<wire::DeleteRequest>(body));
-    case MT::GetRequest: return Get(*wire::RootAs<wire::GetRequest>(body));
-    case MT::ShortlistRequest: return Shortlist(*wire::RootAs<wire::ShortlistRequest>(body));
-    case MT::RerankRequest: return Rerank(*wire::RootAs<wire::RerankRequest>(body));
-    case MT::SearchRequest: return Search(*wire::RootAs<wire::SearchRequest>(body));
-    case MT::StatsRequest: return Stats();
-    case MT::ScanBucketRequest: return ScanBucket(*wire::RootAs<wire::ScanBucketRequest>(body));
-    case MT::DropBucketRequest: return DropBucket(*wire::RootAs<wire::DropBucketRequest>(body));
+    case MT::UpsertRequest:
+      return Upsert(*wire::RootAs<wire::UpsertRequest>(body));
+    case MT::DeleteRequest:
+      return Delete(*wire::RootAs<wire::DeleteRequest>(body));
+    case MT::GetRequest:
+      return Get(*wire::RootAs<wire::GetRequest>(body));
+    case MT::ShortlistRequest:
+      return Shortlist(*wire::RootAs<wire::ShortlistRequest>(body));
+    case MT::RerankRequest:
+      return Rerank(*wire::RootAs<wire::RerankRequest>(body));
+    case MT::SearchRequest:
+      return Search(*wire::RootAs<wire::SearchRequest>(body));
+    case MT::StatsRequest:
+      return Stats();
+    case MT::ScanBucketRequest:
+      return ScanBucket(*wire::RootAs<wire::ScanBucketRequest>(body));
+    case MT::DropBucketRequest:
+      return DropBucket(*wire::RootAs<wire::DropBucketRequest>(body));
     default:
       return Status::InvalidArgument(std::string("not a request: ") +
                                      wire::EnumNameMessageType(type));
@@ -349,8 +361,8 @@ Result<std::vector<uint8_t>> ShardService::Stats() {
 Result<std::vector<uint8_t>> ShardService::ScanBucket(const wire::ScanBucketRequest& req) {
   std::optional<uint64_t> after;
   if (req.has_after()) after = req.after();
-  auto page = engine_.ScanBucket(std::string(Str(req.collection())), req.bucket(), after,
-                                 req.limit());
+  auto page =
+      engine_.ScanBucket(std::string(Str(req.collection())), req.bucket(), after, req.limit());
   if (!page.ok()) return page.status();
   flatbuffers::FlatBufferBuilder fbb(4096);
   std::vector<flatbuffers::Offset<wire::Point>> points;
@@ -362,9 +374,8 @@ Result<std::vector<uint8_t>> ShardService::ScanBucket(const wire::ScanBucketRequ
                                           p.payload.size());
     points.push_back(wire::CreatePoint(fbb, p.id, true, vec, payload));
   }
-  fbb.Finish(wire::CreateScanBucketResponse(fbb, fbb.CreateVector(points),
-                                            page->next_after.has_value(),
-                                            page->next_after.value_or(0)));
+  fbb.Finish(wire::CreateScanBucketResponse(
+      fbb, fbb.CreateVector(points), page->next_after.has_value(), page->next_after.value_or(0)));
   return Finish(fbb);
 }
 

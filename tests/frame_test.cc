@@ -88,6 +88,30 @@ TEST(FrameTest, DecoderReassemblesFramesFedOneByteAtATime) {
   EXPECT_FALSE(dec.Next());
 }
 
+TEST(FrameTest, LargeBodiesArriveInRandomChunks) {
+  UpsertRequestT big;
+  big.collection = "c";
+  big.dims = 256;
+  big.ids.resize(1000);
+  big.vectors.resize(1000 * 256);
+  for (size_t i = 0; i < big.vectors.size(); ++i) big.vectors[i] = float(i);
+  auto frame = PackFrame(big, 3);
+  std::mt19937 rng(1);
+  FrameDecoder dec;
+  for (size_t pos = 0; pos < frame.size();) {
+    const size_t n = std::min<size_t>(frame.size() - pos, 1 + rng() % 100000);
+    ASSERT_EQ(dec.Append(std::span<const uint8_t>(frame.data() + pos, n)), n);
+    pos += n;
+  }
+  auto f = dec.Next();
+  ASSERT_TRUE(f);
+  std::string why;
+  ASSERT_EQ(CheckFrame(f->header, f->body, &why), ErrorCode::Ok) << why;
+  UpsertRequestT back;
+  RootAs<UpsertRequest>(f->body)->UnPackTo(&back);
+  EXPECT_EQ(back.vectors, big.vectors);
+}
+
 TEST(FrameTest, DecoderReportsPartialFrame) {
   auto f = PackFrame(SmallUpsert(), 1);
   FrameDecoder dec;
