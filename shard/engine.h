@@ -4,6 +4,13 @@
 //
 // Thread safety: every method may be called concurrently from many threads. Reads (Shortlist,
 // Rerank, Search, Get, Scan) run in parallel; writes to one collection are serialised.
+//
+// Errors: NotFound for an unknown collection; InvalidArgument for malformed input (a vector of
+// the wrong length, NaN/Inf, a query length that is not a nesting dim, k < 1 where k must be
+// positive, a bad spec); OutOfRange for a request beyond a limit (k > max_k, more than max_batch
+// points or ids, a payload over max_payload_bytes, bucket >= num_buckets, ef > 100000, a scan
+// limit outside [1, max_batch]); FailedPrecondition for CreateCollection with another spec.
+// A rejected write writes nothing.
 #pragma once
 
 #include <cstdint>
@@ -85,6 +92,7 @@ struct EngineStats {
       uint64_t size = 0;          // live points in the index
       uint64_t memory_bytes = 0;  // estimate of RAM held
       uint64_t sequence = 0;      // RocksDB sequence number it reflects
+      bool loaded = false;        // loaded from its persisted file at Open (not rebuilt)
     };
     std::vector<Index> indexes;
   };

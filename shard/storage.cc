@@ -1,0 +1,237 @@
+#include "shard/storage.h"
+
+#include <rocksdb/cache.h>
+#include <rocksdb/filter_policy.h>
+#include <rocksdb/table.h>
+
+#include <cstring>
+#include <nlohmann/json.hpp>
+
+#include "common/vector_codec.h"
+
+namespace mrl::shard {
+
+uint32_t BucketOf(uint64_t id, uint32_t num_buckets) {
+  // SplitMix64 finaliser: consecutive ids spread evenly over buckets.
+  uint64_t z = id + 0x9e3779b97f4a7c15ull;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  z = z ^ (z >> 31);
+  return static_cast<uint32_t>(z % (num_buckets == 0 ? 1 : num_buckets));
+}
+
+namespace {
+void PutBE32(char* p, uint32_t v) {
+  for (int i = 3; i >= 0; --i, v >>= 8) p[i] = static_cast<char>(v & 0xff);
+}
+void PutBE64(char* p, uint64_t v) {
+  for (int i = 7; i >= 0; --i, v >>= 8) p[i] = static_cast<char>(v & 0xff);
+}
+}  // namespace
+
+PointKey EncodePointKey(uint32_t collection_id, uint32_t bucket, uint64_t id) {
+  PointKey k;
+  PutBE32(k.data(), collection_id);
+  PutBE32(k.data() + 4, bucket);
+  PutBE64(k.data() + 8, id);
+  return k;
+}
+
+uint64_t PointKeyId(std::string_view key) {
+  uint64_t v = 0;
+  for (int i = 8; i < 16; ++i) v = (v << 8) | static_cast<unsigned char>(key[i]);
+  return v;
+}
+
+std::string CollectionPrefix(uint32_t collection_id) {
+  std::string s(4, '\0');
+  PutBE32(s.data(), collection_id);
+  return s;
+}
+
+std::string BucketPrefix(uint32_t collection_id, uint32_t bucket) {
+  std::string s(8, '\0');
+  PutBE32(s.data(), collection_id);
+  PutBE32(s.data() + 4, bucket);
+  return s;
+}
+
+ValueCodec::ValueCodec(StorageType storage, int32_t dim) : storage_(storage), dim_(dim) {}
+
+size_t ValueCodec::header_bytes() const { return storage_ == StorageType::kInt8 ? 5 : 1; }
+
+size_t ValueCodec::vector_bytes() const {
+  const size_t d = static_cast<size_t>(dim_);
+  switch (storage_) {
+    case StorageType::kFp32: return 4 * d;
+    case StorageType::kFp16: return 2 * d;
+    case StorageType::kInt8: return d;
+  }
+  return 4 * d;
+}
+
+void ValueCodec::Encode(std::span<const float> v, std::string_view payload,
+                        std::string* out) const {
+  out->resize(min_value_bytes() + payload.size());
+  char* p = out->data();
+  p[0] = static_cast<char>(storage_);
+  char* vec = p + header_bytes();
+  switch (storage_) {
+    case StorageType::kFp32: std::memcpy(vec, v.data(), 4 * v.size()); break;
+    case StorageType::kFp16: EncodeHalf(v.data(), v.size(), vec); break;
+    case StorageType::kInt8: {
+      const float scale = EncodeInt8(v.data(), v.size(), reinterpret_cast<int8_t*>(vec));
+      std::memcpy(p + 1, &scale, 4);
+      break;
+    }
+  }
+  if (!payload.empty()) std::memcpy(p + min_value_bytes(), payload.data(), payload.size());
+}
+
+Status ValueCodec::Check(std::string_view value) const {
+  if (value.size() < min_value_bytes() || static_cast<uint8_t>(value[0]) !=
+                                               static_cast<uint8_t>(storage_)) {
+    return Status::Corruption("stored point value has " + std::to_string(value.size()) +
+                              " bytes or a storage type that does not match the collection");
+  }
+  return Status::Ok();
+}
+
+void ValueCodec::DecodePrefix(std::string_view value, int32_t n, float* out) const {
+  const char* vec = value.data() + header_bytes();
+  const size_t m = static_cast<size_t>(n);
+  switch (storage_) {
+    case StorageType::kFp32: std::memcpy(out, vec, 4 * m); break;
+    case StorageType::kFp16: DecodeHalf(vec, m, out); break;
+    case StorageType::kInt8: {
+      float scale;
+      std::memcpy(&scale, value.data() + 1, 4);
+      DecodeInt8(reinterpret_cast<const int8_t*>(vec), m, scale, out);
+      break;
+    }
+  }
+}
+
+std::string EncodeCollectionRecord(uint32_t collection_id, const CollectionSpec& spec) {
+  nlohmann::json j;
+  j["id"] = collection_id;
+  j["name"] = spec.name;
+  j["dim"] = spec.dim;
+  j["nesting"] = spec.nesting;
+  j["metric"] = static_cast<int>(spec.metric);
+  j["storage"] = static_cast<int>(spec.storage);
+  j["num_buckets"] = spec.num_buckets;
+  j["max_payload_bytes"] = spec.max_payload_bytes;
+  j["indexes"] = nlohmann::json::array();
+  for (const auto& ix : spec.indexes) {
+    j["indexes"].push_back({{"dims", ix.dims},
+                            {"kind", static_cast<int>(ix.kind)},
+                            {"hnsw_m", ix.hnsw_m},
+                            {"ef_construction", ix.ef_construction},
+                            {"ef_search", ix.ef_search}});
+  }
+  return j.dump();
+}
+
+Status DecodeCollectionRecord(std::string_view bytes, uint32_t* collection_id,
+                              CollectionSpec* spec) {
+  try {
+    const auto j = nlohmann::json::parse(bytes);
+    *collection_id = j.at("id").get<uint32_t>();
+    spec->name = j.at("name").get<std::string>();
+    spec->dim = j.at("dim").get<int32_t>();
+    spec->nesting = j.at("nesting").get<std::vector<int32_t>>();
+    spec->metric = static_cast<Metric>(j.at("metric").get<int>());
+    spec->storage = static_cast<StorageType>(j.at("storage").get<int>());
+    spec->num_buckets = j.at("num_buckets").get<uint32_t>();
+    spec->max_payload_bytes = j.at("max_payload_bytes").get<uint32_t>();
+    spec->indexes.clear();
+    for (const auto& ix : j.at("indexes")) {
+      IndexSpec s;
+      s.dims = ix.at("dims").get<int32_t>();
+      s.kind = static_cast<IndexKind>(ix.at("kind").get<int>());
+      s.hnsw_m = ix.at("hnsw_m").get<int32_t>();
+      s.ef_construction = ix.at("ef_construction").get<int32_t>();
+      s.ef_search = ix.at("ef_search").get<int32_t>();
+      spec->indexes.push_back(s);
+    }
+  } catch (const std::exception& e) {
+    return Status::Corruption(std::string("collection record: ") + e.what());
+  }
+  return Status::Ok();
+}
+
+std::string CollectionMetaKey(const std::string& name) {
+  return std::string(kCollectionMetaPrefix) + name;
+}
+
+std::string GenerationMetaKey(uint32_t collection_id) {
+  return "generation/" + CollectionPrefix(collection_id);
+}
+
+std::string EncodeU64(uint64_t v) {
+  std::string s(8, '\0');
+  std::memcpy(s.data(), &v, 8);
+  return s;
+}
+
+uint64_t DecodeU64(std::string_view bytes) {
+  uint64_t v = 0;
+  if (bytes.size() == 8) std::memcpy(&v, bytes.data(), 8);
+  return v;
+}
+
+Status FromRocks(const rocksdb::Status& s, const std::string& what) {
+  if (s.ok()) return Status::Ok();
+  const std::string msg = what + ": " + s.ToString();
+  if (s.IsNotFound()) return Status::NotFound(msg);
+  if (s.IsCorruption()) return Status::Corruption(msg);
+  if (s.IsInvalidArgument()) return Status::InvalidArgument(msg);
+  return Status::IoError(msg);
+}
+
+Result<std::unique_ptr<Storage>> Storage::Open(const std::string& dir, size_t block_cache_mb,
+                                               bool sync_writes) {
+  auto st = std::make_unique<Storage>();
+  st->block_cache = rocksdb::NewLRUCache(block_cache_mb << 20);
+
+  rocksdb::BlockBasedTableOptions table;
+  table.block_cache = st->block_cache;
+  table.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));  // point lookups in rerank
+  table.cache_index_and_filter_blocks = true;
+  table.pin_l0_filter_and_index_blocks_in_cache = true;
+
+  rocksdb::ColumnFamilyOptions points_cf;
+  points_cf.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
+  points_cf.compression = rocksdb::kNoCompression;  // float vectors do not compress
+  points_cf.write_buffer_size = 64 << 20;
+
+  rocksdb::ColumnFamilyOptions meta_cf;
+  meta_cf.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
+
+  rocksdb::DBOptions db_options;
+  db_options.create_if_missing = true;
+  db_options.create_missing_column_families = true;
+  db_options.max_background_jobs = 2;
+
+  std::vector<rocksdb::ColumnFamilyDescriptor> cfs = {
+      {rocksdb::kDefaultColumnFamilyName, points_cf}, {"meta", meta_cf}};
+  rocksdb::DB* raw = nullptr;
+  rocksdb::Status s = rocksdb::DB::Open(db_options, dir, cfs, &st->handles, &raw);
+  if (!s.ok()) return FromRocks(s, "opening RocksDB at '" + dir + "'");
+  st->db.reset(raw);
+  st->points = st->handles[0];
+  st->meta = st->handles[1];
+  st->write_options.sync = sync_writes;
+  return st;
+}
+
+Storage::~Storage() {
+  if (db) {
+    for (auto* h : handles) db->DestroyColumnFamilyHandle(h);
+    db->Close();
+    db.reset();
+  }
+}
+
+}  // namespace mrl::shard

@@ -1,0 +1,95 @@
+// One shard's on-disk layout in RocksDB.
+//
+// Column family "default" holds points:
+//   key   = collection_id (u32 BE) | bucket (u32 BE) | id (u64 BE)      16 bytes
+//   value = storage type (u8) | [int8 only: scale, f32 LE] | vector | payload
+// so that one collection, and one bucket of it, is one contiguous key range in id order.
+// The vector is the full d coordinates: fp32 or fp16 little-endian, or int8.
+//
+// Column family "meta" holds the collection definitions and per-collection write generations:
+//   "collection/<name>"      -> JSON {id, spec}
+//   "generation/<id u32 BE>" -> u64 LE, incremented by every write batch of that collection
+//   "next_collection_id"     -> u32 LE; ids are never reused, so a re-created collection never
+//                               meets an old collection's keys or index files.
+#pragma once
+
+#include <rocksdb/db.h>
+#include <rocksdb/write_batch.h>
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/status.h"
+#include "shard/engine.h"
+
+namespace mrl::shard {
+
+constexpr size_t kPointKeySize = 16;
+using PointKey = std::array<char, kPointKeySize>;
+
+PointKey EncodePointKey(uint32_t collection_id, uint32_t bucket, uint64_t id);
+// REQUIRES: key.size() == kPointKeySize
+uint64_t PointKeyId(std::string_view key);
+// 4 bytes: every key of the collection starts with it.
+std::string CollectionPrefix(uint32_t collection_id);
+// 8 bytes: every key of the bucket starts with it.
+std::string BucketPrefix(uint32_t collection_id, uint32_t bucket);
+
+// Encodes and decodes point values for one collection's storage type and dim.
+class ValueCodec {
+ public:
+  ValueCodec(StorageType storage, int32_t dim);
+
+  size_t header_bytes() const;                       // type byte (+ scale)
+  size_t vector_bytes() const;                       // encoded vector
+  size_t min_value_bytes() const { return header_bytes() + vector_bytes(); }
+
+  // REQUIRES: v.size() == dim
+  void Encode(std::span<const float> v, std::string_view payload, std::string* out) const;
+  // Corruption if `value` is too short or of another storage type.
+  Status Check(std::string_view value) const;
+  // Decodes the first n coordinates. REQUIRES: Check(value) ok, n <= dim.
+  void DecodePrefix(std::string_view value, int32_t n, float* out) const;
+  std::string_view Payload(std::string_view value) const {
+    return value.substr(min_value_bytes());
+  }
+
+ private:
+  StorageType storage_;
+  int32_t dim_;
+};
+
+std::string EncodeCollectionRecord(uint32_t collection_id, const CollectionSpec& spec);
+Status DecodeCollectionRecord(std::string_view bytes, uint32_t* collection_id,
+                              CollectionSpec* spec);
+
+std::string CollectionMetaKey(const std::string& name);
+std::string GenerationMetaKey(uint32_t collection_id);
+inline constexpr std::string_view kCollectionMetaPrefix = "collection/";
+inline constexpr std::string_view kNextCollectionIdKey = "next_collection_id";
+
+std::string EncodeU64(uint64_t v);
+uint64_t DecodeU64(std::string_view bytes);  // 0 unless 8 bytes
+
+Status FromRocks(const rocksdb::Status& s, const std::string& what);
+
+// The RocksDB instance with its two column families.
+struct Storage {
+  std::unique_ptr<rocksdb::DB> db;
+  rocksdb::ColumnFamilyHandle* points = nullptr;  // owned by db's handles below
+  rocksdb::ColumnFamilyHandle* meta = nullptr;
+  std::vector<rocksdb::ColumnFamilyHandle*> handles;
+  std::shared_ptr<rocksdb::Cache> block_cache;
+  rocksdb::WriteOptions write_options;
+
+  static Result<std::unique_ptr<Storage>> Open(const std::string& dir, size_t block_cache_mb,
+                                               bool sync_writes);
+  ~Storage();
+};
+
+}  // namespace mrl::shard
