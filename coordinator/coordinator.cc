@@ -458,25 +458,36 @@ Result<std::vector<CalibrationPoint>> Coordinator::Calibrate(const std::string& 
     if (!r.ok()) return r.status();
     return std::move(r->hits);
   };
+  // The sampled points are in the collection: each query's own id is dropped from both lists
+  // (leave-one-out), otherwise a plan gets credit for finding the query itself.
   double exact_us = 0;
-  auto exact = run(ExactPlan(spec.dim, k), &exact_us);
+  auto exact = run(ExactPlan(spec.dim, k + 1), &exact_us);
   if (!exact.ok()) return exact.status();
+  auto without_self = [&](const std::vector<ScoredId>& hits, size_t i) {
+    // The exact list's best hit for a stored point is the point itself (score = max).
+    const uint64_t self = exact.value()[i].empty() ? ~0ull : exact.value()[i].front().id;
+    std::vector<uint64_t> ids;
+    for (const ScoredId& h : hits) {
+      if (h.id != self && ids.size() < static_cast<size_t>(k)) ids.push_back(h.id);
+    }
+    return ids;
+  };
   std::vector<int32_t> index_dims;
   for (const auto& i : spec.indexes) index_dims.push_back(i->dims);
   std::vector<CalibrationPoint> points;
-  for (const QueryPlan& plan : CalibrationCandidates(index_dims, spec.nesting, k)) {
+  for (const QueryPlan& candidate : CalibrationCandidates(index_dims, spec.nesting, k + 1)) {
     CalibrationPoint p;
-    p.plan = plan;
-    auto hits = run(plan, &p.latency_us);
+    p.plan = candidate;
+    auto hits = run(candidate, &p.latency_us);
     if (!hits.ok()) return hits.status();
     double recall = 0;
     for (int32_t i = 0; i < got; ++i) {
-      std::vector<uint64_t> a, b;
-      for (const auto& h : hits.value()[static_cast<size_t>(i)]) a.push_back(h.id);
-      for (const auto& h : exact.value()[static_cast<size_t>(i)]) b.push_back(h.id);
-      recall += RecallAtK(a, b, static_cast<size_t>(k));
+      const size_t qi = static_cast<size_t>(i);
+      recall += RecallAtK(without_self(hits.value()[qi], qi), without_self(exact.value()[qi], qi),
+                          static_cast<size_t>(k));
     }
     p.recall = recall / got;
+    p.plan.stages.back().k = k;  // calibrated with k + 1 for the self match; serves k
     points.push_back(p);
   }
   auto budgets = PickBudgets(points, DefaultBudgets());

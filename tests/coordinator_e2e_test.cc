@@ -54,7 +54,7 @@ HttpResult Curl(const std::string& method, const std::string& url, const std::st
   return r;
 }
 
-// Matryoshka-like data: coordinate i has scale 1/sqrt(1 + i/4), around 40 cluster centres, so
+// Matryoshka-like data: coordinate i has scale 1/(1 + i/4), around 40 cluster centres, so
 // low-d prefixes carry most of the similarity.
 std::vector<float> MakeData(int n, uint64_t seed) {
   std::mt19937_64 rng(seed);
@@ -65,7 +65,7 @@ std::vector<float> MakeData(int n, uint64_t seed) {
   for (int i = 0; i < n; ++i) {
     const int c = static_cast<int>(rng() % 40);
     for (int d = 0; d < kDim; ++d) {
-      const float scale = 1.0f / std::sqrt(1.0f + d / 4.0f);
+      const float scale = 1.0f / (1.0f + d / 4.0f);
       v[static_cast<size_t>(i) * kDim + d] = scale * (centres[c * kDim + d] + 0.6f * g(rng));
     }
   }
@@ -255,8 +255,9 @@ TEST(CoordinatorE2E, ReplicationTwoGivesFullAnswersWithAShardDead) {
     EXPECT_EQ(Ids(r.Json()["results"][0]), BruteForceCosine(data, qv, 10)) << "query " << q;
   }
   // Writes still need every replica by default: refused, not silently under-replicated.
-  HttpResult w = Curl("PUT", c.Url("/v1/collections/emb/points"),
-                      json{{"points", {{{"id", 1}, {"vector", VectorJson(&data[0])}}}}}.dump(), Cluster::kAdmin);
+  json pts = json::array();
+  for (int i = 0; i < 20; ++i) pts.push_back({{"id", 100000 + i}, {"vector", VectorJson(&data[0])}});  // both groups
+  HttpResult w = Curl("PUT", c.Url("/v1/collections/emb/points"), json{{"points", pts}}.dump(), Cluster::kAdmin);
   EXPECT_GE(w.status, 500) << w.body;
   EXPECT_EQ(Curl("GET", c.Url("/healthz")).status, 200);
 }
