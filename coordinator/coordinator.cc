@@ -194,7 +194,8 @@ Result<std::unique_ptr<Coordinator>> Coordinator::Open(CoordinatorOptions option
     auto text = ReadFile(specs_path);
     if (!text.ok()) return text.status();
     try {
-      for (const auto& [name, j] : json::parse(text.value()).items()) {
+      const json all = json::parse(text.value());
+      for (const auto& [name, j] : all.items()) {
         auto spec = SpecFromJson(j, name);
         if (!spec.ok()) return Status::Corruption("'" + specs_path + "': " + spec.status().message());
         c->specs_[name] = std::make_unique<wire::CollectionSpecT>(std::move(spec).value());
