@@ -1,11 +1,37 @@
 #!/usr/bin/env bash
-# The README's main command: install, build, then train MRL on the real Fashion-MNIST files,
-# evaluate every nesting dim (linear / 1-NN / mAP@10, SVD baseline, adaptive classification) and
-# export embeddings + model. Extra arguments go to mrl-trainer (e.g. --epochs 4).
+# The README's main command, the whole product on one machine:
+#   set up (Debian packages) -> build -> train MRL on the real Fashion-MNIST files (evaluating
+#   every nesting dim, the SVD baseline and adaptive classification) -> export embeddings ->
+#   start a local cluster (2 mrl-shard processes + mrl-coordinator, data under $OUT/cluster) ->
+#   ingest the training-set embeddings through the coordinator -> run test-set queries through
+#   it (exact, the paper's adaptive plan, one-trip, funnel, calibrated budgets: mAP@10,
+#   recall@10 against exact, latency, QPS) -> stop the cluster.
+# Knobs: MRL_EPOCHS (1), MRL_OUT (runs/main), MRL_QUERIES (2000 test queries),
+# MRL_KEEP_RUNNING=1 leaves the cluster up (stop it with: build/ops/mrlctl down --dir $OUT/cluster).
+# Extra arguments go to mrl-trainer (e.g. --epochs 4).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash ops/setup.sh
 bash ops/build.sh build
 OUT=${MRL_OUT:-runs/main}
-./build/trainer/mrl-trainer --out "$OUT" --epochs "${MRL_EPOCHS:-1}" "$@"
-echo "[main] results: $OUT/results.json, embeddings: $OUT/export/"
+./build/trainer/mrl-trainer --out "$OUT" --epochs "${MRL_EPOCHS:-1}" --set resume=false "$@"
+echo "[main] training results: $OUT/results.json, embeddings: $OUT/export/"
+
+CL="$OUT/cluster"
+./build/ops/mrlctl down --dir "$CL" >/dev/null 2>&1 || true
+rm -rf "$CL"
+./build/ops/mrlctl up --dir "$CL" --shards 2
+if [ "${MRL_KEEP_RUNNING:-0}" != "1" ]; then
+  trap './build/ops/mrlctl down --dir "$CL"' EXIT
+fi
+E="$OUT/export"
+./build/ops/mrlctl ingest --dir "$CL" --collection fmnist --create --index-dims 16 --storage fp16 \
+  --embeddings "$E/db_embeddings.npy" --ids "$E/db_ids.npy" --labels "$E/db_labels.npy"
+./build/ops/mrlctl status --dir "$CL"
+./build/ops/mrlctl eval --dir "$CL" --collection fmnist --limit "${MRL_QUERIES:-2000}" \
+  --queries "$E/query_embeddings.npy" --query-labels "$E/query_labels.npy" \
+  --db-ids "$E/db_ids.npy" --db-labels "$E/db_labels.npy" --json "$OUT/serving.json"
+echo "[main] serving results: $OUT/serving.json"
+if [ "${MRL_KEEP_RUNNING:-0}" = "1" ]; then
+  echo "[main] cluster left running: $(python3 -c "import json;print(json.load(open('$CL/cluster.json'))['url'])" 2>/dev/null || cat "$CL/cluster.json")"
+fi

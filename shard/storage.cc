@@ -7,17 +7,14 @@
 #include <cstring>
 #include <nlohmann/json.hpp>
 
+#include "common/bucket.h"
 #include "common/vector_codec.h"
 
 namespace mrl::shard {
 
 uint32_t BucketOf(uint64_t id, uint32_t num_buckets) {
-  // SplitMix64 finaliser: consecutive ids spread evenly over buckets.
-  uint64_t z = id + 0x9e3779b97f4a7c15ull;
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  z = z ^ (z >> 31);
-  return static_cast<uint32_t>(z % (num_buckets == 0 ? 1 : num_buckets));
+  // One definition shared with the coordinator's write routing (common/bucket.h).
+  return num_buckets == 0 ? 0 : BucketOfId(id, num_buckets);
 }
 
 namespace {

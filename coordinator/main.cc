@@ -1,0 +1,132 @@
+// mrl-coordinator: the cluster's front door. Parse flags, open the coordinator state, register
+// shards given on the command line (first start), serve HTTP until SIGTERM/SIGINT, then drain.
+//
+//   mrl-coordinator --data-dir /var/lib/mrl/coord --shard s1=127.0.0.1:7001 --shard s2=127.0.0.1:7002
+//   mrl-coordinator ... --replication 2   # consecutive --shard flags form replica groups of 2
+#include <signal.h>
+
+#include <CLI/CLI.hpp>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+
+#include "common/atomic_file.h"
+#include "coordinator/coordinator.h"
+#include "coordinator/http_server.h"
+
+namespace {
+
+std::string ReadSecret(const std::string& path) {
+  if (path.empty()) return "";
+  std::ifstream in(path);
+  if (!in) throw std::runtime_error("cannot read secret file " + path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  std::string s = ss.str();
+  while (!s.empty() && (s.back() == '\n' || s.back() == '\r')) s.pop_back();
+  if (s.empty()) throw std::runtime_error("secret file " + path + " is empty");
+  return s;
+}
+
+int Run(int argc, char** argv) {
+  CLI::App app{"mrl-coordinator: query and write front door of an MRL serving cluster"};
+  mrl::coord::CoordinatorOptions co;
+  mrl::coord::HttpServerOptions ho;
+  std::vector<std::string> shards;
+  int replication = 1;
+  std::string port_file, read_token_file, admin_token_file, shard_secret_file;
+  int port = 0;
+  app.add_option("--data-dir", co.data_dir, "Where the shard map and collection specs are kept")->required();
+  app.add_option("--host", ho.host, "HTTP listen address");
+  app.add_option("--port", port, "HTTP port (0: the OS picks; see --port-file)");
+  app.add_option("--port-file", port_file, "Write the bound port here once listening");
+  app.add_option("--threads", ho.threads, "Request handler threads (0 = cores)");
+  app.add_option("--shard", shards, "id=host:port of a shard (first start only; order matters)");
+  app.add_option("--replication", replication, "Consecutive --shard flags form replica groups of this size");
+  app.add_option("--deadline-ms", co.default_deadline_ms, "Default per-request deadline");
+  app.add_option("--max-k", co.max_k, "Largest k a search may ask for");
+  app.add_option("--write-quorum", co.write_quorum, "Replicas that must acknowledge a write (0 = all)");
+  app.add_option("--read-token-file", read_token_file, "File holding the read-only API token");
+  app.add_option("--admin-token-file", admin_token_file, "File holding the admin API token");
+  app.add_option("--shard-secret-file", shard_secret_file, "File holding the shards' shared secret");
+  app.add_option("--max-body-bytes", ho.max_body_bytes, "Largest HTTP request body");
+  CLI11_PARSE(app, argc, argv);
+  if (port < 0 || port > 65535) {
+    std::cerr << "mrl-coordinator: bad port " << port << "\n";
+    return 2;
+  }
+  ho.port = static_cast<uint16_t>(port);
+  co.read_token = ReadSecret(read_token_file);
+  co.admin_token = ReadSecret(admin_token_file);
+  co.shard_secret = ReadSecret(shard_secret_file);
+
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  auto coord = mrl::coord::Coordinator::Open(co);
+  if (!coord.ok()) {
+    std::cerr << "mrl-coordinator: " << coord.status().ToString() << "\n";
+    return 1;
+  }
+  if (!shards.empty() && coord.value()->MapSnapshot().groups().empty()) {
+    if (replication < 1 || shards.size() % static_cast<size_t>(replication) != 0) {
+      std::cerr << "mrl-coordinator: " << shards.size() << " shards do not form groups of " << replication << "\n";
+      return 2;
+    }
+    for (size_t i = 0; i < shards.size(); i += static_cast<size_t>(replication)) {
+      std::vector<mrl::coord::ShardInfo> group;
+      for (size_t j = i; j < i + static_cast<size_t>(replication); ++j) {
+        const size_t eq = shards[j].find('=');
+        if (eq == std::string::npos) {
+          std::cerr << "mrl-coordinator: --shard wants id=host:port, got '" << shards[j] << "'\n";
+          return 2;
+        }
+        group.push_back({shards[j].substr(0, eq), shards[j].substr(eq + 1)});
+      }
+      mrl::Status st = coord.value()->AddGroup(group);
+      if (!st.ok()) {
+        std::cerr << "mrl-coordinator: " << st.ToString() << "\n";
+        return 2;
+      }
+    }
+  }
+  const auto map = coord.value()->MapSnapshot();
+  std::cout << "mrl-coordinator: shard map epoch " << map.epoch() << ", " << map.groups().size()
+            << " replica groups, " << map.shards().size() << " shards" << std::endl;
+  mrl::coord::Coordinator* c = coord.value().get();
+  mrl::coord::HttpServer server(ho, [c](const mrl::coord::HttpRequest& r) { return c->Handle(r); });
+  mrl::Status st = server.Start();
+  if (!st.ok()) {
+    std::cerr << "mrl-coordinator: " << st.ToString() << "\n";
+    return 1;
+  }
+  std::cout << "mrl-coordinator listening on http://" << ho.host << ":" << server.port()
+            << (co.admin_token.empty() ? " (no API tokens)" : " (token auth)") << std::endl;
+  if (!port_file.empty()) {
+    st = mrl::WriteFileAtomic(port_file, std::to_string(server.port()) + "\n");
+    if (!st.ok()) {
+      std::cerr << "mrl-coordinator: " << st.ToString() << "\n";
+      return 1;
+    }
+  }
+  int sig = 0;
+  sigwait(&signals, &sig);
+  std::cout << "mrl-coordinator: signal " << sig << ", draining" << std::endl;
+  server.Shutdown();
+  std::cout << "mrl-coordinator: bye" << std::endl;
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return Run(argc, argv);
+  } catch (const std::exception& e) {
+    std::cerr << "mrl-coordinator: " << e.what() << "\n";
+    return 1;
+  }
+}

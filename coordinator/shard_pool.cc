@@ -1,0 +1,49 @@
+#include "coordinator/shard_pool.h"
+
+namespace mrl::coord {
+
+void ShardPool::Sync(const ShardMap& map) {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (const auto& [id, info] : map.shards()) {
+    if (entries_.count(id)) continue;
+    ClientOptions o;
+    const size_t colon = info.address.rfind(':');
+    o.host = info.address.substr(0, colon);
+    o.port = static_cast<uint16_t>(std::stoi(info.address.substr(colon + 1)));
+    o.auth_secret = options_.auth_secret;
+    o.connect_timeout_ms = options_.connect_timeout_ms;
+    entries_[id].client = std::make_unique<ShardClient>(o);
+  }
+}
+
+ShardClient* ShardPool::Client(const std::string& shard) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = entries_.find(shard);
+  return it == entries_.end() ? nullptr : it->second.client.get();
+}
+
+bool ShardPool::Healthy(const std::string& shard) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = entries_.find(shard);
+  if (it == entries_.end()) return false;
+  Entry& e = it->second;
+  if (e.down && std::chrono::steady_clock::now() - e.down_since >
+                    std::chrono::milliseconds(options_.retry_after_ms)) {
+    e.down = false;  // give it another chance; the next failure marks it down again
+  }
+  return !e.down;
+}
+
+void ShardPool::Report(const std::string& shard, const Status& status) {
+  const bool gone = status.code() == Status::Code::kUnavailable ||
+                    status.code() == Status::Code::kDeadlineExceeded;
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = entries_.find(shard);
+  if (it == entries_.end()) return;
+  if (gone) {
+    it->second.down = true;
+    it->second.down_since = std::chrono::steady_clock::now();
+  }
+}
+
+}  // namespace mrl::coord

@@ -1,0 +1,49 @@
+// One ShardClient per shard of the map, and what the coordinator believes about each shard's
+// health. A shard is marked down when a call to it fails with Unavailable or DeadlineExceeded;
+// it is retried (marked up again) after `retry_after_ms`, so a restarted shard rejoins without
+// an operator.
+//
+// Thread safety: every method may be called from any thread.
+#pragma once
+
+#include <chrono>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "common/client.h"
+#include "coordinator/shard_map.h"
+
+namespace mrl::coord {
+
+struct PoolOptions {
+  std::string auth_secret;
+  uint32_t connect_timeout_ms = 1000;
+  uint32_t retry_after_ms = 2000;
+};
+
+class ShardPool {
+ public:
+  explicit ShardPool(PoolOptions options) : options_(std::move(options)) {}
+
+  // Creates clients for shards of `map` not yet known (addresses are fixed per shard id).
+  void Sync(const ShardMap& map);
+  // REQUIRES: Sync saw `shard`. The client outlives the pool's use of it.
+  ShardClient* Client(const std::string& shard);
+  bool Healthy(const std::string& shard);
+  // Records the outcome of a call: failures that mean "the shard is gone" mark it down.
+  void Report(const std::string& shard, const Status& status);
+
+ private:
+  struct Entry {
+    std::unique_ptr<ShardClient> client;
+    bool down = false;
+    std::chrono::steady_clock::time_point down_since;
+  };
+  PoolOptions options_;
+  std::mutex mu_;
+  std::map<std::string, Entry> entries_;
+};
+
+}  // namespace mrl::coord

@@ -1,0 +1,485 @@
+// mrlctl: the operator's CLI.
+//   mrlctl up     --dir D [--shards 2] [--replication 1] [--port 0]   start a local cluster
+//   mrlctl down   --dir D                                             stop it (SIGTERM, drain)
+//   mrlctl status --url URL                                           health, shard map, collections
+//   mrlctl ingest --url URL --collection C --embeddings E.npy [--ids I.npy] [--labels L.npy]
+//   mrlctl eval   --url URL --collection C --queries Q.npy --query-labels L.npy   (plans, recall, mAP, latency)
+// The local cluster's processes, ports and URL are kept in D/cluster.json.
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <boost/asio.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <future>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <thread>
+#include <unordered_map>
+#include <atomic>
+#include <mutex>
+
+#include "common/atomic_file.h"
+#include "common/npy.h"
+
+extern char** environ;
+
+namespace {
+
+namespace fs = std::filesystem;
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using json = nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+struct Url {
+  std::string host = "127.0.0.1", port = "8080";
+};
+Url ParseUrl(const std::string& url) {
+  Url u;
+  std::string rest = url.substr(url.find("://") == std::string::npos ? 0 : url.find("://") + 3);
+  if (auto slash = rest.find('/'); slash != std::string::npos) rest = rest.substr(0, slash);
+  const size_t colon = rest.rfind(':');
+  u.host = rest.substr(0, colon);
+  if (colon != std::string::npos) u.port = rest.substr(colon + 1);
+  return u;
+}
+
+// One keep-alive HTTP connection (reconnects on failure).
+class HttpClient {
+ public:
+  HttpClient(std::string url, std::string token) : url_(ParseUrl(url)), token_(std::move(token)) {}
+  // (status, body); status 0 when the server cannot be reached.
+  std::pair<int, std::string> Call(http::verb verb, const std::string& path, const std::string& body) {
+    for (int attempt = 0; attempt < 2; ++attempt) {
+      try {
+        if (!stream_) {
+          stream_ = std::make_unique<beast::tcp_stream>(io_);
+          asio::ip::tcp::resolver resolver(io_);
+          stream_->connect(resolver.resolve(url_.host, url_.port));
+        }
+        http::request<http::string_body> req{verb, path, 11};
+        req.set(http::field::host, url_.host);
+        req.set(http::field::content_type, "application/json");
+        if (!token_.empty()) req.set(http::field::authorization, "Bearer " + token_);
+        req.keep_alive(true);
+        req.body() = body;
+        req.prepare_payload();
+        http::write(*stream_, req);
+        beast::flat_buffer buf;
+        http::response_parser<http::string_body> parser;
+        parser.body_limit(1ull << 30);
+        http::read(*stream_, buf, parser);
+        auto res = parser.release();
+        if (!res.keep_alive()) stream_.reset();
+        return {static_cast<int>(res.result_int()), res.body()};
+      } catch (const std::exception&) {
+        stream_.reset();
+      }
+    }
+    return {0, "cannot reach " + url_.host + ":" + url_.port};
+  }
+
+ private:
+  Url url_;
+  std::string token_;
+  asio::io_context io_;
+  std::unique_ptr<beast::tcp_stream> stream_;
+};
+
+std::string SelfDir() { return fs::read_symlink("/proc/self/exe").parent_path().string(); }
+
+pid_t Spawn(const std::vector<std::string>& args, const std::string& log) {
+  std::vector<std::string> a = args;
+  std::vector<char*> argv;
+  for (auto& s : a) argv.push_back(s.data());
+  argv.push_back(nullptr);
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_addopen(&fa, 1, log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+  posix_spawn_file_actions_adddup2(&fa, 1, 2);
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID);  // survives mrlctl's exit and its Ctrl-C
+  pid_t pid = -1;
+  const int rc = posix_spawn(&pid, argv[0], &fa, &attr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&fa);
+  posix_spawnattr_destroy(&attr);
+  if (rc != 0) throw std::runtime_error("cannot start " + args[0] + ": " + std::strerror(rc));
+  return pid;
+}
+
+int WaitPort(const std::string& port_file, pid_t pid, const std::string& log, double timeout_s) {
+  const auto until = Clock::now() + std::chrono::duration<double>(timeout_s);
+  while (!fs::exists(port_file)) {
+    if (kill(pid, 0) != 0 || waitpid(pid, nullptr, WNOHANG) == pid) {
+      throw std::runtime_error("process exited during start-up; see " + log);
+    }
+    if (Clock::now() > until) throw std::runtime_error("no port after " + std::to_string(timeout_s) + " s; see " + log);
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return std::stoi(mrl::ReadFile(port_file).value());
+}
+
+int Up(const std::string& dir, int shards, int replication, int port, const std::string& bin_dir) {
+  const std::string root = bin_dir.empty() ? SelfDir() + "/.." : bin_dir;
+  const std::string shard_bin = root + "/shard/mrl-shard", coord_bin = root + "/coordinator/mrl-coordinator";
+  if (fs::exists(dir + "/cluster.json")) {
+    std::cerr << "mrlctl: " << dir << "/cluster.json exists: the cluster is up (mrlctl down first)\n";
+    return 2;
+  }
+  fs::create_directories(dir + "/logs");
+  json state = {{"shards", json::array()}};
+  std::vector<std::string> coord_args = {coord_bin, "--data-dir", dir + "/coordinator", "--port",
+                                         std::to_string(port), "--port-file", dir + "/coordinator.port",
+                                         "--replication", std::to_string(replication)};
+  for (int s = 0; s < shards; ++s) {
+    const std::string id = "shard" + std::to_string(s), log = dir + "/logs/" + id + ".log";
+    const std::string pf = dir + "/" + id + ".port";
+    fs::remove(pf);
+    pid_t pid = Spawn({shard_bin, "--data-dir", dir + "/" + id, "--port", "0", "--port-file", pf}, log);
+    const int p = WaitPort(pf, pid, log, 600);
+    std::cout << "[mrlctl] " << id << " pid " << pid << " on 127.0.0.1:" << p << std::endl;
+    state["shards"].push_back({{"id", id}, {"pid", pid}, {"port", p}});
+    coord_args.push_back("--shard");
+    coord_args.push_back(id + "=127.0.0.1:" + std::to_string(p));
+  }
+  fs::remove(dir + "/coordinator.port");
+  const std::string clog = dir + "/logs/coordinator.log";
+  pid_t cpid = Spawn(coord_args, clog);
+  const int cport = WaitPort(dir + "/coordinator.port", cpid, clog, 60);
+  state["coordinator"] = {{"pid", cpid}, {"port", cport}};
+  state["url"] = "http://127.0.0.1:" + std::to_string(cport);
+  mrl::Status st = mrl::WriteFileAtomic(dir + "/cluster.json", state.dump(2));
+  if (!st.ok()) throw std::runtime_error(st.ToString());
+  std::cout << "[mrlctl] coordinator pid " << cpid << " at " << state["url"].get<std::string>() << std::endl;
+  return 0;
+}
+
+int Down(const std::string& dir) {
+  auto text = mrl::ReadFile(dir + "/cluster.json");
+  if (!text.ok()) {
+    std::cerr << "mrlctl: no cluster in " << dir << "\n";
+    return 2;
+  }
+  const json state = json::parse(text.value());
+  std::vector<pid_t> pids = {state["coordinator"]["pid"].get<pid_t>()};
+  for (const json& s : state["shards"]) pids.push_back(s["pid"].get<pid_t>());
+  for (pid_t p : pids) {
+    if (kill(p, SIGTERM) != 0) continue;
+    // Not our child: poll until it is gone (graceful drain, then checkpoint).
+    for (int i = 0; i < 1200 && kill(p, 0) == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    if (kill(p, 0) == 0) {
+      std::cerr << "[mrlctl] pid " << p << " did not stop in 60 s; killing\n";
+      kill(p, SIGKILL);
+    }
+    std::cout << "[mrlctl] stopped pid " << p << std::endl;
+  }
+  fs::remove(dir + "/cluster.json");
+  return 0;
+}
+
+std::string UrlFrom(const std::string& url, const std::string& dir) {
+  if (!url.empty()) return url;
+  auto text = mrl::ReadFile(dir + "/cluster.json");
+  if (!text.ok()) throw std::runtime_error("give --url or --dir of a cluster started with mrlctl up");
+  return json::parse(text.value())["url"].get<std::string>();
+}
+
+int Status(HttpClient& c) {
+  auto [hs, hb] = c.Call(http::verb::get, "/healthz", "");
+  std::cout << "coordinator: " << (hs == 200 ? "healthy" : "DOWN (" + hb + ")") << "\n";
+  if (hs != 200) return 1;
+  auto [ms, mb] = c.Call(http::verb::get, "/v1/cluster", "");
+  if (ms == 200) {
+    const json m = json::parse(mb);
+    std::cout << "shard map epoch " << m["epoch"] << ", " << m["groups"].size() << " replica groups\n";
+    for (const json& s : m["shards"]) std::cout << "  " << s["id"].get<std::string>() << " " << s["address"].get<std::string>() << "\n";
+  }
+  auto [cs, cb] = c.Call(http::verb::get, "/v1/collections", "");
+  if (cs != 200) std::cout << "collections: HTTP " << cs << " " << cb << "\n";
+  if (cs == 200) {
+    const json parsed = json::parse(cb);
+    for (const json& col : parsed["collections"]) {
+      std::cout << "collection " << col["name"].get<std::string>() << ": dim " << col["dim"] << ", "
+                << col["storage"].get<std::string>() << ", " << col["metric"].get<std::string>() << "\n";
+    }
+  }
+  return 0;
+}
+
+std::vector<float> AsFloats(const mrl::NpyArray& a) {
+  std::vector<float> out(static_cast<size_t>(a.numel()));
+  if (a.dtype == mrl::NpyDtype::kFloat32) {
+    std::copy_n(a.as<float>(), out.size(), out.begin());
+  } else if (a.dtype == mrl::NpyDtype::kFloat16) {
+    const uint16_t* h = a.as<uint16_t>();
+    for (size_t i = 0; i < out.size(); ++i) {
+      const uint32_t sign = (h[i] & 0x8000u) << 16, exp = (h[i] >> 10) & 0x1f, man = h[i] & 0x3ff;
+      uint32_t bits;
+      if (exp == 0) {
+        const float f = std::ldexp(static_cast<float>(man), -24);
+        std::memcpy(&bits, &f, 4);
+        bits |= sign;
+      } else if (exp == 31) {
+        bits = sign | 0x7f800000u | (man << 13);
+      } else {
+        bits = sign | ((exp + 112) << 23) | (man << 13);
+      }
+      std::memcpy(&out[i], &bits, 4);
+    }
+  } else {
+    throw std::runtime_error("embeddings must be float32 or float16 .npy");
+  }
+  return out;
+}
+
+int Ingest(HttpClient& c, const std::string& collection, const std::string& emb_path,
+           const std::string& ids_path, const std::string& labels_path, int batch, bool create,
+           int index_dims, const std::string& storage) {
+  auto emb = mrl::ReadNpy(emb_path);
+  if (!emb.ok()) throw std::runtime_error(emb.status().ToString());
+  if (emb->shape.size() != 2) throw std::runtime_error(emb_path + ": expected [N, d]");
+  const int64_t n = emb->shape[0], d = emb->shape[1];
+  const std::vector<float> v = AsFloats(emb.value());
+  std::vector<int64_t> labels;
+  if (!labels_path.empty()) labels = mrl::ReadNpyLabels(labels_path).value();
+  std::vector<uint64_t> ids(static_cast<size_t>(n));
+  if (!ids_path.empty()) {
+    auto a = mrl::ReadNpy(ids_path);
+    if (!a.ok() || a->numel() != n) throw std::runtime_error(ids_path + ": need N ids");
+    for (int64_t i = 0; i < n; ++i) ids[static_cast<size_t>(i)] = a->as<uint64_t>()[i];
+  } else {
+    for (int64_t i = 0; i < n; ++i) ids[static_cast<size_t>(i)] = static_cast<uint64_t>(i);
+  }
+  if (create) {
+    json spec = {{"dim", d}, {"storage", storage}, {"indexes", {{{"dims", index_dims}, {"kind", "hnsw"}}}}};
+    auto [s, b] = c.Call(http::verb::put, "/v1/collections/" + collection, spec.dump());
+    if (s != 200) throw std::runtime_error("create collection: HTTP " + std::to_string(s) + " " + b);
+  }
+  const auto t0 = Clock::now();
+  for (int64_t start = 0; start < n; start += batch) {
+    json pts = json::array();
+    for (int64_t i = start; i < std::min(n, start + batch); ++i) {
+      json p = {{"id", ids[static_cast<size_t>(i)]},
+                {"vector", std::vector<float>(v.begin() + i * d, v.begin() + (i + 1) * d)}};
+      if (!labels.empty()) p["payload"] = {{"label", labels[static_cast<size_t>(i)]}};
+      pts.push_back(std::move(p));
+    }
+    auto [s, b] = c.Call(http::verb::put, "/v1/collections/" + collection + "/points", json{{"points", pts}}.dump());
+    if (s != 200) throw std::runtime_error("upsert at row " + std::to_string(start) + ": HTTP " + std::to_string(s) + " " + b);
+    const int64_t done = std::min(n, start + batch);
+    if ((start / batch) % 20 == 0 || done == n) {
+      const double sec = std::chrono::duration<double>(Clock::now() - t0).count();
+      std::cout << "[mrlctl] ingested " << done << " / " << n << " (" << static_cast<int>(done / sec) << " points/s)" << std::endl;
+    }
+  }
+  return 0;
+}
+
+struct PlanRun {
+  std::vector<std::vector<uint64_t>> hits;
+  std::vector<double> latency_ms;
+  double wall_s = 0;
+};
+
+// Runs every query through the coordinator with `concurrency` client connections.
+PlanRun RunQueries(const std::string& url, const std::string& token, const std::string& collection,
+                   const std::vector<float>& q, int64_t d, const json& plan, int k, int concurrency) {
+  const size_t n = q.size() / static_cast<size_t>(d);
+  PlanRun r;
+  r.hits.resize(n);
+  r.latency_ms.resize(n);
+  std::atomic<size_t> next{0};
+  std::atomic<bool> failed{false};
+  std::string error;
+  std::mutex error_mu;
+  const auto t0 = Clock::now();
+  std::vector<std::thread> workers;
+  for (int w = 0; w < concurrency; ++w) {
+    workers.emplace_back([&] {
+      HttpClient c(url, token);
+      for (size_t i = next++; i < n && !failed; i = next++) {
+        json req = plan;
+        req["k"] = k;
+        req["vector"] = std::vector<float>(q.begin() + static_cast<std::ptrdiff_t>(i * d),
+                                           q.begin() + static_cast<std::ptrdiff_t>((i + 1) * d));
+        const auto s = Clock::now();
+        auto [status, body] = c.Call(http::verb::post, "/v1/collections/" + collection + "/search", req.dump());
+        r.latency_ms[i] = std::chrono::duration<double, std::milli>(Clock::now() - s).count();
+        if (status != 200) {
+          std::lock_guard<std::mutex> lock(error_mu);
+          error = "HTTP " + std::to_string(status) + " " + body;
+          failed = true;
+          return;
+        }
+        const json parsed = json::parse(body);
+        for (const json& h : parsed["results"][0]) r.hits[i].push_back(h["id"].get<uint64_t>());
+      }
+    });
+  }
+  for (auto& t : workers) t.join();
+  if (failed) throw std::runtime_error("search failed: " + error);
+  r.wall_s = std::chrono::duration<double>(Clock::now() - t0).count();
+  return r;
+}
+
+double Percentile(std::vector<double> v, double p) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0 : v[std::min(v.size() - 1, static_cast<size_t>(p * static_cast<double>(v.size())))];
+}
+
+// mAP@k by class label (the MRL paper's retrieval metric) and recall@k against exact.
+int Eval(const std::string& url, const std::string& token, const std::string& collection,
+         const std::string& queries_path, const std::string& query_labels_path,
+         const std::string& db_ids_path, const std::string& db_labels_path, int k, int limit,
+         const std::vector<int>& concurrency, const std::string& json_out) {
+  auto qa = mrl::ReadNpy(queries_path);
+  if (!qa.ok()) throw std::runtime_error(qa.status().ToString());
+  const int64_t d = qa->shape[1];
+  std::vector<float> q = AsFloats(qa.value());
+  const int64_t n = std::min<int64_t>(qa->shape[0], limit > 0 ? limit : qa->shape[0]);
+  q.resize(static_cast<size_t>(n * d));
+  const std::vector<int64_t> qlabels = mrl::ReadNpyLabels(query_labels_path).value();
+  std::unordered_map<uint64_t, int64_t> label_of;
+  {
+    const std::vector<int64_t> dl = mrl::ReadNpyLabels(db_labels_path).value();
+    auto ida = mrl::ReadNpy(db_ids_path);
+    if (!ida.ok()) throw std::runtime_error(ida.status().ToString());
+    for (size_t i = 0; i < dl.size(); ++i) label_of[ida->as<uint64_t>()[i]] = dl[i];
+  }
+  HttpClient c(url, token);
+  auto [cs, cb] = c.Call(http::verb::post, "/v1/collections/" + collection + "/calibrate",
+                         json{{"sample", 200}, {"k", k}}.dump());
+  if (cs != 200) throw std::runtime_error("calibrate: HTTP " + std::to_string(cs) + " " + cb);
+  const json budgets = json::parse(cb)["budgets"];
+  std::vector<std::pair<std::string, json>> plans = {
+      {"exact 2048-d", {{"exact", true}}},
+      {"adaptive Ds=16 K=200 Dr=d (paper)", {{"plan", {{"shortlist_dims", 16}, {"shortlist_k", 200}, {"rerank_dims", d}}}}},
+      {"adaptive, one trip", {{"plan", {{"shortlist_dims", 16}, {"shortlist_k", 200}, {"rerank_dims", d}}}, {"one_trip", true}}},
+      {"funnel 16/200 -> 32/100 -> 64/50 -> 128/25 -> d/10",
+       {{"funnel", {{16, 200}, {32, 100}, {64, 50}, {128, 25}, {d, k}}}}},
+      {"budget fast (" + budgets["fast"].get<std::string>() + ")", {{"budget", "fast"}}},
+      {"budget balanced (" + budgets["balanced"].get<std::string>() + ")", {{"budget", "balanced"}}},
+  };
+  PlanRun exact;
+  json report = json::array();
+  std::printf("\n%-62s %8s %9s %8s %8s %8s\n", "plan (queries through the coordinator)", "mAP@10", "recall@10", "p50 ms", "p99 ms", "QPS");
+  for (const auto& [name, plan] : plans) {
+    PlanRun r = RunQueries(url, token, collection, q, d, plan, k, 1);
+    if (name.rfind("exact", 0) == 0) exact = r;
+    double map = 0, recall = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      const auto& hits = r.hits[static_cast<size_t>(i)];
+      double ap = 0;
+      int rel = 0;
+      for (size_t j = 0; j < hits.size() && j < static_cast<size_t>(k); ++j) {
+        if (label_of.count(hits[j]) && label_of[hits[j]] == qlabels[static_cast<size_t>(i)]) {
+          ++rel;
+          ap += static_cast<double>(rel) / static_cast<double>(j + 1);
+        }
+      }
+      map += rel > 0 ? ap / rel : 0;
+      const auto& truth = exact.hits[static_cast<size_t>(i)];
+      int hit = 0;
+      for (uint64_t id : hits) hit += std::count(truth.begin(), truth.end(), id) > 0 ? 1 : 0;
+      recall += static_cast<double>(hit) / k;
+    }
+    json row = {{"plan", name}, {"map_at_10", 100 * map / n}, {"recall_at_10", recall / n},
+                {"p50_ms", Percentile(r.latency_ms, 0.5)}, {"p99_ms", Percentile(r.latency_ms, 0.99)},
+                {"qps_c1", n / r.wall_s}};
+    std::printf("%-62s %8.2f %9.3f %8.2f %8.2f %8.0f\n", name.c_str(), row["map_at_10"].get<double>(),
+                row["recall_at_10"].get<double>(), row["p50_ms"].get<double>(), row["p99_ms"].get<double>(),
+                row["qps_c1"].get<double>());
+    report.push_back(row);
+  }
+  std::printf("\nthroughput of the paper's plan by client concurrency:\n");
+  json conc = json::array();
+  for (int cc : concurrency) {
+    PlanRun r = RunQueries(url, token, collection, q, d, plans[1].second, k, cc);
+    std::printf("  concurrency %3d: %8.0f QPS, p50 %.2f ms, p99 %.2f ms\n", cc, n / r.wall_s,
+                Percentile(r.latency_ms, 0.5), Percentile(r.latency_ms, 0.99));
+    conc.push_back({{"concurrency", cc}, {"qps", n / r.wall_s}, {"p50_ms", Percentile(r.latency_ms, 0.5)},
+                    {"p99_ms", Percentile(r.latency_ms, 0.99)}});
+  }
+  if (!json_out.empty()) {
+    mrl::Status st = mrl::WriteFileAtomic(json_out, json{{"queries", n}, {"plans", report}, {"concurrency", conc}}.dump(2));
+    if (!st.ok()) throw std::runtime_error(st.ToString());
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"mrlctl: operate an MRL serving cluster"};
+  app.require_subcommand(1);
+  std::string dir = "runs/cluster", url, token, bin_dir, collection = "embeddings";
+  int shards = 2, replication = 1, port = 0, batch = 500, index_dims = 16;
+  auto* up = app.add_subcommand("up", "Start a local cluster (shards + coordinator) in --dir");
+  up->add_option("--dir", dir);
+  up->add_option("--shards", shards);
+  up->add_option("--replication", replication);
+  up->add_option("--port", port, "Coordinator HTTP port (0: any)");
+  up->add_option("--bin-dir", bin_dir, "Build directory holding shard/ and coordinator/");
+  auto* down = app.add_subcommand("down", "Stop the local cluster in --dir");
+  down->add_option("--dir", dir);
+  auto* status = app.add_subcommand("status", "Health, shard map and collections");
+  auto* ingest = app.add_subcommand("ingest", "Upsert embeddings from .npy files");
+  std::string emb, ids, labels, storage = "fp16";
+  bool create = false;
+  ingest->add_option("--embeddings", emb)->required();
+  ingest->add_option("--ids", ids);
+  ingest->add_option("--labels", labels, "Stored as payload {\"label\": ...}");
+  ingest->add_option("--batch", batch);
+  ingest->add_flag("--create", create, "Create the collection first");
+  ingest->add_option("--index-dims", index_dims, "With --create: low-d index prefix");
+  ingest->add_option("--storage", storage, "With --create: fp32 | fp16 | int8");
+  for (auto* sub : {status, ingest}) {
+    sub->add_option("--url", url, "Coordinator URL (default: --dir's cluster)");
+    sub->add_option("--dir", dir);
+    sub->add_option("--token", token, "API token");
+  }
+  ingest->add_option("--collection", collection);
+  auto* eval = app.add_subcommand("eval", "Run test queries through the coordinator: mAP@10, recall@10, latency, QPS per plan");
+  std::string queries, query_labels, db_ids, db_labels, json_out;
+  int k = 10, limit = 0;
+  std::vector<int> concurrency = {1, 8, 32};
+  eval->add_option("--queries", queries)->required();
+  eval->add_option("--query-labels", query_labels)->required();
+  eval->add_option("--db-ids", db_ids)->required();
+  eval->add_option("--db-labels", db_labels)->required();
+  eval->add_option("--k", k);
+  eval->add_option("--limit", limit, "Use the first N queries");
+  eval->add_option("--concurrency", concurrency);
+  eval->add_option("--json", json_out, "Write the figures here");
+  eval->add_option("--collection", collection);
+  eval->add_option("--url", url);
+  eval->add_option("--dir", dir);
+  eval->add_option("--token", token);
+  CLI11_PARSE(app, argc, argv);
+  try {
+    if (up->parsed()) return Up(dir, shards, replication, port, bin_dir);
+    if (down->parsed()) return Down(dir);
+    HttpClient client(UrlFrom(url, dir), token);
+    if (status->parsed()) return Status(client);
+    if (ingest->parsed()) return Ingest(client, collection, emb, ids, labels, batch, create, index_dims, storage);
+    if (eval->parsed()) {
+      return Eval(UrlFrom(url, dir), token, collection, queries, query_labels, db_ids, db_labels, k, limit,
+                  concurrency, json_out);
+    }
+  } catch (const std::exception& e) {
+    std::cerr << "mrlctl: " << e.what() << "\n";
+    return 1;
+  }
+  return 0;
+}

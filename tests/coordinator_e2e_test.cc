@@ -1,0 +1,266 @@
+// The coordinator with real mrl-shard processes on loopback, driven over HTTP by curl (a real
+// client): exact search equals brute force, calibrated budgets reach their recall, a dead shard
+// gives a partial answer with the right coverage within the deadline, replication 2 survives a
+// dead shard, and bad requests get 4xx while the server keeps serving.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <nlohmann/json.hpp>
+#include <numeric>
+#include <random>
+
+#include "common/atomic_file.h"
+#include "tests/daemon_process.h"
+#include "tests/test_util.h"
+
+namespace mrl {
+namespace {
+
+using json = nlohmann::json;
+using test_util::DaemonProcess;
+using test_util::TempDir;
+
+constexpr int kDim = 128;
+constexpr int kPoints = 4000;
+
+struct HttpResult {
+  int status = 0;
+  std::string body;
+  json Json() const { return json::parse(body, nullptr, false); }
+};
+
+HttpResult Curl(const std::string& method, const std::string& url, const std::string& body = "",
+                const std::string& token = "") {
+  static int n = 0;
+  const std::string file = TempDir("curl") + "/body" + std::to_string(n++);
+  EXPECT_TRUE(WriteFileAtomic(file, body).ok());
+  std::string cmd = "curl -s -S -X " + method + " -H 'Content-Type: application/json'";
+  if (!token.empty()) cmd += " -H 'Authorization: Bearer " + token + "'";
+  if (!body.empty()) cmd += " --data-binary @" + file;
+  cmd += " -w '\\n%{http_code}' '" + url + "'";
+  FILE* p = popen(cmd.c_str(), "r");
+  std::string out;
+  char buf[65536];
+  size_t got;
+  while ((got = fread(buf, 1, sizeof(buf), p)) > 0) out.append(buf, got);
+  pclose(p);
+  HttpResult r;
+  const size_t nl = out.rfind('\n');
+  if (nl == std::string::npos) return r;
+  r.status = std::atoi(out.c_str() + nl + 1);
+  r.body = out.substr(0, nl);
+  return r;
+}
+
+// Matryoshka-like data: coordinate i has scale 1/(1 + i/4), around 40 cluster centres, so
+// low-d prefixes carry most of the similarity.
+std::vector<float> MakeData(int n, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> g;
+  std::vector<float> centres(40 * kDim);
+  for (auto& c : centres) c = g(rng);
+  std::vector<float> v(static_cast<size_t>(n) * kDim);
+  for (int i = 0; i < n; ++i) {
+    const int c = static_cast<int>(rng() % 40);
+    for (int d = 0; d < kDim; ++d) {
+      const float scale = 1.0f / (1.0f + d / 4.0f);
+      v[static_cast<size_t>(i) * kDim + d] = scale * (centres[c * kDim + d] + 0.6f * g(rng));
+    }
+  }
+  return v;
+}
+
+std::vector<uint64_t> BruteForceCosine(const std::vector<float>& db, const float* q, int k) {
+  std::vector<std::pair<double, uint64_t>> s;
+  double qq = 0;
+  for (int d = 0; d < kDim; ++d) qq += double(q[d]) * q[d];
+  for (int i = 0; i < kPoints; ++i) {
+    const float* x = &db[static_cast<size_t>(i) * kDim];
+    double xq = 0, xx = 0;
+    for (int d = 0; d < kDim; ++d) {
+      xq += double(x[d]) * q[d];
+      xx += double(x[d]) * x[d];
+    }
+    s.push_back({-xq / std::sqrt(xx * qq), static_cast<uint64_t>(i) * 7 + 3});
+  }
+  std::partial_sort(s.begin(), s.begin() + k, s.end());
+  std::vector<uint64_t> ids;
+  for (int i = 0; i < k; ++i) ids.push_back(s[static_cast<size_t>(i)].second);
+  return ids;
+}
+
+json VectorJson(const float* v) { return json(std::vector<float>(v, v + kDim)); }
+
+class Cluster {
+ public:
+  Cluster(const std::string& name, int shards, int replication) : dir_(TempDir(name)) {
+    EXPECT_TRUE(WriteFileAtomic(dir_ + "/admin", "admin-secret-1\n").ok());
+    EXPECT_TRUE(WriteFileAtomic(dir_ + "/read", "reader-secret-2\n").ok());
+    for (int s = 0; s < shards; ++s) {
+      shards_.push_back(std::make_unique<DaemonProcess>(
+          "s" + std::to_string(s), MRL_SHARD_BIN,
+          std::vector<std::string>{"--data-dir", dir_ + "/s" + std::to_string(s), "--port", "0",
+                                   "--threads", "1", "--block-cache-mb", "16"},
+          dir_));
+      shards_.back()->Start();
+    }
+    std::vector<std::string> args = {"--data-dir", dir_ + "/coord", "--port", "0",
+                                     "--admin-token-file", dir_ + "/admin", "--read-token-file",
+                                     dir_ + "/read", "--replication", std::to_string(replication),
+                                     "--threads", "4"};
+    for (int s = 0; s < shards; ++s) {
+      args.push_back("--shard");
+      args.push_back("s" + std::to_string(s) + "=" + shards_[static_cast<size_t>(s)]->address());
+    }
+    coord_ = std::make_unique<DaemonProcess>("coord", MRL_COORDINATOR_BIN, args, dir_);
+    coord_->Start();
+  }
+  std::string Url(const std::string& path) const {
+    return "http://127.0.0.1:" + std::to_string(coord_->port()) + path;
+  }
+  DaemonProcess& shard(int i) { return *shards_[static_cast<size_t>(i)]; }
+  DaemonProcess& coord() { return *coord_; }
+
+  void CreateAndLoad(const std::vector<float>& data) {
+    HttpResult r = Curl("PUT", Url("/v1/collections/emb"),
+                        json{{"dim", kDim}, {"storage", "fp32"}, {"num_buckets", 256},
+                             {"indexes", {{{"dims", 16}, {"kind", "hnsw"}}}}}.dump(),
+                        kAdmin);
+    ASSERT_EQ(r.status, 200) << r.body;
+    for (int start = 0; start < kPoints; start += 500) {
+      json pts = json::array();
+      for (int i = start; i < start + 500; ++i) {
+        pts.push_back({{"id", static_cast<uint64_t>(i) * 7 + 3},
+                       {"vector", VectorJson(&data[static_cast<size_t>(i) * kDim])},
+                       {"payload", {{"row", i}}}});
+      }
+      r = Curl("PUT", Url("/v1/collections/emb/points"), json{{"points", pts}}.dump(), kAdmin);
+      ASSERT_EQ(r.status, 200) << r.body;
+    }
+  }
+
+  static constexpr const char* kAdmin = "admin-secret-1";
+  static constexpr const char* kRead = "reader-secret-2";
+
+ private:
+  std::string dir_;
+  std::vector<std::unique_ptr<DaemonProcess>> shards_;
+  std::unique_ptr<DaemonProcess> coord_;
+};
+
+std::vector<uint64_t> Ids(const json& hits) {
+  std::vector<uint64_t> ids;
+  for (const json& h : hits) ids.push_back(h["id"].get<uint64_t>());
+  return ids;
+}
+
+TEST(CoordinatorE2E, ExactAdaptiveBudgetsPartialAnswersAndBadInput) {
+  Cluster c("e2e3", 3, 1);
+  const std::vector<float> data = MakeData(kPoints, 1);
+  c.CreateAndLoad(data);
+  const std::vector<float> queries = MakeData(40, 2);
+
+  // Exact through the coordinator == brute force over all points (one shard's view of all).
+  for (int q = 0; q < 20; ++q) {
+    const float* qv = &queries[static_cast<size_t>(q) * kDim];
+    HttpResult r = Curl("POST", c.Url("/v1/collections/emb/search"),
+                        json{{"vector", VectorJson(qv)}, {"k", 10}, {"exact", true}}.dump(), Cluster::kRead);
+    ASSERT_EQ(r.status, 200) << r.body;
+    EXPECT_EQ(Ids(r.Json()["results"][0]), BruteForceCosine(data, qv, 10)) << "query " << q;
+    EXPECT_EQ(r.Json()["coverage"].get<double>(), 1.0);
+  }
+
+  // Adaptive (the paper's Ds=16, K=200, Dr=d) and the calibrated balanced budget.
+  HttpResult cal = Curl("POST", c.Url("/v1/collections/emb/calibrate"), json{{"sample", 100}, {"k", 10}}.dump(), Cluster::kAdmin);
+  ASSERT_EQ(cal.status, 200) << cal.body;
+  for (const char* mode : {"adaptive", "balanced", "one_trip"}) {
+    double recall = 0;
+    for (int q = 0; q < 40; ++q) {
+      const float* qv = &queries[static_cast<size_t>(q) * kDim];
+      json req = {{"vector", VectorJson(qv)}, {"k", 10}};
+      if (std::string(mode) == "adaptive") req["plan"] = {{"shortlist_dims", 16}, {"shortlist_k", 200}, {"rerank_dims", kDim}};
+      if (std::string(mode) == "balanced") req["budget"] = "balanced";
+      if (std::string(mode) == "one_trip") req["one_trip"] = true;
+      HttpResult r = Curl("POST", c.Url("/v1/collections/emb/search"), req.dump(), Cluster::kRead);
+      ASSERT_EQ(r.status, 200) << r.body;
+      const auto got = Ids(r.Json()["results"][0]);
+      const auto truth = BruteForceCosine(data, qv, 10);
+      int hit = 0;
+      for (uint64_t id : got) hit += std::count(truth.begin(), truth.end(), id) > 0;
+      recall += hit / 10.0;
+    }
+    EXPECT_GE(recall / 40, 0.95) << mode;
+  }
+
+  // Points: get with payload, delete, never returned again.
+  HttpResult g = Curl("POST", c.Url("/v1/collections/emb/points/get"), json{{"ids", {3, 10, 999999}}}.dump(), Cluster::kRead);
+  ASSERT_EQ(g.status, 200) << g.body;
+  EXPECT_TRUE(g.Json()["points"][0]["found"].get<bool>());
+  EXPECT_EQ(g.Json()["points"][1]["payload"]["row"], 1);
+  EXPECT_FALSE(g.Json()["points"][2]["found"].get<bool>());
+  const float* q0 = &queries[0];
+  const uint64_t top = BruteForceCosine(data, q0, 1)[0];
+  ASSERT_EQ(Curl("POST", c.Url("/v1/collections/emb/points/delete"), json{{"ids", {top}}}.dump(), Cluster::kAdmin).status, 200);
+  HttpResult after = Curl("POST", c.Url("/v1/collections/emb/search"), json{{"vector", VectorJson(q0)}, {"k", 10}, {"exact", true}}.dump(), Cluster::kRead);
+  for (uint64_t id : Ids(after.Json()["results"][0])) EXPECT_NE(id, top);
+
+  // Bad input: 4xx with a message; the server keeps serving.
+  const std::string search = c.Url("/v1/collections/emb/search");
+  struct Bad { std::string url, body, token; int status; std::string needle; };
+  const std::vector<Bad> bad = {
+      {search, "{\"vector\": [1, 2", Cluster::kRead, 400, "malformed JSON"},
+      {search, json{{"vector", {1.0, 2.0}}, {"k", 10}}.dump(), Cluster::kRead, 400, "dims"},
+      {search, json{{"vector", VectorJson(q0)}, {"k", 0}}.dump(), Cluster::kRead, 400, "'k'"},
+      {search, json{{"vector", VectorJson(q0)}, {"k", 100000000}}.dump(), Cluster::kRead, 400, "'k'"},
+      {c.Url("/v1/collections/nope/search"), json{{"vector", VectorJson(q0)}, {"k", 10}}.dump(), Cluster::kRead, 404, "unknown collection"},
+      {search, json{{"vector", VectorJson(q0)}, {"k", 10}}.dump(), "", 401, "missing token"},
+      {search, json{{"vector", VectorJson(q0)}, {"k", 10}}.dump(), "wrong", 401, "wrong token"},
+      {c.Url("/v1/collections/emb/points"), json{{"points", json::array()}}.dump(), Cluster::kRead, 403, "read-only"},
+  };
+  for (const Bad& b : bad) {
+    HttpResult r = Curl("POST", b.url, b.body, b.token);
+    EXPECT_EQ(r.status, b.status) << b.body.substr(0, 80) << " -> " << r.body;
+    EXPECT_NE(r.body.find(b.needle), std::string::npos) << r.body;
+  }
+  EXPECT_EQ(Curl("GET", c.Url("/healthz")).status, 200);
+  EXPECT_NE(Curl("GET", c.Url("/metrics")).body.find("mrl_coordinator_stage_latency_seconds_bucket"), std::string::npos);
+
+  // A dead shard with no replica: partial answers covering the other 2/3 of the buckets,
+  // within the deadline.
+  c.shard(2).Kill(SIGKILL);
+  const auto t0 = std::chrono::steady_clock::now();
+  HttpResult part = Curl("POST", search, json{{"vector", VectorJson(q0)}, {"k", 10}, {"deadline_ms", 1500}}.dump(), Cluster::kRead);
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  ASSERT_EQ(part.status, 200) << part.body;
+  EXPECT_TRUE(part.Json()["partial"].get<bool>());
+  EXPECT_NEAR(part.Json()["coverage"].get<double>(), 2.0 / 3.0, 0.01);
+  EXPECT_EQ(part.Json()["results"][0].size(), 10u);
+  EXPECT_LT(secs, 3.0);
+}
+
+TEST(CoordinatorE2E, ReplicationTwoGivesFullAnswersWithAShardDead) {
+  Cluster c("e2e_rep", 4, 2);
+  const std::vector<float> data = MakeData(kPoints, 3);
+  c.CreateAndLoad(data);
+  const std::vector<float> queries = MakeData(10, 4);
+  c.shard(1).Kill(SIGKILL);
+  for (int q = 0; q < 10; ++q) {
+    const float* qv = &queries[static_cast<size_t>(q) * kDim];
+    HttpResult r = Curl("POST", c.Url("/v1/collections/emb/search"),
+                        json{{"vector", VectorJson(qv)}, {"k", 10}, {"exact", true}}.dump(), Cluster::kRead);
+    ASSERT_EQ(r.status, 200) << r.body;
+    EXPECT_EQ(r.Json()["coverage"].get<double>(), 1.0);
+    EXPECT_EQ(Ids(r.Json()["results"][0]), BruteForceCosine(data, qv, 10)) << "query " << q;
+  }
+  // Writes still need every replica by default: refused, not silently under-replicated.
+  json pts = json::array();
+  for (int i = 0; i < 20; ++i) pts.push_back({{"id", 100000 + i}, {"vector", VectorJson(&data[0])}});  // both groups
+  HttpResult w = Curl("PUT", c.Url("/v1/collections/emb/points"), json{{"points", pts}}.dump(), Cluster::kAdmin);
+  EXPECT_GE(w.status, 500) << w.body;
+  EXPECT_EQ(Curl("GET", c.Url("/healthz")).status, 200);
+}
+
+}  // namespace
+}  // namespace mrl
