@@ -1,5 +1,6 @@
 #include "common/client.h"
 
+#include <atomic>
 #include <array>
 #include <deque>
 #include <thread>
@@ -43,6 +44,7 @@ class ShardClient::Impl {
                  h.type = static_cast<uint16_t>(type);
                  h.request_id = id;
                  h.deadline_ms = dl;
+                 h.epoch = epoch_.load(std::memory_order_relaxed);
                  Pending& p = pending_[id];
                  p.expect = wire::ResponseTypeOf(type);
                  p.done = std::move(done);
@@ -214,6 +216,10 @@ class ShardClient::Impl {
   std::string Where() const { return opt_.host + ":" + std::to_string(opt_.port); }
 
   ClientOptions opt_;
+ public:
+  std::atomic<uint32_t> epoch_{0};
+
+ private:
   asio::io_context io_;
   asio::executor_work_guard<asio::io_context::executor_type> work_;
   tcp::socket socket_;
@@ -240,6 +246,9 @@ void ShardClient::CallAsync(wire::MessageType type, std::vector<uint8_t> body, u
                             Callback done) {
   impl_->Call(type, std::move(body), deadline_ms, std::move(done));
 }
+
+void ShardClient::set_epoch(uint32_t epoch) { impl_->epoch_.store(epoch, std::memory_order_relaxed); }
+uint32_t ShardClient::epoch() const { return impl_->epoch_.load(std::memory_order_relaxed); }
 
 Status ShardClient::Connect() { return Call(wire::PingRequestT{}).status(); }
 

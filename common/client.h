@@ -63,6 +63,11 @@ class ShardClient {
   // Opens the connection now (otherwise the first call does); Unavailable if it cannot.
   Status Connect();
 
+  // Stamps every later request with this shard-map epoch (0: none). A shard that has seen a
+  // newer epoch answers such requests with Aborted (wire StaleEpoch).
+  void set_epoch(uint32_t epoch);
+  uint32_t epoch() const;
+
  private:
   class Impl;
   std::shared_ptr<Impl> impl_;

@@ -31,7 +31,7 @@ void EncodeHeader(const FrameHeader& h, uint8_t out[kHeaderSize]) {
   Put<uint64_t>(out + 12, h.request_id);
   Put<uint32_t>(out + 20, h.deadline_ms);
   Put<uint32_t>(out + 24, h.body_length);
-  Put<uint32_t>(out + 28, h.reserved2);
+  Put<uint32_t>(out + 28, h.epoch);
 }
 
 FrameHeader DecodeHeader(const uint8_t in[kHeaderSize]) {
@@ -44,7 +44,7 @@ FrameHeader DecodeHeader(const uint8_t in[kHeaderSize]) {
   h.request_id = Get<uint64_t>(in + 12);
   h.deadline_ms = Get<uint32_t>(in + 20);
   h.body_length = Get<uint32_t>(in + 24);
-  h.reserved2 = Get<uint32_t>(in + 28);
+  h.epoch = Get<uint32_t>(in + 28);
   return h;
 }
 

@@ -10,7 +10,7 @@
 //       12    8 request_id   chosen by the requester; echoed in the response
 //       20    4 deadline_ms  relative deadline from receipt; 0 = none
 //       24    4 body_length  bytes following the header, <= the receiver's max frame size
-//       28    4 reserved2    must be 0
+//       28    4 epoch        shard-map epoch the sender routed by; 0 = not stamped
 //
 // The decoder only judges what it needs to stay in sync: a bad magic or a body length above
 // the limit is fatal to the connection (no way to find the next frame), everything else
@@ -42,7 +42,7 @@ struct FrameHeader {
   uint64_t request_id = 0;
   uint32_t deadline_ms = 0;
   uint32_t body_length = 0;
-  uint32_t reserved2 = 0;
+  uint32_t epoch = 0;  // a shard rejects a request stamped older than the newest it has seen
 };
 
 void EncodeHeader(const FrameHeader& h, uint8_t out[kHeaderSize]);

@@ -83,7 +83,7 @@ ErrorCode CheckFrame(const FrameHeader& header, std::span<const uint8_t> body, s
            std::to_string(kProtocolVersion) + ")";
     return ErrorCode::UnsupportedVersion;
   }
-  if (header.flags != 0 || header.reserved != 0 || header.reserved2 != 0) {
+  if (header.flags != 0 || header.reserved != 0) {
     *why = "reserved header fields must be zero";
     return ErrorCode::BadFrame;
   }
@@ -163,6 +163,8 @@ ErrorCode ToErrorCode(Status::Code code) {
       return ErrorCode::Unavailable;
     case Status::Code::kResourceExhausted:
       return ErrorCode::Overloaded;
+    case Status::Code::kAborted:
+      return ErrorCode::StaleEpoch;
   }
   return ErrorCode::Internal;
 }
@@ -202,6 +204,8 @@ Status ToStatus(ErrorCode code, const std::string& message) {
       return Status::InvalidArgument(named);
     case ErrorCode::Unavailable:
       return Status::Unavailable(message);
+    case ErrorCode::StaleEpoch:
+      return Status::Aborted(message);
   }
   return Status::Internal(named);
 }

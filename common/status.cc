@@ -16,6 +16,7 @@ const char* CodeName(Status::Code code) {
     case Status::Code::kUnauthenticated: return "Unauthenticated";
     case Status::Code::kUnavailable: return "Unavailable";
     case Status::Code::kResourceExhausted: return "ResourceExhausted";
+    case Status::Code::kAborted: return "Aborted";
   }
   return "Unknown";
 }

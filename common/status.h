@@ -26,6 +26,8 @@ class Status {
     kUnauthenticated,
     kUnavailable,
     kResourceExhausted,
+    // A conflict with newer state (e.g. a request routed by a stale shard map): refresh, retry.
+    kAborted,
   };
 
   Status() = default;
@@ -49,6 +51,8 @@ class Status {
   static Status ResourceExhausted(std::string m) {
     return Status(Code::kResourceExhausted, std::move(m));
   }
+
+  static Status Aborted(std::string m) { return Status(Code::kAborted, std::move(m)); }
 
   bool ok() const { return code_ == Code::kOk; }
   Code code() const { return code_; }

@@ -1,6 +1,8 @@
 #include "coordinator/coordinator.h"
 
+#include <atomic>
 #include <chrono>
+#include <iostream>
 #include <cmath>
 #include <filesystem>
 #include <future>
@@ -83,6 +85,10 @@ Result<wire::CollectionSpecT> SpecFromJson(const json& j, const std::string& nam
   return s;
 }
 
+const Status& StatusOf(const Status& s) { return s; }
+template <typename T>
+const Status& StatusOf(const Result<T>& r) { return r.status(); }
+
 // The same error with "<context>: " in front of its message.
 Status Prefixed(const Status& s, const std::string& context) {
   const std::string m = context + ": " + s.message();
@@ -98,6 +104,7 @@ Status Prefixed(const Status& s, const std::string& context) {
     case Status::Code::kUnauthenticated: return Status::Unauthenticated(m);
     case Status::Code::kUnavailable: return Status::Unavailable(m);
     case Status::Code::kResourceExhausted: return Status::ResourceExhausted(m);
+    case Status::Code::kAborted: return Status::Aborted(m);
     default: return Status::Internal(m);
   }
 }
@@ -109,7 +116,8 @@ int HttpStatusOf(const Status& s) {
     case Status::Code::kOutOfRange: return 400;
     case Status::Code::kUnauthenticated: return 401;
     case Status::Code::kNotFound: return 404;
-    case Status::Code::kFailedPrecondition: return 409;
+    case Status::Code::kFailedPrecondition:
+    case Status::Code::kAborted: return 409;
     case Status::Code::kResourceExhausted: return 429;
     case Status::Code::kUnavailable: return 503;
     case Status::Code::kDeadlineExceeded: return 504;
@@ -161,6 +169,7 @@ struct Coordinator::Metrics {
   std::map<std::string, std::vector<uint64_t>> latency;
   std::map<std::string, uint64_t> shard_errors;
   uint64_t candidates = 0, searches = 0, queries = 0;
+  std::atomic<uint64_t> map_refreshes{0};
   void Observe(const std::string& stage, double ms) {
     const double us = std::max(1.0, ms * 1000.0);
     size_t b = std::min<size_t>(30, static_cast<size_t>(std::log2(us)));
@@ -183,13 +192,23 @@ Coordinator::~Coordinator() = default;
 Result<std::unique_ptr<Coordinator>> Coordinator::Open(CoordinatorOptions options) {
   MRL_RETURN_IF_ERROR(EnsureWritableDir(options.data_dir));
   std::unique_ptr<Coordinator> c(new Coordinator(options));
-  const std::string map_path = (fs::path(options.data_dir) / "shard_map.json").string();
+  auto state = LoadState(options.data_dir);
+  if (!state.ok()) return state.status();
+  c->map_ = std::move(state->map);
+  c->specs_ = std::move(state->specs);
+  c->pool_->Sync(c->map_);
+  return c;
+}
+
+Result<Coordinator::State> Coordinator::LoadState(const std::string& data_dir) {
+  State st;
+  const std::string map_path = (fs::path(data_dir) / "shard_map.json").string();
   if (fs::exists(map_path)) {
     auto m = ShardMap::Load(map_path);
     if (!m.ok()) return m.status();
-    c->map_ = std::move(m).value();
+    st.map = std::move(m).value();
   }
-  const std::string specs_path = (fs::path(options.data_dir) / "collections.json").string();
+  const std::string specs_path = (fs::path(data_dir) / "collections.json").string();
   if (fs::exists(specs_path)) {
     auto text = ReadFile(specs_path);
     if (!text.ok()) return text.status();
@@ -198,14 +217,50 @@ Result<std::unique_ptr<Coordinator>> Coordinator::Open(CoordinatorOptions option
       for (const auto& [name, j] : all.items()) {
         auto spec = SpecFromJson(j, name);
         if (!spec.ok()) return Status::Corruption("'" + specs_path + "': " + spec.status().message());
-        c->specs_[name] = std::make_unique<wire::CollectionSpecT>(std::move(spec).value());
+        st.specs[name] = std::make_unique<wire::CollectionSpecT>(std::move(spec).value());
       }
     } catch (const json::exception& e) {
       return Status::Corruption("'" + specs_path + "': " + e.what());
     }
   }
-  c->pool_->Sync(c->map_);
-  return c;
+  return st;
+}
+
+Status Coordinator::RefreshMap(uint64_t seen_epoch) {
+  auto state = LoadState(opt_.data_dir);
+  if (!state.ok()) return Prefixed(state.status(), "refreshing the shard map");
+  std::lock_guard<std::mutex> lock(mu_);
+  if (state->map.epoch() > map_.epoch()) {
+    std::cerr << "mrl-coordinator: shard map epoch " << map_.epoch() << " -> " << state->map.epoch()
+              << " (reloaded from " << opt_.data_dir << ")" << std::endl;
+    map_ = std::move(state->map);
+    specs_ = std::move(state->specs);
+    pool_->Sync(map_);
+    ++metrics_->map_refreshes;
+    return Status::Ok();
+  }
+  if (map_.epoch() > seen_epoch) return Status::Ok();  // another call refreshed it meanwhile
+  return Status::Aborted("a shard has seen a newer shard-map epoch than " + std::to_string(map_.epoch()) +
+                         ", the newest in " + opt_.data_dir);
+}
+
+template <typename Fn>
+auto Coordinator::WithFreshMap(const std::string& collection, Fn&& fn) -> decltype(fn()) {
+  const uint64_t epoch = MapSnapshot().epoch();
+  auto r = fn();
+  const Status& st = StatusOf(r);
+  const bool stale = st.code() == Status::Code::kAborted;
+  // A follower learns of collections the primary created from the same files.
+  const bool unknown = opt_.follow && st.code() == Status::Code::kNotFound &&
+                       st.message() == "unknown collection '" + collection + "'";
+  if (!stale && !unknown) return r;
+  if (Status refreshed = RefreshMap(epoch); !refreshed.ok()) return stale ? refreshed : st;
+  return fn();
+}
+
+Status Coordinator::FollowerRefusal() const {
+  return Status::FailedPrecondition("this coordinator follows the cluster state in '" + opt_.data_dir +
+                                    "'; send cluster and collection changes to the coordinator that owns it");
 }
 
 Status Coordinator::Persist() const {
@@ -221,6 +276,7 @@ ShardMap Coordinator::MapSnapshot() const {
 }
 
 Status Coordinator::AddGroup(const std::vector<ShardInfo>& shards) {
+  if (opt_.follow) return FollowerRefusal();
   std::lock_guard<std::mutex> lock(mu_);
   if (!specs_.empty()) {
     return Status::FailedPrecondition(
@@ -243,6 +299,7 @@ Result<wire::CollectionSpecT> Coordinator::Describe(const std::string& collectio
 }
 
 Status Coordinator::CreateCollection(const wire::CollectionSpecT& spec) {
+  if (opt_.follow) return FollowerRefusal();
   ShardMap map = MapSnapshot();
   if (map.groups().empty()) return Status::FailedPrecondition("the cluster has no shards");
   // Create on every shard first (idempotent there), then record it.
@@ -260,12 +317,33 @@ Status Coordinator::CreateCollection(const wire::CollectionSpecT& spec) {
   std::lock_guard<std::mutex> lock(mu_);
   if (specs_.count(spec.name)) return Status::Ok();  // created before (idempotent)
   MRL_RETURN_IF_ERROR(map_.PlaceCollection(spec.name, spec.num_buckets));
+  pool_->Sync(map_);  // later requests carry the new epoch
   specs_[spec.name] = std::make_unique<wire::CollectionSpecT>(spec);
   return Persist();
 }
 
 Status Coordinator::Upsert(const std::string& collection, const std::vector<PointIn>& points,
                            uint32_t deadline_ms) {
+  return WithFreshMap(collection, [&] { return UpsertOnce(collection, points, deadline_ms); });
+}
+
+Status Coordinator::Delete(const std::string& collection, const std::vector<uint64_t>& ids,
+                           uint32_t deadline_ms) {
+  return WithFreshMap(collection, [&] { return DeleteOnce(collection, ids, deadline_ms); });
+}
+
+Result<std::vector<std::optional<PointIn>>> Coordinator::Get(const std::string& collection,
+                                                             const std::vector<uint64_t>& ids,
+                                                             bool with_vector, uint32_t deadline_ms) {
+  return WithFreshMap(collection, [&] { return GetOnce(collection, ids, with_vector, deadline_ms); });
+}
+
+Result<SearchOutcome> Coordinator::Search(const SearchSpec& spec) {
+  return WithFreshMap(spec.collection, [&] { return SearchOnce(spec); });
+}
+
+Status Coordinator::UpsertOnce(const std::string& collection, const std::vector<PointIn>& points,
+                               uint32_t deadline_ms) {
   ShardMap map = MapSnapshot();
   wire::CollectionSpecT spec;
   {
@@ -326,8 +404,8 @@ Status Coordinator::Upsert(const std::string& collection, const std::vector<Poin
   return Status::Ok();
 }
 
-Status Coordinator::Delete(const std::string& collection, const std::vector<uint64_t>& ids,
-                           uint32_t deadline_ms) {
+Status Coordinator::DeleteOnce(const std::string& collection, const std::vector<uint64_t>& ids,
+                               uint32_t deadline_ms) {
   ShardMap map = MapSnapshot();
   auto placement = map.Placement(collection);
   if (!placement.ok()) return placement.status();
@@ -352,9 +430,9 @@ Status Coordinator::Delete(const std::string& collection, const std::vector<uint
   return Status::Ok();
 }
 
-Result<std::vector<std::optional<PointIn>>> Coordinator::Get(const std::string& collection,
-                                                             const std::vector<uint64_t>& ids,
-                                                             bool with_vector, uint32_t deadline_ms) {
+Result<std::vector<std::optional<PointIn>>> Coordinator::GetOnce(const std::string& collection,
+                                                                 const std::vector<uint64_t>& ids,
+                                                                 bool with_vector, uint32_t deadline_ms) {
   ShardMap map = MapSnapshot();
   auto placement = map.Placement(collection);
   if (!placement.ok()) return placement.status();
@@ -394,7 +472,7 @@ Result<std::vector<std::optional<PointIn>>> Coordinator::Get(const std::string& 
   return out;
 }
 
-Result<SearchOutcome> Coordinator::Search(const SearchSpec& spec) {
+Result<SearchOutcome> Coordinator::SearchOnce(const SearchSpec& spec) {
   ShardMap map = MapSnapshot();
   const auto t0 = Clock::now();
   auto r = engine_->Search(map, spec);
@@ -509,6 +587,7 @@ Result<QueryPlan> Coordinator::BudgetPlan(const std::string& collection, const s
 }
 
 std::string Coordinator::PrometheusMetrics() const {
+  const uint64_t epoch = MapSnapshot().epoch();  // before metrics_->mu: never hold both
   std::lock_guard<std::mutex> lock(metrics_->mu);
   std::string out;
   out += "# TYPE mrl_coordinator_requests_total counter\n";
@@ -519,6 +598,9 @@ std::string Coordinator::PrometheusMetrics() const {
   }
   out += "# TYPE mrl_coordinator_searches_total counter\nmrl_coordinator_searches_total " +
          std::to_string(metrics_->searches) + "\n";
+  out += "# TYPE mrl_coordinator_map_epoch gauge\nmrl_coordinator_map_epoch " + std::to_string(epoch) + "\n";
+  out += "# TYPE mrl_coordinator_map_refreshes_total counter\nmrl_coordinator_map_refreshes_total " +
+         std::to_string(metrics_->map_refreshes.load()) + "\n";
   out += "# TYPE mrl_coordinator_queries_total counter\nmrl_coordinator_queries_total " +
          std::to_string(metrics_->queries) + "\n";
   out += "# TYPE mrl_coordinator_shortlist_candidates_total counter\nmrl_coordinator_shortlist_candidates_total " +

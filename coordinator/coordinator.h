@@ -32,6 +32,10 @@ struct CoordinatorOptions {
   int32_t max_queries = 256;     // query vectors per search request
   int32_t max_points = 10000;    // points per upsert / ids per delete or get
   int write_quorum = 0;          // replicas that must acknowledge a write; 0 = all
+  // Follow another coordinator's cluster state in data_dir (shared files) instead of owning it:
+  // cluster and collection changes are refused; the state is reloaded whenever a shard reports
+  // a newer map epoch or a collection is unknown.
+  bool follow = false;
 };
 
 struct PointIn {
@@ -74,6 +78,26 @@ class Coordinator {
  private:
   explicit Coordinator(CoordinatorOptions options);
   Status Persist() const;  // REQUIRES: mu_ held
+  Status FollowerRefusal() const;
+
+  // Multi-coordinator consistency: every request to a shard is stamped with the map's epoch; a
+  // shard that has seen a newer one answers Aborted. Then the state is reloaded from data_dir
+  // (where the owning coordinator persists it) and the call is run once more.
+  struct State {
+    ShardMap map;
+    std::map<std::string, std::unique_ptr<wire::CollectionSpecT>> specs;
+  };
+  static Result<State> LoadState(const std::string& data_dir);
+  Status RefreshMap(uint64_t seen_epoch);
+  template <typename Fn>
+  auto WithFreshMap(const std::string& collection, Fn&& fn) -> decltype(fn());
+
+  Status UpsertOnce(const std::string& collection, const std::vector<PointIn>& points, uint32_t deadline_ms);
+  Status DeleteOnce(const std::string& collection, const std::vector<uint64_t>& ids, uint32_t deadline_ms);
+  Result<std::vector<std::optional<PointIn>>> GetOnce(const std::string& collection,
+                                                      const std::vector<uint64_t>& ids, bool with_vector,
+                                                      uint32_t deadline_ms);
+  Result<SearchOutcome> SearchOnce(const SearchSpec& spec);
   Result<wire::CollectionSpecT> SpecLocked(const std::string& collection) const;
 
   CoordinatorOptions opt_;

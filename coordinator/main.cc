@@ -50,6 +50,9 @@ int Run(int argc, char** argv) {
   app.add_option("--admin-token-file", admin_token_file, "File holding the admin API token");
   app.add_option("--shard-secret-file", shard_secret_file, "File holding the shards' shared secret");
   app.add_option("--max-body-bytes", ho.max_body_bytes, "Largest HTTP request body");
+  app.add_flag("--follow", co.follow,
+               "Follow the cluster state another coordinator keeps in --data-dir (read and write points, "
+               "search; no cluster or collection changes)");
   CLI11_PARSE(app, argc, argv);
   if (port < 0 || port > 65535) {
     std::cerr << "mrl-coordinator: bad port " << port << "\n";

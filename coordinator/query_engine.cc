@@ -18,6 +18,7 @@ bool IsRequestError(const Status& s) {
     case Status::Code::kNotFound:
     case Status::Code::kOutOfRange:
     case Status::Code::kFailedPrecondition:
+    case Status::Code::kAborted:  // stale shard-map epoch: the coordinator refreshes and retries
       return true;
     default:
       return false;

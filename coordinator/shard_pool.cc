@@ -14,6 +14,7 @@ void ShardPool::Sync(const ShardMap& map) {
     o.connect_timeout_ms = options_.connect_timeout_ms;
     entries_[id].client = std::make_unique<ShardClient>(o);
   }
+  for (auto& [id, e] : entries_) e.client->set_epoch(static_cast<uint32_t>(map.epoch()));
 }
 
 ShardClient* ShardPool::Client(const std::string& shard) {

@@ -27,7 +27,8 @@ class ShardPool {
  public:
   explicit ShardPool(PoolOptions options) : options_(std::move(options)) {}
 
-  // Creates clients for shards of `map` not yet known (addresses are fixed per shard id).
+  // Creates clients for shards of `map` not yet known (addresses are fixed per shard id) and
+  // stamps every client's later requests with the map's epoch.
   void Sync(const ShardMap& map);
   // REQUIRES: Sync saw `shard`. The client outlives the pool's use of it.
   ShardClient* Client(const std::string& shard);

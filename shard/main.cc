@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <sstream>
@@ -83,6 +84,7 @@ int Run(int argc, char** argv) {
   eo.data_dir = cfg.data_dir;
   eo.block_cache_mb = static_cast<size_t>(cfg.block_cache_mb);
   eo.sync_writes = cfg.sync_writes;
+  eo.mmap_reads = cfg.mmap_reads;
   eo.threads = cfg.threads;
   eo.max_k = cfg.max_k;
   eo.max_batch = cfg.max_batch;
@@ -109,7 +111,13 @@ int Run(int argc, char** argv) {
 
   ServiceLimits limits;
   limits.max_queries = cfg.max_queries;
-  ShardService service(*engine.value(), limits);
+  limits.epoch_file = (std::filesystem::path(cfg.data_dir) / "map_epoch").string();
+  auto opened_service = ShardService::Open(*engine.value(), limits);
+  if (!opened_service.ok()) {
+    std::cerr << "mrl-shard: " << opened_service.status().ToString() << std::endl;
+    return 1;
+  }
+  ShardService& service = *opened_service.value();
   ServerOptions so;
   so.host = cfg.host;
   so.port = static_cast<uint16_t>(cfg.port);

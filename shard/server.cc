@@ -219,7 +219,7 @@ class Server::Impl::Session : public std::enable_shared_from_this<Session> {
       finish(false);
       return wire::ErrorFrame(id, code, why);
     }
-    Result<std::vector<uint8_t>> r = server_.service().Handle(type, f.body);
+    Result<std::vector<uint8_t>> r = server_.service().Handle(type, f.body, f.header.epoch);
     finish(r.ok());
     if (!r.ok()) {
       return wire::ErrorFrame(id, wire::ToErrorCode(r.status().code()), r.status().message());

@@ -1,6 +1,12 @@
 #include "shard/service.h"
 
+#include "common/atomic_file.h"
+
 #include <bit>
+#include <climits>
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
 #include <string>
 
 namespace mrl::shard {
@@ -119,11 +125,48 @@ wire::CollectionSpecT ToWire(const CollectionSpec& s) {
 }
 
 ShardService::ShardService(Engine& engine, ServiceLimits limits)
-    : engine_(engine), limits_(limits) {}
+    : engine_(engine), limits_(std::move(limits)) {}
+
+Result<std::unique_ptr<ShardService>> ShardService::Open(Engine& engine, ServiceLimits limits) {
+  auto service = std::make_unique<ShardService>(engine, limits);
+  if (!limits.epoch_file.empty() && std::filesystem::exists(limits.epoch_file)) {
+    std::ifstream in(limits.epoch_file);
+    uint64_t e = 0;
+    if (!(in >> e) || e > UINT32_MAX) {
+      return Status::Corruption("epoch file '" + limits.epoch_file +
+                                "' does not hold a shard-map epoch");
+    }
+    service->epoch_.store(static_cast<uint32_t>(e));
+  }
+  return service;
+}
+
+Status ShardService::CheckEpoch(uint32_t epoch) {
+  uint32_t seen = epoch_.load(std::memory_order_acquire);
+  if (epoch == seen) return Status::Ok();
+  if (epoch > seen) {
+    std::lock_guard lock(epoch_mu_);
+    seen = epoch_.load(std::memory_order_acquire);
+    if (epoch > seen) {
+      if (!limits_.epoch_file.empty()) {
+        MRL_RETURN_IF_ERROR(WriteFileAtomic(limits_.epoch_file, std::to_string(epoch) + "\n"));
+      }
+      epoch_.store(epoch, std::memory_order_release);
+      return Status::Ok();
+    }
+  }
+  if (epoch < seen) {
+    return Status::Aborted("request routed by shard-map epoch " + std::to_string(epoch) +
+                           ", but this shard has seen epoch " + std::to_string(seen) +
+                           "; refresh the shard map");
+  }
+  return Status::Ok();
+}
 
 Result<std::vector<uint8_t>> ShardService::Handle(wire::MessageType type,
-                                                  std::span<const uint8_t> body) {
+                                                  std::span<const uint8_t> body, uint32_t epoch) {
   using MT = wire::MessageType;
+  if (epoch != 0) MRL_RETURN_IF_ERROR(CheckEpoch(epoch));
   switch (type) {
     case MT::PingRequest:
       return wire::PackBody(wire::PingResponseT{});
@@ -356,6 +399,7 @@ Result<std::vector<uint8_t>> ShardService::Stats() {
   resp.disk_bytes = es.disk_bytes;
   resp.block_cache_bytes = es.block_cache_bytes;
   resp.memtable_bytes = es.memtable_bytes;
+  resp.map_epoch = map_epoch();
   return wire::PackBody(resp);
 }
 

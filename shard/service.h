@@ -8,7 +8,9 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <mutex>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "common/protocol.h"
@@ -35,15 +37,24 @@ class RequestMetrics {
 
 struct ServiceLimits {
   int32_t max_queries = 1024;  // queries per Shortlist/Rerank/Search request
+  // Where the newest shard-map epoch seen is kept across restarts (empty: in memory only).
+  std::string epoch_file;
 };
 
 class ShardService {
  public:
+  // Loads limits.epoch_file when it exists; Open fails on an unreadable or corrupt one.
+  static Result<std::unique_ptr<ShardService>> Open(Engine& engine, ServiceLimits limits = {});
   ShardService(Engine& engine, ServiceLimits limits = {});
 
   // REQUIRES: wire::CheckFrame accepted `body` as a request of `type`.
-  // Returns the body of ResponseTypeOf(type), or the error to answer with.
-  Result<std::vector<uint8_t>> Handle(wire::MessageType type, std::span<const uint8_t> body);
+  // Returns the body of ResponseTypeOf(type), or the error to answer with. `epoch` is the
+  // frame header's shard-map epoch: 0 (not stamped) is always accepted; an epoch older than the
+  // newest seen is refused with Aborted (wire StaleEpoch) before anything runs; a newer one
+  // becomes the newest seen (persisted to epoch_file first).
+  Result<std::vector<uint8_t>> Handle(wire::MessageType type, std::span<const uint8_t> body,
+                                      uint32_t epoch = 0);
+  uint32_t map_epoch() const { return epoch_.load(std::memory_order_acquire); }
 
   RequestMetrics& metrics() { return metrics_; }
   // Server-level figures reported by Stats next to the engine's.
@@ -64,8 +75,12 @@ class ShardService {
   Result<std::vector<uint8_t>> ScanBucket(const wire::ScanBucketRequest& req);
   Result<std::vector<uint8_t>> DropBucket(const wire::DropBucketRequest& req);
 
+  Status CheckEpoch(uint32_t epoch);
+
   Engine& engine_;
   ServiceLimits limits_;
+  std::atomic<uint32_t> epoch_{0};
+  std::mutex epoch_mu_;  // serialises raising epoch_ and writing epoch_file
   RequestMetrics metrics_;
   std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
 };

@@ -12,6 +12,7 @@
 #include <random>
 
 #include "common/atomic_file.h"
+#include "common/client.h"
 #include "tests/daemon_process.h"
 #include "tests/test_util.h"
 
@@ -121,6 +122,7 @@ class Cluster {
     return "http://127.0.0.1:" + std::to_string(coord_->port()) + path;
   }
   DaemonProcess& shard(int i) { return *shards_[static_cast<size_t>(i)]; }
+  const std::string& dir() const { return dir_; }
   DaemonProcess& coord() { return *coord_; }
 
   void CreateAndLoad(const std::vector<float>& data) {
@@ -260,6 +262,83 @@ TEST(CoordinatorE2E, ReplicationTwoGivesFullAnswersWithAShardDead) {
   HttpResult w = Curl("PUT", c.Url("/v1/collections/emb/points"), json{{"points", pts}}.dump(), Cluster::kAdmin);
   EXPECT_GE(w.status, 500) << w.body;
   EXPECT_EQ(Curl("GET", c.Url("/healthz")).status, 200);
+}
+
+uint64_t EpochOf(const std::string& cluster_url) {
+  HttpResult r = Curl("GET", cluster_url, "", Cluster::kAdmin);
+  EXPECT_EQ(r.status, 200) << r.body;
+  return r.Json().value("epoch", uint64_t{0});
+}
+
+Result<wire::StatsResponseT> ShardStats(const DaemonProcess& shard, uint32_t epoch) {
+  ClientOptions o;
+  o.port = shard.port();
+  ShardClient client(o);
+  client.set_epoch(epoch);
+  return client.Call(wire::StatsRequestT{}, 5000);
+}
+
+// Two coordinators over one cluster: the follower reads the owner's state files. Every request
+// to a shard carries the map epoch; once the owner changes the map and the shards have seen the
+// new epoch, they refuse the follower's older stamp, and the follower reloads and answers.
+TEST(CoordinatorE2E, ShardsRefuseAStaleMapEpochAndTheFollowerRefreshes) {
+  Cluster c("e2e_epoch", 2, 1);
+  const std::vector<float> data = MakeData(kPoints, 5);
+  c.CreateAndLoad(data);
+  const uint64_t e0 = EpochOf(c.Url("/v1/cluster"));
+  ASSERT_GT(e0, 0u);
+  DaemonProcess follower("follower", MRL_COORDINATOR_BIN,
+                         {"--data-dir", c.dir() + "/coord", "--port", "0", "--follow", "--admin-token-file",
+                          c.dir() + "/admin", "--read-token-file", c.dir() + "/read"},
+                         c.dir());
+  follower.Start();
+  const std::string furl = "http://127.0.0.1:" + std::to_string(follower.port());
+  const std::vector<float> queries = MakeData(3, 6);
+  const json search = json{{"vector", VectorJson(&queries[0])}, {"k", 10}, {"exact", true}};
+  HttpResult r = Curl("POST", furl + "/v1/collections/emb/search", search.dump(), Cluster::kRead);
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(Ids(r.Json()["results"][0]), BruteForceCosine(data, &queries[0], 10));
+
+  // The follower does not change cluster state.
+  r = Curl("PUT", furl + "/v1/collections/other", json{{"dim", kDim}}.dump(), Cluster::kAdmin);
+  EXPECT_EQ(r.status, 409) << r.body;
+  EXPECT_NE(r.body.find("follows"), std::string::npos) << r.body;
+
+  // The owner places a second collection (epoch + 1) and queries it: both shards see the epoch.
+  r = Curl("PUT", c.Url("/v1/collections/other"), json{{"dim", kDim}, {"num_buckets", 256}}.dump(),
+           Cluster::kAdmin);
+  ASSERT_EQ(r.status, 200) << r.body;
+  const uint64_t e1 = EpochOf(c.Url("/v1/cluster"));
+  ASSERT_EQ(e1, e0 + 1);
+  r = Curl("POST", c.Url("/v1/collections/other/search"),
+           json{{"vector", VectorJson(&queries[0])}, {"k", 5}, {"exact", true}}.dump(), Cluster::kRead);
+  ASSERT_EQ(r.status, 200) << r.body;
+  for (int s = 0; s < 2; ++s) {
+    auto stats = ShardStats(c.shard(s), 0);
+    ASSERT_TRUE(stats.ok()) << stats.status().ToString();
+    EXPECT_EQ(stats->map_epoch, e1);
+    // A request stamped with the old epoch is refused with a typed error, nothing run.
+    auto stale = ShardStats(c.shard(s), static_cast<uint32_t>(e0));
+    ASSERT_FALSE(stale.ok());
+    EXPECT_EQ(stale.status().code(), Status::Code::kAborted) << stale.status().ToString();
+  }
+
+  // The follower still routes by e0: refused, reloads e1 from the owner's files, answers.
+  EXPECT_EQ(EpochOf(furl + "/v1/cluster"), e0);
+  r = Curl("POST", furl + "/v1/collections/emb/search", search.dump(), Cluster::kRead);
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(Ids(r.Json()["results"][0]), BruteForceCosine(data, &queries[0], 10));
+  EXPECT_EQ(EpochOf(furl + "/v1/cluster"), e1);
+  HttpResult metrics = Curl("GET", furl + "/metrics", "", Cluster::kAdmin);
+  EXPECT_NE(metrics.body.find("mrl_coordinator_map_refreshes_total 1"), std::string::npos) << metrics.body;
+
+  // A shard remembers the newest epoch across a restart.
+  ASSERT_EQ(c.shard(0).Kill(SIGTERM), 0);
+  c.shard(0).Start();
+  auto after = ShardStats(c.shard(0), static_cast<uint32_t>(e0));
+  ASSERT_FALSE(after.ok());
+  EXPECT_EQ(after.status().code(), Status::Code::kAborted);
+  follower.Kill(SIGTERM);
 }
 
 }  // namespace
