@@ -160,10 +160,12 @@ int main(int argc, char** argv) {
   int64_t syn_n = 20000, syn_d = 512, syn_nq = 200;
   int syn_classes = 100;
   std::vector<int32_t> shortlist_dims = {16, 32, 64, 128};
-  int32_t K = 200, k = 10, hnsw_m = 16, ef_construction = 100, engine_ef = 0;
+  std::vector<int32_t> Ks = {50, 100, 200};
+  int32_t k = 10, hnsw_m = 16, ef_construction = 100, engine_ef = 0;
+  size_t faiss_queries = 100, block_cache_mb = 256;
   std::vector<int32_t> ef_sweep = {10, 20, 40, 80, 160, 320, 640};
   size_t max_queries = 1000;
-  bool skip_hnsw_full = false, no_sync = false, keep = false;
+  bool skip_hnsw_full = false, no_sync = false, keep = false, reuse = false, mmap_reads = false;
   int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   app.add_option("--make-synthetic", synthetic_dir, "write db/queries/labels .npy here and exit");
   app.add_option("--n", syn_n, "synthetic: database size");
@@ -176,7 +178,7 @@ int main(int argc, char** argv) {
   app.add_option("--query-labels", ql_path, "query labels [Q] .npy (for mAP@10)");
   app.add_option("--data-dir", data_dir, "engine data directory (default: a temporary one)");
   app.add_option("--shortlist-dims", shortlist_dims, "Ds values with an HNSW index");
-  app.add_option("--K", K, "shortlist size");
+  app.add_option("--K", Ks, "shortlist sizes to sweep (each Ds with each K)");
   app.add_option("--hnsw-m", hnsw_m);
   app.add_option("--ef-construction", ef_construction);
   app.add_option("--engine-ef", engine_ef, "shortlist beam (0: max(64, K))");
@@ -186,6 +188,12 @@ int main(int argc, char** argv) {
   app.add_flag("--skip-hnsw-full", skip_hnsw_full, "skip the full-d hnswlib baseline");
   app.add_flag("--no-sync", no_sync, "ingest with sync_writes = false");
   app.add_flag("--keep", keep, "keep the engine data directory");
+  app.add_flag("--reuse", reuse,
+               "reopen the engine in --data-dir if it holds the same N points (skips ingest)");
+  app.add_option("--faiss-queries", faiss_queries,
+                 "queries for the FAISS exact row (one query at a time scans N x d)");
+  app.add_option("--block-cache-mb", block_cache_mb, "engine RocksDB block cache");
+  app.add_flag("--mmap-reads", mmap_reads, "engine reads SST files through mmap");
   CLI11_PARSE(app, argc, argv);
 
   std::string command;
@@ -234,10 +242,12 @@ int main(int argc, char** argv) {
         (std::filesystem::temp_directory_path() / ("mrl_shard_bench_" + std::to_string(::getpid())))
             .string();
   }
-  std::filesystem::remove_all(data_dir);
+  if (!reuse) std::filesystem::remove_all(data_dir);
   EngineOptions eo;
   eo.data_dir = data_dir;
   eo.sync_writes = !no_sync;
+  eo.block_cache_mb = block_cache_mb;
+  eo.mmap_reads = mmap_reads;
   eo.threads = threads;
   eo.verbose = true;
   auto opened = Engine::Open(eo);
@@ -258,9 +268,34 @@ int main(int argc, char** argv) {
     ix.ef_search = 64;
     spec.indexes.push_back(ix);
   }
-  if (Status st = engine->CreateCollection(spec); !st.ok()) Die(st.ToString());
+  bool reused = false;
+  if (reuse) {
+    const EngineStats before = engine->Stats();
+    for (const auto& c : before.collections) {
+      if (c.name == "bench" && c.points == static_cast<uint64_t>(n)) reused = true;
+    }
+    if (reused) {
+      auto have = engine->DescribeCollection("bench");
+      if (!have.ok() || have->dim != spec.dim || have->indexes.size() != spec.indexes.size()) {
+        Die("--reuse: the collection in " + data_dir + " has another spec; drop --reuse");
+      }
+      std::fprintf(stderr, "reusing the %lld points in %s (no ingest)\n", (long long)n,
+                   data_dir.c_str());
+    } else {
+      std::fprintf(stderr, "--reuse: %s does not hold %lld points; ingesting\n", data_dir.c_str(),
+                   (long long)n);
+      engine.reset();
+      std::filesystem::remove_all(data_dir);
+      opened = Engine::Open(eo);
+      if (!opened.ok()) Die(opened.status().ToString());
+      engine = std::move(opened.value());
+    }
+  }
+  if (!reused) {
+    if (Status st = engine->CreateCollection(spec); !st.ok()) Die(st.ToString());
+  }
   const auto ingest0 = Clock::now();
-  for (int64_t start = 0; start < n; start += 1000) {
+  for (int64_t start = reused ? n : 0; start < n; start += 1000) {
     const int64_t end = std::min(n, start + 1000);
     std::vector<PointView> pts;
     for (int64_t i = start; i < end; ++i) {
@@ -319,10 +354,13 @@ int main(int argc, char** argv) {
           for (const auto& c : *r) out->push_back(static_cast<int64_t>(c.id));
         }));
   };
+  const int32_t K = *std::max_element(Ks.begin(), Ks.end());
   for (int32_t ds : ds_list) {
-    run_search(
-        "Ds=" + std::to_string(ds) + " K=" + std::to_string(K) + " -> Dr=" + std::to_string(d),
-        {{ds, K}, {static_cast<int32_t>(d), k}}, false);
+    for (int32_t kk : Ks) {
+      run_search(
+          "Ds=" + std::to_string(ds) + " K=" + std::to_string(kk) + " -> Dr=" + std::to_string(d),
+          {{ds, kk}, {static_cast<int32_t>(d), k}}, false);
+    }
   }
   if (!ds_list.empty()) {
     const int32_t ds = ds_list.front();
@@ -356,6 +394,37 @@ int main(int argc, char** argv) {
     run_search("Ds=" + std::to_string(ds) + " K=" + std::to_string(K) +
                    " -> Dr=" + std::to_string(d) + ", exact shortlist",
                {{ds, K}, {static_cast<int32_t>(d), k}}, true);
+  }
+
+  // ---- the engine's low-d indexes built on their own, as hnswlib full d is below -----------
+  // (the engine builds them during ingest, interleaved with RocksDB writes, so ingest time alone
+  // does not say what an index costs to build). Same library, M, ef_construction and threads.
+  struct LowBuild {
+    int32_t ds;
+    double seconds, bytes_per_vector;
+  };
+  std::vector<LowBuild> low_builds;
+  {
+    std::vector<uint64_t> ids(n);
+    for (int64_t i = 0; i < n; ++i) ids[i] = static_cast<uint64_t>(i);
+    for (int32_t ds : ds_list) {
+      std::vector<float> prefix(static_cast<size_t>(n) * ds);
+      for (int64_t i = 0; i < n; ++i) {
+        std::copy_n(xb + i * d, ds, &prefix[i * ds]);
+        NormalizeInPlace(&prefix[i * ds], static_cast<size_t>(ds));
+      }
+      IndexSpec ix;
+      ix.dims = ds;
+      ix.kind = IndexKind::kHnsw;
+      ix.hnsw_m = hnsw_m;
+      ix.ef_construction = ef_construction;
+      const auto b0 = Clock::now();
+      auto index = MakeLowDIndex(ix, IndexMetric::kInnerProduct, static_cast<size_t>(n));
+      index->AddBulk(ids, prefix.data(), threads);
+      low_builds.push_back({ds, Seconds(b0, Clock::now()),
+                            static_cast<double>(index->memory_bytes()) / n});
+      std::fprintf(stderr, "  built HNSW Ds=%d alone in %.1f s\n", ds, low_builds.back().seconds);
+    }
   }
 
   // ---- hnswlib over the full d --------------------------------------------------------------
@@ -394,7 +463,10 @@ int main(int argc, char** argv) {
   {
     std::vector<float> dist(k);
     std::vector<faiss::Index::idx_t> labels(k);
-    rows.push_back(Measure("FAISS IndexFlatIP (exact)", "full d", nq, ev,
+    const size_t fq = std::min<size_t>(nq, faiss_queries);
+    rows.push_back(Measure("FAISS IndexFlatIP (exact)",
+                           "full d, one query per call (first " + std::to_string(fq) + " queries)",
+                           fq, ev,
                            [&](size_t qi, std::vector<int64_t>* out) {
                              flat.search(1, &qn[qi * d], k, dist.data(), labels.data());
                              out->assign(labels.begin(), labels.end());
@@ -420,20 +492,33 @@ int main(int argc, char** argv) {
   std::printf("\n| component | build | RAM bytes/vector | disk bytes/vector |\n");
   std::printf("| --- | ---: | ---: | ---: |\n");
   const auto& cs = stats.collections.at(0);
+  char ingest_desc[160];
+  if (reused) {
+    std::snprintf(ingest_desc, sizeof(ingest_desc), "reused data dir (ingest not run)");
+  } else {
+    std::snprintf(ingest_desc, sizeof(ingest_desc), "ingest %.1f s (%.0f vec/s)", ingest_s,
+                  n / ingest_s);
+  }
   std::printf(
-      "| shard engine: RocksDB (fp16 vectors) + %zu HNSW indexes | ingest %.1f s (%.0f vec/s), "
+      "| shard engine: RocksDB (fp16 vectors) + %zu HNSW indexes | %s, "
       "checkpoint %.1f s, reopen %.2f s | - | %.0f |\n",
-      cs.indexes.size(), ingest_s, n / ingest_s, checkpoint_s, reopen_s,
+      cs.indexes.size(), ingest_desc, checkpoint_s, reopen_s,
       static_cast<double>(stats.disk_bytes) / n);
   for (const auto& ix : cs.indexes) {
     std::printf("| engine HNSW index Ds=%d (M=%d) | (in ingest)%s | %.0f | - |\n", ix.dims, hnsw_m,
                 ix.loaded ? ", loaded at reopen" : "", static_cast<double>(ix.memory_bytes) / n);
+  }
+  for (const auto& b : low_builds) {
+    std::printf("| HNSW Ds=%d (M=%d, efc=%d) built alone from the prefixes | %.1f s | %.0f | - |\n",
+                b.ds, hnsw_m, ef_construction, b.seconds, b.bytes_per_vector);
   }
   if (!skip_hnsw_full) {
     std::printf("| hnswlib HNSW full d=%lld (M=%d, efc=%d) | %.1f s | %.0f | - |\n", (long long)d,
                 hnsw_m, ef_construction, hnsw_build_s, hnsw_mem);
   }
   std::printf("| FAISS IndexFlatIP full d | %.2f s | %.0f | - |\n", faiss_build_s, 4.0 * d);
+  std::printf("\nengine: block cache %zu MB, mmap reads %s.\n", block_cache_mb,
+              mmap_reads ? "on" : "off");
   std::printf("\nbuild threads: %d; kernels: %s, %s; queries single-threaded.\n", threads,
               DistanceKernelName(), HalfKernelName());
   std::printf("reproduce: `%s`\n", command.c_str());

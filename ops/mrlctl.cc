@@ -370,6 +370,7 @@ int Eval(const std::string& url, const std::string& token, const std::string& co
        {{"funnel", {{16, 200}, {32, 100}, {64, 50}, {128, 25}, {d, k}}}}},
       {"budget fast (" + budgets["fast"].get<std::string>() + ")", {{"budget", "fast"}}},
       {"budget balanced (" + budgets["balanced"].get<std::string>() + ")", {{"budget", "balanced"}}},
+      {"budget exact (" + budgets["exact"].get<std::string>() + ")", {{"budget", "exact"}}},
   };
   PlanRun exact;
   json report = json::array();

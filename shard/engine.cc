@@ -228,7 +228,7 @@ class EngineImpl final : public Engine {
     index_dir_ = (fs::path(options_.data_dir) / "index").string();
     MRL_RETURN_IF_ERROR(EnsureWritableDir(index_dir_));
     auto st = Storage::Open((fs::path(options_.data_dir) / "db").string(), options_.block_cache_mb,
-                            options_.sync_writes);
+                            options_.sync_writes, options_.mmap_reads);
     if (!st.ok()) return st.status();
     storage_ = std::move(st.value());
 

@@ -106,6 +106,7 @@ struct EngineOptions {
   std::string data_dir;           // RocksDB + persisted indexes; created if missing
   size_t block_cache_mb = 256;
   bool sync_writes = true;        // fsync the WAL before acknowledging (safe default)
+  bool mmap_reads = false;        // read SST files through mmap (see Storage::Open)
   int threads = 0;                // for index builds; 0 = hardware concurrency
   int32_t max_k = 10000;          // limits that bound one request's work
   int32_t max_batch = 10000;      // points per Upsert/Delete/Get, ids per Rerank

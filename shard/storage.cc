@@ -199,7 +199,7 @@ Status FromRocks(const rocksdb::Status& s, const std::string& what) {
 }
 
 Result<std::unique_ptr<Storage>> Storage::Open(const std::string& dir, size_t block_cache_mb,
-                                               bool sync_writes) {
+                                               bool sync_writes, bool mmap_reads) {
   auto st = std::make_unique<Storage>();
   st->block_cache = rocksdb::NewLRUCache(block_cache_mb << 20);
 
@@ -221,6 +221,7 @@ Result<std::unique_ptr<Storage>> Storage::Open(const std::string& dir, size_t bl
   db_options.create_if_missing = true;
   db_options.create_missing_column_families = true;
   db_options.max_background_jobs = 2;
+  db_options.allow_mmap_reads = mmap_reads;
 
   std::vector<rocksdb::ColumnFamilyDescriptor> cfs = {
       {rocksdb::kDefaultColumnFamilyName, points_cf}, {"meta", meta_cf}};

@@ -85,8 +85,11 @@ struct Storage {
   std::shared_ptr<rocksdb::Cache> block_cache;
   rocksdb::WriteOptions write_options;
 
+  // mmap_reads: SST files are read through a memory map (no pread per block and no copy into
+  // the block cache for uncompressed vector blocks); for read-heavy shards whose data fits the
+  // OS page cache.
   static Result<std::unique_ptr<Storage>> Open(const std::string& dir, size_t block_cache_mb,
-                                               bool sync_writes);
+                                               bool sync_writes, bool mmap_reads = false);
   ~Storage();
 };
 

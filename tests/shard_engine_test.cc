@@ -330,6 +330,54 @@ INSTANTIATE_TEST_SUITE_P(MetricsAndStorage, ExactModeTest,
                                            ExactCase{Metric::kL2, StorageType::kInt8}),
                          ExactCaseName);
 
+// Reads through mmap (EngineOptions::mmap_reads) answer exactly as reads through pread, from
+// flushed SST files, after a reopen, and after later writes and deletes.
+TEST(Storage, MmapReadsAnswerExactlyLikePread) {
+  const std::string dir = TempDir("mmap_reads");
+  const size_t n = 3000;
+  const auto data = Clustered(n, kDim, 11);
+  const auto queries = Clustered(5, kDim, 12);
+  const std::vector<SearchStage> stages = {{16, 100}, {kDim, 10}};
+  std::vector<std::vector<Candidate>> want;
+  {
+    auto e = OpenOrDie(Options(dir));
+    ASSERT_TRUE(e);
+    ASSERT_TRUE(e->CreateCollection(Spec("c", Metric::kCosine, StorageType::kFp16, {Exact(16)})).ok());
+    UpsertAll(*e, "c", data, n);
+    ASSERT_TRUE(e->Checkpoint().ok());  // flushed: later reads come from SST files
+    for (int qi = 0; qi < 5; ++qi) {
+      auto r = e->Search("c", std::span<const float>(&queries[qi * kDim], kDim), stages);
+      ASSERT_TRUE(r.ok()) << r.status().ToString();
+      want.push_back(*r);
+    }
+  }
+  EngineOptions o = Options(dir);
+  o.mmap_reads = true;
+  auto e = OpenOrDie(o);
+  ASSERT_TRUE(e);
+  for (int qi = 0; qi < 5; ++qi) {
+    auto r = e->Search("c", std::span<const float>(&queries[qi * kDim], kDim), stages);
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    ASSERT_EQ(r->size(), want[qi].size());
+    for (size_t i = 0; i < r->size(); ++i) {
+      EXPECT_EQ((*r)[i].id, want[qi][i].id) << "query " << qi << " rank " << i;
+      EXPECT_EQ((*r)[i].score, want[qi][i].score);
+    }
+  }
+  // Writes after the reopen: a deleted id is gone, a replaced vector is read back new.
+  const uint64_t gone = want[0][0].id;
+  ASSERT_TRUE(e->Delete("c", std::vector<uint64_t>{gone}).ok());
+  ASSERT_TRUE(e->Checkpoint().ok());
+  auto r = e->Search("c", std::span<const float>(&queries[0], kDim), stages);
+  ASSERT_TRUE(r.ok());
+  for (const auto& c : *r) EXPECT_NE(c.id, gone);
+  auto got = e->Get("c", std::vector<uint64_t>{gone, want[0][1].id}, true);
+  ASSERT_TRUE(got.ok());
+  EXPECT_FALSE((*got)[0].has_value());
+  ASSERT_TRUE((*got)[1].has_value());
+  EXPECT_EQ((*got)[1]->vector.size(), static_cast<size_t>(kDim));
+}
+
 // ---- HNSW -----------------------------------------------------------------------------------
 
 double Recall(const std::vector<Candidate>& got, const std::vector<Candidate>& truth) {
