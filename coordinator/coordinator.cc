@@ -1,5 +1,6 @@
 #include "coordinator/coordinator.h"
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <iostream>
@@ -816,10 +817,35 @@ HttpResponse Coordinator::Handle(const HttpRequest& req) {
       s.plan = plan.value();
       auto r = Search(s);
       if (!r.ok()) return finish(ErrorReply(r.status()));
+      // "with_payload": true adds each hit's payload (one Get of the distinct hit ids).
+      std::unordered_map<uint64_t, std::string> payloads;
+      if (body.value("with_payload", false)) {
+        std::vector<uint64_t> ids;
+        for (const auto& hits : r->hits)
+          for (const auto& h : hits) ids.push_back(h.id);
+        std::sort(ids.begin(), ids.end());
+        ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+        for (size_t at = 0; at < ids.size(); at += static_cast<size_t>(opt_.max_points)) {
+          const std::vector<uint64_t> part(ids.begin() + static_cast<std::ptrdiff_t>(at),
+                                           ids.begin() + static_cast<std::ptrdiff_t>(std::min(ids.size(), at + opt_.max_points)));
+          auto got = Get(name, part, false, deadline);
+          if (!got.ok()) return finish(ErrorReply(got.status()));
+          for (size_t i = 0; i < part.size(); ++i) {
+            if (got.value()[i]) payloads[part[i]] = got.value()[i]->payload;
+          }
+        }
+      }
       json results = json::array();
       for (const auto& hits : r->hits) {
         json list = json::array();
-        for (const auto& h : hits) list.push_back({{"id", h.id}, {"score", h.score}});
+        for (const auto& h : hits) {
+          json hit = {{"id", h.id}, {"score", h.score}};
+          if (auto it = payloads.find(h.id); it != payloads.end() && !it->second.empty()) {
+            hit["payload"] = json::parse(it->second, nullptr, false);
+            if (hit["payload"].is_discarded()) hit["payload"] = it->second;
+          }
+          list.push_back(hit);
+        }
         results.push_back(list);
       }
       return finish(JsonReply(200, {{"results", results},

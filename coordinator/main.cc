@@ -8,11 +8,14 @@
 #include <CLI/CLI.hpp>
 #include <fstream>
 #include <iostream>
+#include <memory>
 #include <sstream>
 
 #include "common/atomic_file.h"
+#include "coordinator/binary_service.h"
 #include "coordinator/coordinator.h"
 #include "coordinator/http_server.h"
+#include "shard/server.h"
 
 namespace {
 
@@ -50,6 +53,14 @@ int Run(int argc, char** argv) {
   app.add_option("--admin-token-file", admin_token_file, "File holding the admin API token");
   app.add_option("--shard-secret-file", shard_secret_file, "File holding the shards' shared secret");
   app.add_option("--max-body-bytes", ho.max_body_bytes, "Largest HTTP request body");
+  int binary_port = -1;
+  std::string binary_port_file, binary_secret_file;
+  app.add_option("--binary-port", binary_port,
+                 "Serve the binary FlatBuffers API (docs/protocol.md) on this port (0: the OS picks; "
+                 "-1: off)");
+  app.add_option("--binary-port-file", binary_port_file, "Write the bound binary port here once listening");
+  app.add_option("--binary-secret-file", binary_secret_file,
+                 "File holding the secret binary clients must present (AuthRequest)");
   app.add_flag("--follow", co.follow,
                "Follow the cluster state another coordinator keeps in --data-dir (read and write points, "
                "search; no cluster or collection changes)");
@@ -108,6 +119,35 @@ int Run(int argc, char** argv) {
   }
   std::cout << "mrl-coordinator listening on http://" << ho.host << ":" << server.port()
             << (co.admin_token.empty() ? " (no API tokens)" : " (token auth)") << std::endl;
+  std::unique_ptr<mrl::coord::BinaryService> binary;
+  std::unique_ptr<mrl::shard::Server> binary_server;
+  if (binary_port >= 0) {
+    if (binary_port > 65535) {
+      std::cerr << "mrl-coordinator: bad binary port " << binary_port << "\n";
+      return 2;
+    }
+    binary = std::make_unique<mrl::coord::BinaryService>(*c, co.default_deadline_ms, co.max_k, co.max_queries);
+    mrl::shard::ServerOptions so;
+    so.host = ho.host;
+    so.port = static_cast<uint16_t>(binary_port);
+    so.threads = ho.threads;
+    so.auth_secret = ReadSecret(binary_secret_file);
+    binary_server = std::make_unique<mrl::shard::Server>(so, *binary);
+    st = binary_server->Start();
+    if (!st.ok()) {
+      std::cerr << "mrl-coordinator: binary API: " << st.ToString() << "\n";
+      return 1;
+    }
+    std::cout << "mrl-coordinator binary API on " << ho.host << ":" << binary_server->port()
+              << (so.auth_secret.empty() ? " (no secret)" : " (secret auth)") << std::endl;
+    if (!binary_port_file.empty()) {
+      st = mrl::WriteFileAtomic(binary_port_file, std::to_string(binary_server->port()) + "\n");
+      if (!st.ok()) {
+        std::cerr << "mrl-coordinator: " << st.ToString() << "\n";
+        return 1;
+      }
+    }
+  }
   if (!port_file.empty()) {
     st = mrl::WriteFileAtomic(port_file, std::to_string(server.port()) + "\n");
     if (!st.ok()) {
@@ -118,6 +158,7 @@ int Run(int argc, char** argv) {
   int sig = 0;
   sigwait(&signals, &sig);
   std::cout << "mrl-coordinator: signal " << sig << ", draining" << std::endl;
+  if (binary_server) binary_server->Shutdown();
   server.Shutdown();
   std::cout << "mrl-coordinator: bye" << std::endl;
   return 0;

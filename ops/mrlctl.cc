@@ -17,6 +17,7 @@
 #include <boost/beast/http.hpp>
 #include <chrono>
 #include <cmath>
+#include <deque>
 #include <filesystem>
 #include <fstream>
 #include <future>
@@ -28,6 +29,7 @@
 #include <mutex>
 
 #include "common/atomic_file.h"
+#include "common/client.h"
 #include "common/npy.h"
 
 extern char** environ;
@@ -141,6 +143,7 @@ int Up(const std::string& dir, int shards, int replication, int port, const std:
   json state = {{"shards", json::array()}};
   std::vector<std::string> coord_args = {coord_bin, "--data-dir", dir + "/coordinator", "--port",
                                          std::to_string(port), "--port-file", dir + "/coordinator.port",
+                                         "--binary-port", "0", "--binary-port-file", dir + "/coordinator.bport",
                                          "--replication", std::to_string(replication)};
   for (int s = 0; s < shards; ++s) {
     const std::string id = "shard" + std::to_string(s), log = dir + "/logs/" + id + ".log";
@@ -154,11 +157,14 @@ int Up(const std::string& dir, int shards, int replication, int port, const std:
     coord_args.push_back(id + "=127.0.0.1:" + std::to_string(p));
   }
   fs::remove(dir + "/coordinator.port");
+  fs::remove(dir + "/coordinator.bport");
   const std::string clog = dir + "/logs/coordinator.log";
   pid_t cpid = Spawn(coord_args, clog);
   const int cport = WaitPort(dir + "/coordinator.port", cpid, clog, 60);
-  state["coordinator"] = {{"pid", cpid}, {"port", cport}};
+  const int bport = WaitPort(dir + "/coordinator.bport", cpid, clog, 60);
+  state["coordinator"] = {{"pid", cpid}, {"port", cport}, {"binary_port", bport}};
   state["url"] = "http://127.0.0.1:" + std::to_string(cport);
+  state["binary"] = "127.0.0.1:" + std::to_string(bport);
   mrl::Status st = mrl::WriteFileAtomic(dir + "/cluster.json", state.dump(2));
   if (!st.ok()) throw std::runtime_error(st.ToString());
   std::cout << "[mrlctl] coordinator pid " << cpid << " at " << state["url"].get<std::string>() << std::endl;
@@ -193,6 +199,25 @@ std::string UrlFrom(const std::string& url, const std::string& dir) {
   auto text = mrl::ReadFile(dir + "/cluster.json");
   if (!text.ok()) throw std::runtime_error("give --url or --dir of a cluster started with mrlctl up");
   return json::parse(text.value())["url"].get<std::string>();
+}
+
+// The coordinator's binary API address ("host:port"): --binary, else the --dir cluster's (when
+// no --url was given), else empty.
+std::string BinaryFrom(const std::string& binary, const std::string& url, const std::string& dir) {
+  if (!binary.empty() || !url.empty()) return binary;
+  auto text = mrl::ReadFile(dir + "/cluster.json");
+  if (!text.ok()) return "";
+  const json state = json::parse(text.value(), nullptr, false);
+  return state.is_object() && state.contains("binary") ? state["binary"].get<std::string>() : "";
+}
+
+mrl::ClientOptions ClientFor(const std::string& address) {
+  mrl::ClientOptions o;
+  const size_t colon = address.rfind(':');
+  if (colon == std::string::npos) throw std::runtime_error("--binary wants host:port, got '" + address + "'");
+  o.host = address.substr(0, colon);
+  o.port = static_cast<uint16_t>(std::stoi(address.substr(colon + 1)));
+  return o;
 }
 
 int Status(HttpClient& c) {
@@ -243,7 +268,7 @@ std::vector<float> AsFloats(const mrl::NpyArray& a) {
   return out;
 }
 
-int Ingest(HttpClient& c, const std::string& collection, const std::string& emb_path,
+int Ingest(HttpClient& c, const std::string& binary, const std::string& collection, const std::string& emb_path,
            const std::string& ids_path, const std::string& labels_path, int batch, bool create,
            int index_dims, const std::string& storage) {
   auto emb = mrl::ReadNpy(emb_path);
@@ -267,6 +292,43 @@ int Ingest(HttpClient& c, const std::string& collection, const std::string& emb_
     if (s != 200) throw std::runtime_error("create collection: HTTP " + std::to_string(s) + " " + b);
   }
   const auto t0 = Clock::now();
+  auto progress = [&](int64_t done) {
+    const double sec = std::chrono::duration<double>(Clock::now() - t0).count();
+    std::cout << "[mrlctl] ingested " << done << " / " << n << " (" << static_cast<int>(done / sec) << " points/s"
+              << (binary.empty() ? ", HTTP/JSON" : ", binary API") << ")" << std::endl;
+  };
+  if (!binary.empty()) {
+    // Raw floats in FlatBuffers frames, up to 4 batches in flight on one connection.
+    mrl::ShardClient client(ClientFor(binary));
+    std::deque<std::pair<int64_t, std::future<mrl::Result<mrl::wire::UpsertResponseT>>>> inflight;
+    auto wait_one = [&] {
+      auto r = inflight.front().second.get();
+      if (!r.ok()) throw std::runtime_error("upsert at row " + std::to_string(inflight.front().first) + ": " + r.status().ToString());
+      inflight.pop_front();
+    };
+    for (int64_t start = 0; start < n; start += batch) {
+      const int64_t end = std::min(n, start + batch);
+      mrl::wire::UpsertRequestT req;
+      req.collection = collection;
+      req.dims = static_cast<int32_t>(d);
+      req.ids.assign(ids.begin() + start, ids.begin() + end);
+      req.vectors.assign(v.begin() + start * d, v.begin() + end * d);
+      if (!labels.empty()) {
+        for (int64_t i = start; i < end; ++i) {
+          auto pl = std::make_unique<mrl::wire::PayloadT>();
+          const std::string text = json{{"label", labels[static_cast<size_t>(i)]}}.dump();
+          pl->data.assign(text.begin(), text.end());
+          req.payloads.push_back(std::move(pl));
+        }
+      }
+      if (inflight.size() >= 4) wait_one();
+      inflight.emplace_back(start, client.CallFuture(req, 60000));
+      if ((start / batch) % 20 == 0) progress(start);
+    }
+    while (!inflight.empty()) wait_one();
+    progress(n);
+    return 0;
+  }
   for (int64_t start = 0; start < n; start += batch) {
     json pts = json::array();
     for (int64_t i = start; i < std::min(n, start + batch); ++i) {
@@ -333,13 +395,55 @@ PlanRun RunQueries(const std::string& url, const std::string& token, const std::
   return r;
 }
 
+// The same through the coordinator's binary API: `concurrency` threads, one connection each,
+// one request in flight per thread; the plan as explicit stages.
+PlanRun RunQueriesBinary(const std::string& address, const std::string& collection, const std::vector<float>& q,
+                         int64_t d, const std::vector<std::pair<int32_t, int32_t>>& stages, int concurrency) {
+  const size_t n = q.size() / static_cast<size_t>(d);
+  PlanRun r;
+  r.hits.resize(n);
+  r.latency_ms.resize(n);
+  std::atomic<size_t> next{0};
+  std::atomic<bool> failed{false};
+  std::string error;
+  std::mutex error_mu;
+  const auto t0 = Clock::now();
+  std::vector<std::thread> workers;
+  for (int w = 0; w < concurrency; ++w) {
+    workers.emplace_back([&] {
+      mrl::ShardClient c(ClientFor(address));
+      mrl::wire::SearchRequestT req;
+      req.collection = collection;
+      req.dims = static_cast<int32_t>(d);
+      for (const auto& [dims, k] : stages) req.stages.emplace_back(dims, k);
+      for (size_t i = next++; i < n && !failed; i = next++) {
+        req.queries.assign(q.begin() + static_cast<std::ptrdiff_t>(i * d), q.begin() + static_cast<std::ptrdiff_t>((i + 1) * d));
+        const auto s = Clock::now();
+        auto res = c.Call(req, 10000);
+        r.latency_ms[i] = std::chrono::duration<double, std::milli>(Clock::now() - s).count();
+        if (!res.ok()) {
+          std::lock_guard<std::mutex> lock(error_mu);
+          error = res.status().ToString();
+          failed = true;
+          return;
+        }
+        for (const auto& c : res->results.at(0)->candidates) r.hits[i].push_back(c.id());
+      }
+    });
+  }
+  for (auto& t : workers) t.join();
+  if (failed) throw std::runtime_error("binary search failed: " + error);
+  r.wall_s = std::chrono::duration<double>(Clock::now() - t0).count();
+  return r;
+}
+
 double Percentile(std::vector<double> v, double p) {
   std::sort(v.begin(), v.end());
   return v.empty() ? 0 : v[std::min(v.size() - 1, static_cast<size_t>(p * static_cast<double>(v.size())))];
 }
 
 // mAP@k by class label (the MRL paper's retrieval metric) and recall@k against exact.
-int Eval(const std::string& url, const std::string& token, const std::string& collection,
+int Eval(const std::string& url, const std::string& binary, const std::string& token, const std::string& collection,
          const std::string& queries_path, const std::string& query_labels_path,
          const std::string& db_ids_path, const std::string& db_labels_path, int k, int limit,
          const std::vector<int>& concurrency, const std::string& json_out) {
@@ -412,8 +516,27 @@ int Eval(const std::string& url, const std::string& token, const std::string& co
     conc.push_back({{"concurrency", cc}, {"qps", n / r.wall_s}, {"p50_ms", Percentile(r.latency_ms, 0.5)},
                     {"p99_ms", Percentile(r.latency_ms, 0.99)}});
   }
+  json conc_binary = json::array();
+  if (!binary.empty()) {
+    std::printf("\nthe same through the binary API (%s):\n", binary.c_str());
+    for (int cc : concurrency) {
+      PlanRun r = RunQueriesBinary(binary, collection, q, d, {{16, 200}, {static_cast<int32_t>(d), k}}, cc);
+      double recall = 0;
+      for (int64_t i = 0; i < n; ++i) {
+        const auto& truth = exact.hits[static_cast<size_t>(i)];
+        int hit = 0;
+        for (uint64_t id : r.hits[static_cast<size_t>(i)]) hit += std::count(truth.begin(), truth.end(), id) > 0 ? 1 : 0;
+        recall += static_cast<double>(hit) / k;
+      }
+      std::printf("  concurrency %3d: %8.0f QPS, p50 %.2f ms, p99 %.2f ms, recall@10 %.3f\n", cc, n / r.wall_s,
+                  Percentile(r.latency_ms, 0.5), Percentile(r.latency_ms, 0.99), recall / n);
+      conc_binary.push_back({{"concurrency", cc}, {"qps", n / r.wall_s}, {"p50_ms", Percentile(r.latency_ms, 0.5)},
+                             {"p99_ms", Percentile(r.latency_ms, 0.99)}, {"recall_at_10", recall / n}});
+    }
+  }
   if (!json_out.empty()) {
-    mrl::Status st = mrl::WriteFileAtomic(json_out, json{{"queries", n}, {"plans", report}, {"concurrency", conc}}.dump(2));
+    mrl::Status st = mrl::WriteFileAtomic(json_out, json{{"queries", n}, {"plans", report}, {"concurrency", conc},
+                                                         {"concurrency_binary", conc_binary}}.dump(2));
     if (!st.ok()) throw std::runtime_error(st.ToString());
   }
   return 0;
@@ -442,10 +565,14 @@ int main(int argc, char** argv) {
   ingest->add_option("--ids", ids);
   ingest->add_option("--labels", labels, "Stored as payload {\"label\": ...}");
   ingest->add_option("--batch", batch);
+  bool http_only = false;
+  std::string binary;
+  ingest->add_flag("--http", http_only, "Send points as HTTP/JSON even when the binary API is up");
   ingest->add_flag("--create", create, "Create the collection first");
   ingest->add_option("--index-dims", index_dims, "With --create: low-d index prefix");
   ingest->add_option("--storage", storage, "With --create: fp32 | fp16 | int8");
   for (auto* sub : {status, ingest}) {
+    sub->add_option("--binary", binary, "Coordinator binary API host:port (default: --dir's cluster)");
     sub->add_option("--url", url, "Coordinator URL (default: --dir's cluster)");
     sub->add_option("--dir", dir);
     sub->add_option("--token", token, "API token");
@@ -467,15 +594,19 @@ int main(int argc, char** argv) {
   eval->add_option("--url", url);
   eval->add_option("--dir", dir);
   eval->add_option("--token", token);
+  eval->add_option("--binary", binary, "Coordinator binary API host:port (default: --dir's cluster)");
   CLI11_PARSE(app, argc, argv);
   try {
     if (up->parsed()) return Up(dir, shards, replication, port, bin_dir);
     if (down->parsed()) return Down(dir);
     HttpClient client(UrlFrom(url, dir), token);
     if (status->parsed()) return Status(client);
-    if (ingest->parsed()) return Ingest(client, collection, emb, ids, labels, batch, create, index_dims, storage);
+    if (ingest->parsed()) {
+      return Ingest(client, http_only ? "" : BinaryFrom(binary, url, dir), collection, emb, ids, labels, batch, create,
+                    index_dims, storage);
+    }
     if (eval->parsed()) {
-      return Eval(UrlFrom(url, dir), token, collection, queries, query_labels, db_ids, db_labels, k, limit,
+      return Eval(UrlFrom(url, dir), BinaryFrom(binary, url, dir), token, collection, queries, query_labels, db_ids, db_labels, k, limit,
                   concurrency, json_out);
     }
   } catch (const std::exception& e) {

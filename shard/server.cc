@@ -37,7 +37,7 @@ class Server::Impl : public std::enable_shared_from_this<Server::Impl> {
  public:
   class Session;
 
-  Impl(ServerOptions o, ShardService& service)
+  Impl(ServerOptions o, FrameHandler& service)
       : opt_(std::move(o)), service_(service), acceptor_(io_) {}
 
   Status Start();
@@ -45,7 +45,7 @@ class Server::Impl : public std::enable_shared_from_this<Server::Impl> {
   uint16_t port() const { return port_; }
 
   const ServerOptions& opt() const { return opt_; }
-  ShardService& service() { return service_; }
+  FrameHandler& service() { return service_; }
   asio::thread_pool& pool() { return *pool_; }
   bool draining() const { return draining_.load(); }
   std::atomic<int64_t> in_flight_total{0};  // requests on the pool + replies not yet written
@@ -58,7 +58,7 @@ class Server::Impl : public std::enable_shared_from_this<Server::Impl> {
   void Accept();
 
   ServerOptions opt_;
-  ShardService& service_;
+  FrameHandler& service_;
   asio::io_context io_;
   tcp::acceptor acceptor_;
   std::unique_ptr<asio::thread_pool> pool_;
@@ -414,7 +414,7 @@ void Server::Impl::Shutdown() {
   io_thread_.join();
 }
 
-Server::Server(ServerOptions options, ShardService& service)
+Server::Server(ServerOptions options, FrameHandler& service)
     : impl_(std::make_shared<Impl>(std::move(options), service)) {}
 
 Server::~Server() { Shutdown(); }

@@ -1,6 +1,6 @@
 // Server: mrl-shard's network layer. Accepts TCP connections, decodes frames, checks version,
 // authentication, deadlines and limits, verifies every body, runs the request on a worker pool
-// through a ShardService, and writes the answers back on the connection, in completion order
+// through a FrameHandler (a shard's ShardService, the coordinator's binary API), and writes the answers back on the connection, in completion order
 // (requests are matched by id, so many can be in flight per connection).
 //
 // Threads: one I/O thread runs every socket (each connection's handlers are serialised on its
@@ -13,7 +13,7 @@
 
 #include "common/frame.h"
 #include "common/status.h"
-#include "shard/service.h"
+#include "shard/frame_handler.h"
 
 namespace mrl::shard {
 
@@ -35,7 +35,7 @@ struct ServerOptions {
 
 class Server {
  public:
-  Server(ServerOptions options, ShardService& service);
+  Server(ServerOptions options, FrameHandler& service);
   ~Server();  // Shutdown() if still running
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;

@@ -16,24 +16,9 @@
 #include "common/protocol.h"
 #include "common/status.h"
 #include "shard/engine.h"
+#include "shard/frame_handler.h"
 
 namespace mrl::shard {
-
-// Request counts and log2 latency histograms per message type. Thread-safe (relaxed atomics).
-class RequestMetrics {
- public:
-  static constexpr int kTypes = 32;
-  static constexpr int kBuckets = 32;  // bucket i: [2^i, 2^(i+1)) microseconds
-  void Record(wire::MessageType type, uint64_t micros, bool ok);
-  void FillStats(wire::StatsResponseT* out) const;
-
- private:
-  struct PerType {
-    std::atomic<uint64_t> count{0}, errors{0}, total_us{0};
-    std::array<std::atomic<uint64_t>, kBuckets> buckets{};
-  };
-  std::array<PerType, kTypes> per_type_{};
-};
 
 struct ServiceLimits {
   int32_t max_queries = 1024;  // queries per Shortlist/Rerank/Search request
@@ -41,7 +26,7 @@ struct ServiceLimits {
   std::string epoch_file;
 };
 
-class ShardService {
+class ShardService : public FrameHandler {
  public:
   // Loads limits.epoch_file when it exists; Open fails on an unreadable or corrupt one.
   static Result<std::unique_ptr<ShardService>> Open(Engine& engine, ServiceLimits limits = {});
@@ -53,13 +38,12 @@ class ShardService {
   // newest seen is refused with Aborted (wire StaleEpoch) before anything runs; a newer one
   // becomes the newest seen (persisted to epoch_file first).
   Result<std::vector<uint8_t>> Handle(wire::MessageType type, std::span<const uint8_t> body,
-                                      uint32_t epoch = 0);
+                                      uint32_t epoch) override;
+  Result<std::vector<uint8_t>> Handle(wire::MessageType type, std::span<const uint8_t> body) {
+    return Handle(type, body, 0);
+  }
   uint32_t map_epoch() const { return epoch_.load(std::memory_order_acquire); }
 
-  RequestMetrics& metrics() { return metrics_; }
-  // Server-level figures reported by Stats next to the engine's.
-  std::atomic<uint64_t> connections_open{0};
-  std::atomic<uint64_t> connections_total{0};
 
  private:
   Result<std::vector<uint8_t>> CreateCollection(const wire::CreateCollectionRequest& req);
@@ -81,7 +65,6 @@ class ShardService {
   ServiceLimits limits_;
   std::atomic<uint32_t> epoch_{0};
   std::mutex epoch_mu_;  // serialises raising epoch_ and writing epoch_file
-  RequestMetrics metrics_;
   std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
 };
 

@@ -110,7 +110,8 @@ class Cluster {
     std::vector<std::string> args = {"--data-dir", dir_ + "/coord", "--port", "0",
                                      "--admin-token-file", dir_ + "/admin", "--read-token-file",
                                      dir_ + "/read", "--replication", std::to_string(replication),
-                                     "--threads", "4"};
+                                     "--threads", "4", "--binary-port", "0", "--binary-port-file",
+                                     dir_ + "/coord.bport"};
     for (int s = 0; s < shards; ++s) {
       args.push_back("--shard");
       args.push_back("s" + std::to_string(s) + "=" + shards_[static_cast<size_t>(s)]->address());
@@ -123,6 +124,14 @@ class Cluster {
   }
   DaemonProcess& shard(int i) { return *shards_[static_cast<size_t>(i)]; }
   const std::string& dir() const { return dir_; }
+  // The coordinator's binary API port (written just after the HTTP port file).
+  uint16_t BinaryPort() const {
+    const std::string f = dir_ + "/coord.bport";
+    for (int i = 0; i < 500 && !std::filesystem::exists(f); ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return static_cast<uint16_t>(std::stoi(test_util::Slurp(f)));
+  }
   DaemonProcess& coord() { return *coord_; }
 
   void CreateAndLoad(const std::vector<float>& data) {
@@ -262,6 +271,111 @@ TEST(CoordinatorE2E, ReplicationTwoGivesFullAnswersWithAShardDead) {
   HttpResult w = Curl("PUT", c.Url("/v1/collections/emb/points"), json{{"points", pts}}.dump(), Cluster::kAdmin);
   EXPECT_GE(w.status, 500) << w.body;
   EXPECT_EQ(Curl("GET", c.Url("/healthz")).status, 200);
+}
+
+uint64_t EpochOf(const std::string& cluster_url);
+
+// The binary API (FlatBuffers frames, ShardClient as the client): exact search equals brute
+// force, an adaptive plan equals the same plan over HTTP, upserts are visible over HTTP with
+// their payload, and bad requests get typed errors on a connection that keeps serving.
+TEST(CoordinatorE2E, BinaryApiSearchesUpsertsAndAnswersBadRequestsWithTypedErrors) {
+  Cluster c("e2e_bin", 2, 1);
+  const std::vector<float> data = MakeData(kPoints, 7);
+  c.CreateAndLoad(data);
+  ClientOptions o;
+  o.port = c.BinaryPort();
+  ShardClient client(o);
+  const std::vector<float> queries = MakeData(5, 8);
+  for (int q = 0; q < 5; ++q) {
+    const float* qv = &queries[static_cast<size_t>(q) * kDim];
+    wire::SearchRequestT req;
+    req.collection = "emb";
+    req.dims = kDim;
+    req.queries.assign(qv, qv + kDim);
+    req.stages.emplace_back(kDim, 10);
+    req.exact = true;
+    auto r = client.Call(req, 10000);
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    ASSERT_EQ(r->results.size(), 1u);
+    std::vector<uint64_t> got;
+    for (const auto& h : r->results[0]->candidates) got.push_back(h.id());
+    EXPECT_EQ(got, BruteForceCosine(data, qv, 10)) << "query " << q;
+    EXPECT_EQ(r->coverage, 1.0);
+    // The paper-shaped plan: the same answer as over HTTP.
+    req.exact = false;
+    req.stages = {wire::SearchStage(16, 200), wire::SearchStage(kDim, 10)};
+    r = client.Call(req, 10000);
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    got.clear();
+    for (const auto& h : r->results[0]->candidates) got.push_back(h.id());
+    HttpResult h = Curl("POST", c.Url("/v1/collections/emb/search"),
+                        json{{"vector", VectorJson(qv)}, {"k", 10},
+                             {"plan", {{"shortlist_dims", 16}, {"shortlist_k", 200}, {"rerank_dims", kDim}}}}.dump(),
+                        Cluster::kRead);
+    ASSERT_EQ(h.status, 200) << h.body;
+    EXPECT_EQ(got, Ids(h.Json()["results"][0])) << "query " << q;
+  }
+
+  // An upsert through the binary API, read back over HTTP with its payload.
+  wire::UpsertRequestT up;
+  up.collection = "emb";
+  up.dims = kDim;
+  up.ids = {999999};
+  up.vectors.assign(data.begin(), data.begin() + kDim);
+  auto payload = std::make_unique<wire::PayloadT>();
+  const std::string text = R"({"tag":"binary"})";
+  payload->data.assign(text.begin(), text.end());
+  up.payloads.push_back(std::move(payload));
+  auto ur = client.Call(up, 10000);
+  ASSERT_TRUE(ur.ok()) << ur.status().ToString();
+  HttpResult g = Curl("POST", c.Url("/v1/collections/emb/points/get"), json{{"ids", {999999}}}.dump(), Cluster::kRead);
+  ASSERT_EQ(g.status, 200) << g.body;
+  EXPECT_EQ(g.Json()["points"][0]["payload"]["tag"], "binary") << g.body;
+  // ... and search answers carry payloads on request.
+  HttpResult sp = Curl("POST", c.Url("/v1/collections/emb/search"),
+                       json{{"vector", VectorJson(&data[0])}, {"k", 2}, {"exact", true}, {"with_payload", true}}.dump(),
+                       Cluster::kRead);
+  ASSERT_EQ(sp.status, 200) << sp.body;
+  bool saw = false;
+  const json answer = sp.Json();
+  for (const json& hit : answer["results"][0]) saw |= hit.contains("payload") && hit["payload"].value("tag", "") == "binary";
+  EXPECT_TRUE(saw) << sp.body;
+
+  // Bad requests: typed errors, and the connection keeps serving.
+  wire::SearchRequestT bad;
+  bad.collection = "emb";
+  bad.dims = 64;
+  bad.queries.assign(64, 0.5f);
+  bad.stages.emplace_back(64, 10);
+  auto br = client.Call(bad, 5000);
+  ASSERT_FALSE(br.ok());
+  EXPECT_EQ(br.status().code(), Status::Code::kInvalidArgument) << br.status().ToString();
+  bad.collection = "nope";
+  br = client.Call(bad, 5000);
+  ASSERT_FALSE(br.ok());
+  EXPECT_EQ(br.status().code(), Status::Code::kNotFound) << br.status().ToString();
+  bad.collection = "emb";
+  bad.dims = kDim;
+  bad.queries.assign(kDim, 0.5f);
+  bad.stages = {wire::SearchStage(16, 0)};
+  br = client.Call(bad, 5000);
+  ASSERT_FALSE(br.ok());
+  bad.stages = {wire::SearchStage(kDim, 5000)};  // k above --max-k
+  br = client.Call(bad, 5000);
+  ASSERT_FALSE(br.ok());
+  EXPECT_EQ(br.status().code(), Status::Code::kOutOfRange) << br.status().ToString();
+  wire::ShortlistRequestT internal;  // shard-internal: not served by the coordinator
+  internal.collection = "emb";
+  internal.dims = 16;
+  internal.queries.assign(16, 0.5f);
+  internal.k = 10;
+  auto ir = client.Call(internal, 5000);
+  ASSERT_FALSE(ir.ok());
+  EXPECT_EQ(ir.status().code(), Status::Code::kInvalidArgument) << ir.status().ToString();
+  auto stats = client.Call(wire::StatsRequestT{}, 5000);
+  ASSERT_TRUE(stats.ok()) << stats.status().ToString();
+  EXPECT_EQ(stats->map_epoch, EpochOf(c.Url("/v1/cluster")));
+  EXPECT_GE(stats->connections_open, 1u);
 }
 
 uint64_t EpochOf(const std::string& cluster_url) {

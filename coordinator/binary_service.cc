@@ -1,0 +1,171 @@
+#include "coordinator/binary_service.h"
+
+#include <cmath>
+#include <string>
+
+namespace mrl::coord {
+namespace {
+
+std::string Str(const flatbuffers::String* s) { return s ? s->str() : std::string(); }
+
+}  // namespace
+
+Result<std::vector<uint8_t>> BinaryService::Handle(wire::MessageType type, std::span<const uint8_t> body,
+                                                   uint32_t /*epoch: clients do not route by the map*/) {
+  using MT = wire::MessageType;
+  switch (type) {
+    case MT::PingRequest:
+      return wire::PackBody(wire::PingResponseT{});
+    case MT::AuthRequest:
+      return wire::PackBody(wire::AuthResponseT{});
+    case MT::SearchRequest:
+      return Search(*wire::RootAs<wire::SearchRequest>(body));
+    case MT::UpsertRequest:
+      return Upsert(*wire::RootAs<wire::UpsertRequest>(body));
+    case MT::DeleteRequest:
+      return Delete(*wire::RootAs<wire::DeleteRequest>(body));
+    case MT::GetRequest:
+      return Get(*wire::RootAs<wire::GetRequest>(body));
+    case MT::DescribeCollectionRequest:
+      return Describe(*wire::RootAs<wire::DescribeCollectionRequest>(body));
+    case MT::StatsRequest:
+      return Stats();
+    default:
+      return Status::InvalidArgument(std::string(wire::EnumNameMessageType(type)) +
+                                     " is not served by the coordinator (shard-internal or admin: use a shard "
+                                     "or the HTTP API)");
+  }
+}
+
+Result<std::vector<uint8_t>> BinaryService::Search(const wire::SearchRequest& req) {
+  const std::string name = Str(req.collection());
+  auto spec = c_.Describe(name);
+  if (!spec.ok()) return spec.status();
+  SearchSpec s;
+  s.collection = name;
+  s.deadline_ms = deadline_ms_;
+  s.one_trip = req.one_trip();
+  s.dims = req.dims();
+  if (s.dims != spec->dim) {
+    return Status::InvalidArgument("queries must have the collection's " + std::to_string(spec->dim) +
+                                   " dims (got dims " + std::to_string(s.dims) + ")");
+  }
+  const size_t floats = req.queries() ? req.queries()->size() : 0;
+  if (floats == 0 || floats % static_cast<size_t>(s.dims) != 0) {
+    return Status::InvalidArgument("queries must hold n * dims floats with n >= 1");
+  }
+  if (floats / static_cast<size_t>(s.dims) > static_cast<size_t>(max_queries_)) {
+    return Status::OutOfRange("at most " + std::to_string(max_queries_) + " queries per request");
+  }
+  s.queries.assign(req.queries()->begin(), req.queries()->end());
+  for (float v : s.queries) {
+    if (!std::isfinite(v)) return Status::InvalidArgument("queries hold NaN or Inf");
+  }
+  const auto* stages = req.stages();
+  if (!stages || stages->size() == 0) {
+    return Status::InvalidArgument("give stages (the last stage's k is the answer size)");
+  }
+  const int32_t k = stages->Get(stages->size() - 1)->k();
+  if (k < 1 || k > max_k_) return Status::OutOfRange("k must be in [1, " + std::to_string(max_k_) + "]");
+  Result<QueryPlan> plan = Status::Internal("unset");
+  const std::string budget = Str(req.budget());
+  if (!budget.empty()) {
+    plan = c_.BudgetPlan(name, budget);
+  } else if (req.exact()) {
+    plan = ExactPlan(spec->dim, k);
+  } else {
+    // Stage 0 shortlists, later stages rerank; dims increase, K does not (FunnelPlan checks).
+    std::vector<Stage> st;
+    for (const wire::SearchStage* x : *stages) st.push_back({x->dims(), x->k()});
+    plan = FunnelPlan(st, k, spec->nesting);
+  }
+  if (!plan.ok()) return plan.status();
+  plan->stages.back().k = k;
+  plan->ef = req.ef();
+  s.plan = plan.value();
+  auto r = c_.Search(s);
+  if (!r.ok()) return r.status();
+  wire::SearchResponseT resp;
+  resp.coverage = r->coverage;
+  for (const auto& hits : r->hits) {
+    auto list = std::make_unique<wire::CandidateListT>();
+    for (const ScoredId& h : hits) list->candidates.emplace_back(h.id, h.score);
+    resp.results.push_back(std::move(list));
+  }
+  return wire::PackBody(resp);
+}
+
+Result<std::vector<uint8_t>> BinaryService::Upsert(const wire::UpsertRequest& req) {
+  const size_t n = req.ids() ? req.ids()->size() : 0;
+  const int32_t dims = req.dims();
+  if (dims <= 0) return Status::InvalidArgument("dims must be positive");
+  const size_t floats = req.vectors() ? req.vectors()->size() : 0;
+  if (floats != n * static_cast<size_t>(dims)) {
+    return Status::InvalidArgument("vectors must hold len(ids) * dims floats");
+  }
+  const size_t np = req.payloads() ? req.payloads()->size() : 0;
+  if (np != 0 && np != n) return Status::InvalidArgument("payloads must be empty or one per id");
+  std::vector<PointIn> points(n);
+  for (size_t i = 0; i < n; ++i) {
+    points[i].id = req.ids()->Get(static_cast<flatbuffers::uoffset_t>(i));
+    const float* v = req.vectors()->data() + i * static_cast<size_t>(dims);
+    points[i].vector.assign(v, v + dims);
+    if (np) {
+      const auto* p = req.payloads()->Get(static_cast<flatbuffers::uoffset_t>(i));
+      if (p && p->data()) points[i].payload.assign(p->data()->begin(), p->data()->end());
+    }
+  }
+  MRL_RETURN_IF_ERROR(c_.Upsert(Str(req.collection()), points, deadline_ms_));
+  wire::UpsertResponseT resp;
+  resp.count = static_cast<uint32_t>(n);
+  return wire::PackBody(resp);
+}
+
+Result<std::vector<uint8_t>> BinaryService::Delete(const wire::DeleteRequest& req) {
+  std::vector<uint64_t> ids;
+  if (req.ids()) ids.assign(req.ids()->begin(), req.ids()->end());
+  MRL_RETURN_IF_ERROR(c_.Delete(Str(req.collection()), ids, deadline_ms_));
+  wire::DeleteResponseT resp;
+  resp.count = static_cast<uint32_t>(ids.size());
+  return wire::PackBody(resp);
+}
+
+Result<std::vector<uint8_t>> BinaryService::Get(const wire::GetRequest& req) {
+  std::vector<uint64_t> ids;
+  if (req.ids()) ids.assign(req.ids()->begin(), req.ids()->end());
+  auto got = c_.Get(Str(req.collection()), ids, req.with_vector(), deadline_ms_);
+  if (!got.ok()) return got.status();
+  wire::GetResponseT resp;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    auto p = std::make_unique<wire::PointT>();
+    p->id = ids[i];
+    if (got.value()[i]) {
+      p->found = true;
+      p->vector = got.value()[i]->vector;
+      p->payload.assign(got.value()[i]->payload.begin(), got.value()[i]->payload.end());
+    }
+    resp.points.push_back(std::move(p));
+  }
+  return wire::PackBody(resp);
+}
+
+Result<std::vector<uint8_t>> BinaryService::Describe(const wire::DescribeCollectionRequest& req) {
+  auto spec = c_.Describe(Str(req.name()));
+  if (!spec.ok()) return spec.status();
+  wire::DescribeCollectionResponseT resp;
+  resp.collections.push_back(std::make_unique<wire::CollectionSpecT>(spec.value()));
+  return wire::PackBody(resp);
+}
+
+Result<std::vector<uint8_t>> BinaryService::Stats() {
+  wire::StatsResponseT resp;
+  resp.uptime_ms = static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started_).count());
+  resp.connections_open = connections_open.load();
+  resp.connections_total = connections_total.load();
+  metrics_.FillStats(&resp);
+  resp.map_epoch = static_cast<uint32_t>(c_.MapSnapshot().epoch());
+  return wire::PackBody(resp);
+}
+
+}  // namespace mrl::coord
