@@ -39,6 +39,13 @@ class ShardClient::Impl {
     asio::post(io_,
                [this, type, body = std::move(body), deadline_ms, done = std::move(done)]() mutable {
                  const uint32_t dl = deadline_ms ? deadline_ms : opt_.default_deadline_ms;
+                 if (opt_.max_in_flight > 0 && pending_.size() >= opt_.max_in_flight) {
+                   // Back-pressure: fail fast instead of queueing without bound behind a slow peer.
+                   done(Status::ResourceExhausted(std::to_string(pending_.size()) + " requests in flight to " +
+                                                  opt_.host + ":" + std::to_string(opt_.port) + " (max_in_flight " +
+                                                  std::to_string(opt_.max_in_flight) + ")"));
+                   return;
+                 }
                  const uint64_t id = next_id_++;
                  wire::FrameHeader h;
                  h.type = static_cast<uint16_t>(type);

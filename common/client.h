@@ -29,6 +29,9 @@ struct ClientOptions {
   uint32_t connect_timeout_ms = 3000;
   uint32_t default_deadline_ms = 30000;  // for calls that pass 0
   uint32_t max_frame_bytes = wire::kDefaultMaxFrameBytes;
+  // Requests awaiting an answer on this connection beyond which a call fails at once with
+  // ResourceExhausted (back-pressure towards the caller); 0 = unbounded.
+  uint32_t max_in_flight = 1024;
 };
 
 // A verified response frame: `type` is the expected response type (errors become a Status).

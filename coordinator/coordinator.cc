@@ -184,6 +184,8 @@ Coordinator::Coordinator(CoordinatorOptions options)
     : opt_(std::move(options)), metrics_(std::make_unique<Metrics>()) {
   PoolOptions po;
   po.auth_secret = opt_.shard_secret;
+  po.connections_per_shard = opt_.shard_connections;
+  po.max_in_flight_per_connection = opt_.shard_max_in_flight;
   pool_ = std::make_unique<ShardPool>(po);
   engine_ = std::make_unique<QueryEngine>(*pool_);
 }

@@ -36,6 +36,8 @@ struct CoordinatorOptions {
   // cluster and collection changes are refused; the state is reloaded whenever a shard reports
   // a newer map epoch or a collection is unknown.
   bool follow = false;
+  int shard_connections = 2;             // pipelined connections per shard (round-robin)
+  uint32_t shard_max_in_flight = 256;    // per connection; beyond: ResourceExhausted at once
 };
 
 struct PointIn {

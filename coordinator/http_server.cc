@@ -1,8 +1,11 @@
 #include "coordinator/http_server.h"
 
 #include <boost/asio.hpp>
+#include <boost/asio/ssl.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
+#include <optional>
 #include <thread>
 
 namespace mrl::coord {
@@ -15,22 +18,36 @@ class HttpServer::Impl {
  public:
   Impl(HttpServerOptions o, Handler h) : opt_(std::move(o)), handler_(std::move(h)), acceptor_(io_) {}
 
-  class Session : public std::enable_shared_from_this<Session> {
+  // Stream: beast::tcp_stream (HTTP) or beast::ssl_stream<beast::tcp_stream> (HTTPS).
+  template <typename Stream>
+  class Session : public std::enable_shared_from_this<Session<Stream>> {
    public:
     Session(tcp::socket s, Impl* server) : stream_(std::move(s)), server_(server) {}
-    void Start() { Read(); }
+    Session(tcp::socket s, asio::ssl::context& ctx, Impl* server) : stream_(std::move(s), ctx), server_(server) {}
+    void Start() {
+      if constexpr (kTls) {
+        beast::get_lowest_layer(stream_).expires_after(std::chrono::milliseconds(server_->opt_.idle_timeout_ms));
+        stream_.async_handshake(asio::ssl::stream_base::server, [self = this->shared_from_this()](beast::error_code ec) {
+          if (ec) return self->Close();  // not TLS, bad client cert, timeout: nothing to answer
+          self->Read();
+        });
+      } else {
+        Read();
+      }
+    }
 
    private:
+    static constexpr bool kTls = !std::is_same_v<Stream, beast::tcp_stream>;
     void Read() {
       parser_.emplace();
       parser_->body_limit(server_->opt_.max_body_bytes);
-      stream_.expires_after(std::chrono::milliseconds(server_->opt_.idle_timeout_ms));
+      beast::get_lowest_layer(stream_).expires_after(std::chrono::milliseconds(server_->opt_.idle_timeout_ms));
       http::async_read(stream_, buffer_, *parser_,
-                       [self = shared_from_this()](beast::error_code ec, size_t) { self->OnRead(ec); });
+                       [self = this->shared_from_this()](beast::error_code ec, size_t) { self->OnRead(ec); });
     }
     void OnRead(beast::error_code ec) {
       if (ec == http::error::end_of_stream || ec == beast::error::timeout ||
-          ec == asio::error::operation_aborted) {
+          ec == asio::error::operation_aborted || ec == asio::ssl::error::stream_truncated) {
         return Close();
       }
       if (ec) {
@@ -58,7 +75,7 @@ class HttpServer::Impl {
       const bool keep_alive = req.keep_alive();
       const unsigned version = req.version();
       // The handler may block (fan-out to shards): run it on the pool, write on the strand.
-      asio::post(*server_->pool_, [self = shared_from_this(), in = std::move(in), keep_alive, version] {
+      asio::post(*server_->pool_, [self = this->shared_from_this(), in = std::move(in), keep_alive, version] {
         HttpResponse r;
         try {
           r = self->server_->handler_(in);
@@ -79,24 +96,39 @@ class HttpServer::Impl {
       res->keep_alive(keep_alive);
       res->body() = std::move(r.body);
       res->prepare_payload();
-      http::async_write(stream_, *res, [self = shared_from_this(), res, keep_alive](beast::error_code ec, size_t) {
+      http::async_write(stream_, *res, [self = this->shared_from_this(), res, keep_alive](beast::error_code ec, size_t) {
         if (ec || !keep_alive) return self->Close();
         self->Read();
       });
     }
     void Close() {
       beast::error_code ec;
-      stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
-      stream_.socket().close(ec);
+      auto& socket = beast::get_lowest_layer(stream_).socket();
+      socket.shutdown(tcp::socket::shutdown_send, ec);
+      socket.close(ec);
     }
 
-    beast::tcp_stream stream_;
+    Stream stream_;
     beast::flat_buffer buffer_;
     std::optional<http::request_parser<http::string_body>> parser_;
     Impl* server_;  // outlives every session: Shutdown joins all threads first
   };
 
   Status Start() {
+    if (opt_.tls_cert_file.empty() != opt_.tls_key_file.empty()) {
+      return Status::InvalidArgument("TLS needs both a certificate file and a key file");
+    }
+    if (!opt_.tls_cert_file.empty()) {
+      tls_.emplace(asio::ssl::context::tls_server);
+      tls_->set_options(asio::ssl::context::default_workarounds | asio::ssl::context::no_sslv2 |
+                        asio::ssl::context::no_sslv3 | asio::ssl::context::no_tlsv1 |
+                        asio::ssl::context::no_tlsv1_1 | asio::ssl::context::single_dh_use);
+      boost::system::error_code tec;
+      tls_->use_certificate_chain_file(opt_.tls_cert_file, tec);
+      if (tec) return Status::InvalidArgument("TLS certificate '" + opt_.tls_cert_file + "': " + tec.message());
+      tls_->use_private_key_file(opt_.tls_key_file, asio::ssl::context::pem, tec);
+      if (tec) return Status::InvalidArgument("TLS key '" + opt_.tls_key_file + "': " + tec.message());
+    }
     beast::error_code ec;
     const auto addr = asio::ip::make_address(opt_.host, ec);
     if (ec) return Status::InvalidArgument("bad listen address '" + opt_.host + "'");
@@ -116,7 +148,13 @@ class HttpServer::Impl {
   void Accept() {
     acceptor_.async_accept(asio::make_strand(io_), [this](beast::error_code ec, tcp::socket s) {
       if (ec == asio::error::operation_aborted || !acceptor_.is_open()) return;
-      if (!ec) std::make_shared<Session>(std::move(s), this)->Start();
+      if (!ec) {
+        if (tls_) {
+          std::make_shared<Session<beast::ssl_stream<beast::tcp_stream>>>(std::move(s), *tls_, this)->Start();
+        } else {
+          std::make_shared<Session<beast::tcp_stream>>(std::move(s), this)->Start();
+        }
+      }
       Accept();
     });
   }
@@ -133,6 +171,7 @@ class HttpServer::Impl {
 
   HttpServerOptions opt_;
   Handler handler_;
+  std::optional<asio::ssl::context> tls_;
   asio::io_context io_;
   tcp::acceptor acceptor_;
   std::unique_ptr<asio::thread_pool> pool_;
@@ -146,6 +185,7 @@ HttpServer::HttpServer(HttpServerOptions options, Handler handler)
 HttpServer::~HttpServer() { Shutdown(); }
 Status HttpServer::Start() { return impl_->Start(); }
 uint16_t HttpServer::port() const { return impl_->port_; }
+bool HttpServer::tls() const { return impl_->tls_.has_value(); }
 void HttpServer::Shutdown() { impl_->Shutdown(); }
 
 }  // namespace mrl::coord

@@ -1,6 +1,7 @@
 // The coordinator's HTTP/1.1 front door (Boost.Beast): keep-alive connections on one I/O
 // thread, request bodies bounded by max_body_bytes, and every handler run on a worker pool so
-// a slow query never blocks the sockets. Routing and JSON live in the handler (api.h).
+// a slow query never blocks the sockets; optionally TLS (OpenSSL) on every connection. Routing
+// and JSON live in the handler (Coordinator::Handle).
 #pragma once
 
 #include <cstdint>
@@ -33,6 +34,9 @@ struct HttpServerOptions {
   int threads = 0;    // handler pool; 0 = hardware concurrency
   uint64_t max_body_bytes = 64ull << 20;
   uint32_t idle_timeout_ms = 60000;
+  // Both set: HTTPS only (TLS 1.2+, PEM certificate chain and private key); both empty: HTTP.
+  std::string tls_cert_file;
+  std::string tls_key_file;
 };
 
 class HttpServer {
@@ -42,6 +46,7 @@ class HttpServer {
   ~HttpServer();
   Status Start();
   uint16_t port() const;
+  bool tls() const;  // after Start
   // Stops accepting, lets handlers in flight finish, closes connections, joins threads.
   void Shutdown();
 

@@ -49,10 +49,16 @@ int Run(int argc, char** argv) {
   app.add_option("--deadline-ms", co.default_deadline_ms, "Default per-request deadline");
   app.add_option("--max-k", co.max_k, "Largest k a search may ask for");
   app.add_option("--write-quorum", co.write_quorum, "Replicas that must acknowledge a write (0 = all)");
+  app.add_option("--shard-connections", co.shard_connections, "Pipelined connections per shard")
+      ->check(CLI::Range(1, 64));
+  app.add_option("--shard-max-in-flight", co.shard_max_in_flight,
+                 "Requests awaiting an answer per shard connection before calls fail fast (back-pressure)");
   app.add_option("--read-token-file", read_token_file, "File holding the read-only API token");
   app.add_option("--admin-token-file", admin_token_file, "File holding the admin API token");
   app.add_option("--shard-secret-file", shard_secret_file, "File holding the shards' shared secret");
   app.add_option("--max-body-bytes", ho.max_body_bytes, "Largest HTTP request body");
+  app.add_option("--tls-cert-file", ho.tls_cert_file, "PEM certificate chain: serve HTTPS (with --tls-key-file)");
+  app.add_option("--tls-key-file", ho.tls_key_file, "PEM private key of --tls-cert-file");
   int binary_port = -1;
   std::string binary_port_file, binary_secret_file;
   app.add_option("--binary-port", binary_port,
@@ -117,7 +123,7 @@ int Run(int argc, char** argv) {
     std::cerr << "mrl-coordinator: " << st.ToString() << "\n";
     return 1;
   }
-  std::cout << "mrl-coordinator listening on http://" << ho.host << ":" << server.port()
+  std::cout << "mrl-coordinator listening on " << (server.tls() ? "https://" : "http://") << ho.host << ":" << server.port()
             << (co.admin_token.empty() ? " (no API tokens)" : " (token auth)") << std::endl;
   std::unique_ptr<mrl::coord::BinaryService> binary;
   std::unique_ptr<mrl::shard::Server> binary_server;

@@ -1,5 +1,7 @@
 #include "coordinator/shard_pool.h"
 
+#include <algorithm>
+
 namespace mrl::coord {
 
 void ShardPool::Sync(const ShardMap& map) {
@@ -12,15 +14,22 @@ void ShardPool::Sync(const ShardMap& map) {
     o.port = static_cast<uint16_t>(std::stoi(info.address.substr(colon + 1)));
     o.auth_secret = options_.auth_secret;
     o.connect_timeout_ms = options_.connect_timeout_ms;
-    entries_[id].client = std::make_unique<ShardClient>(o);
+    o.max_in_flight = options_.max_in_flight_per_connection;
+    for (int c = 0; c < std::max(1, options_.connections_per_shard); ++c) {
+      entries_[id].clients.push_back(std::make_unique<ShardClient>(o));
+    }
   }
-  for (auto& [id, e] : entries_) e.client->set_epoch(static_cast<uint32_t>(map.epoch()));
+  for (auto& [id, e] : entries_) {
+    for (auto& c : e.clients) c->set_epoch(static_cast<uint32_t>(map.epoch()));
+  }
 }
 
 ShardClient* ShardPool::Client(const std::string& shard) {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = entries_.find(shard);
-  return it == entries_.end() ? nullptr : it->second.client.get();
+  if (it == entries_.end()) return nullptr;
+  Entry& e = it->second;
+  return e.clients[e.next++ % e.clients.size()].get();
 }
 
 bool ShardPool::Healthy(const std::string& shard) {

@@ -11,6 +11,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include "common/client.h"
 #include "coordinator/shard_map.h"
@@ -21,6 +22,12 @@ struct PoolOptions {
   std::string auth_secret;
   uint32_t connect_timeout_ms = 1000;
   uint32_t retry_after_ms = 2000;
+  // Pipelined connections per shard, used round-robin: one connection is one TCP stream and one
+  // reader on each side, so a few spread a busy coordinator's load over the shard's workers.
+  int connections_per_shard = 2;
+  // Requests awaiting an answer per connection; beyond it a call fails at once with
+  // ResourceExhausted, which the query path treats like a busy replica (try another member).
+  uint32_t max_in_flight_per_connection = 256;
 };
 
 class ShardPool {
@@ -30,7 +37,8 @@ class ShardPool {
   // Creates clients for shards of `map` not yet known (addresses are fixed per shard id) and
   // stamps every client's later requests with the map's epoch.
   void Sync(const ShardMap& map);
-  // REQUIRES: Sync saw `shard`. The client outlives the pool's use of it.
+  // REQUIRES: Sync saw `shard`. The next of the shard's connections (round-robin); it outlives
+  // the pool's use of it.
   ShardClient* Client(const std::string& shard);
   bool Healthy(const std::string& shard);
   // Records the outcome of a call: failures that mean "the shard is gone" mark it down.
@@ -38,7 +46,8 @@ class ShardPool {
 
  private:
   struct Entry {
-    std::unique_ptr<ShardClient> client;
+    std::vector<std::unique_ptr<ShardClient>> clients;
+    size_t next = 0;
     bool down = false;
     std::chrono::steady_clock::time_point down_since;
   };

@@ -14,6 +14,8 @@ PACKAGES=(
   libopenmpi-dev openmpi-bin
   libflatbuffers-dev flatbuffers-compiler librocksdb-dev libboost-all-dev
   libhnswlib-dev libfaiss-dev
+  # TLS on the coordinator's HTTP API (Boost.Beast over OpenSSL); openssl makes the test certs.
+  libssl-dev openssl
   # WebDataset tar shards: libarchive reads tars, libjpeg-turbo decodes JPEG, libpng decodes PNG.
   libarchive-dev libturbojpeg0-dev libpng-dev
   # libFuzzer target for the frame decoder (clang -fsanitize=fuzzer).

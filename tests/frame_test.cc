@@ -1,10 +1,15 @@
 // Framing (common/frame.h) and the protocol layer above it (common/protocol.h): round trips, and
 // every malformed case gives the typed error the server answers with.
+#include <utility>  // before Boost.Asio: its awaitable.hpp uses std::exchange
+#include <boost/asio.hpp>
+#include <chrono>
 #include <cstring>
+#include <thread>
 #include <random>
 
 #include <gtest/gtest.h>
 
+#include "common/client.h"
 #include "common/frame.h"
 #include "common/protocol.h"
 
@@ -283,6 +288,46 @@ TEST(ProtocolTest, RandomBytesNeverCrashTheDecoderOrVerifier) {
       }
     }
   }
+}
+
+// Back-pressure in the client: with max_in_flight requests unanswered (a peer that reads but
+// never answers), the next call fails at once with ResourceExhausted instead of queueing; the
+// waiting ones end at their deadline, after which calls are accepted again.
+TEST(ClientTest, MaxInFlightFailsFastAndRecoversAfterDeadlines) {
+  namespace asio = boost::asio;
+  asio::io_context io;
+  asio::ip::tcp::acceptor acceptor(io, {asio::ip::make_address("127.0.0.1"), 0});
+  asio::ip::tcp::socket peer(io);
+  std::array<char, 65536> sink;
+  std::function<void()> drain = [&] {
+    peer.async_read_some(asio::buffer(sink), [&](boost::system::error_code ec, size_t) {
+      if (!ec) drain();
+    });
+  };
+  acceptor.async_accept(peer, [&](boost::system::error_code ec) {
+    if (!ec) drain();
+  });
+  std::thread server([&] { io.run(); });
+  ClientOptions o;
+  o.port = acceptor.local_endpoint().port();
+  o.max_in_flight = 2;
+  {
+    ShardClient client(o);
+    auto a = client.CallFuture(PingRequestT{}, 300);
+    auto b = client.CallFuture(PingRequestT{}, 300);
+    const auto t0 = std::chrono::steady_clock::now();
+    auto c = client.Call(PingRequestT{}, 5000);
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::milliseconds(200));
+    ASSERT_FALSE(c.ok());
+    EXPECT_EQ(c.status().code(), Status::Code::kResourceExhausted) << c.status().ToString();
+    EXPECT_NE(c.status().message().find("max_in_flight 2"), std::string::npos) << c.status().ToString();
+    EXPECT_EQ(a.get().status().code(), Status::Code::kDeadlineExceeded);
+    EXPECT_EQ(b.get().status().code(), Status::Code::kDeadlineExceeded);
+    auto d = client.CallFuture(PingRequestT{}, 100);  // accepted again (and times out: no answer)
+    EXPECT_EQ(d.get().status().code(), Status::Code::kDeadlineExceeded);
+  }
+  io.stop();
+  server.join();
 }
 
 }  // namespace
