@@ -165,7 +165,8 @@ int main(int argc, char** argv) {
   size_t faiss_queries = 100, block_cache_mb = 256;
   std::vector<int32_t> ef_sweep = {10, 20, 40, 80, 160, 320, 640};
   size_t max_queries = 1000;
-  bool skip_hnsw_full = false, no_sync = false, keep = false, reuse = false, mmap_reads = false;
+  bool skip_hnsw_full = false, no_sync = false, keep = false, reuse = false, mmap_reads = false,
+       compare_mmap = false;
   int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   app.add_option("--make-synthetic", synthetic_dir, "write db/queries/labels .npy here and exit");
   app.add_option("--n", syn_n, "synthetic: database size");
@@ -194,6 +195,7 @@ int main(int argc, char** argv) {
                  "queries for the FAISS exact row (one query at a time scans N x d)");
   app.add_option("--block-cache-mb", block_cache_mb, "engine RocksDB block cache");
   app.add_flag("--mmap-reads", mmap_reads, "engine reads SST files through mmap");
+  app.add_flag("--compare-mmap", compare_mmap, "rerun the Ds x K grid with the other read path");
   CLI11_PARSE(app, argc, argv);
 
   std::string command;
@@ -344,9 +346,10 @@ int main(int argc, char** argv) {
 
   // ---- engine plans ----------------------------------------------------------------------
   std::fprintf(stderr, "queries (single thread):\n");
+  std::string method = "shard engine (one trip)";
   auto run_search = [&](const std::string& plan, std::vector<SearchStage> stages, bool exact) {
     rows.push_back(
-        Measure("shard engine (one trip)", plan, nq, ev, [&](size_t qi, std::vector<int64_t>* out) {
+        Measure(method, plan, nq, ev, [&](size_t qi, std::vector<int64_t>* out) {
           auto r = engine->Search("bench", std::span<const float>(&queries[qi * d], d), stages,
                                   engine_ef, exact);
           if (!r.ok()) Die(r.status().ToString());
@@ -424,6 +427,23 @@ int main(int argc, char** argv) {
       low_builds.push_back({ds, Seconds(b0, Clock::now()),
                             static_cast<double>(index->memory_bytes()) / n});
       std::fprintf(stderr, "  built HNSW Ds=%d alone in %.1f s\n", ds, low_builds.back().seconds);
+    }
+  }
+
+  // ---- the same grid with the other read path (pread + block cache vs mmap) -----------------
+  if (compare_mmap) {
+    engine.reset();
+    eo.mmap_reads = !mmap_reads;
+    opened = Engine::Open(eo);
+    if (!opened.ok()) Die(opened.status().ToString());
+    engine = std::move(opened.value());
+    method = std::string("shard engine (one trip, ") + (eo.mmap_reads ? "mmap reads)" : "pread reads)");
+    for (int32_t ds : ds_list) {
+      for (int32_t kk : Ks) {
+        run_search(
+            "Ds=" + std::to_string(ds) + " K=" + std::to_string(kk) + " -> Dr=" + std::to_string(d),
+            {{ds, kk}, {static_cast<int32_t>(d), k}}, false);
+      }
     }
   }
 
