@@ -19,6 +19,7 @@
 #include <unistd.h>
 #include <vector>
 
+#include "bench/bench_util.h"
 #include "common/npy.h"
 #include "common/vector_codec.h"
 #include "shard/engine.h"
@@ -29,26 +30,10 @@ using namespace mrl;
 using namespace mrl::shard;
 using Clock = std::chrono::steady_clock;
 
-[[noreturn]] void Die(const std::string& m) {
-  std::fprintf(stderr, "engine_qps: %s\n", m.c_str());
-  std::exit(1);
-}
+[[noreturn]] void Die(const std::string& m) { mrl::bench::Die("engine_qps", m); }
 
 std::vector<float> LoadMatrix(const std::string& path, int64_t* n, int64_t* d) {
-  auto arr = ReadNpy(path);
-  if (!arr.ok()) Die(arr.status().ToString());
-  if (arr->shape.size() != 2) Die(path + ": expected a 2-D array [N, d]");
-  *n = arr->shape[0];
-  *d = arr->shape[1];
-  std::vector<float> out(static_cast<size_t>(*n * *d));
-  if (arr->dtype == NpyDtype::kFloat32) {
-    std::memcpy(out.data(), arr->data.data(), out.size() * 4);
-  } else if (arr->dtype == NpyDtype::kFloat16) {
-    DecodeHalf(arr->data.data(), out.size(), out.data());
-  } else {
-    Die(path + ": dtype must be float32 or float16");
-  }
-  return out;
+  return mrl::bench::LoadMatrix("engine_qps", path, n, d);
 }
 
 double Pct(std::vector<double> v, double p) {

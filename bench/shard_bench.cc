@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "common/distance.h"
+#include "bench/bench_util.h"
 #include "common/npy.h"
 #include "common/vector_codec.h"
 #include "shard/engine.h"
@@ -39,27 +40,10 @@ double Seconds(Clock::time_point a, Clock::time_point b) {
   return std::chrono::duration<double>(b - a).count();
 }
 
-[[noreturn]] void Die(const std::string& m) {
-  std::fprintf(stderr, "shard_bench: %s\n", m.c_str());
-  std::exit(1);
-}
+[[noreturn]] void Die(const std::string& m) { mrl::bench::Die("shard_bench", m); }
 
-// [N, d] float32 or float16 -> float32.
 std::vector<float> LoadMatrix(const std::string& path, int64_t* n, int64_t* d) {
-  auto arr = ReadNpy(path);
-  if (!arr.ok()) Die(arr.status().ToString());
-  if (arr->shape.size() != 2) Die(path + ": expected a 2-D array [N, d]");
-  *n = arr->shape[0];
-  *d = arr->shape[1];
-  std::vector<float> out(static_cast<size_t>(*n * *d));
-  if (arr->dtype == NpyDtype::kFloat32) {
-    std::memcpy(out.data(), arr->data.data(), out.size() * 4);
-  } else if (arr->dtype == NpyDtype::kFloat16) {
-    DecodeHalf(arr->data.data(), out.size(), out.data());
-  } else {
-    Die(path + ": dtype must be float32 or float16");
-  }
-  return out;
+  return mrl::bench::LoadMatrix("shard_bench", path, n, d);
 }
 
 Status MakeSynthetic(const std::string& dir, int64_t n, int64_t d, int64_t nq, int classes) {

@@ -12,24 +12,13 @@
 #include <sstream>
 
 #include "common/atomic_file.h"
+#include "common/daemon.h"
 #include "coordinator/binary_service.h"
 #include "coordinator/coordinator.h"
 #include "coordinator/http_server.h"
 #include "shard/server.h"
 
 namespace {
-
-std::string ReadSecret(const std::string& path) {
-  if (path.empty()) return "";
-  std::ifstream in(path);
-  if (!in) throw std::runtime_error("cannot read secret file " + path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  std::string s = ss.str();
-  while (!s.empty() && (s.back() == '\n' || s.back() == '\r')) s.pop_back();
-  if (s.empty()) throw std::runtime_error("secret file " + path + " is empty");
-  return s;
-}
 
 int Run(int argc, char** argv) {
   CLI::App app{"mrl-coordinator: query and write front door of an MRL serving cluster"};
@@ -76,15 +65,11 @@ int Run(int argc, char** argv) {
     return 2;
   }
   ho.port = static_cast<uint16_t>(port);
-  co.read_token = ReadSecret(read_token_file);
-  co.admin_token = ReadSecret(admin_token_file);
-  co.shard_secret = ReadSecret(shard_secret_file);
+  co.read_token = mrl::ReadSecretFile(read_token_file);
+  co.admin_token = mrl::ReadSecretFile(admin_token_file);
+  co.shard_secret = mrl::ReadSecretFile(shard_secret_file);
 
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGTERM);
-  sigaddset(&signals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  const sigset_t signals = mrl::BlockTerminationSignals();
 
   auto coord = mrl::coord::Coordinator::Open(co);
   if (!coord.ok()) {
@@ -137,7 +122,7 @@ int Run(int argc, char** argv) {
     so.host = ho.host;
     so.port = static_cast<uint16_t>(binary_port);
     so.threads = ho.threads;
-    so.auth_secret = ReadSecret(binary_secret_file);
+    so.auth_secret = mrl::ReadSecretFile(binary_secret_file);
     binary_server = std::make_unique<mrl::shard::Server>(so, *binary);
     st = binary_server->Start();
     if (!st.ok()) {
@@ -147,7 +132,7 @@ int Run(int argc, char** argv) {
     std::cout << "mrl-coordinator binary API on " << ho.host << ":" << binary_server->port()
               << (so.auth_secret.empty() ? " (no secret)" : " (secret auth)") << std::endl;
     if (!binary_port_file.empty()) {
-      st = mrl::WriteFileAtomic(binary_port_file, std::to_string(binary_server->port()) + "\n");
+      st = mrl::WritePortFile(binary_port_file, binary_server->port());
       if (!st.ok()) {
         std::cerr << "mrl-coordinator: " << st.ToString() << "\n";
         return 1;
@@ -155,14 +140,13 @@ int Run(int argc, char** argv) {
     }
   }
   if (!port_file.empty()) {
-    st = mrl::WriteFileAtomic(port_file, std::to_string(server.port()) + "\n");
+    st = mrl::WritePortFile(port_file, server.port());
     if (!st.ok()) {
       std::cerr << "mrl-coordinator: " << st.ToString() << "\n";
       return 1;
     }
   }
-  int sig = 0;
-  sigwait(&signals, &sig);
+  const int sig = mrl::WaitForTerminationSignal(signals);
   std::cout << "mrl-coordinator: signal " << sig << ", draining" << std::endl;
   if (binary_server) binary_server->Shutdown();
   server.Shutdown();
@@ -172,11 +156,4 @@ int Run(int argc, char** argv) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  try {
-    return Run(argc, argv);
-  } catch (const std::exception& e) {
-    std::cerr << "mrl-coordinator: " << e.what() << "\n";
-    return 1;
-  }
-}
+int main(int argc, char** argv) { return mrl::RunDaemonMain("mrl-coordinator", Run, argc, argv); }

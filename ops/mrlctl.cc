@@ -20,6 +20,7 @@
 #include <deque>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <future>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -354,10 +355,11 @@ struct PlanRun {
   double wall_s = 0;
 };
 
-// Runs every query through the coordinator with `concurrency` client connections.
-PlanRun RunQueries(const std::string& url, const std::string& token, const std::string& collection,
-                   const std::vector<float>& q, int64_t d, const json& plan, int k, int concurrency) {
-  const size_t n = q.size() / static_cast<size_t>(d);
+// Runs queries 0..n-1 on `concurrency` threads. make_worker() is called once per thread and
+// returns that thread's query function (which owns its connection); it returns the hit ids of
+// query i or throws.
+using QueryFn = std::function<std::vector<uint64_t>(size_t)>;
+PlanRun RunConcurrently(size_t n, int concurrency, const std::function<QueryFn()>& make_worker) {
   PlanRun r;
   r.hits.resize(n);
   r.latency_ms.resize(n);
@@ -369,23 +371,17 @@ PlanRun RunQueries(const std::string& url, const std::string& token, const std::
   std::vector<std::thread> workers;
   for (int w = 0; w < concurrency; ++w) {
     workers.emplace_back([&] {
-      HttpClient c(url, token);
-      for (size_t i = next++; i < n && !failed; i = next++) {
-        json req = plan;
-        req["k"] = k;
-        req["vector"] = std::vector<float>(q.begin() + static_cast<std::ptrdiff_t>(i * d),
-                                           q.begin() + static_cast<std::ptrdiff_t>((i + 1) * d));
-        const auto s = Clock::now();
-        auto [status, body] = c.Call(http::verb::post, "/v1/collections/" + collection + "/search", req.dump());
-        r.latency_ms[i] = std::chrono::duration<double, std::milli>(Clock::now() - s).count();
-        if (status != 200) {
-          std::lock_guard<std::mutex> lock(error_mu);
-          error = "HTTP " + std::to_string(status) + " " + body;
-          failed = true;
-          return;
+      try {
+        QueryFn query = make_worker();
+        for (size_t i = next++; i < n && !failed; i = next++) {
+          const auto s = Clock::now();
+          r.hits[i] = query(i);
+          r.latency_ms[i] = std::chrono::duration<double, std::milli>(Clock::now() - s).count();
         }
-        const json parsed = json::parse(body);
-        for (const json& h : parsed["results"][0]) r.hits[i].push_back(h["id"].get<uint64_t>());
+      } catch (const std::exception& e) {
+        std::lock_guard<std::mutex> lock(error_mu);
+        error = e.what();
+        failed = true;
       }
     });
   }
@@ -395,46 +391,43 @@ PlanRun RunQueries(const std::string& url, const std::string& token, const std::
   return r;
 }
 
-// The same through the coordinator's binary API: `concurrency` threads, one connection each,
-// one request in flight per thread; the plan as explicit stages.
+// Every query through the coordinator's HTTP API, one keep-alive connection per thread.
+PlanRun RunQueries(const std::string& url, const std::string& token, const std::string& collection,
+                   const std::vector<float>& q, int64_t d, const json& plan, int k, int concurrency) {
+  return RunConcurrently(q.size() / static_cast<size_t>(d), concurrency, [&]() -> QueryFn {
+    auto c = std::make_shared<HttpClient>(url, token);
+    return [&, c](size_t i) {
+      json req = plan;
+      req["k"] = k;
+      req["vector"] = std::vector<float>(q.begin() + static_cast<std::ptrdiff_t>(i * d),
+                                         q.begin() + static_cast<std::ptrdiff_t>((i + 1) * d));
+      auto [status, body] = c->Call(http::verb::post, "/v1/collections/" + collection + "/search", req.dump());
+      if (status != 200) throw std::runtime_error("HTTP " + std::to_string(status) + " " + body);
+      std::vector<uint64_t> hits;
+      for (const json& h : json::parse(body)["results"][0]) hits.push_back(h["id"].get<uint64_t>());
+      return hits;
+    };
+  });
+}
+
+// The same through the coordinator's binary API: one connection per thread, the plan as stages.
 PlanRun RunQueriesBinary(const std::string& address, const std::string& collection, const std::vector<float>& q,
                          int64_t d, const std::vector<std::pair<int32_t, int32_t>>& stages, int concurrency) {
-  const size_t n = q.size() / static_cast<size_t>(d);
-  PlanRun r;
-  r.hits.resize(n);
-  r.latency_ms.resize(n);
-  std::atomic<size_t> next{0};
-  std::atomic<bool> failed{false};
-  std::string error;
-  std::mutex error_mu;
-  const auto t0 = Clock::now();
-  std::vector<std::thread> workers;
-  for (int w = 0; w < concurrency; ++w) {
-    workers.emplace_back([&] {
-      mrl::ShardClient c(ClientFor(address));
-      mrl::wire::SearchRequestT req;
-      req.collection = collection;
-      req.dims = static_cast<int32_t>(d);
-      for (const auto& [dims, k] : stages) req.stages.emplace_back(dims, k);
-      for (size_t i = next++; i < n && !failed; i = next++) {
-        req.queries.assign(q.begin() + static_cast<std::ptrdiff_t>(i * d), q.begin() + static_cast<std::ptrdiff_t>((i + 1) * d));
-        const auto s = Clock::now();
-        auto res = c.Call(req, 10000);
-        r.latency_ms[i] = std::chrono::duration<double, std::milli>(Clock::now() - s).count();
-        if (!res.ok()) {
-          std::lock_guard<std::mutex> lock(error_mu);
-          error = res.status().ToString();
-          failed = true;
-          return;
-        }
-        for (const auto& c : res->results.at(0)->candidates) r.hits[i].push_back(c.id());
-      }
-    });
-  }
-  for (auto& t : workers) t.join();
-  if (failed) throw std::runtime_error("binary search failed: " + error);
-  r.wall_s = std::chrono::duration<double>(Clock::now() - t0).count();
-  return r;
+  return RunConcurrently(q.size() / static_cast<size_t>(d), concurrency, [&]() -> QueryFn {
+    auto c = std::make_shared<mrl::ShardClient>(ClientFor(address));
+    auto req = std::make_shared<mrl::wire::SearchRequestT>();
+    req->collection = collection;
+    req->dims = static_cast<int32_t>(d);
+    for (const auto& [dims, k] : stages) req->stages.emplace_back(dims, k);
+    return [&, c, req](size_t i) {
+      req->queries.assign(q.begin() + static_cast<std::ptrdiff_t>(i * d), q.begin() + static_cast<std::ptrdiff_t>((i + 1) * d));
+      auto res = c->Call(*req, 10000);
+      if (!res.ok()) throw std::runtime_error(res.status().ToString());
+      std::vector<uint64_t> hits;
+      for (const auto& h : res->results.at(0)->candidates) hits.push_back(h.id());
+      return hits;
+    };
+  });
 }
 
 double Percentile(std::vector<double> v, double p) {

@@ -12,6 +12,7 @@
 #include <CLI/CLI.hpp>
 
 #include "common/atomic_file.h"
+#include "common/daemon.h"
 #include "shard/config.h"
 #include "shard/engine.h"
 #include "shard/server.h"
@@ -22,17 +23,6 @@ namespace {
 std::string FlagName(std::string field) {
   std::replace(field.begin(), field.end(), '_', '-');
   return "--" + field;
-}
-
-std::string ReadSecret(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) throw std::runtime_error("cannot read auth secret file " + path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  std::string s = ss.str();
-  while (!s.empty() && (s.back() == '\n' || s.back() == '\r')) s.pop_back();
-  if (s.empty()) throw std::runtime_error("auth secret file " + path + " is empty");
-  return s;
 }
 
 int Run(int argc, char** argv) {
@@ -74,11 +64,7 @@ int Run(int argc, char** argv) {
   std::cout << "mrl-shard config: " << ConfigToJson(cfg) << std::endl;
 
   // Every thread started from here on inherits the blocked mask; main collects the signal.
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGTERM);
-  sigaddset(&signals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  const sigset_t signals = mrl::BlockTerminationSignals();
 
   EngineOptions eo;
   eo.data_dir = cfg.data_dir;
@@ -127,7 +113,7 @@ int Run(int argc, char** argv) {
   so.max_queued_requests = cfg.max_queued_requests;
   so.max_connections = cfg.max_connections;
   so.drain_timeout_ms = cfg.drain_timeout_ms;
-  if (!cfg.auth_secret_file.empty()) so.auth_secret = ReadSecret(cfg.auth_secret_file);
+  if (!cfg.auth_secret_file.empty()) so.auth_secret = mrl::ReadSecretFile(cfg.auth_secret_file);
   Server server(so, service);
   mrl::Status st = server.Start();
   if (!st.ok()) {
@@ -137,15 +123,14 @@ int Run(int argc, char** argv) {
   std::cout << "mrl-shard listening on " << cfg.host << ":" << server.port()
             << (so.auth_secret.empty() ? "" : " (shared-secret auth)") << std::endl;
   if (!cfg.port_file.empty()) {
-    st = mrl::WriteFileAtomic(cfg.port_file, std::to_string(server.port()) + "\n");
+    st = mrl::WritePortFile(cfg.port_file, server.port());
     if (!st.ok()) {
       std::cerr << "mrl-shard: " << st.ToString() << "\n";
       return 1;
     }
   }
 
-  int sig = 0;
-  sigwait(&signals, &sig);
+  const int sig = mrl::WaitForTerminationSignal(signals);
   std::cout << "mrl-shard: signal " << sig << ", draining" << std::endl;
   server.Shutdown();
   st = engine.value()->Checkpoint();
@@ -159,11 +144,4 @@ int Run(int argc, char** argv) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  try {
-    return Run(argc, argv);
-  } catch (const std::exception& e) {
-    std::cerr << "mrl-shard: " << e.what() << "\n";
-    return 1;
-  }
-}
+int main(int argc, char** argv) { return mrl::RunDaemonMain("mrl-shard", Run, argc, argv); }

@@ -27,6 +27,7 @@
 #include "common/frame.h"
 #include "common/protocol.h"
 #include "shard/config.h"
+#include "tests/daemon_process.h"
 #include "test_util.h"
 
 extern char** environ;
@@ -41,74 +42,33 @@ constexpr int kDim = 256;
 constexpr int kLowDim = 32;
 constexpr int kPoints = 10000;
 
-std::string Slurp(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+using test_util::Slurp;
 
-// One mrl-shard process. The destructor kills it if it is still running.
+// One mrl-shard process (a DaemonProcess started anew, on the same data dir, for every Start).
 class ShardProcess {
  public:
   ShardProcess(std::string dir, std::vector<std::string> extra = {})
       : dir_(std::move(dir)), extra_(std::move(extra)) {}
-  ~ShardProcess() {
-    if (pid_ > 0) Kill9();
-  }
 
   // port 0: the OS chooses.
   void Start(uint16_t port = 0) {
     ++starts_;
-    const std::string port_file = dir_ + "/port";
-    fs::remove(port_file);
-    log_ = dir_ + "/log." + std::to_string(starts_);
-    std::vector<std::string> args = {
-        MRL_SHARD_BIN, "--data-dir", dir_ + "/data", "--port", std::to_string(port),
-        "--port-file", port_file,    "--threads",    "2",      "--block-cache-mb",
-        "32"};
+    std::vector<std::string> args = {"--data-dir", dir_ + "/data", "--port", std::to_string(port),
+                                     "--threads", "2", "--block-cache-mb", "32"};
     args.insert(args.end(), extra_.begin(), extra_.end());
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 1, log_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    posix_spawn_file_actions_adddup2(&fa, 1, 2);
-    ASSERT_EQ(posix_spawn(&pid_, argv[0], &fa, nullptr, argv.data(), environ), 0);
-    posix_spawn_file_actions_destroy(&fa);
-    const auto until = std::chrono::steady_clock::now() + 120s;
-    while (!fs::exists(port_file)) {
-      int status = 0;
-      ASSERT_EQ(waitpid(pid_, &status, WNOHANG), 0) << "mrl-shard exited early:\n" << Log();
-      ASSERT_LT(std::chrono::steady_clock::now(), until) << "no port file:\n" << Log();
-      std::this_thread::sleep_for(20ms);
-    }
-    port_ = static_cast<uint16_t>(std::stoi(Slurp(port_file)));
+    proc_ = std::make_unique<test_util::DaemonProcess>("shard" + std::to_string(starts_), MRL_SHARD_BIN, args, dir_);
+    proc_->Start();
   }
-
   // SIGTERM and wait: the exit status (0 after a graceful shutdown).
-  int Terminate() {
-    kill(pid_, SIGTERM);
-    int status = 0;
-    waitpid(pid_, &status, 0);
-    pid_ = -1;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  }
+  int Terminate() { return proc_->Kill(SIGTERM); }
+  void Kill9() { proc_->Kill(SIGKILL); }
 
-  void Kill9() {
-    kill(pid_, SIGKILL);
-    int status = 0;
-    waitpid(pid_, &status, 0);
-    pid_ = -1;
-  }
-
-  uint16_t port() const { return port_; }
-  std::string Log() const { return Slurp(log_); }
+  uint16_t port() const { return proc_->port(); }
+  std::string Log() const { return proc_->Log(); }
 
   std::unique_ptr<ShardClient> Client(std::string secret = "") const {
     ClientOptions o;
-    o.port = port_;
+    o.port = port();
     o.auth_secret = std::move(secret);
     return std::make_unique<ShardClient>(o);
   }
@@ -116,10 +76,8 @@ class ShardProcess {
  private:
   std::string dir_;
   std::vector<std::string> extra_;
-  pid_t pid_ = -1;
-  uint16_t port_ = 0;
   int starts_ = 0;
-  std::string log_;
+  std::unique_ptr<test_util::DaemonProcess> proc_;
 };
 
 // Deterministic data: point i's vector and a set of queries.
