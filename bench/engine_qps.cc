@@ -49,7 +49,7 @@ int main(int argc, char** argv) {
   int32_t ds = 16, K = 200, k = 10, dr = 0;
   std::vector<int> threads = {1, 8, 32};
   size_t limit = 0;
-  bool two_calls = false;
+  bool two_calls = false, reuse = false;
   app.add_option("--db", db_path, "database vectors [N, d] .npy")->required();
   app.add_option("--ids", ids_path, "database ids [N] .npy (default: row numbers)");
   app.add_option("--queries", q_path, "query vectors [Q, d] .npy")->required();
@@ -63,6 +63,9 @@ int main(int argc, char** argv) {
   app.add_flag("--two-calls", two_calls, "Shortlist then Rerank (the coordinator's path) "
                                          "instead of one Search call");
   app.add_option("--json", json_out, "write the figures here");
+  app.add_flag("--reuse", reuse,
+               "use the collection 'bench' already in --data-dir when it holds N points (e.g. shard_bench "
+               "--keep's), instead of loading the vectors again");
   CLI11_PARSE(app, argc, argv);
   std::string command;
   for (int i = 0; i < argc; ++i) command += (i ? " " : "") + std::string(argv[i]);
@@ -95,7 +98,7 @@ int main(int argc, char** argv) {
                 ("mrl_engine_qps_" + std::to_string(::getpid())))
                    .string();
   }
-  std::filesystem::remove_all(data_dir);
+  if (!reuse) std::filesystem::remove_all(data_dir);
   EngineOptions eo;
   eo.data_dir = data_dir;
   eo.sync_writes = false;  // bulk load of a benchmark; the figures measured are reads
@@ -112,8 +115,15 @@ int main(int argc, char** argv) {
   IndexSpec ix;
   ix.dims = ds;
   spec.indexes.push_back(ix);
-  if (Status st = engine->CreateCollection(spec); !st.ok()) Die(st.ToString());
-  for (int64_t start = 0; start < n; start += 1000) {
+  bool reused = false;
+  for (const auto& c : engine->Stats().collections) {
+    if (reuse && c.name == "bench" && c.points == static_cast<uint64_t>(n)) reused = true;
+  }
+  if (reuse && !reused) Die("--reuse: " + data_dir + " holds no collection 'bench' of " + std::to_string(n) + " points");
+  if (!reused) {
+    if (Status st = engine->CreateCollection(spec); !st.ok()) Die(st.ToString());
+  }
+  for (int64_t start = reused ? n : 0; start < n; start += 1000) {
     std::vector<PointView> pts;
     for (int64_t i = start; i < std::min(n, start + 1000); ++i) {
       pts.push_back(PointView{ids[i], std::span<const float>(&db[i * d], d), ""});
@@ -175,6 +185,6 @@ int main(int argc, char** argv) {
                                    .dump(2);
   }
   engine.reset();
-  if (temp_dir) std::filesystem::remove_all(data_dir);
+  if (temp_dir && !reuse) std::filesystem::remove_all(data_dir);
   return 0;
 }

@@ -439,7 +439,7 @@ double Percentile(std::vector<double> v, double p) {
 int Eval(const std::string& url, const std::string& binary, const std::string& token, const std::string& collection,
          const std::string& queries_path, const std::string& query_labels_path,
          const std::string& db_ids_path, const std::string& db_labels_path, int k, int limit,
-         const std::vector<int>& concurrency, const std::string& json_out) {
+         const std::vector<int>& concurrency, const std::string& json_out, bool latency_only) {
   auto qa = mrl::ReadNpy(queries_path);
   if (!qa.ok()) throw std::runtime_error(qa.status().ToString());
   const int64_t d = qa->shape[1];
@@ -454,11 +454,15 @@ int Eval(const std::string& url, const std::string& binary, const std::string& t
     if (!ida.ok()) throw std::runtime_error(ida.status().ToString());
     for (size_t i = 0; i < dl.size(); ++i) label_of[ida->as<uint64_t>()[i]] = dl[i];
   }
-  HttpClient c(url, token);
-  auto [cs, cb] = c.Call(http::verb::post, "/v1/collections/" + collection + "/calibrate",
-                         json{{"sample", 200}, {"k", k}}.dump());
-  if (cs != 200) throw std::runtime_error("calibrate: HTTP " + std::to_string(cs) + " " + cb);
-  const json budgets = json::parse(cb)["budgets"];
+  const json paper = {{"plan", {{"shortlist_dims", 16}, {"shortlist_k", 200}, {"rerank_dims", d}}}};
+  json budgets = {{"fast", "-"}, {"balanced", "-"}, {"exact", "-"}};
+  if (!latency_only) {
+    HttpClient c(url, token);
+    auto [cs, cb] = c.Call(http::verb::post, "/v1/collections/" + collection + "/calibrate",
+                           json{{"sample", 200}, {"k", k}}.dump());
+    if (cs != 200) throw std::runtime_error("calibrate: HTTP " + std::to_string(cs) + " " + cb);
+    budgets = json::parse(cb)["budgets"];
+  }
   std::vector<std::pair<std::string, json>> plans = {
       {"exact 2048-d", {{"exact", true}}},
       {"adaptive Ds=16 K=200 Dr=d (paper)", {{"plan", {{"shortlist_dims", 16}, {"shortlist_k", 200}, {"rerank_dims", d}}}}},
@@ -469,9 +473,13 @@ int Eval(const std::string& url, const std::string& binary, const std::string& t
       {"budget balanced (" + budgets["balanced"].get<std::string>() + ")", {{"budget", "balanced"}}},
       {"budget exact (" + budgets["exact"].get<std::string>() + ")", {{"budget", "exact"}}},
   };
+  if (latency_only) plans.clear();  // no exact pass, no calibration: latency and QPS only
   PlanRun exact;
   json report = json::array();
-  std::printf("\n%-62s %8s %9s %8s %8s %8s\n", "plan (queries through the coordinator)", "mAP@10", "recall@10", "p50 ms", "p99 ms", "QPS");
+  if (!latency_only) {
+    std::printf("\n%-62s %8s %9s %8s %8s %8s\n", "plan (queries through the coordinator)", "mAP@10", "recall@10", "p50 ms",
+                "p99 ms", "QPS");
+  }
   for (const auto& [name, plan] : plans) {
     PlanRun r = RunQueries(url, token, collection, q, d, plan, k, 1);
     if (name.rfind("exact", 0) == 0) exact = r;
@@ -503,7 +511,7 @@ int Eval(const std::string& url, const std::string& binary, const std::string& t
   std::printf("\nthroughput of the paper's plan by client concurrency:\n");
   json conc = json::array();
   for (int cc : concurrency) {
-    PlanRun r = RunQueries(url, token, collection, q, d, plans[1].second, k, cc);
+    PlanRun r = RunQueries(url, token, collection, q, d, paper, k, cc);
     std::printf("  concurrency %3d: %8.0f QPS, p50 %.2f ms, p99 %.2f ms\n", cc, n / r.wall_s,
                 Percentile(r.latency_ms, 0.5), Percentile(r.latency_ms, 0.99));
     conc.push_back({{"concurrency", cc}, {"qps", n / r.wall_s}, {"p50_ms", Percentile(r.latency_ms, 0.5)},
@@ -515,16 +523,17 @@ int Eval(const std::string& url, const std::string& binary, const std::string& t
     for (int cc : concurrency) {
       PlanRun r = RunQueriesBinary(binary, collection, q, d, {{16, 200}, {static_cast<int32_t>(d), k}}, cc);
       double recall = 0;
-      for (int64_t i = 0; i < n; ++i) {
+      for (int64_t i = 0; i < n && !exact.hits.empty(); ++i) {
         const auto& truth = exact.hits[static_cast<size_t>(i)];
         int hit = 0;
         for (uint64_t id : r.hits[static_cast<size_t>(i)]) hit += std::count(truth.begin(), truth.end(), id) > 0 ? 1 : 0;
         recall += static_cast<double>(hit) / k;
       }
+      const double rec = exact.hits.empty() ? -1.0 : recall / n;  // -1: not measured (--latency-only)
       std::printf("  concurrency %3d: %8.0f QPS, p50 %.2f ms, p99 %.2f ms, recall@10 %.3f\n", cc, n / r.wall_s,
-                  Percentile(r.latency_ms, 0.5), Percentile(r.latency_ms, 0.99), recall / n);
+                  Percentile(r.latency_ms, 0.5), Percentile(r.latency_ms, 0.99), rec);
       conc_binary.push_back({{"concurrency", cc}, {"qps", n / r.wall_s}, {"p50_ms", Percentile(r.latency_ms, 0.5)},
-                             {"p99_ms", Percentile(r.latency_ms, 0.99)}, {"recall_at_10", recall / n}});
+                             {"p99_ms", Percentile(r.latency_ms, 0.99)}, {"recall_at_10", rec}});
     }
   }
   if (!json_out.empty()) {
@@ -588,6 +597,9 @@ int main(int argc, char** argv) {
   eval->add_option("--dir", dir);
   eval->add_option("--token", token);
   eval->add_option("--binary", binary, "Coordinator binary API host:port (default: --dir's cluster)");
+  bool latency_only = false;
+  eval->add_flag("--latency-only", latency_only,
+                 "Only the paper's plan by concurrency (no exact pass, calibration or recall): for large collections");
   CLI11_PARSE(app, argc, argv);
   try {
     if (up->parsed()) return Up(dir, shards, replication, port, bin_dir);
@@ -600,7 +612,7 @@ int main(int argc, char** argv) {
     }
     if (eval->parsed()) {
       return Eval(UrlFrom(url, dir), BinaryFrom(binary, url, dir), token, collection, queries, query_labels, db_ids, db_labels, k, limit,
-                  concurrency, json_out);
+                  concurrency, json_out, latency_only);
     }
   } catch (const std::exception& e) {
     std::cerr << "mrlctl: " << e.what() << "\n";
