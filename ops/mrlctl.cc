@@ -403,8 +403,9 @@ PlanRun RunQueries(const std::string& url, const std::string& token, const std::
                                          q.begin() + static_cast<std::ptrdiff_t>((i + 1) * d));
       auto [status, body] = c->Call(http::verb::post, "/v1/collections/" + collection + "/search", req.dump());
       if (status != 200) throw std::runtime_error("HTTP " + std::to_string(status) + " " + body);
+      const json answer = json::parse(body);
       std::vector<uint64_t> hits;
-      for (const json& h : json::parse(body)["results"][0]) hits.push_back(h["id"].get<uint64_t>());
+      for (const json& h : answer["results"][0]) hits.push_back(h["id"].get<uint64_t>());
       return hits;
     };
   });
