@@ -464,12 +464,21 @@ int Eval(const std::string& url, const std::string& binary, const std::string& t
     if (cs != 200) throw std::runtime_error("calibrate: HTTP " + std::to_string(cs) + " " + cb);
     budgets = json::parse(cb)["budgets"];
   }
+  // The paper-shaped funnel over the nesting dims below d: 16/200 -> 32/100 -> 64/50 -> 128/25 -> d/k.
+  json funnel = json::array();
+  std::string funnel_name = "funnel";
+  for (auto [dims, kk] : std::vector<std::pair<int64_t, int>>{{16, 200}, {32, 100}, {64, 50}, {128, 25}}) {
+    if (dims >= d) break;
+    funnel.push_back({dims, kk});
+    funnel_name += " " + std::to_string(dims) + "/" + std::to_string(kk) + " ->";
+  }
+  funnel.push_back({d, k});
+  funnel_name += " d/" + std::to_string(k);
   std::vector<std::pair<std::string, json>> plans = {
       {"exact 2048-d", {{"exact", true}}},
       {"adaptive Ds=16 K=200 Dr=d (paper)", {{"plan", {{"shortlist_dims", 16}, {"shortlist_k", 200}, {"rerank_dims", d}}}}},
       {"adaptive, one trip", {{"plan", {{"shortlist_dims", 16}, {"shortlist_k", 200}, {"rerank_dims", d}}}, {"one_trip", true}}},
-      {"funnel 16/200 -> 32/100 -> 64/50 -> 128/25 -> d/10",
-       {{"funnel", {{16, 200}, {32, 100}, {64, 50}, {128, 25}, {d, k}}}}},
+      {funnel_name, {{"funnel", funnel}}},
       {"budget fast (" + budgets["fast"].get<std::string>() + ")", {{"budget", "fast"}}},
       {"budget balanced (" + budgets["balanced"].get<std::string>() + ")", {{"budget", "balanced"}}},
       {"budget exact (" + budgets["exact"].get<std::string>() + ")", {{"budget", "exact"}}},
