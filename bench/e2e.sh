@@ -55,7 +55,7 @@ ingest_s=$(echo "$(date +%s.%N) - $t0" | bc)
 LAT=""; [ "$N" -gt 100000 ] && LAT=--latency-only
 $B/ops/mrlctl eval --dir "$CL" --collection fmnist --limit "$Q" --concurrency 1 8 32 $LAT \
   --queries "$DATA/fmnist_q_embeddings.npy" --query-labels "$DATA/fmnist_q_labels.npy" \
-  --db-ids "$OUT/db_ids.npy" --db-labels "$OUT/db_labels.npy" --json "$OUT/coordinator.json" \
+  --db-embeddings "$OUT/db_embeddings.npy" --db-ids "$OUT/db_ids.npy" --db-labels "$OUT/db_labels.npy" --json "$OUT/coordinator.json" \
   | tee "$OUT/eval.txt"
 $B/ops/mrlctl down --dir "$CL"
 trap - EXIT

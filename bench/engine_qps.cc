@@ -21,6 +21,7 @@
 
 #include "bench/bench_util.h"
 #include "common/npy.h"
+#include "common/provenance.h"
 #include "common/vector_codec.h"
 #include "shard/engine.h"
 
@@ -67,6 +68,7 @@ int main(int argc, char** argv) {
                "use the collection 'bench' already in --data-dir when it holds N points (e.g. shard_bench "
                "--keep's), instead of loading the vectors again");
   CLI11_PARSE(app, argc, argv);
+  const nlohmann::json stamp = Provenance(argc, argv);
   std::string command;
   for (int i = 0; i < argc; ++i) command += (i ? " " : "") + std::string(argv[i]);
 
@@ -176,7 +178,8 @@ int main(int argc, char** argv) {
   }
   std::printf("reproduce: `%s`\n", command.c_str());
   if (!json_out.empty()) {
-    std::ofstream(json_out) << nlohmann::json{{"points", n},
+    std::ofstream(json_out) << nlohmann::json{{"provenance", stamp},
+                                              {"points", n},
                                               {"queries", nq},
                                               {"plan", {{"ds", ds}, {"K", K}, {"dr", dr}}},
                                               {"two_calls", two_calls},

@@ -16,7 +16,9 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <functional>
+#include <nlohmann/json.hpp>
 #include <random>
 #include <set>
 #include <string>
@@ -24,6 +26,8 @@
 #include <vector>
 
 #include "common/distance.h"
+#include "common/provenance.h"
+#include "common/retrieval_metrics.h"
 #include "bench/bench_util.h"
 #include "common/npy.h"
 #include "common/vector_codec.h"
@@ -82,52 +86,50 @@ struct Row {
   std::string method, plan;
   double recall = 0, map = -1, qps = 0, p50_ms = 0, p99_ms = 0;
   std::string note;
+  int run_order = 0;  // position in the (shuffled) order the rows were measured in
 };
 
 struct Eval {
-  const std::vector<std::vector<int64_t>>* truth;  // exact top-10 row ids per query
-  const std::vector<int64_t>* db_labels;           // may be empty
+  const std::vector<std::vector<uint64_t>>* truth;  // exact top-10 row ids per query
+  const std::vector<int64_t>* db_labels;            // may be empty
   const std::vector<int64_t>* query_labels;
+  size_t k;
 };
 
-// Runs `search(qi, out)` for every query, single-threaded, and scores the answers.
+// Runs `search(qi, out)` for every query, single-threaded: a warm-up pass over the first queries,
+// then the timed pass, which only stores the answers; they are scored afterwards with
+// common/retrieval_metrics.h (recall@k against the exact truth, the paper's mAP@k by label).
 Row Measure(const std::string& method, const std::string& plan, size_t nq, const Eval& ev,
             const std::function<void(size_t, std::vector<int64_t>*)>& search) {
   std::vector<int64_t> got;
-  for (size_t qi = 0; qi < std::min<size_t>(nq, 10); ++qi) search(qi, &got);  // warm-up
+  for (size_t qi = 0; qi < std::min<size_t>(nq, 50); ++qi) search(qi, &got);  // warm-up
   std::vector<double> lat(nq);
-  double recall = 0, map = 0;
+  std::vector<std::vector<int64_t>> answers(nq);
   const auto t0 = Clock::now();
   for (size_t qi = 0; qi < nq; ++qi) {
     const auto a = Clock::now();
-    search(qi, &got);
-    const auto b = Clock::now();
-    lat[qi] = Seconds(a, b) * 1e3;
-    const auto& t = (*ev.truth)[qi];
-    const std::set<int64_t> ts(t.begin(), t.end());
-    int hit = 0;
-    for (size_t i = 0; i < got.size() && i < 10; ++i) hit += ts.count(got[i]);
-    recall += t.empty() ? 1.0 : double(hit) / t.size();
-    if (!ev.db_labels->empty()) {
-      // AP@10: mean of precision@i over the relevant ranks i <= 10 (MRL's retrieval metric).
-      double ap = 0;
-      int rel = 0;
-      for (size_t i = 0; i < got.size() && i < 10; ++i) {
-        if ((*ev.db_labels)[got[i]] == (*ev.query_labels)[qi]) {
-          ++rel;
-          ap += double(rel) / (i + 1);
-        }
-      }
-      map += rel ? ap / rel : 0.0;
-    }
+    search(qi, &answers[qi]);
+    lat[qi] = Seconds(a, Clock::now()) * 1e3;
   }
   const double total = Seconds(t0, Clock::now());
+  RetrievalScorer scorer(ev.k);
+  std::vector<uint64_t> ids;
+  std::vector<int64_t> labels;
+  for (size_t qi = 0; qi < nq; ++qi) {
+    ids.assign(answers[qi].begin(), answers[qi].end());
+    scorer.AddRecall(ids, (*ev.truth)[qi]);
+    if (!ev.db_labels->empty()) {
+      labels.clear();
+      for (int64_t row : answers[qi]) labels.push_back((*ev.db_labels)[static_cast<size_t>(row)]);
+      scorer.AddLabels(labels, (*ev.query_labels)[qi]);
+    }
+  }
   std::sort(lat.begin(), lat.end());
   Row r;
   r.method = method;
   r.plan = plan;
-  r.recall = recall / nq;
-  r.map = ev.db_labels->empty() ? -1 : map / nq;
+  r.recall = scorer.recall_at_k();
+  r.map = ev.db_labels->empty() ? -1 : scorer.map_at_k();
   r.qps = nq / total;
   r.p50_ms = lat[nq / 2];
   r.p99_ms = lat[std::min(nq - 1, (nq * 99) / 100)];
@@ -180,7 +182,12 @@ int main(int argc, char** argv) {
   app.add_option("--block-cache-mb", block_cache_mb, "engine RocksDB block cache");
   app.add_flag("--mmap-reads", mmap_reads, "engine reads SST files through mmap");
   app.add_flag("--compare-mmap", compare_mmap, "rerun the Ds x K grid with the other read path");
+  std::string json_out;
+  unsigned grid_seed = 1;
+  app.add_option("--json", json_out, "write every figure, with its provenance, here");
+  app.add_option("--seed", grid_seed, "seed of the shuffled Ds x K grid order");
   CLI11_PARSE(app, argc, argv);
+  const nlohmann::json stamp = Provenance(argc, argv);
 
   std::string command;
   for (int i = 0; i < argc; ++i) command += (i ? " " : "") + std::string(argv[i]);
@@ -317,7 +324,9 @@ int main(int argc, char** argv) {
   std::vector<float>().swap(db);
   const float* xb = flat.get_xb();
   const double faiss_build_s = Seconds(f0, Clock::now());
-  std::vector<std::vector<int64_t>> truth(nq);
+  // The ground truth: full-d fp32 cosine over the original vectors (FAISS IndexFlatIP over the
+  // normalised copies: the same truth as mrlctl eval's common/exact_search.h).
+  std::vector<std::vector<uint64_t>> truth(nq);
   {
     std::vector<float> dist(nq * k);
     std::vector<faiss::Index::idx_t> labels(nq * k);
@@ -325,7 +334,7 @@ int main(int argc, char** argv) {
     for (int64_t i = 0; i < nq; ++i)
       truth[i].assign(labels.begin() + i * k, labels.begin() + (i + 1) * k);
   }
-  Eval ev{&truth, &db_labels, &query_labels};
+  Eval ev{&truth, &db_labels, &query_labels, static_cast<size_t>(k)};
   std::vector<Row> rows;
 
   // ---- engine plans ----------------------------------------------------------------------
@@ -342,13 +351,31 @@ int main(int argc, char** argv) {
         }));
   };
   const int32_t K = *std::max_element(Ks.begin(), Ks.end());
-  for (int32_t ds : ds_list) {
-    for (int32_t kk : Ks) {
+  // The Ds x K grid runs in a shuffled order (seeded, recorded): no cell always runs first, on a
+  // cold cache, or right after another. The table lists it in grid order.
+  auto run_grid = [&] {
+    std::vector<std::pair<int32_t, int32_t>> grid;
+    for (int32_t ds : ds_list) {
+      for (int32_t kk : Ks) grid.emplace_back(ds, kk);
+    }
+    std::vector<size_t> order(grid.size());
+    for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+    std::shuffle(order.begin(), order.end(), std::mt19937(grid_seed));
+    const size_t first = rows.size();
+    std::vector<Row> measured(grid.size());
+    for (size_t oi = 0; oi < order.size(); ++oi) {
+      const auto [ds, kk] = grid[order[oi]];
       run_search(
           "Ds=" + std::to_string(ds) + " K=" + std::to_string(kk) + " -> Dr=" + std::to_string(d),
           {{ds, kk}, {static_cast<int32_t>(d), k}}, false);
+      measured[order[oi]] = rows.back();
+      measured[order[oi]].run_order = static_cast<int>(oi);
+      rows.pop_back();
     }
-  }
+    rows.resize(first);
+    rows.insert(rows.end(), measured.begin(), measured.end());
+  };
+  run_grid();
   if (!ds_list.empty()) {
     const int32_t ds = ds_list.front();
     rows.push_back(Measure(
@@ -422,13 +449,7 @@ int main(int argc, char** argv) {
     if (!opened.ok()) Die(opened.status().ToString());
     engine = std::move(opened.value());
     method = std::string("shard engine (one trip, ") + (eo.mmap_reads ? "mmap reads)" : "pread reads)");
-    for (int32_t ds : ds_list) {
-      for (int32_t kk : Ks) {
-        run_search(
-            "Ds=" + std::to_string(ds) + " K=" + std::to_string(kk) + " -> Dr=" + std::to_string(d),
-            {{ds, kk}, {static_cast<int32_t>(d), k}}, false);
-      }
-    }
+    run_grid();
   }
 
   // ---- hnswlib over the full d --------------------------------------------------------------
@@ -526,6 +547,49 @@ int main(int argc, char** argv) {
   std::printf("\nbuild threads: %d; kernels: %s, %s; queries single-threaded.\n", threads,
               DistanceKernelName(), HalfKernelName());
   std::printf("reproduce: `%s`\n", command.c_str());
+  std::printf("%s\n", ProvenanceLine(stamp).c_str());
+  if (!json_out.empty()) {
+    nlohmann::json j;
+    j["provenance"] = stamp;
+    j["n"] = n;
+    j["d"] = d;
+    j["queries"] = nq;
+    j["k"] = k;
+    j["grid_seed"] = grid_seed;
+    j["truth"] = "full-d fp32 cosine over the original vectors (FAISS IndexFlatIP, normalised)";
+    j["metrics"] = {{"recall", "|top-k ∩ truth top-k| / k (common/retrieval_metrics.h)"},
+                    {"map", "AP@k as the MRL paper's code: precisions at the label hits summed / k"}};
+    j["kernels"] = {DistanceKernelName(), HalfKernelName()};
+    j["build_threads"] = threads;
+    j["block_cache_mb"] = block_cache_mb;
+    j["mmap_reads"] = mmap_reads;
+    for (const auto& r : rows) {
+      j["rows"].push_back({{"method", r.method}, {"plan", r.plan}, {"recall_at_10", r.recall},
+                           {"map_at_10", r.map}, {"qps", r.qps}, {"p50_ms", r.p50_ms},
+                           {"p99_ms", r.p99_ms}, {"note", r.note}, {"run_order", r.run_order}});
+    }
+    j["engine"] = {{"reused", reused},
+                   {"ingest_s", reused ? -1.0 : ingest_s},
+                   {"checkpoint_s", checkpoint_s},
+                   {"reopen_s", reopen_s},
+                   {"disk_bytes_per_vector", static_cast<double>(stats.disk_bytes) / n}};
+    for (const auto& ix : cs.indexes) {
+      j["engine"]["indexes"].push_back(
+          {{"dims", ix.dims}, {"ram_bytes_per_vector", static_cast<double>(ix.memory_bytes) / n}});
+    }
+    for (const auto& b : low_builds) {
+      j["low_d_builds"].push_back(
+          {{"dims", b.ds}, {"seconds", b.seconds}, {"ram_bytes_per_vector", b.bytes_per_vector}});
+    }
+    if (!skip_hnsw_full) {
+      j["hnsw_full"] = {{"build_s", hnsw_build_s}, {"ram_bytes_per_vector", hnsw_mem}, {"m", hnsw_m},
+                        {"ef_construction", ef_construction}, {"cheapest_ef_recall_095", cheapest_ef}};
+    }
+    j["faiss_flat"] = {{"build_s", faiss_build_s}, {"ram_bytes_per_vector", 4.0 * d}};
+    std::ofstream out(json_out);
+    out << j.dump(1) << "\n";
+    if (!out) Die("cannot write " + json_out);
+  }
 
   engine.reset();
   if (temp_dir && !keep) std::filesystem::remove_all(data_dir);

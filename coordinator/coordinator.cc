@@ -13,6 +13,7 @@
 #include <unordered_map>
 
 #include "common/atomic_file.h"
+#include "common/retrieval_metrics.h"
 #include "common/bucket.h"
 
 namespace mrl::coord {
@@ -565,8 +566,8 @@ Result<std::vector<CalibrationPoint>> Coordinator::Calibrate(const std::string& 
     double recall = 0;
     for (int32_t i = 0; i < got; ++i) {
       const size_t qi = static_cast<size_t>(i);
-      recall += RecallAtK(without_self(hits.value()[qi], qi), without_self(exact.value()[qi], qi),
-                          static_cast<size_t>(k));
+      recall += mrl::RecallAtK(without_self(hits.value()[qi], qi), without_self(exact.value()[qi], qi),
+                               static_cast<size_t>(k));
     }
     p.recall = recall / got;
     p.plan.stages.back().k = k;  // calibrated with k + 1 for the self match; serves k

@@ -113,15 +113,9 @@ double RerankCost(const QueryPlan& plan) {
   return cost;
 }
 
-double RecallAtK(const std::vector<uint64_t>& got, const std::vector<uint64_t>& exact, size_t k) {
-  if (k == 0) return 1.0;
-  std::unordered_set<uint64_t> truth(exact.begin(), exact.begin() + static_cast<std::ptrdiff_t>(std::min(k, exact.size())));
-  size_t hit = 0;
-  for (size_t i = 0; i < std::min(k, got.size()); ++i) hit += truth.count(got[i]);
-  return static_cast<double>(hit) / static_cast<double>(std::min(k, std::max<size_t>(exact.size(), 1)));
+std::vector<Budget> DefaultBudgets() {
+  return {{"fast", 0.90, false}, {"balanced", 0.99, false}, {"exact", 1.0, true}};
 }
-
-std::vector<Budget> DefaultBudgets() { return {{"fast", 0.90}, {"balanced", 0.99}, {"exact", 1.0}}; }
 
 Result<std::map<std::string, QueryPlan>> PickBudgets(const std::vector<CalibrationPoint>& points,
                                                      const std::vector<Budget>& budgets) {
@@ -129,9 +123,9 @@ Result<std::map<std::string, QueryPlan>> PickBudgets(const std::vector<Calibrati
   for (const Budget& b : budgets) {
     const CalibrationPoint* best = nullptr;
     for (const CalibrationPoint& p : points) {
+      if (b.exact_only && !p.plan.exact) continue;
       const bool reaches = p.plan.exact || p.recall >= b.target_recall;
       if (!reaches) continue;
-      if (b.target_recall >= 1.0 && !p.plan.exact && p.recall < 1.0) continue;
       if (best == nullptr || p.latency_us < best->latency_us) best = &p;
     }
     if (best == nullptr) {

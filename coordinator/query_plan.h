@@ -53,9 +53,6 @@ QueryPlan PaperFunnel(int32_t first_dims, int32_t first_k, int32_t k,
 // is measured, not modelled).
 double RerankCost(const QueryPlan& plan);
 
-// recall@k of `got` against `exact` (|got[:k] ∩ exact[:k]| / k).
-double RecallAtK(const std::vector<uint64_t>& got, const std::vector<uint64_t>& exact, size_t k);
-
 struct CalibrationPoint {
   QueryPlan plan;
   double recall = 0;      // mean recall@k against exact on the calibration queries
@@ -65,8 +62,12 @@ struct CalibrationPoint {
 struct Budget {
   std::string name;
   double target_recall = 0;
+  // Served only by an exact plan: an approximate plan that reached recall 1.0 on a calibration
+  // sample has not shown that it is exact on other queries.
+  bool exact_only = false;
 };
-// The default budgets: fast (recall >= 0.90), balanced (>= 0.99), exact (exact search).
+// The default budgets: fast (recall >= 0.90 on the calibration sample), balanced (>= 0.99),
+// exact (the exact plan: a full-d scan, whatever the sample says).
 std::vector<Budget> DefaultBudgets();
 
 // For each budget, the measured-fastest plan whose recall reaches its target (exact plans reach

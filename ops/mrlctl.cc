@@ -27,11 +27,17 @@
 #include <thread>
 #include <unordered_map>
 #include <atomic>
+#include <limits>
 #include <mutex>
+#include <numeric>
+#include <random>
 
 #include "common/atomic_file.h"
 #include "common/client.h"
+#include "common/exact_search.h"
 #include "common/npy.h"
+#include "common/provenance.h"
+#include "common/retrieval_metrics.h"
 
 extern char** environ;
 
@@ -436,30 +442,107 @@ double Percentile(std::vector<double> v, double p) {
   return v.empty() ? 0 : v[std::min(v.size() - 1, static_cast<size_t>(p * static_cast<double>(v.size())))];
 }
 
-// mAP@k by class label (the MRL paper's retrieval metric) and recall@k against exact.
-int Eval(const std::string& url, const std::string& binary, const std::string& token, const std::string& collection,
-         const std::string& queries_path, const std::string& query_labels_path,
-         const std::string& db_ids_path, const std::string& db_labels_path, int k, int limit,
-         const std::vector<int>& concurrency, const std::string& json_out, bool latency_only) {
-  auto qa = mrl::ReadNpy(queries_path);
+// mAP@k by class label and recall@k against the ground truth, both as common/retrieval_metrics.h
+// defines them (the MRL paper's AP@k: precisions at the hits summed, divided by k). The truth is
+// full-d fp32 cosine over the original vectors (--db-embeddings, common/exact_search.h): the
+// same truth shard_bench uses (FAISS IndexFlatIP over the same normalised vectors), so the
+// recall columns of mrlctl eval, e2e.md and shard.md compare.
+struct EvalArgs {
+  std::string url, binary, token, collection, queries, query_labels, db_embeddings, db_ids, db_labels, json_out;
+  int k = 10, limit = 0, warmup = 100;
+  unsigned seed = 1;
+  std::vector<int> concurrency;
+  bool latency_only = false;
+};
+
+int Eval(const EvalArgs& a, const json& stamp) {
+  const auto t_start = Clock::now();
+  auto elapsed = [&] { return std::chrono::duration<double>(Clock::now() - t_start).count(); };
+  auto qa = mrl::ReadNpy(a.queries);
   if (!qa.ok()) throw std::runtime_error(qa.status().ToString());
+  if (qa->shape.size() != 2) throw std::runtime_error(a.queries + ": expected a 2-D array [Q, d]");
   const int64_t d = qa->shape[1];
   std::vector<float> q = AsFloats(qa.value());
-  const int64_t n = std::min<int64_t>(qa->shape[0], limit > 0 ? limit : qa->shape[0]);
+  const int64_t n = std::min<int64_t>(qa->shape[0], a.limit > 0 ? a.limit : qa->shape[0]);
   q.resize(static_cast<size_t>(n * d));
-  const std::vector<int64_t> qlabels = mrl::ReadNpyLabels(query_labels_path).value();
+  const int k = a.k;
+  const std::vector<int64_t> qlabels = mrl::ReadNpyLabels(a.query_labels).value();
+  if (static_cast<int64_t>(qlabels.size()) < n) throw std::runtime_error(a.query_labels + ": fewer labels than queries");
   std::unordered_map<uint64_t, int64_t> label_of;
+  std::vector<uint64_t> db_ids;
   {
-    const std::vector<int64_t> dl = mrl::ReadNpyLabels(db_labels_path).value();
-    auto ida = mrl::ReadNpy(db_ids_path);
+    const std::vector<int64_t> dl = mrl::ReadNpyLabels(a.db_labels).value();
+    auto ida = mrl::ReadNpy(a.db_ids);
     if (!ida.ok()) throw std::runtime_error(ida.status().ToString());
-    for (size_t i = 0; i < dl.size(); ++i) label_of[ida->as<uint64_t>()[i]] = dl[i];
+    if (ida->shape.empty() || static_cast<size_t>(ida->shape[0]) != dl.size()) {
+      throw std::runtime_error(a.db_ids + " and " + a.db_labels + " differ in length");
+    }
+    db_ids.assign(ida->as<uint64_t>(), ida->as<uint64_t>() + dl.size());
+    for (size_t i = 0; i < dl.size(); ++i) label_of[db_ids[i]] = dl[i];
   }
+  // Ground truth: full-d fp32 cosine over the original vectors.
+  std::vector<std::vector<uint64_t>> truth;
+  if (!a.latency_only) {
+    if (a.db_embeddings.empty()) {
+      throw std::runtime_error("recall@k needs --db-embeddings (the original vectors: the ground truth is full-d fp32 "
+                               "cosine over them); or pass --latency-only");
+    }
+    auto dba = mrl::ReadNpy(a.db_embeddings);
+    if (!dba.ok()) throw std::runtime_error(dba.status().ToString());
+    if (dba->shape.size() != 2 || dba->shape[1] != d || static_cast<size_t>(dba->shape[0]) != db_ids.size()) {
+      throw std::runtime_error(a.db_embeddings + ": expected [" + std::to_string(db_ids.size()) + ", " +
+                               std::to_string(d) + "] (the rows of --db-ids)");
+    }
+    const std::vector<float> db = AsFloats(dba.value());
+    std::printf("[eval %6.1fs] exact ground truth: %lld queries x %zu points x %lld dims, fp32 cosine\n", elapsed(),
+                static_cast<long long>(n), db_ids.size(), static_cast<long long>(d));
+    std::fflush(stdout);
+    const auto rows = mrl::ExactCosineTopK(db.data(), db_ids.size(), q.data(), static_cast<size_t>(n),
+                                           static_cast<size_t>(d), static_cast<size_t>(k),
+                                           static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
+    truth.resize(rows.size());
+    for (size_t i = 0; i < rows.size(); ++i) {
+      for (uint32_t r : rows[i]) truth[i].push_back(db_ids[r]);
+    }
+    std::printf("[eval %6.1fs] ground truth done\n", elapsed());
+  }
+  struct Score {
+    double map = -1, recall = -1;  // -1: not measured
+  };
+  auto score = [&](const std::vector<std::vector<uint64_t>>& hits) {
+    Score s;
+    if (a.latency_only) return s;
+    mrl::RetrievalScorer scorer(static_cast<size_t>(k));
+    std::vector<int64_t> labels;
+    for (int64_t i = 0; i < n; ++i) {
+      const auto& h = hits[static_cast<size_t>(i)];
+      labels.clear();
+      for (uint64_t id : h) {
+        auto it = label_of.find(id);
+        labels.push_back(it == label_of.end() ? std::numeric_limits<int64_t>::min() : it->second);
+      }
+      scorer.AddLabels(labels, qlabels[static_cast<size_t>(i)]);
+      scorer.AddRecall(h, truth[static_cast<size_t>(i)]);
+    }
+    s.map = 100 * scorer.map_at_k();
+    s.recall = scorer.recall_at_k();
+    return s;
+  };
+
   const json paper = {{"plan", {{"shortlist_dims", 16}, {"shortlist_k", 200}, {"rerank_dims", d}}}};
+  // Warm-up: connections, the shards' block caches and indexes, before anything is timed.
+  if (a.warmup > 0) {
+    std::vector<float> wq(q.begin(), q.begin() + std::min<int64_t>(n, a.warmup) * d);
+    RunQueries(a.url, a.token, a.collection, wq, d, paper, k, 1);
+    std::printf("[eval %6.1fs] warm-up: %lld queries of the paper's plan (untimed)\n", elapsed(),
+                static_cast<long long>(std::min<int64_t>(n, a.warmup)));
+  }
   json budgets = {{"fast", "-"}, {"balanced", "-"}, {"exact", "-"}};
-  if (!latency_only) {
-    HttpClient c(url, token);
-    auto [cs, cb] = c.Call(http::verb::post, "/v1/collections/" + collection + "/calibrate",
+  if (!a.latency_only) {
+    std::printf("[eval %6.1fs] calibrating the budgets (coordinator, 200 sampled points)\n", elapsed());
+    std::fflush(stdout);
+    HttpClient c(a.url, a.token);
+    auto [cs, cb] = c.Call(http::verb::post, "/v1/collections/" + a.collection + "/calibrate",
                            json{{"sample", 200}, {"k", k}}.dump());
     if (cs != 200) throw std::runtime_error("calibrate: HTTP " + std::to_string(cs) + " " + cb);
     budgets = json::parse(cb)["budgets"];
@@ -475,80 +558,80 @@ int Eval(const std::string& url, const std::string& binary, const std::string& t
   funnel.push_back({d, k});
   funnel_name += " d/" + std::to_string(k);
   std::vector<std::pair<std::string, json>> plans = {
-      {"exact 2048-d", {{"exact", true}}},
-      {"adaptive Ds=16 K=200 Dr=d (paper)", {{"plan", {{"shortlist_dims", 16}, {"shortlist_k", 200}, {"rerank_dims", d}}}}},
+      {"exact " + std::to_string(d) + "-d scan (stored vectors)", {{"exact", true}}},
+      {"adaptive Ds=16 K=200 Dr=d (paper)", paper},
       {"adaptive, one trip", {{"plan", {{"shortlist_dims", 16}, {"shortlist_k", 200}, {"rerank_dims", d}}}, {"one_trip", true}}},
       {funnel_name, {{"funnel", funnel}}},
       {"budget fast (" + budgets["fast"].get<std::string>() + ")", {{"budget", "fast"}}},
       {"budget balanced (" + budgets["balanced"].get<std::string>() + ")", {{"budget", "balanced"}}},
       {"budget exact (" + budgets["exact"].get<std::string>() + ")", {{"budget", "exact"}}},
   };
-  if (latency_only) plans.clear();  // no exact pass, no calibration: latency and QPS only
-  PlanRun exact;
-  json report = json::array();
-  if (!latency_only) {
-    std::printf("\n%-62s %8s %9s %8s %8s %8s\n", "plan (queries through the coordinator)", "mAP@10", "recall@10", "p50 ms",
-                "p99 ms", "QPS");
+  if (a.latency_only) plans.clear();  // no exact pass, no calibration: latency and QPS only
+  // Plans run in a shuffled order (seeded, in the report) so no plan always runs first or
+  // right after another; the table keeps the order above.
+  std::vector<size_t> order(plans.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::shuffle(order.begin(), order.end(), std::mt19937(a.seed));
+  std::vector<json> rows(plans.size());
+  for (size_t oi = 0; oi < order.size(); ++oi) {
+    const auto& [name, plan] = plans[order[oi]];
+    std::printf("[eval %6.1fs] plan %zu/%zu: %s (%lld queries)\n", elapsed(), oi + 1, plans.size(), name.c_str(),
+                static_cast<long long>(n));
+    std::fflush(stdout);
+    PlanRun r = RunQueries(a.url, a.token, a.collection, q, d, plan, k, 1);
+    const Score sc = score(r.hits);  // outside the timed loop
+    rows[order[oi]] = {{"plan", name}, {"map_at_10", sc.map}, {"recall_at_10", sc.recall},
+                       {"p50_ms", Percentile(r.latency_ms, 0.5)}, {"p99_ms", Percentile(r.latency_ms, 0.99)},
+                       {"qps_c1", n / r.wall_s}, {"run_order", oi}};
   }
-  for (const auto& [name, plan] : plans) {
-    PlanRun r = RunQueries(url, token, collection, q, d, plan, k, 1);
-    if (name.rfind("exact", 0) == 0) exact = r;
-    double map = 0, recall = 0;
-    for (int64_t i = 0; i < n; ++i) {
-      const auto& hits = r.hits[static_cast<size_t>(i)];
-      double ap = 0;
-      int rel = 0;
-      for (size_t j = 0; j < hits.size() && j < static_cast<size_t>(k); ++j) {
-        if (label_of.count(hits[j]) && label_of[hits[j]] == qlabels[static_cast<size_t>(i)]) {
-          ++rel;
-          ap += static_cast<double>(rel) / static_cast<double>(j + 1);
-        }
-      }
-      map += rel > 0 ? ap / rel : 0;
-      const auto& truth = exact.hits[static_cast<size_t>(i)];
-      int hit = 0;
-      for (uint64_t id : hits) hit += std::count(truth.begin(), truth.end(), id) > 0 ? 1 : 0;
-      recall += static_cast<double>(hit) / k;
-    }
-    json row = {{"plan", name}, {"map_at_10", 100 * map / n}, {"recall_at_10", recall / n},
-                {"p50_ms", Percentile(r.latency_ms, 0.5)}, {"p99_ms", Percentile(r.latency_ms, 0.99)},
-                {"qps_c1", n / r.wall_s}};
-    std::printf("%-62s %8.2f %9.3f %8.2f %8.2f %8.0f\n", name.c_str(), row["map_at_10"].get<double>(),
-                row["recall_at_10"].get<double>(), row["p50_ms"].get<double>(), row["p99_ms"].get<double>(),
-                row["qps_c1"].get<double>());
+  json report = json::array();
+  if (!plans.empty()) {
+    std::printf("\n%-62s %8s %9s %8s %8s %8s\n", "plan (queries through the coordinator)", "mAP@10", "recall@10",
+                "p50 ms", "p99 ms", "QPS");
+  }
+  for (const json& row : rows) {
+    std::printf("%-62s %8.2f %9.3f %8.2f %8.2f %8.0f\n", row["plan"].get<std::string>().c_str(),
+                row["map_at_10"].get<double>(), row["recall_at_10"].get<double>(), row["p50_ms"].get<double>(),
+                row["p99_ms"].get<double>(), row["qps_c1"].get<double>());
     report.push_back(row);
   }
   std::printf("\nthroughput of the paper's plan by client concurrency:\n");
   json conc = json::array();
-  for (int cc : concurrency) {
-    PlanRun r = RunQueries(url, token, collection, q, d, paper, k, cc);
+  for (int cc : a.concurrency) {
+    PlanRun r = RunQueries(a.url, a.token, a.collection, q, d, paper, k, cc);
+    const Score sc = score(r.hits);
     std::printf("  concurrency %3d: %8.0f QPS, p50 %.2f ms, p99 %.2f ms\n", cc, n / r.wall_s,
                 Percentile(r.latency_ms, 0.5), Percentile(r.latency_ms, 0.99));
     conc.push_back({{"concurrency", cc}, {"qps", n / r.wall_s}, {"p50_ms", Percentile(r.latency_ms, 0.5)},
-                    {"p99_ms", Percentile(r.latency_ms, 0.99)}});
+                    {"p99_ms", Percentile(r.latency_ms, 0.99)}, {"recall_at_10", sc.recall}});
   }
   json conc_binary = json::array();
-  if (!binary.empty()) {
-    std::printf("\nthe same through the binary API (%s):\n", binary.c_str());
-    for (int cc : concurrency) {
-      PlanRun r = RunQueriesBinary(binary, collection, q, d, {{16, 200}, {static_cast<int32_t>(d), k}}, cc);
-      double recall = 0;
-      for (int64_t i = 0; i < n && !exact.hits.empty(); ++i) {
-        const auto& truth = exact.hits[static_cast<size_t>(i)];
-        int hit = 0;
-        for (uint64_t id : r.hits[static_cast<size_t>(i)]) hit += std::count(truth.begin(), truth.end(), id) > 0 ? 1 : 0;
-        recall += static_cast<double>(hit) / k;
-      }
-      const double rec = exact.hits.empty() ? -1.0 : recall / n;  // -1: not measured (--latency-only)
+  if (!a.binary.empty()) {
+    std::printf("\nthe same through the binary API (%s):\n", a.binary.c_str());
+    for (int cc : a.concurrency) {
+      PlanRun r = RunQueriesBinary(a.binary, a.collection, q, d, {{16, 200}, {static_cast<int32_t>(d), k}}, cc);
+      const Score sc = score(r.hits);
       std::printf("  concurrency %3d: %8.0f QPS, p50 %.2f ms, p99 %.2f ms, recall@10 %.3f\n", cc, n / r.wall_s,
-                  Percentile(r.latency_ms, 0.5), Percentile(r.latency_ms, 0.99), rec);
+                  Percentile(r.latency_ms, 0.5), Percentile(r.latency_ms, 0.99), sc.recall);
       conc_binary.push_back({{"concurrency", cc}, {"qps", n / r.wall_s}, {"p50_ms", Percentile(r.latency_ms, 0.5)},
-                             {"p99_ms", Percentile(r.latency_ms, 0.99)}, {"recall_at_10", rec}});
+                             {"p99_ms", Percentile(r.latency_ms, 0.99)}, {"recall_at_10", sc.recall}});
     }
   }
-  if (!json_out.empty()) {
-    mrl::Status st = mrl::WriteFileAtomic(json_out, json{{"queries", n}, {"plans", report}, {"concurrency", conc},
-                                                         {"concurrency_binary", conc_binary}}.dump(2));
+  std::printf("[eval %6.1fs] done\n", elapsed());
+  if (!a.json_out.empty()) {
+    const json out = {{"provenance", stamp},
+                      {"queries", n},
+                      {"k", k},
+                      {"metrics",
+                       {{"map_at_10", "AP@k as the MRL paper's code: precision at each label hit among the top k, "
+                                      "summed, divided by k (common/retrieval_metrics.h); percent"},
+                        {"recall_at_10", "|top-k ∩ truth top-k| / k; truth = full-d fp32 cosine over the original "
+                                         "vectors (--db-embeddings, common/exact_search.h)"}}},
+                      {"plan_order_seed", a.seed},
+                      {"plans", report},
+                      {"concurrency", conc},
+                      {"concurrency_binary", conc_binary}};
+    mrl::Status st = mrl::WriteFileAtomic(a.json_out, out.dump(2));
     if (!st.ok()) throw std::runtime_error(st.ToString());
   }
   return 0;
@@ -591,24 +674,26 @@ int main(int argc, char** argv) {
   }
   ingest->add_option("--collection", collection);
   auto* eval = app.add_subcommand("eval", "Run test queries through the coordinator: mAP@10, recall@10, latency, QPS per plan");
-  std::string queries, query_labels, db_ids, db_labels, json_out;
-  int k = 10, limit = 0;
-  std::vector<int> concurrency = {1, 8, 32};
-  eval->add_option("--queries", queries)->required();
-  eval->add_option("--query-labels", query_labels)->required();
-  eval->add_option("--db-ids", db_ids)->required();
-  eval->add_option("--db-labels", db_labels)->required();
-  eval->add_option("--k", k);
-  eval->add_option("--limit", limit, "Use the first N queries");
-  eval->add_option("--concurrency", concurrency);
-  eval->add_option("--json", json_out, "Write the figures here");
+  EvalArgs ea;
+  ea.concurrency = {1, 8, 32};
+  eval->add_option("--queries", ea.queries)->required();
+  eval->add_option("--query-labels", ea.query_labels)->required();
+  eval->add_option("--db-embeddings", ea.db_embeddings,
+                   "The database's original vectors [N, d] (rows of --db-ids): the exact ground truth for recall");
+  eval->add_option("--db-ids", ea.db_ids)->required();
+  eval->add_option("--db-labels", ea.db_labels)->required();
+  eval->add_option("--k", ea.k);
+  eval->add_option("--limit", ea.limit, "Use the first N queries");
+  eval->add_option("--warmup", ea.warmup, "Untimed queries of the paper's plan before timing");
+  eval->add_option("--seed", ea.seed, "Seed of the shuffled plan order");
+  eval->add_option("--concurrency", ea.concurrency);
+  eval->add_option("--json", ea.json_out, "Write the figures here");
   eval->add_option("--collection", collection);
   eval->add_option("--url", url);
   eval->add_option("--dir", dir);
   eval->add_option("--token", token);
   eval->add_option("--binary", binary, "Coordinator binary API host:port (default: --dir's cluster)");
-  bool latency_only = false;
-  eval->add_flag("--latency-only", latency_only,
+  eval->add_flag("--latency-only", ea.latency_only,
                  "Only the paper's plan by concurrency (no exact pass, calibration or recall): for large collections");
   CLI11_PARSE(app, argc, argv);
   try {
@@ -621,8 +706,11 @@ int main(int argc, char** argv) {
                     index_dims, storage);
     }
     if (eval->parsed()) {
-      return Eval(UrlFrom(url, dir), BinaryFrom(binary, url, dir), token, collection, queries, query_labels, db_ids, db_labels, k, limit,
-                  concurrency, json_out, latency_only);
+      ea.url = UrlFrom(url, dir);
+      ea.binary = BinaryFrom(binary, url, dir);
+      ea.token = token;
+      ea.collection = collection;
+      return Eval(ea, mrl::Provenance(argc, argv));
     }
   } catch (const std::exception& e) {
     std::cerr << "mrlctl: " << e.what() << "\n";

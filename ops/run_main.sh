@@ -5,7 +5,7 @@
 #   start a local cluster (2 mrl-shard processes + mrl-coordinator, data under $OUT/cluster) ->
 #   ingest the training-set embeddings through the coordinator -> run test-set queries through
 #   it (exact, the paper's adaptive plan, one-trip, funnel, calibrated budgets: mAP@10,
-#   recall@10 against exact, latency, QPS) -> stop the cluster.
+#   recall@10 against exact full-d fp32 cosine over the exported vectors, latency, QPS) -> stop the cluster.
 # Knobs: MRL_EPOCHS (1), MRL_OUT (runs/main), MRL_QUERIES (2000 test queries),
 # MRL_KEEP_RUNNING=1 leaves the cluster up (stop it with: build/ops/mrlctl down --dir $OUT/cluster).
 # Extra arguments go to mrl-trainer (e.g. --epochs 4).
@@ -30,7 +30,7 @@ E="$OUT/export"
 ./build/ops/mrlctl status --dir "$CL"
 ./build/ops/mrlctl eval --dir "$CL" --collection fmnist --limit "${MRL_QUERIES:-2000}" \
   --queries "$E/query_embeddings.npy" --query-labels "$E/query_labels.npy" \
-  --db-ids "$E/db_ids.npy" --db-labels "$E/db_labels.npy" --json "$OUT/serving.json"
+  --db-embeddings "$E/db_embeddings.npy" --db-ids "$E/db_ids.npy" --db-labels "$E/db_labels.npy" --json "$OUT/serving.json"
 echo "[main] serving results: $OUT/serving.json"
 if [ "${MRL_KEEP_RUNNING:-0}" = "1" ]; then
   echo "[main] cluster left running: $(python3 -c "import json;print(json.load(open('$CL/cluster.json'))['url'])" 2>/dev/null || cat "$CL/cluster.json")"

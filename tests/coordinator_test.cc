@@ -130,7 +130,25 @@ TEST(QueryPlan, BudgetsPickTheFastestPlanReachingTheirRecall) {
   EXPECT_EQ(b->at("balanced").stages[0].k, 200);
   EXPECT_TRUE(b->at("exact").exact);
   EXPECT_EQ(PickBudgets({pts[0]}, {{"strict", 0.99}}).status().code(), Status::Code::kNotFound);
-  EXPECT_DOUBLE_EQ(RecallAtK({1, 2, 3, 9}, {1, 2, 3, 4}, 4), 0.75);
+}
+
+TEST(QueryPlan, ExactBudgetIsTheExactPlanEvenWhenAnApproximatePlanScoredOne) {
+  // A fast approximate plan that happened to reach recall 1.0 on the sample must not serve
+  // "exact": only the exact plan does, however slow.
+  std::vector<CalibrationPoint> pts = {
+      {AdaptivePlan(16, 200, 2048, 10, {16, 2048}).value(), 1.0, 300},
+      {ExactPlan(2048, 10), 1.0, 5000},
+  };
+  auto b = PickBudgets(pts, DefaultBudgets());
+  ASSERT_TRUE(b.ok());
+  EXPECT_TRUE(b->at("exact").exact);
+  EXPECT_FALSE(b->at("balanced").exact);  // the approximate plan is fine for 0.99
+  // Without an exact candidate, the exact budget is not calibrated at all.
+  EXPECT_EQ(PickBudgets({pts[0]}, DefaultBudgets()).status().code(), Status::Code::kNotFound);
+  const auto budgets = DefaultBudgets();
+  ASSERT_EQ(budgets.size(), 3u);
+  EXPECT_EQ(budgets[2].name, "exact");
+  EXPECT_TRUE(budgets[2].exact_only);
 }
 
 }  // namespace

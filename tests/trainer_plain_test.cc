@@ -119,16 +119,19 @@ TEST(Schedule, WarmupThenCosineToFinalRate) {
   for (int64_t i = 11; i < 100; ++i) EXPECT_LE(s.At(i), s.At(i - 1));
 }
 
-TEST(Metrics, AveragePrecisionAt10MatchesHandComputation) {
-  // Hits at positions 1, 3 and 4: (1/1 + 2/3 + 3/4) / 10.
-  const int64_t r[10] = {7, 1, 7, 7, 2, 3, 4, 5, 6, 8};
-  EXPECT_NEAR(AveragePrecisionAtK(r, 10, 7), (1.0 + 2.0 / 3 + 3.0 / 4) / 10, 1e-12);
-  const int64_t none[10] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
-  EXPECT_EQ(AveragePrecisionAtK(none, 10, 7), 0.0);
-  std::vector<int64_t> labels(20, 1);
-  RetrievalScore s = ScoreRetrieval(labels, 10, {1, 2});
-  EXPECT_NEAR(s.top1, 0.5, 1e-12);
-  EXPECT_NEAR(s.map_at_10, 0.5, 1e-12);
+TEST(Metrics, ScoreRetrievalUsesThePapersAveragePrecision) {
+  // Query 0 (label 7): hits at positions 1, 3 and 4 of 10 -> (1/1 + 2/3 + 3/4) / 10 = 0.241667.
+  // Query 1 (label 1): all ten neighbours are label 1 -> 1.0, but its 1-NN is right too.
+  // Rows have k = 12 columns: only the first 10 count towards mAP@10.
+  std::vector<int64_t> labels = {7, 1, 7, 7, 2, 3, 4, 5, 6, 8, 7, 7,  //
+                                 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0};
+  RetrievalScore s = ScoreRetrieval(labels, 12, {7, 1});
+  EXPECT_NEAR(s.top1, 1.0, 1e-12);
+  EXPECT_NEAR(s.map_at_10, (0.2416666666666667 + 1.0) / 2, 1e-12);
+  std::vector<int64_t> wrong(20, 1);
+  RetrievalScore w = ScoreRetrieval(wrong, 10, {1, 2});
+  EXPECT_NEAR(w.top1, 0.5, 1e-12);
+  EXPECT_NEAR(w.map_at_10, 0.5, 1e-12);
 }
 
 TEST(Metrics, CascadeStopsEarlyOnlyWhenConfident) {

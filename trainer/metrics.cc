@@ -3,33 +3,22 @@
 #include <algorithm>
 #include <numeric>
 
-namespace mrl {
+#include "common/retrieval_metrics.h"
 
-double AveragePrecisionAtK(const int64_t* retrieved, int k, int64_t query_label) {
-  double sum = 0;
-  int hits = 0;
-  for (int i = 0; i < k; ++i) {
-    if (retrieved[i] == query_label) {
-      ++hits;
-      sum += static_cast<double>(hits) / static_cast<double>(i + 1);
-    }
-  }
-  return sum / static_cast<double>(k);
-}
+namespace mrl {
 
 RetrievalScore ScoreRetrieval(const std::vector<int64_t>& neighbor_labels, int k,
                               const std::vector<int64_t>& query_labels) {
   RetrievalScore s;
   s.queries = static_cast<int64_t>(query_labels.size());
   if (s.queries == 0) return s;
-  double top1 = 0, ap = 0;
+  RetrievalScorer scorer(10);
   for (int64_t q = 0; q < s.queries; ++q) {
-    const int64_t* row = neighbor_labels.data() + q * k;
-    top1 += row[0] == query_labels[static_cast<size_t>(q)] ? 1 : 0;
-    ap += AveragePrecisionAtK(row, std::min(k, 10), query_labels[static_cast<size_t>(q)]);
+    const std::span<const int64_t> row(neighbor_labels.data() + q * k, static_cast<size_t>(k));
+    scorer.AddLabels(row, query_labels[static_cast<size_t>(q)]);
   }
-  s.top1 = top1 / static_cast<double>(s.queries);
-  s.map_at_10 = ap / static_cast<double>(s.queries);
+  s.top1 = scorer.top1();
+  s.map_at_10 = scorer.map_at_k();
   return s;
 }
 

@@ -7,17 +7,14 @@
 
 namespace mrl {
 
-// AP@k as in the MRL paper's code: for the top-k retrieved labels, the precision at each position
-// holding the query's label, summed, divided by k.
-double AveragePrecisionAtK(const int64_t* retrieved_labels, int k, int64_t query_label);
-
 struct RetrievalScore {
   double top1 = 0;    // 1-NN accuracy
   double map_at_10 = 0;
   int64_t queries = 0;
 };
 
-// `neighbor_labels` is [queries, k] (k >= 10), best first.
+// `neighbor_labels` is [queries, k] (k >= 10), best first. mAP@10 and top-1 are
+// common/retrieval_metrics.h's (the MRL paper's AP@k: precisions at the hits summed, over k).
 RetrievalScore ScoreRetrieval(const std::vector<int64_t>& neighbor_labels, int k,
                               const std::vector<int64_t>& query_labels);
 
