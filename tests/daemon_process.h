@@ -31,8 +31,12 @@ inline std::string Slurp(const std::string& path) {
 class DaemonProcess {
  public:
   // `args` excludes --port-file, which Start adds (port_file = <log_dir>/<name>.port).
-  DaemonProcess(std::string name, std::string binary, std::vector<std::string> args, std::string log_dir)
-      : name_(std::move(name)), binary_(std::move(binary)), args_(std::move(args)), dir_(std::move(log_dir)) {}
+  DaemonProcess(std::string name, std::string binary, std::vector<std::string> args,
+                std::string log_dir)
+      : name_(std::move(name)),
+        binary_(std::move(binary)),
+        args_(std::move(args)),
+        dir_(std::move(log_dir)) {}
   ~DaemonProcess() {
     if (pid_ > 0) Kill(SIGKILL);
   }
@@ -60,7 +64,8 @@ class DaemonProcess {
     while (!std::filesystem::exists(port_file)) {
       int status = 0;
       ASSERT_EQ(waitpid(pid_, &status, WNOHANG), 0) << name_ << " exited early:\n" << Log();
-      ASSERT_LT(std::chrono::steady_clock::now(), until) << name_ << " wrote no port file:\n" << Log();
+      ASSERT_LT(std::chrono::steady_clock::now(), until) << name_ << " wrote no port file:\n"
+                                                         << Log();
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
     port_ = static_cast<uint16_t>(std::stoi(Slurp(port_file)));
@@ -68,8 +73,16 @@ class DaemonProcess {
 
   // Sends `sig` and waits: the exit code, or 128 + signal.
   int Kill(int sig) {
+    Signal(sig);
+    return Wait();
+  }
+  // Sends `sig` without waiting for the exit (Wait collects it).
+  void Signal(int sig) {
+    if (pid_ > 0) kill(pid_, sig);
+  }
+  // Waits for the daemon to exit: the exit code, or 128 + signal.
+  int Wait() {
     if (pid_ <= 0) return -1;
-    kill(pid_, sig);
     int status = 0;
     waitpid(pid_, &status, 0);
     pid_ = -1;

@@ -1,7 +1,6 @@
 // Data-parallel training with real Open MPI processes (mpirun -np 2) on real Fashion-MNIST.
 #include <gtest/gtest.h>
 
-#include "tests/test_util.h"
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -14,6 +13,9 @@
 #include <sstream>
 #include <thread>
 
+#include "tests/test_util.h"
+#include "trainer/config.h"
+#include "trainer/data.h"
 #include "trainer/model.h"
 #include "trainer/train.h"
 
@@ -56,14 +58,18 @@ TEST(Distributed, TwoRanksOfBatchBMatchOneRankOfBatch2B) {
   if (!HaveMpirun()) GTEST_SKIP() << "mpirun not installed";
   const std::string dir = TempDir("dist_equiv");
   // BatchNorm off: with BN, per-rank batch statistics legitimately differ from a 2B batch's.
-  const std::string common = kModel + " --set model.batch_norm=false --set epochs=1 --set stop_after_steps=8 --set resume=false";
-  Outcome two = RunCommand(Mpirun(2) + MRL_TRAINER_BIN + common + " --set batch_size=16 --out " + dir + "/two");
+  const std::string common =
+      kModel +
+      " --set model.batch_norm=false --set epochs=1 --set stop_after_steps=8 --set resume=false";
+  Outcome two = RunCommand(Mpirun(2) + MRL_TRAINER_BIN + common + " --set batch_size=16 --out " +
+                           dir + "/two");
   ASSERT_EQ(two.code, 0) << two.output;
   EXPECT_NE(two.output.find("ranks 2 (MPI on), global batch 32"), std::string::npos) << two.output;
   // Both ranks hold identical parameters (rank 1's compared against rank 0's broadcast copy).
   EXPECT_NE(two.output.find("replicas agree: max |param - rank 0 param| = 0 "), std::string::npos)
       << two.output;
-  Outcome one = RunCommand(std::string(MRL_TRAINER_BIN) + common + " --set batch_size=32 --out " + dir + "/one");
+  Outcome one = RunCommand(std::string(MRL_TRAINER_BIN) + common + " --set batch_size=32 --out " +
+                           dir + "/one");
   ASSERT_EQ(one.code, 0) << one.output;
 
   MrlModel a(TestModelConfig(false), 1, 0, 10), b(TestModelConfig(false), 1, 0, 10);
@@ -78,12 +84,32 @@ TEST(Distributed, TwoRanksOfBatchBMatchOneRankOfBatch2B) {
   }
   std::printf("max |param(2 ranks x 16) - param(1 rank x 32)| after 8 steps = %.3g\n", worst);
   EXPECT_LE(worst, 1e-5);
-  // And the model moved: this is not comparing two untouched initialisations.
-  MrlModel fresh(TestModelConfig(false), 1, 0, 10);
-  torch::manual_seed(0);
+  // And the model moved: this is not comparing two untouched initialisations. The trainer
+  // writes no checkpoint before its first step, so write the step-0 one here: a Trainer built
+  // from the effective config the 2-rank run saved (same seed, so the same initial weights that
+  // its rank 0 broadcast), checkpointed before any step.
+  auto config = LoadConfigFile(dir + "/two/config.json");
+  ASSERT_TRUE(config.ok()) << config.status().ToString();
+  config->out_dir = dir + "/step0";
+  ASSERT_TRUE(FinalizeConfig(&config.value()).ok());
+  fs::create_directories(config->out_dir);
+  auto data = LoadData(config->data);
+  ASSERT_TRUE(data.ok()) << data.status().ToString();
+  {
+    Trainer untrained(config.value(), data.value());
+    ASSERT_EQ(untrained.global_step(), 0);
+    ASSERT_TRUE(untrained.SaveCheckpoint().ok());
+  }
+  const std::string step0 = Trainer::LatestCheckpoint(config->out_dir);
+  EXPECT_NE(step0.find("ckpt-000000000.pt"), std::string::npos) << step0;
+  MrlModel init(TestModelConfig(false), 1, 0, 10);
+  ASSERT_TRUE(Trainer::LoadModelWeights(step0, init).ok());
   double moved = 0;
-  auto pf = fresh->named_parameters();
-  for (const auto& p : pa) moved = std::max(moved, (p.value() - pf[p.key()]).abs().max().item<double>());
+  auto pi = init->named_parameters();
+  ASSERT_EQ(pi.size(), pa.size());
+  for (const auto& p : pa)
+    moved = std::max(moved, (p.value() - pi[p.key()]).abs().max().item<double>());
+  std::printf("max |param after 8 steps - param at step 0| = %.3g\n", moved);
   EXPECT_GT(moved, 1e-3);
 }
 
@@ -100,8 +126,10 @@ std::vector<pid_t> RankPids(const std::string& marker, int rank) {
     v << env.rdbuf();
     std::string cs = c.str(), vs = v.str();
     std::replace(vs.begin(), vs.end(), '\0', '\n');
-    if (cs.find("mrl-trainer") == std::string::npos || cs.find(marker) == std::string::npos) continue;
-    if (vs.find("\nOMPI_COMM_WORLD_RANK=" + std::to_string(rank) + "\n") == std::string::npos) continue;
+    if (cs.find("mrl-trainer") == std::string::npos || cs.find(marker) == std::string::npos)
+      continue;
+    if (vs.find("\nOMPI_COMM_WORLD_RANK=" + std::to_string(rank) + "\n") == std::string::npos)
+      continue;
     out.push_back(static_cast<pid_t>(std::stol(name)));
   }
   return out;

@@ -253,7 +253,23 @@ TEST(Buckets, BucketOfIsStableAndSpreads) {
   std::vector<int> count(16);
   for (uint64_t id = 0; id < 16000; ++id) ++count[BucketOf(id, 16)];
   for (int c : count) EXPECT_NEAR(c, 1000, 150);
-  EXPECT_EQ(BucketOf(12345, 4096), BucketOf(12345, 4096));
+  // Fixed values: a change of the mix re-homes every stored point, so it must show up here.
+  // Derived outside this code base, in Python, from Vigna's SplitMix64 with state = id (all
+  // arithmetic mod 2^64):
+  //   z = id + 0x9e3779b97f4a7c15
+  //   z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9
+  //   z = (z ^ (z >> 27)) * 0x94d049bb133111eb
+  //   z = z ^ (z >> 31);  bucket = z mod num_buckets
+  // For id 0 that is SplitMix64's well-known first output from seed 0, 0xe220a8397b1dcdaf.
+  EXPECT_EQ(BucketOf(0, 4096), 3503u);  // 0xe220a8397b1dcdaf & 0xfff
+  EXPECT_EQ(BucketOf(0, 16), 15u);
+  EXPECT_EQ(BucketOf(1, 4096), 3265u);  // 0x910a2dec89025cc1
+  EXPECT_EQ(BucketOf(1, 16), 1u);
+  EXPECT_EQ(BucketOf(1000, 64), 8u);       // 0x3c1eba8b4dccc148
+  EXPECT_EQ(BucketOf(12345, 4096), 416u);  // 0x22118258a9d111a0
+  EXPECT_EQ(BucketOf(12345, 16), 0u);
+  EXPECT_EQ(BucketOf((uint64_t{1} << 63) + 7, 4096), 4008u);  // 0x63dc0bbbddd40fa8
+  EXPECT_EQ(BucketOf(12345, 1), 0u);
 }
 
 // ---- exact mode == brute force --------------------------------------------------------------
@@ -342,7 +358,8 @@ TEST(Storage, MmapReadsAnswerExactlyLikePread) {
   {
     auto e = OpenOrDie(Options(dir));
     ASSERT_TRUE(e);
-    ASSERT_TRUE(e->CreateCollection(Spec("c", Metric::kCosine, StorageType::kFp16, {Exact(16)})).ok());
+    ASSERT_TRUE(
+        e->CreateCollection(Spec("c", Metric::kCosine, StorageType::kFp16, {Exact(16)})).ok());
     UpsertAll(*e, "c", data, n);
     ASSERT_TRUE(e->Checkpoint().ok());  // flushed: later reads come from SST files
     for (int qi = 0; qi < 5; ++qi) {

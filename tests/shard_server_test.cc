@@ -27,8 +27,8 @@
 #include "common/frame.h"
 #include "common/protocol.h"
 #include "shard/config.h"
-#include "tests/daemon_process.h"
 #include "test_util.h"
+#include "tests/daemon_process.h"
 
 extern char** environ;
 
@@ -53,14 +53,19 @@ class ShardProcess {
   // port 0: the OS chooses.
   void Start(uint16_t port = 0) {
     ++starts_;
-    std::vector<std::string> args = {"--data-dir", dir_ + "/data", "--port", std::to_string(port),
-                                     "--threads", "2", "--block-cache-mb", "32"};
+    std::vector<std::string> args = {
+        "--data-dir", dir_ + "/data",     "--port", std::to_string(port), "--threads",
+        "2",          "--block-cache-mb", "32"};
     args.insert(args.end(), extra_.begin(), extra_.end());
-    proc_ = std::make_unique<test_util::DaemonProcess>("shard" + std::to_string(starts_), MRL_SHARD_BIN, args, dir_);
+    proc_ = std::make_unique<test_util::DaemonProcess>("shard" + std::to_string(starts_),
+                                                       MRL_SHARD_BIN, args, dir_);
     proc_->Start();
   }
   // SIGTERM and wait: the exit status (0 after a graceful shutdown).
   int Terminate() { return proc_->Kill(SIGTERM); }
+  // SIGTERM now; WaitExit() collects the exit status.
+  void SendTerm() { proc_->Signal(SIGTERM); }
+  int WaitExit() { return proc_->Wait(); }
   void Kill9() { proc_->Kill(SIGKILL); }
 
   uint16_t port() const { return proc_->port(); }
@@ -487,8 +492,8 @@ class RawConn {
       dec_.Append(std::span<const uint8_t>(buf, n));
     }
   }
-  // The next frame must be an Error with `code` for request `id`.
-  void ExpectError(wire::ErrorCode code, uint64_t id) {
+  // The next frame must be an Error with `code` for request `id`, its message containing `says`.
+  void ExpectError(wire::ErrorCode code, uint64_t id, const std::string& says = "") {
     auto f = Read();
     ASSERT_TRUE(f) << "connection closed instead of an error";
     std::string why;
@@ -498,6 +503,9 @@ class RawConn {
     EXPECT_EQ(wire::RootAs<wire::Error>(f->body)->code(), code)
         << wire::EnumNameErrorCode(wire::RootAs<wire::Error>(f->body)->code()) << ": "
         << wire::RootAs<wire::Error>(f->body)->message()->str();
+    const auto* message = wire::RootAs<wire::Error>(f->body)->message();
+    EXPECT_NE((message ? message->str() : "").find(says), std::string::npos)
+        << "message lacks '" << says << "'";
   }
   void ExpectClosed() { EXPECT_FALSE(Read()) << "connection should be closed"; }
   void ExpectPong(uint64_t id) {
@@ -532,6 +540,17 @@ TEST_F(ShardServerTest, MalformedFramesGetTypedErrorsWhileOtherClientsAreServed)
       }
     }
   });
+  // Wait for the steady client's first answer (on a loaded machine its thread may start late),
+  // then count the answers it gets from the start of the abuse on.
+  auto wait_for_good = [&](int more_than) {
+    const auto until = std::chrono::steady_clock::now() + 30s;
+    while (good.load() <= more_than && bad.load() == 0 &&
+           std::chrono::steady_clock::now() < until) {
+      std::this_thread::sleep_for(1ms);
+    }
+  };
+  wait_for_good(0);
+  const int good_before = good.load();
 
   {  // Random bytes: BadFrame, then closed.
     RawConn c(shard_->port());
@@ -540,7 +559,7 @@ TEST_F(ShardServerTest, MalformedFramesGetTypedErrorsWhileOtherClientsAreServed)
     for (auto& b : junk) b = static_cast<uint8_t>(rng());
     junk[0] = 'X';
     c.Send(junk);
-    c.ExpectError(wire::ErrorCode::BadFrame, 0);
+    c.ExpectError(wire::ErrorCode::BadFrame, 0, "bad magic");
     c.ExpectClosed();
   }
   {  // A length above --max-frame-bytes: FrameTooLarge for that request id, then closed.
@@ -552,7 +571,7 @@ TEST_F(ShardServerTest, MalformedFramesGetTypedErrorsWhileOtherClientsAreServed)
     std::vector<uint8_t> hb(wire::kHeaderSize);
     wire::EncodeHeader(h, hb.data());
     c.Send(hb);
-    c.ExpectError(wire::ErrorCode::FrameTooLarge, 31);
+    c.ExpectError(wire::ErrorCode::FrameTooLarge, 31, "exceeds the limit of 1048576");
     c.ExpectClosed();
   }
   {  // Wrong version, unknown type, garbage body, a response sent as a request: a typed error
@@ -562,12 +581,12 @@ TEST_F(ShardServerTest, MalformedFramesGetTypedErrorsWhileOtherClientsAreServed)
     auto v2 = ping;
     v2[4] = 2;  // version
     c.Send(v2);
-    c.ExpectError(wire::ErrorCode::UnsupportedVersion, 1);
+    c.ExpectError(wire::ErrorCode::UnsupportedVersion, 1, "protocol version 2 not supported");
     wire::FrameHeader h;
     h.type = 999;
     h.request_id = 2;
     c.Send(wire::EncodeFrame(h, std::vector<uint8_t>(16, 1)));
-    c.ExpectError(wire::ErrorCode::UnknownMessageType, 2);
+    c.ExpectError(wire::ErrorCode::UnknownMessageType, 2, "message type 999");
     h.type = uint16_t(wire::MessageType::ShortlistRequest);
     h.request_id = 3;
     c.Send(wire::EncodeFrame(h, std::vector<uint8_t>(64, 0xEE)));
@@ -575,7 +594,7 @@ TEST_F(ShardServerTest, MalformedFramesGetTypedErrorsWhileOtherClientsAreServed)
     h.type = uint16_t(wire::MessageType::PingResponse);
     h.request_id = 4;
     c.Send(wire::EncodeFrame(h, wire::PackBody(wire::PingResponseT{})));
-    c.ExpectError(wire::ErrorCode::UnknownMessageType, 4);
+    c.ExpectError(wire::ErrorCode::UnknownMessageType, 4, "is not a request");
     auto body = wire::PackBody(ShortlistOf("c", qs, 1, 10, true));
     body.resize(body.size() / 2);  // truncated body with a consistent length
     h.type = uint16_t(wire::MessageType::ShortlistRequest);
@@ -609,9 +628,11 @@ TEST_F(ShardServerTest, MalformedFramesGetTypedErrorsWhileOtherClientsAreServed)
     c.Send(wire::PackFrame(wire::PingRequestT{}, 200));
     c.ExpectPong(200);
   }
+  wait_for_good(good_before);
   stop = true;
   steady.join();
-  EXPECT_GT(good.load(), 0);
+  EXPECT_GT(good_before, 0);
+  EXPECT_GT(good.load(), good_before);
   EXPECT_EQ(bad.load(), 0);
   auto after = client->Call(ShortlistOf("c", qs, 2, 10, true));
   ASSERT_TRUE(after.ok());
@@ -650,9 +671,12 @@ TEST_F(ShardServerTest, BadRequestsGetTypedErrorsAndWriteNothing) {
   StartShard({"--max-k", "500", "--max-batch", "100", "--max-queries", "8"});
   auto client = shard_->Client();
   Load(*client, "c", Data(), 100);
-  auto expect = [](const auto& r, Status::Code code, const char* what) {
-    EXPECT_FALSE(r.ok()) << what;
+  // Each bad request gets the exact code, and a message that says what was wrong.
+  auto expect = [](const auto& r, Status::Code code, const std::string& says, const char* what) {
+    ASSERT_FALSE(r.ok()) << what << ": accepted";
     EXPECT_EQ(r.status().code(), code) << what << ": " << r.status().ToString();
+    EXPECT_NE(r.status().message().find(says), std::string::npos)
+        << what << ": message lacks '" << says << "': " << r.status().ToString();
   };
   std::vector<uint64_t> ids = {5000, 5001, 5002};
   std::vector<float> vecs(3 * kDim, 0.5f);
@@ -660,7 +684,8 @@ TEST_F(ShardServerTest, BadRequestsGetTypedErrorsAndWriteNothing) {
     for (float bad : {std::nanf(""), INFINITY}) {
       auto v = vecs;
       v[2 * kDim + 7] = bad;
-      expect(client->Call(UpsertOf("c", ids, v.data())), Status::Code::kInvalidArgument, "nan");
+      expect(client->Call(UpsertOf("c", ids, v.data())), Status::Code::kInvalidArgument,
+             "point 5002: vector contains NaN or Inf", "nan");
     }
   }
   {  // Wrong dimension (consistent with itself, not with the collection).
@@ -669,9 +694,11 @@ TEST_F(ShardServerTest, BadRequestsGetTypedErrorsAndWriteNothing) {
     up.dims = 128;
     up.ids = ids;
     up.vectors.assign(3 * 128, 0.5f);
-    expect(client->Call(up), Status::Code::kInvalidArgument, "wrong dim");
+    expect(client->Call(up), Status::Code::kInvalidArgument,
+           "vector has 128 floats, collection 'c' has dim 256", "wrong dim");
     up.dims = kDim;  // and vectors that do not match ids * dims
-    expect(client->Call(up), Status::Code::kInvalidArgument, "short vectors");
+    expect(client->Call(up), Status::Code::kInvalidArgument, "vectors must hold len(ids) * dims",
+           "short vectors");
   }
   wire::GetRequestT get;
   get.collection = "c";
@@ -683,27 +710,37 @@ TEST_F(ShardServerTest, BadRequestsGetTypedErrorsAndWriteNothing) {
     std::vector<uint64_t> many(101);
     std::iota(many.begin(), many.end(), 6000);
     std::vector<float> mv(101 * kDim, 0.25f);
-    auto r = client->Call(UpsertOf("c", many, mv.data()));
-    EXPECT_FALSE(r.ok()) << "batch over the limit accepted";
+    expect(client->Call(UpsertOf("c", many, mv.data())), Status::Code::kOutOfRange,
+           "upsert batch of 101 points exceeds max_batch 100", "batch over the limit");
+    get.ids = {6000, 6100};
+    auto none = client->Call(get);
+    ASSERT_TRUE(none.ok());
+    for (const auto& p : none->points) EXPECT_FALSE(p->found) << "partial write of " << p->id;
   }
   const auto qs = RandomVectors(9, kDim, 11);
-  expect(client->Call(UpsertOf("nope", ids, vecs.data())), Status::Code::kNotFound, "unknown");
+  expect(client->Call(UpsertOf("nope", ids, vecs.data())), Status::Code::kNotFound,
+         "unknown collection 'nope'", "unknown");
   expect(client->Call(ShortlistOf("nope", qs, 1, 10, true)), Status::Code::kNotFound,
-         "unknown collection");
-  EXPECT_FALSE(client->Call(ShortlistOf("c", qs, 1, 501, true)).ok()) << "k over max-k";
-  EXPECT_FALSE(client->Call(ShortlistOf("c", qs, 1, 0, true)).ok()) << "k = 0";
+         "unknown collection 'nope'", "unknown collection");
+  expect(client->Call(ShortlistOf("c", qs, 1, 501, true)), Status::Code::kOutOfRange,
+         "k = 501 exceeds max_k 500", "k over max-k");
+  expect(client->Call(ShortlistOf("c", qs, 1, 0, true)), Status::Code::kInvalidArgument,
+         "k = 0 must be >= 1", "k = 0");
   expect(client->Call(ShortlistOf("c", qs, 9, 10, true)), Status::Code::kOutOfRange,
-         "queries over max-queries");
+         "at most 8 queries per request (got 9)", "queries over max-queries");
   {
     auto sl = ShortlistOf("c", qs, 1, 10, true);
     sl.dims = 33;  // not a nesting dim
     sl.queries.push_back(0);
-    EXPECT_FALSE(client->Call(sl).ok()) << "dims not in nesting";
+    expect(client->Call(sl), Status::Code::kInvalidArgument, "33 dims, which is not a nesting dim",
+           "dims not in nesting");
     sl.queries.push_back(0);  // not a multiple of dims
-    expect(client->Call(sl), Status::Code::kInvalidArgument, "ragged queries");
+    expect(client->Call(sl), Status::Code::kInvalidArgument, "queries must hold n * dims floats",
+           "ragged queries");
     auto nan = ShortlistOf("c", qs, 1, 10, true);
     nan.queries[3] = std::nanf("");
-    EXPECT_FALSE(client->Call(nan).ok()) << "NaN query";
+    expect(client->Call(nan), Status::Code::kInvalidArgument, "query contains NaN or Inf",
+           "NaN query");
   }
   // The server still answers.
   auto stats = client->Call(wire::StatsRequestT{});
@@ -774,17 +811,46 @@ TEST_F(ShardServerTest, SigtermFinishesTheRequestsInFlight) {
   auto client = shard_->Client();
   Load(*client, "c", Data(), kPoints);
   const auto qs = RandomVectors(64, kDim, 14);
+  // Exact scans of 64 queries over 10000 points each, pipelined on one connection: the shard's
+  // 2 worker threads take them a pair at a time, so the later ones are still running or queued
+  // while the first answers come back.
+  constexpr size_t kHeavy = 8;
   std::vector<std::future<Result<wire::ShortlistResponseT>>> heavy;
-  for (int i = 0; i < 6; ++i) {
+  for (size_t i = 0; i < kHeavy; ++i) {
     heavy.push_back(client->CallFuture(ShortlistOf("c", qs, 64, 100, true)));
   }
-  std::this_thread::sleep_for(200ms);  // received and started, not finished
-  std::thread term([&] { EXPECT_EQ(shard_->Terminate(), 0); });
-  for (auto& h : heavy) {
-    auto r = h.get();
-    EXPECT_TRUE(r.ok()) << r.status().ToString();
+  auto answered = [&] {
+    size_t n = 0;
+    for (auto& h : heavy) n += h.wait_for(0s) == std::future_status::ready;
+    return n;
+  };
+  // A first answer: the shard has received the requests (all written before it) and is working.
+  const auto until = std::chrono::steady_clock::now() + 60s;
+  while (answered() == 0 && std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(1ms);
   }
-  term.join();
+  ASSERT_GT(answered(), 0u) << "no answer within 60 s";
+  shard_->SendTerm();
+  const auto term_at = std::chrono::steady_clock::now();
+  // Not answered now, so not answered when SIGTERM was sent: these were in flight.
+  const size_t in_flight = kHeavy - answered();
+  // A request sent after SIGTERM: answered, or refused cleanly; never left without an answer.
+  auto late = client->CallFuture(ShortlistOf("c", qs, 1, 10, true), 30000);
+  EXPECT_EQ(shard_->WaitExit(), 0) << shard_->Log();
+  const double drain_ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - term_at).count();
+  std::cout << in_flight << " of " << kHeavy << " requests unanswered at SIGTERM; the shard exited "
+            << drain_ms << " ms later\n";
+  ASSERT_GE(in_flight, 1u) << "all answered before SIGTERM: the drain was not exercised";
+  for (size_t i = 0; i < kHeavy; ++i) {
+    auto r = heavy[i].get();
+    ASSERT_TRUE(r.ok()) << "request " << i << ": " << r.status().ToString();
+    EXPECT_EQ(r->results.size(), 64u);
+    for (const auto& l : r->results) EXPECT_EQ(l->candidates.size(), 100u);
+  }
+  auto l = late.get();
+  EXPECT_TRUE(l.ok() || l.status().code() == Status::Code::kUnavailable) << l.status().ToString();
+  EXPECT_NE(shard_->Log().find("draining"), std::string::npos) << shard_->Log();
 }
 
 TEST_F(ShardServerTest, AFloodFromAPeerThatDoesNotReadIsThrottledNotDropped) {
