@@ -9,6 +9,7 @@ BATCH=${BATCH:-128}
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 [ -x build/trainer/mrl-trainer ] && [ -x build/bench/allreduce_bench ] || bash ops/build.sh build
 cores=$(nproc)
+STAMP=$(/usr/bin/python3 bench/provenance.py "STEPS=$STEPS BATCH=$BATCH bash bench/scaling.sh")
 MPI="mpirun --oversubscribe --bind-to core --mca btl self,vader"
 tmp=$(mktemp -d)
 rate() {  # median img/s of the windows after the first
@@ -25,33 +26,29 @@ for n in 1 2 4 8; do
 done
 $MPI -np 2 build/bench/allreduce_bench 1 4 25 100 > "$tmp/ar.txt" 2>&1
 cat "$tmp/ar.txt"
-out=bench/results/scaling.md
-{
-  echo "# Data-parallel scaling of mrl-trainer (MPI, CPU)"
-  echo
-  echo "Reproduce: \`STEPS=$STEPS BATCH=$BATCH bash bench/scaling.sh\` (after \`bash ops/build.sh\`)."
-  echo
-  echo "conv4 encoder, d=2048, 9 MRL heads, batch $BATCH per rank, one intra-op thread per rank, ranks"
-  echo "bound to cores (\`--bind-to core\`), Open MPI shared-memory transport; median img/s over"
-  echo "10-step windows of $STEPS steps (first dropped). Gradient: ~0.96 M float32 = 3.8 MB per step, one"
-  echo "bucket. This machine has $cores cores, so only 1 and $([ "$cores" -ge 2 ] && echo 2 || echo 1) ranks fit without sharing cores."
-  echo
-  echo "| ranks | global img/s | ideal (ranks x 1-rank) | scaling efficiency |"
-  echo "|---:|---:|---:|---:|"
-  for n in 1 2 4 8; do
-    [ -n "${R[$n]:-}" ] || continue
-    ideal=$((R[1] * n))
-    eff=$(awk -v a="${R[$n]}" -v b="$ideal" 'BEGIN{printf "%.1f%%", 100*a/b}')
-    echo "| $n | ${R[$n]} | $ideal | $eff |"
-  done
-  echo
-  echo "## All-reduce bandwidth (mpirun -np 2 build/bench/allreduce_bench)"
-  echo
-  echo '```'
-  cat "$tmp/ar.txt"
-  echo '```'
-  echo
-  echo "busbw = S/t x 2(n-1)/n; ring bound on t = 2(n-1)/n x S/B with B = measured memcpy bandwidth."
-} > "$out"
+/usr/bin/python3 - "$STAMP" "$STEPS" "$BATCH" "$cores" "$tmp/ar.txt" "1=${R[1]:-} 2=${R[2]:-} 4=${R[4]:-} 8=${R[8]:-}" <<'PY'
+import json, sys
+sys.path.insert(0, "bench")
+import provenance
+stamp, steps, batch, cores, ar_path, rates = json.loads(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], sys.argv[6]
+r = {int(k): int(v) for k, v in (kv.split("=") for kv in rates.split()) if v}
+allreduce = open(ar_path).read()
+j = {"provenance": stamp, "steps": steps, "batch_per_rank": batch, "cores": cores,
+     "img_per_s_by_ranks": r, "allreduce_bench_output": allreduce}
+json.dump(j, open("bench/results/scaling.json", "w"), indent=1)
+L = ["# Data-parallel scaling of mrl-trainer (MPI, CPU)", "", provenance.line(stamp), "",
+     f"Reproduce: `STEPS={steps} BATCH={batch} bash bench/scaling.sh` (after `bash ops/build.sh`).", "",
+     f"conv4 encoder, d=2048, 9 MRL heads, batch {batch} per rank, one intra-op thread per rank, ranks",
+     "bound to cores (`--bind-to core`), Open MPI shared-memory transport; median img/s over",
+     f"10-step windows of {steps} steps (first dropped). Gradient: ~0.96 M float32 = 3.8 MB per step, one",
+     f"bucket. This machine has {cores} cores: rank counts above that share cores and are not run.", "",
+     "| ranks | global img/s | ideal (ranks x 1-rank) | scaling efficiency |", "|---:|---:|---:|---:|"]
+for n in sorted(r):
+    ideal = r[1] * n
+    L.append(f"| {n} | {r[n]} | {ideal} | {100 * r[n] / ideal:.1f}% |")
+L += ["", "## All-reduce bandwidth (mpirun -np 2 build/bench/allreduce_bench)", "", "```", allreduce.rstrip(), "```", "",
+      "busbw = S/t x 2(n-1)/n; ring bound on t = 2(n-1)/n x S/B with B = measured memcpy bandwidth."]
+open("bench/results/scaling.md", "w").write("\n".join(L) + "\n")
+print("\n".join(L))
+PY
 rm -rf "$tmp"
-cat "$out"

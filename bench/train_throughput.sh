@@ -10,8 +10,9 @@ REPEATS=${REPEATS:-3}
 THREADS=${THREADS:-$(nproc)}
 BIN=./build/trainer/mrl-trainer
 [ -x "$BIN" ] || bash ops/build.sh build
-tmp=$(mktemp -d)
 BATCH=${BATCH:-128}
+STAMP=$(/usr/bin/python3 bench/provenance.py "STEPS=$STEPS REPEATS=$REPEATS THREADS=$THREADS BATCH=$BATCH bash bench/train_throughput.sh")
+tmp=$(mktemp -d)
 cpp=() py=() pycl=()
 for r in $(seq "$REPEATS"); do
   "$BIN" --out "$tmp/cpp$r" --set resume=false --set stop_after_steps="$STEPS" --set log_every=20 \
@@ -26,31 +27,37 @@ for r in $(seq "$REPEATS"); do
   cpp+=("$c"); py+=("$p"); pycl+=("$q")
 done
 rm -rf "$tmp"
-median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
-mc=$(median "${cpp[@]}"); mp=$(median "${py[@]}"); mq=$(median "${pycl[@]}")
-ratio=$(awk -v a="$mc" -v b="$mp" 'BEGIN{printf "%.3f", a/b}')
-ratio_cl=$(awk -v a="$mc" -v b="$mq" 'BEGIN{printf "%.3f", a/b}')
-out=bench/results/train_throughput.md
-{
-  echo "# Training throughput: mrl-trainer (C++) vs PyTorch (Python), same model and data"
-  echo
-  echo "Reproduce: \`STEPS=$STEPS REPEATS=$REPEATS THREADS=$THREADS BATCH=$BATCH bash bench/train_throughput.sh\` (after \`bash ops/build.sh\`)."
-  echo
-  echo "Both: conv4 encoder (32-64-128-256), d=2048, 9 MRL heads (8..2048), summed cross-entropy,"
-  echo "SGD Nesterov + weight decay, batch $BATCH, no augmentation (the trainer's default), Fashion-MNIST in RAM,"
-  echo "$THREADS intra-op threads, Debian LibTorch 1.13.1 + OpenBLAS (OpenMP) underneath both."
-  echo "Figure: median over 20-step windows of $STEPS steps (first window = warm-up, dropped); runs alternate."
-  echo
-  echo "mrl-trainer runs NCHW (its default; channels-last measured slower in it); the PyTorch script is"
-  echo "timed as usually written (NCHW) and with channels-last (which a tuned PyTorch user might pick)."
-  echo
-  echo "| repeat | mrl-trainer img/s | PyTorch (NCHW) img/s | PyTorch (channels_last) img/s |"
-  echo "|---:|---:|---:|---:|"
-  for i in "${!cpp[@]}"; do echo "| $((i+1)) | ${cpp[$i]} | ${py[$i]} | ${pycl[$i]} |"; done
-  echo
-  echo "Median: mrl-trainer **$mc img/s**; PyTorch NCHW **$mp img/s** (ratio **${ratio}x**);"
-  echo "PyTorch channels_last **$mq img/s** (ratio **${ratio_cl}x**). Target: >= 1.1x."
-  echo
-  echo "Machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs))."
-} > "$out"
-cat "$out"
+# The figures go to JSON (with the provenance stamp taken at the start); the page is rendered from it.
+/usr/bin/python3 - "$STAMP" "$STEPS" "$REPEATS" "$THREADS" "$BATCH" "${cpp[*]}" "${py[*]}" "${pycl[*]}" <<'PY'
+import json, statistics, sys
+sys.path.insert(0, "bench")
+import provenance
+stamp = json.loads(sys.argv[1])
+steps, repeats, threads, batch = (int(x) for x in sys.argv[2:6])
+cpp, py, pycl = ([int(v) for v in a.split()] for a in sys.argv[6:9])
+med = lambda v: sorted(v)[(len(v) - 1) // 2]
+j = {"provenance": stamp, "steps": steps, "repeats": repeats, "threads": threads, "batch": batch,
+     "img_per_s": {"mrl_trainer": cpp, "pytorch_nchw": py, "pytorch_channels_last": pycl},
+     "median": {"mrl_trainer": med(cpp), "pytorch_nchw": med(py), "pytorch_channels_last": med(pycl)}}
+json.dump(j, open("bench/results/train_throughput.json", "w"), indent=1)
+m = j["median"]
+L = ["# Training throughput: mrl-trainer (C++) vs PyTorch (Python), same model and data", "",
+     provenance.line(stamp), "",
+     f"Reproduce: `STEPS={steps} REPEATS={repeats} THREADS={threads} BATCH={batch} bash bench/train_throughput.sh` "
+     "(after `bash ops/build.sh`).", "",
+     "Both: conv4 encoder (32-64-128-256), d=2048, 9 MRL heads (8..2048), summed cross-entropy,",
+     f"SGD Nesterov + weight decay, batch {batch}, no augmentation (the trainer's default), Fashion-MNIST in RAM,",
+     f"{threads} intra-op threads, Debian LibTorch 1.13.1 + OpenBLAS (OpenMP) underneath both.",
+     f"Figure: median over 20-step windows of {steps} steps (first window = warm-up, dropped); runs alternate.", "",
+     "mrl-trainer runs NCHW (its default; channels-last measured slower in it); the PyTorch script is",
+     "timed as usually written (NCHW) and with channels-last (which a tuned PyTorch user might pick).", "",
+     "| repeat | mrl-trainer img/s | PyTorch (NCHW) img/s | PyTorch (channels_last) img/s |", "|---:|---:|---:|---:|"]
+for i in range(len(cpp)):
+    L.append(f"| {i + 1} | {cpp[i]} | {py[i]} | {pycl[i]} |")
+L += ["", f"Median: mrl-trainer **{m['mrl_trainer']} img/s**; PyTorch NCHW **{m['pytorch_nchw']} img/s** "
+      f"(ratio **{m['mrl_trainer'] / m['pytorch_nchw']:.3f}x**);",
+      f"PyTorch channels_last **{m['pytorch_channels_last']} img/s** (ratio "
+      f"**{m['mrl_trainer'] / m['pytorch_channels_last']:.3f}x**). Target: >= 1.1x."]
+open("bench/results/train_throughput.md", "w").write("\n".join(L) + "\n")
+print("\n".join(L))
+PY

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Configures and builds (Ninja + ccache). Usage: ops/build.sh [build-dir] [extra cmake args...]
+# MRL_BUILD_TARGETS="a b" builds only those targets (and what they need) instead of everything.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD_DIR=${1:-build}
 shift || true
 cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release "$@"
-cmake --build "$BUILD_DIR" --parallel "$(nproc)"
+targets=()
+for t in ${MRL_BUILD_TARGETS:-}; do targets+=(--target "$t"); done
+cmake --build "$BUILD_DIR" --parallel "$(nproc)" "${targets[@]}"

@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <thread>
 
+#include "common/provenance.h"
 #include "trainer/config.h"
 #include "trainer/mpi_comm.h"
 #include "trainer/run.h"
@@ -24,6 +25,7 @@ int main(int argc, char** argv) {
   app.add_option("--dim", dim, "Embedding size d");
   app.add_option("--train-limit", train_limit, "Use only the first N training samples");
   app.add_flag("--print-config", print_only, "Print the effective config and exit");
+  const nlohmann::json provenance = mrl::Provenance(argc, argv);  // before MPI edits argv
   mrl::Communicator& comm = mrl::Communicator::Init(&argc, &argv);
   const std::string who =
       comm.distributed() ? "mrl-trainer[rank " + std::to_string(comm.world().rank) + "]" : "mrl-trainer";
@@ -75,7 +77,7 @@ int main(int argc, char** argv) {
     const int threads = config.threads > 0 ? config.threads
                                            : static_cast<int>(std::thread::hardware_concurrency());
     torch::set_num_threads(threads);
-    st = mrl::RunTraining(config);
+    st = mrl::RunTraining(config, provenance);
     if (!st.ok()) {
       std::fprintf(stderr, "%s: error: %s\n", who.c_str(), st.ToString().c_str());
       return fail(1);

@@ -49,7 +49,7 @@ std::vector<uint64_t> Iota(int64_t n) {
 
 }  // namespace
 
-Status RunTraining(const TrainConfig& config) {
+Status RunTraining(const TrainConfig& config, const nlohmann::json& provenance) {
   using Clk = std::chrono::steady_clock;
   Communicator& comm = Communicator::Get();
   const bool leader = comm.world().rank == 0;
@@ -156,6 +156,7 @@ Status RunTraining(const TrainConfig& config) {
   }
 
   json results;
+  if (!provenance.is_null()) results["provenance"] = provenance;
   results["config"] = json::parse(ConfigToJson(config));
   results["train"] = {{"steps", trainer.global_step()},
                       {"steps_this_invocation", steps_run},
