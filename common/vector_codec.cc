@@ -5,6 +5,7 @@
 #include <cstring>
 
 #if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
 #include <immintrin.h>
 #define MRL_X86 1
 #endif
@@ -62,6 +63,18 @@ __attribute__((target("avx,f16c"))) void DecodeHalfF16c(const void* in, size_t n
 }
 #endif
 
+#ifdef MRL_X86
+// GCC's __builtin_cpu_supports knows "f16c"; clang 14's does not, so ask CPUID (leaf 1, ECX).
+bool CpuHasF16c() {
+#if defined(__clang__)
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  return __get_cpuid(1, &a, &b, &c, &d) != 0 && (c & bit_F16C) != 0;
+#else
+  return __builtin_cpu_supports("f16c");
+#endif
+}
+#endif
+
 struct HalfKernels {
   void (*encode)(const float*, size_t, void*) = EncodeHalfGeneric;
   void (*decode)(const void*, size_t, float*) = DecodeHalfGeneric;
@@ -69,7 +82,7 @@ struct HalfKernels {
   HalfKernels() {
 #ifdef MRL_X86
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx") && __builtin_cpu_supports("f16c")) {
+    if (__builtin_cpu_supports("avx") && CpuHasF16c()) {
       encode = EncodeHalfF16c;
       decode = DecodeHalfF16c;
       name = "f16c";

@@ -207,7 +207,7 @@ Result<SearchOutcome> QueryEngine::Search(const ShardMap& map, const SearchSpec&
       std::vector<std::future<void>> work;
       std::vector<Status> errors(answers.size());
       std::vector<wire::RerankResponseT> replies(answers.size());
-      std::vector<bool> ok(answers.size(), false);
+      std::vector<uint8_t> ok(answers.size(), 0);  // not vector<bool>: tasks set their own entry concurrently
       for (size_t t = 0; t < answers.size(); ++t) {
         if (!answers[t].shard) continue;
         wire::RerankRequestT req;

@@ -288,7 +288,9 @@ std::string ExactCaseName(const ::testing::TestParamInfo<ExactCase>& info) {
 class ExactModeTest : public ::testing::TestWithParam<ExactCase> {};
 
 TEST_P(ExactModeTest, ShortlistRerankAndSearchEqualBruteForce) {
-  const auto [metric, storage] = GetParam();
+  // Not a structured binding: clang 14 (the TSan build) cannot capture those in a lambda.
+  const Metric metric = GetParam().metric;
+  const StorageType storage = GetParam().storage;
   const std::string dir =
       TempDir("exact_" + std::to_string(int(metric)) + "_" + std::to_string(int(storage)));
   auto e = OpenOrDie(Options(dir));
