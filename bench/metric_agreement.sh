@@ -25,7 +25,7 @@ $B/ops/mrlctl up --dir "$CL" --shards 2
 trap '$B/ops/mrlctl down --dir "$CL"' EXIT
 $B/ops/mrlctl ingest --dir "$CL" --collection agree --create --index-dims 16 --storage fp32 \
   --embeddings "$E/db_embeddings.npy" --ids "$E/db_ids.npy" --labels "$E/db_labels.npy"
-$B/ops/mrlctl eval --dir "$CL" --collection agree --limit "$Q" --concurrency 1 \
+$B/ops/mrlctl eval --dir "$CL" --collection agree --limit "$Q" --concurrency 1 --plans exact paper \
   --queries "$E/query_embeddings.npy" --query-labels "$E/query_labels.npy" \
   --db-embeddings "$E/db_embeddings.npy" --db-ids "$E/db_ids.npy" --db-labels "$E/db_labels.npy" \
   --json "$OUT/eval.json"

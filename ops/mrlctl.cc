@@ -453,6 +453,7 @@ struct EvalArgs {
   unsigned seed = 1;
   std::vector<int> concurrency;
   bool latency_only = false;
+  std::vector<std::string> plans;  // empty: every plan
 };
 
 int Eval(const EvalArgs& a, const json& stamp) {
@@ -538,7 +539,11 @@ int Eval(const EvalArgs& a, const json& stamp) {
                 static_cast<long long>(std::min<int64_t>(n, a.warmup)));
   }
   json budgets = {{"fast", "-"}, {"balanced", "-"}, {"exact", "-"}};
-  if (!a.latency_only) {
+  const bool want_budgets =
+      a.plans.empty() || std::any_of(a.plans.begin(), a.plans.end(), [](const std::string& p) {
+        return p.rfind("budget_", 0) == 0;
+      });
+  if (!a.latency_only && want_budgets) {
     std::printf("[eval %6.1fs] calibrating the budgets (coordinator, 200 sampled points)\n", elapsed());
     std::fflush(stdout);
     HttpClient c(a.url, a.token);
@@ -567,6 +572,18 @@ int Eval(const EvalArgs& a, const json& stamp) {
       {"budget exact (" + budgets["exact"].get<std::string>() + ")", {{"budget", "exact"}}},
   };
   if (a.latency_only) plans.clear();  // no exact pass, no calibration: latency and QPS only
+  if (!a.plans.empty()) {  // --plans: keep the named ones (first word of the plan's name)
+    std::vector<std::pair<std::string, json>> kept;
+    for (auto& p : plans) {
+      const std::string first = p.first.substr(0, p.first.find(' '));
+      const std::string key = p.first.find("(paper)") != std::string::npos ? "paper"
+                              : p.first.find("one trip") != std::string::npos ? "one_trip"
+                              : first == "budget" ? "budget_" + p.first.substr(7, p.first.find(' ', 7) - 7)
+                                                  : first;
+      if (std::find(a.plans.begin(), a.plans.end(), key) != a.plans.end()) kept.push_back(std::move(p));
+    }
+    plans = std::move(kept);
+  }
   // Plans run in a shuffled order (seeded, in the report) so no plan always runs first or
   // right after another; the table keeps the order above.
   std::vector<size_t> order(plans.size());
@@ -686,6 +703,9 @@ int main(int argc, char** argv) {
   eval->add_option("--limit", ea.limit, "Use the first N queries");
   eval->add_option("--warmup", ea.warmup, "Untimed queries of the paper's plan before timing");
   eval->add_option("--seed", ea.seed, "Seed of the shuffled plan order");
+  eval->add_option("--plans", ea.plans,
+                   "Only these plans: exact, paper, one_trip, funnel, budget_fast, budget_balanced, budget_exact "
+                   "(default: all; without a budget_ plan no calibration runs)");
   eval->add_option("--concurrency", ea.concurrency);
   eval->add_option("--json", ea.json_out, "Write the figures here");
   eval->add_option("--collection", collection);
