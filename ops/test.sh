@@ -11,7 +11,8 @@
 #   GPU-only tests);
 # - sanitizer builds make UB fatal (-fno-sanitize-recover=undefined, halt_on_error) in the tests
 #   and in every daemon they spawn; each sanitizer writes its reports to files under the build
-#   dir, and any report file fails the phase, whichever process wrote it.
+#   dir, and any report file fails the phase, whichever process wrote it; the tests' daemon logs
+#   and the ctest log are scanned for report lines too (GCC's ASan+UBSan ignores log_path).
 # Each phase's wall time is printed at the end (also when a phase fails).
 #
 # Knobs: MRL_FUZZ_SECONDS (30), MRL_TEST_PHASES (all: "release asan tsan fuzz").
@@ -47,10 +48,16 @@ want() { [[ " $PHASES " == *" $1 "* ]]; }
 
 # Sanitizer reports go to files, so a report from a daemon that a test started (and whose
 # stderr nobody reads) is still seen; any such file fails the phase.
+# GCC 12's combined ASan+UBSan runtime ignores log_path for UBSan's reports (they go to stderr:
+# checked with a two-line overflow, standalone UBSan and clang do write the file), so the tests'
+# temp dirs (TMPDIR, where every test keeps its daemons' logs) and the ctest log are also scanned
+# for any sanitizer's report lines.
+SAN_PATTERN='runtime error: |ERROR: (AddressSanitizer|LeakSanitizer|ThreadSanitizer)|WARNING: ThreadSanitizer|SUMMARY: (AddressSanitizer|UndefinedBehaviorSanitizer|ThreadSanitizer)'
 sanitizer_env() {  # sanitizer_env BUILD_DIR
   local reports="$ROOT/$1/sanitizer-reports"
-  rm -rf "$reports"
-  mkdir -p "$reports"
+  rm -rf "$reports" "$ROOT/$1/test-tmp"
+  mkdir -p "$reports" "$ROOT/$1/test-tmp"
+  export TMPDIR="$ROOT/$1/test-tmp"
   export ASAN_OPTIONS="log_path=$reports/asan:detect_leaks=0:abort_on_error=1:strict_string_checks=1"
   export UBSAN_OPTIONS="log_path=$reports/ubsan:halt_on_error=1:print_stacktrace=1"
   # TSan's lock-order (deadlock) detector is off: hnswlib keeps one mutex per element plus 65536
@@ -68,7 +75,18 @@ check_reports() {  # check_reports BUILD_DIR
     done
     return 1
   fi
-  echo "[test] no sanitizer reports in $reports"
+  local hits
+  hits=$(grep -rlIE "$SAN_PATTERN" "$ROOT/$1/test-tmp" "$ROOT/$1/Testing/Temporary/LastTest.log" 2>/dev/null || true)
+  if [ -n "$hits" ]; then
+    echo "[test] FAIL: sanitizer reports in test or daemon output:"
+    for f in $hits; do
+      echo "----- $f"
+      grep -m 3 -A 12 -E "$SAN_PATTERN" "$f" | head -n 60
+    done
+    return 1
+  fi
+  echo "[test] no sanitizer reports in $reports, the tests' daemon logs or the ctest log"
+  rm -rf "$ROOT/$1/test-tmp"
 }
 
 san_ctest() {  # san_ctest BUILD_DIR ...: run_ctest with the sanitizer options, then check reports
