@@ -51,6 +51,11 @@ L = ["# Training throughput: mrl-trainer (C++) vs PyTorch (Python), same model a
      f"Figure: median over 20-step windows of {steps} steps (first window = warm-up, dropped); runs alternate.", "",
      "mrl-trainer runs NCHW (its default; channels-last measured slower in it); the PyTorch script is",
      "timed as usually written (NCHW) and with channels-last (which a tuned PyTorch user might pick).", "",
+     "What changed since the previous version of this page (2026-11-23, unstamped): the method is the same; the "
+     "page is now rendered from train_throughput.json with its provenance stamp, and the hand-written reading was "
+     "dropped. That version measured mrl-trainer 791 img/s against PyTorch NCHW 787 (1.005x) and channels_last "
+     "980 (0.807x) on a busier machine; the spread between the two versions is machine-load variance, which is "
+     "why the runs alternate within one invocation and only the ratios of one invocation compare.", "",
      "| repeat | mrl-trainer img/s | PyTorch (NCHW) img/s | PyTorch (channels_last) img/s |", "|---:|---:|---:|---:|"]
 for i in range(len(cpp)):
     L.append(f"| {i + 1} | {cpp[i]} | {py[i]} | {pycl[i]} |")
