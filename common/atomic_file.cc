@@ -27,11 +27,34 @@ Status FsyncDir(const std::string& dir) {
 
 }  // namespace
 
+std::string TempPathFor(const std::string& path) {
+  return path + ".tmp." + std::to_string(::getpid());
+}
+
+Status CommitTempFile(const std::string& tmp, const std::string& path) {
+  int fd = ::open(tmp.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    Status st = Status::IoError(Errno("cannot open", tmp));
+    ::unlink(tmp.c_str());
+    return st;
+  }
+  if (::fsync(fd) != 0) {
+    Status st = Status::IoError(Errno("fsync failed (disk full?)", tmp));
+    ::close(fd);
+    ::unlink(tmp.c_str());
+    return st;
+  }
+  ::close(fd);
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    Status st = Status::IoError(Errno("cannot rename '" + tmp + "' to", path));
+    ::unlink(tmp.c_str());
+    return st;
+  }
+  return FsyncDir(std::filesystem::path(path).parent_path().string());
+}
+
 Status WriteFileAtomic(const std::string& path, std::string_view data) {
-  namespace fs = std::filesystem;
-  const fs::path dest(path);
-  const std::string dir = dest.parent_path().string();
-  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  const std::string tmp = TempPathFor(path);
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) return Status::IoError(Errno("cannot create", tmp));
   const char* p = data.data();
@@ -48,22 +71,11 @@ Status WriteFileAtomic(const std::string& path, std::string_view data) {
     p += n;
     left -= static_cast<size_t>(n);
   }
-  if (::fsync(fd) != 0) {
-    Status st = Status::IoError(Errno("fsync failed", tmp));
-    ::close(fd);
-    ::unlink(tmp.c_str());
-    return st;
-  }
   if (::close(fd) != 0) {
     ::unlink(tmp.c_str());
     return Status::IoError(Errno("close failed", tmp));
   }
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    Status st = Status::IoError(Errno("rename failed", path));
-    ::unlink(tmp.c_str());
-    return st;
-  }
-  return FsyncDir(dir);
+  return CommitTempFile(tmp, path);
 }
 
 Result<std::string> ReadFile(const std::string& path) {

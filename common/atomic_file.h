@@ -13,6 +13,14 @@ namespace mrl {
 // Atomically replaces `path` with `data`.
 Status WriteFileAtomic(const std::string& path, std::string_view data);
 
+// The temporary name next to `path` that the writers above use (path + ".tmp." + pid).
+std::string TempPathFor(const std::string& path);
+
+// Publishes a complete temporary file that other code wrote (a library's own writer: hnswlib,
+// libarchive, an npy writer): fsyncs `tmp`, renames it over `path`, fsyncs the directory. On
+// failure `tmp` is removed and the old `path`, if any, is left as it was.
+Status CommitTempFile(const std::string& tmp, const std::string& path);
+
 // Reads a whole file.
 Result<std::string> ReadFile(const std::string& path);
 

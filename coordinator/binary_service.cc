@@ -153,7 +153,7 @@ Result<std::vector<uint8_t>> BinaryService::Describe(const wire::DescribeCollect
   auto spec = c_.Describe(Str(req.name()));
   if (!spec.ok()) return spec.status();
   wire::DescribeCollectionResponseT resp;
-  resp.collections.push_back(std::make_unique<wire::CollectionSpecT>(spec.value()));
+  resp.collections.push_back(std::make_unique<wire::CollectionSpecT>(CollectionSpecToWire(spec.value())));
   return wire::PackBody(resp);
 }
 

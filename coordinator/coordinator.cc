@@ -15,6 +15,7 @@
 #include "common/atomic_file.h"
 #include "common/retrieval_metrics.h"
 #include "common/bucket.h"
+#include "common/collection_spec.h"
 
 namespace mrl::coord {
 namespace {
@@ -22,70 +23,6 @@ namespace {
 using json = nlohmann::json;
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
-
-const char* MetricName(wire::Metric m) {
-  return m == wire::Metric::Cosine ? "cosine" : m == wire::Metric::InnerProduct ? "ip" : "l2";
-}
-const char* StorageName(wire::StorageType s) {
-  return s == wire::StorageType::Fp32 ? "fp32" : s == wire::StorageType::Fp16 ? "fp16" : "int8";
-}
-
-json SpecToJson(const wire::CollectionSpecT& s) {
-  json idx = json::array();
-  for (const auto& i : s.indexes) {
-    idx.push_back({{"dims", i->dims}, {"kind", i->kind == wire::IndexKind::Hnsw ? "hnsw" : "exact"},
-                   {"m", i->hnsw_m}, {"ef_construction", i->ef_construction}, {"ef_search", i->ef_search}});
-  }
-  return {{"name", s.name},       {"dim", s.dim},
-          {"nesting", s.nesting}, {"metric", MetricName(s.metric)},
-          {"storage", StorageName(s.storage)}, {"num_buckets", s.num_buckets},
-          {"indexes", idx},       {"max_payload_bytes", s.max_payload_bytes}};
-}
-
-// Parses a collection spec; every problem is an InvalidArgument naming the field.
-Result<wire::CollectionSpecT> SpecFromJson(const json& j, const std::string& name) {
-  wire::CollectionSpecT s;
-  try {
-    s.name = name;
-    if (!j.contains("dim") || !j["dim"].is_number_integer()) {
-      return Status::InvalidArgument("'dim' (integer) is required");
-    }
-    s.dim = j["dim"].get<int32_t>();
-    if (j.contains("nesting")) {
-      s.nesting = j["nesting"].get<std::vector<int32_t>>();
-    } else {
-      for (int32_t m = 8; m < s.dim; m *= 2) s.nesting.push_back(m);
-      s.nesting.push_back(s.dim);
-    }
-    const std::string metric = j.value("metric", "cosine");
-    if (metric == "cosine") s.metric = wire::Metric::Cosine;
-    else if (metric == "ip") s.metric = wire::Metric::InnerProduct;
-    else if (metric == "l2") s.metric = wire::Metric::L2;
-    else return Status::InvalidArgument("'metric' must be cosine, ip or l2");
-    const std::string storage = j.value("storage", "fp16");
-    if (storage == "fp32") s.storage = wire::StorageType::Fp32;
-    else if (storage == "fp16") s.storage = wire::StorageType::Fp16;
-    else if (storage == "int8") s.storage = wire::StorageType::Int8;
-    else return Status::InvalidArgument("'storage' must be fp32, fp16 or int8");
-    s.num_buckets = j.value("num_buckets", 4096u);
-    s.max_payload_bytes = j.value("max_payload_bytes", 4096u);
-    const json idx = j.value("indexes", json::array({json{{"dims", s.nesting.front() == 8 && s.nesting.size() > 1 ? s.nesting[1] : s.nesting.front()}}}));
-    for (const json& i : idx) {
-      auto spec = std::make_unique<wire::IndexSpecT>();
-      spec->dims = i.at("dims").get<int32_t>();
-      const std::string kind = i.value("kind", "hnsw");
-      if (kind != "hnsw" && kind != "exact") return Status::InvalidArgument("index 'kind' must be hnsw or exact");
-      spec->kind = kind == "hnsw" ? wire::IndexKind::Hnsw : wire::IndexKind::Exact;
-      spec->hnsw_m = i.value("m", 16);
-      spec->ef_construction = i.value("ef_construction", 100);
-      spec->ef_search = i.value("ef_search", 64);
-      s.indexes.push_back(std::move(spec));
-    }
-  } catch (const json::exception& e) {
-    return Status::InvalidArgument(std::string("bad collection spec: ") + e.what());
-  }
-  return s;
-}
 
 const Status& StatusOf(const Status& s) { return s; }
 template <typename T>
@@ -219,9 +156,9 @@ Result<Coordinator::State> Coordinator::LoadState(const std::string& data_dir) {
     try {
       const json all = json::parse(text.value());
       for (const auto& [name, j] : all.items()) {
-        auto spec = SpecFromJson(j, name);
+        auto spec = CollectionSpecFromJson(j, name);
         if (!spec.ok()) return Status::Corruption("'" + specs_path + "': " + spec.status().message());
-        st.specs[name] = std::make_unique<wire::CollectionSpecT>(std::move(spec).value());
+        st.specs[name] = std::make_unique<CollectionSpec>(std::move(spec).value());
       }
     } catch (const json::exception& e) {
       return Status::Corruption("'" + specs_path + "': " + e.what());
@@ -269,7 +206,7 @@ Status Coordinator::FollowerRefusal() const {
 
 Status Coordinator::Persist() const {
   json specs = json::object();
-  for (const auto& [name, s] : specs_) specs[name] = SpecToJson(*s);
+  for (const auto& [name, s] : specs_) specs[name] = CollectionSpecToJson(*s);
   MRL_RETURN_IF_ERROR(WriteFileAtomic((fs::path(opt_.data_dir) / "collections.json").string(), specs.dump(2)));
   return map_.Save((fs::path(opt_.data_dir) / "shard_map.json").string());
 }
@@ -291,25 +228,25 @@ Status Coordinator::AddGroup(const std::vector<ShardInfo>& shards) {
   return Persist();
 }
 
-Result<wire::CollectionSpecT> Coordinator::SpecLocked(const std::string& collection) const {
+Result<CollectionSpec> Coordinator::SpecLocked(const std::string& collection) const {
   auto it = specs_.find(collection);
   if (it == specs_.end()) return Status::NotFound("unknown collection '" + collection + "'");
   return *it->second;
 }
 
-Result<wire::CollectionSpecT> Coordinator::Describe(const std::string& collection) const {
+Result<CollectionSpec> Coordinator::Describe(const std::string& collection) const {
   std::lock_guard<std::mutex> lock(mu_);
   return SpecLocked(collection);
 }
 
-Status Coordinator::CreateCollection(const wire::CollectionSpecT& spec) {
+Status Coordinator::CreateCollection(const CollectionSpec& spec) {
   if (opt_.follow) return FollowerRefusal();
   ShardMap map = MapSnapshot();
   if (map.groups().empty()) return Status::FailedPrecondition("the cluster has no shards");
   // Create on every shard first (idempotent there), then record it.
   std::vector<std::pair<std::string, std::future<Result<wire::CreateCollectionResponseT>>>> calls;
   wire::CreateCollectionRequestT req;
-  req.spec = std::make_unique<wire::CollectionSpecT>(spec);
+  req.spec = std::make_unique<wire::CollectionSpecT>(CollectionSpecToWire(spec));
   for (const auto& [id, info] : map.shards()) {
     calls.emplace_back(id, pool_->Client(id)->CallFuture(req, opt_.default_deadline_ms * 5));
   }
@@ -322,7 +259,7 @@ Status Coordinator::CreateCollection(const wire::CollectionSpecT& spec) {
   if (specs_.count(spec.name)) return Status::Ok();  // created before (idempotent)
   MRL_RETURN_IF_ERROR(map_.PlaceCollection(spec.name, spec.num_buckets));
   pool_->Sync(map_);  // later requests carry the new epoch
-  specs_[spec.name] = std::make_unique<wire::CollectionSpecT>(spec);
+  specs_[spec.name] = std::make_unique<CollectionSpec>(spec);
   return Persist();
 }
 
@@ -349,7 +286,7 @@ Result<SearchOutcome> Coordinator::Search(const SearchSpec& spec) {
 Status Coordinator::UpsertOnce(const std::string& collection, const std::vector<PointIn>& points,
                                uint32_t deadline_ms) {
   ShardMap map = MapSnapshot();
-  wire::CollectionSpecT spec;
+  CollectionSpec spec;
   {
     std::lock_guard<std::mutex> lock(mu_);
     auto s = SpecLocked(collection);
@@ -496,7 +433,7 @@ Result<SearchOutcome> Coordinator::SearchOnce(const SearchSpec& spec) {
 
 Result<std::vector<CalibrationPoint>> Coordinator::Calibrate(const std::string& collection,
                                                              int32_t sample, int32_t k) {
-  wire::CollectionSpecT spec;
+  CollectionSpec spec;
   {
     std::lock_guard<std::mutex> lock(mu_);
     auto s = SpecLocked(collection);
@@ -556,7 +493,7 @@ Result<std::vector<CalibrationPoint>> Coordinator::Calibrate(const std::string& 
     return ids;
   };
   std::vector<int32_t> index_dims;
-  for (const auto& i : spec.indexes) index_dims.push_back(i->dims);
+  for (const auto& i : spec.indexes) index_dims.push_back(i.dims);
   std::vector<CalibrationPoint> points;
   for (const QueryPlan& candidate : CalibrationCandidates(index_dims, spec.nesting, k + 1)) {
     CalibrationPoint p;
@@ -691,7 +628,7 @@ HttpResponse Coordinator::Handle(const HttpRequest& req) {
       if (req.method != "GET") return finish(ErrorReply(405, "method not allowed"));
       json list = json::array();
       std::lock_guard<std::mutex> lock(mu_);
-      for (const auto& [name, s] : specs_) list.push_back(SpecToJson(*s));
+      for (const auto& [name, s] : specs_) list.push_back(CollectionSpecToJson(*s));
       return finish(JsonReply(200, {{"collections", list}}));
     }
     if (std::regex_match(req.target, m, kCollection)) {
@@ -699,10 +636,10 @@ HttpResponse Coordinator::Handle(const HttpRequest& req) {
       const std::string name = m[1];
       if (req.method == "GET") {
         auto s = Describe(name);
-        return finish(s.ok() ? JsonReply(200, SpecToJson(s.value())) : ErrorReply(s.status()));
+        return finish(s.ok() ? JsonReply(200, CollectionSpecToJson(s.value())) : ErrorReply(s.status()));
       }
       if (req.method == "PUT") {
-        auto spec = SpecFromJson(body, name);
+        auto spec = CollectionSpecFromJson(body, name);
         if (!spec.ok()) return finish(ErrorReply(spec.status()));
         Status st = CreateCollection(spec.value());
         return finish(st.ok() ? JsonReply(200, {{"result", "created"}}) : ErrorReply(st));
@@ -811,7 +748,7 @@ HttpResponse Coordinator::Handle(const HttpRequest& req) {
         plan = ExactPlan(spec->dim, kk);
       } else {
         const json p = body.value("plan", json::object());
-        const int32_t ds = p.value("shortlist_dims", spec->indexes.empty() ? spec->nesting.front() : spec->indexes.front()->dims);
+        const int32_t ds = p.value("shortlist_dims", spec->indexes.empty() ? spec->nesting.front() : spec->indexes.front().dims);
         plan = AdaptivePlan(ds, p.value("shortlist_k", std::max(200, 10 * kk)), p.value("rerank_dims", spec->dim), kk, spec->nesting);
       }
       if (!plan.ok()) return finish(ErrorReply(plan.status()));

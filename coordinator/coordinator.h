@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "common/collection_spec.h"
 #include "common/protocol.h"
 #include "common/status.h"
 #include "coordinator/http_server.h"
@@ -53,8 +54,8 @@ class Coordinator {
 
   // Cluster administration.
   Status AddGroup(const std::vector<ShardInfo>& shards);
-  Status CreateCollection(const wire::CollectionSpecT& spec);
-  Result<wire::CollectionSpecT> Describe(const std::string& collection) const;
+  Status CreateCollection(const CollectionSpec& spec);
+  Result<CollectionSpec> Describe(const std::string& collection) const;
   ShardMap MapSnapshot() const;
 
   // Writes: acknowledged once write_quorum replicas of every touched bucket have the points.
@@ -87,7 +88,7 @@ class Coordinator {
   // (where the owning coordinator persists it) and the call is run once more.
   struct State {
     ShardMap map;
-    std::map<std::string, std::unique_ptr<wire::CollectionSpecT>> specs;
+    std::map<std::string, std::unique_ptr<CollectionSpec>> specs;
   };
   static Result<State> LoadState(const std::string& data_dir);
   Status RefreshMap(uint64_t seen_epoch);
@@ -100,12 +101,12 @@ class Coordinator {
                                                       const std::vector<uint64_t>& ids, bool with_vector,
                                                       uint32_t deadline_ms);
   Result<SearchOutcome> SearchOnce(const SearchSpec& spec);
-  Result<wire::CollectionSpecT> SpecLocked(const std::string& collection) const;
+  Result<CollectionSpec> SpecLocked(const std::string& collection) const;
 
   CoordinatorOptions opt_;
   mutable std::mutex mu_;
   ShardMap map_;
-  std::map<std::string, std::unique_ptr<wire::CollectionSpecT>> specs_;
+  std::map<std::string, std::unique_ptr<CollectionSpec>> specs_;
   std::map<std::string, std::map<std::string, QueryPlan>> budgets_;
   std::unique_ptr<ShardPool> pool_;
   std::unique_ptr<QueryEngine> engine_;

@@ -31,9 +31,6 @@ namespace {
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 
-constexpr int32_t kMaxDim = 65536;
-constexpr uint32_t kMaxBuckets = 1u << 24;
-constexpr uint32_t kMaxPayloadLimit = 16u << 20;
 constexpr size_t kMaxStages = 16;
 
 struct IndexState {
@@ -77,88 +74,6 @@ struct CollectionState {
     return spec.metric == Metric::kL2 ? IndexMetric::kL2 : IndexMetric::kInnerProduct;
   }
 };
-
-std::string NestingString(const std::vector<int32_t>& nesting) {
-  std::string s = "[";
-  for (size_t i = 0; i < nesting.size(); ++i) {
-    if (i) s += ",";
-    s += std::to_string(nesting[i]);
-  }
-  return s + "]";
-}
-
-bool ValidName(const std::string& name) {
-  if (name.empty() || name.size() > 64) return false;
-  for (char c : name) {
-    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '.' || c == '-')) {
-      return false;
-    }
-  }
-  return true;
-}
-
-Status ValidateSpec(const CollectionSpec& s) {
-  auto bad = [&](const std::string& m) {
-    return Status::InvalidArgument("collection '" + s.name + "': " + m);
-  };
-  if (!ValidName(s.name)) {
-    return Status::InvalidArgument("collection name '" + s.name +
-                                   "' must match [A-Za-z0-9_.-]{1,64}");
-  }
-  if (s.dim < 1 || s.dim > kMaxDim) return bad("dim must be in [1, 65536]");
-  if (s.nesting.empty() || s.nesting.back() != s.dim) {
-    return bad("nesting must be non-empty and end with dim " + std::to_string(s.dim));
-  }
-  for (size_t i = 0; i < s.nesting.size(); ++i) {
-    if (s.nesting[i] < 1 || (i > 0 && s.nesting[i] <= s.nesting[i - 1])) {
-      return bad("nesting dims must be positive and strictly increasing: " +
-                 NestingString(s.nesting));
-    }
-  }
-  if (static_cast<uint8_t>(s.metric) > 2) return bad("unknown metric");
-  if (static_cast<uint8_t>(s.storage) > 2) return bad("unknown storage type");
-  if (s.num_buckets == 0 || s.num_buckets > kMaxBuckets ||
-      (s.num_buckets & (s.num_buckets - 1)) != 0) {
-    return bad("num_buckets must be a power of two in [1, 2^24]");
-  }
-  if (s.max_payload_bytes > kMaxPayloadLimit) return bad("max_payload_bytes must be <= 16 MiB");
-  std::unordered_set<int32_t> seen;
-  for (const auto& ix : s.indexes) {
-    if (!std::binary_search(s.nesting.begin(), s.nesting.end(), ix.dims)) {
-      return bad("index dims " + std::to_string(ix.dims) + " is not a nesting dim " +
-                 NestingString(s.nesting));
-    }
-    if (!seen.insert(ix.dims).second) {
-      return bad("two indexes over " + std::to_string(ix.dims) + " dims");
-    }
-    if (static_cast<uint8_t>(ix.kind) > 1) return bad("unknown index kind");
-    if (ix.kind == IndexKind::kHnsw &&
-        (ix.hnsw_m < 2 || ix.hnsw_m > 256 || ix.ef_construction < 1 || ix.ef_construction > 10000 ||
-         ix.ef_search < 1 || ix.ef_search > 100000)) {
-      return bad(
-          "hnsw parameters out of range (M in [2,256], ef_construction in [1,10000], "
-          "ef_search in [1,100000])");
-    }
-  }
-  return Status::Ok();
-}
-
-bool SameIndexSpec(const IndexSpec& a, const IndexSpec& b) {
-  return a.dims == b.dims && a.kind == b.kind && a.hnsw_m == b.hnsw_m &&
-         a.ef_construction == b.ef_construction && a.ef_search == b.ef_search;
-}
-
-bool SameSpec(const CollectionSpec& a, const CollectionSpec& b) {
-  if (a.name != b.name || a.dim != b.dim || a.nesting != b.nesting || a.metric != b.metric ||
-      a.storage != b.storage || a.num_buckets != b.num_buckets ||
-      a.max_payload_bytes != b.max_payload_bytes || a.indexes.size() != b.indexes.size()) {
-    return false;
-  }
-  for (size_t i = 0; i < a.indexes.size(); ++i) {
-    if (!SameIndexSpec(a.indexes[i], b.indexes[i])) return false;
-  }
-  return true;
-}
 
 std::string IndexFileStem(uint32_t cid, int32_t dims) {
   return "c" + std::to_string(cid) + "_d" + std::to_string(dims) + "_g";
@@ -266,13 +181,13 @@ class EngineImpl final : public Engine {
   // ---- collections ------------------------------------------------------------------------
 
   Status CreateCollection(const CollectionSpec& spec) override {
-    MRL_RETURN_IF_ERROR(ValidateSpec(spec));
+    MRL_RETURN_IF_ERROR(ValidateCollectionSpec(spec));
     std::lock_guard admin(admin_mu_);
     {
       std::shared_lock lock(mu_);
       auto it = collections_.find(spec.name);
       if (it != collections_.end()) {
-        if (SameSpec(it->second->spec, spec)) return Status::Ok();
+        if (it->second->spec == spec) return Status::Ok();
         return Status::FailedPrecondition("collection '" + spec.name +
                                           "' already exists with another spec");
       }

@@ -20,33 +20,17 @@
 #include <string>
 #include <vector>
 
+#include "common/collection_spec.h"
 #include "common/status.h"
 
 namespace mrl::shard {
 
-enum class Metric : uint8_t { kCosine = 0, kInnerProduct = 1, kL2 = 2 };
-enum class StorageType : uint8_t { kFp32 = 0, kFp16 = 1, kInt8 = 2 };  // int8: per-vector scale
-enum class IndexKind : uint8_t { kExact = 0, kHnsw = 1 };
-
-// One in-RAM index over the first `dims` coordinates (a nesting dim of the collection).
-struct IndexSpec {
-  int32_t dims = 16;
-  IndexKind kind = IndexKind::kHnsw;
-  int32_t hnsw_m = 16;
-  int32_t ef_construction = 100;
-  int32_t ef_search = 64;  // default when a request gives none
-};
-
-struct CollectionSpec {
-  std::string name;                // [A-Za-z0-9_.-]{1,64}
-  int32_t dim = 0;                 // full dimension d
-  std::vector<int32_t> nesting;    // strictly increasing, last == dim
-  Metric metric = Metric::kCosine; // cosine = on the normalised prefix being scored
-  StorageType storage = StorageType::kFp16;
-  uint32_t num_buckets = 4096;     // power of two; bucket = BucketOf(id, num_buckets)
-  std::vector<IndexSpec> indexes;  // low-d prefixes held in RAM (dims must be in nesting)
-  uint32_t max_payload_bytes = 4096;
-};
+// The spec types live in common/collection_spec.h (shared with the coordinator).
+using mrl::CollectionSpec;
+using mrl::IndexKind;
+using mrl::IndexSpec;
+using mrl::Metric;
+using mrl::StorageType;
 
 // bucket = SplitMix64-style hash of the id, mod num_buckets. Shared with the coordinator.
 uint32_t BucketOf(uint64_t id, uint32_t num_buckets);

@@ -52,27 +52,6 @@ inline float Score(IndexMetric metric, const float* a, const float* b, size_t n)
   return metric == IndexMetric::kL2 ? -L2Sq(a, b, n) : Dot(a, b, n);
 }
 
-Status SyncAndRename(const std::string& tmp, const std::string& path) {
-  int fd = ::open(tmp.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return Status::IoError("cannot open '" + tmp + "': " + std::strerror(errno));
-  const int rc = ::fsync(fd);
-  ::close(fd);
-  if (rc != 0) {
-    ::unlink(tmp.c_str());
-    return Status::IoError("fsync failed on '" + tmp + "': " + std::strerror(errno));
-  }
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    ::unlink(tmp.c_str());
-    return Status::IoError("rename to '" + path + "' failed: " + std::strerror(errno));
-  }
-  const std::string dir = std::filesystem::path(path).parent_path().string();
-  fd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY);
-  if (fd < 0) return Status::IoError("cannot open directory '" + dir + "'");
-  ::fsync(fd);
-  ::close(fd);
-  return Status::Ok();
-}
-
 // ---- Exact ----------------------------------------------------------------------------------
 
 constexpr char kExactMagic[8] = {'M', 'R', 'L', 'E', 'X', 'C', 'T', '1'};
@@ -398,7 +377,7 @@ class HnswIndex final : public LowDIndex {
   Status Save(const std::string& path) const override {
     std::shared_lock lock(mu_);
     const Hnsw& h = *hnsw_;
-    const std::string tmp = path + ".tmp." + std::to_string(::getpid());
+    const std::string tmp = TempPathFor(path);
     uint64_t expected = 96 + h.cur_element_count * h.size_data_per_element_;
     for (size_t i = 0; i < h.cur_element_count; ++i) {
       expected +=
@@ -419,7 +398,7 @@ class HnswIndex final : public LowDIndex {
                              "' (disk full?): " + std::to_string(written) + " of " +
                              std::to_string(expected) + " bytes");
     }
-    return SyncAndRename(tmp, path);
+    return CommitTempFile(tmp, path);
   }
 
  private:

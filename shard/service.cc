@@ -1,6 +1,7 @@
 #include "shard/service.h"
 
 #include "common/atomic_file.h"
+#include "common/collection_spec.h"
 
 #include <bit>
 #include <climits>
@@ -50,50 +51,6 @@ flatbuffers::Offset<wire::CandidateList> PackCandidates(flatbuffers::FlatBufferB
 }
 
 }  // namespace
-
-CollectionSpec FromWire(const wire::CollectionSpec& w) {
-  CollectionSpec s;
-  s.name = std::string(Str(w.name()));
-  s.dim = w.dim();
-  for (int32_t d : Span(w.nesting())) s.nesting.push_back(d);
-  s.metric = static_cast<Metric>(w.metric());
-  s.storage = static_cast<StorageType>(w.storage());
-  s.num_buckets = w.num_buckets();
-  if (w.indexes()) {
-    for (const wire::IndexSpec* i : *w.indexes()) {
-      IndexSpec is;
-      is.dims = i->dims();
-      is.kind = static_cast<IndexKind>(i->kind());
-      is.hnsw_m = i->hnsw_m();
-      is.ef_construction = i->ef_construction();
-      is.ef_search = i->ef_search();
-      s.indexes.push_back(is);
-    }
-  }
-  s.max_payload_bytes = w.max_payload_bytes();
-  return s;
-}
-
-wire::CollectionSpecT ToWire(const CollectionSpec& s) {
-  wire::CollectionSpecT w;
-  w.name = s.name;
-  w.dim = s.dim;
-  w.nesting = s.nesting;
-  w.metric = static_cast<wire::Metric>(s.metric);
-  w.storage = static_cast<wire::StorageType>(s.storage);
-  w.num_buckets = s.num_buckets;
-  for (const IndexSpec& i : s.indexes) {
-    auto is = std::make_unique<wire::IndexSpecT>();
-    is->dims = i.dims;
-    is->kind = static_cast<wire::IndexKind>(i.kind);
-    is->hnsw_m = i.hnsw_m;
-    is->ef_construction = i.ef_construction;
-    is->ef_search = i.ef_search;
-    w.indexes.push_back(std::move(is));
-  }
-  w.max_payload_bytes = s.max_payload_bytes;
-  return w;
-}
 
 ShardService::ShardService(Engine& engine, ServiceLimits limits)
     : engine_(engine), limits_(std::move(limits)) {}
@@ -176,7 +133,9 @@ Result<std::vector<uint8_t>> ShardService::Handle(wire::MessageType type,
 Result<std::vector<uint8_t>> ShardService::CreateCollection(
     const wire::CreateCollectionRequest& req) {
   if (!req.spec()) return Status::InvalidArgument("CreateCollection without a spec");
-  MRL_RETURN_IF_ERROR(engine_.CreateCollection(FromWire(*req.spec())));
+  auto spec = CollectionSpecFromWire(*req.spec());
+  if (!spec.ok()) return spec.status();
+  MRL_RETURN_IF_ERROR(engine_.CreateCollection(spec.value()));
   return wire::PackBody(wire::CreateCollectionResponseT{});
 }
 
@@ -186,12 +145,12 @@ Result<std::vector<uint8_t>> ShardService::DescribeCollection(
   const std::string_view name = Str(req.name());
   if (name.empty()) {
     for (const CollectionSpec& s : engine_.ListCollections()) {
-      resp.collections.push_back(std::make_unique<wire::CollectionSpecT>(ToWire(s)));
+      resp.collections.push_back(std::make_unique<wire::CollectionSpecT>(CollectionSpecToWire(s)));
     }
   } else {
     Result<CollectionSpec> s = engine_.DescribeCollection(std::string(name));
     if (!s.ok()) return s.status();
-    resp.collections.push_back(std::make_unique<wire::CollectionSpecT>(ToWire(s.value())));
+    resp.collections.push_back(std::make_unique<wire::CollectionSpecT>(CollectionSpecToWire(s.value())));
   }
   return wire::PackBody(resp);
 }

@@ -68,8 +68,4 @@ class ShardService : public FrameHandler {
   std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
 };
 
-// Conversions between the wire's collection spec and the engine's.
-CollectionSpec FromWire(const wire::CollectionSpec& spec);
-wire::CollectionSpecT ToWire(const CollectionSpec& spec);
-
 }  // namespace mrl::shard

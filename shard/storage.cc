@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/bucket.h"
+#include "common/collection_spec.h"
 #include "common/vector_codec.h"
 
 namespace mrl::shard {
@@ -120,24 +121,11 @@ void ValueCodec::DecodePrefix(std::string_view value, int32_t n, float* out) con
   }
 }
 
+// The record is the spec's JSON (common/collection_spec.h) plus the collection's id. Records
+// written before that codec (integer enums, "hnsw_m") still decode.
 std::string EncodeCollectionRecord(uint32_t collection_id, const CollectionSpec& spec) {
-  nlohmann::json j;
+  nlohmann::json j = CollectionSpecToJson(spec);
   j["id"] = collection_id;
-  j["name"] = spec.name;
-  j["dim"] = spec.dim;
-  j["nesting"] = spec.nesting;
-  j["metric"] = static_cast<int>(spec.metric);
-  j["storage"] = static_cast<int>(spec.storage);
-  j["num_buckets"] = spec.num_buckets;
-  j["max_payload_bytes"] = spec.max_payload_bytes;
-  j["indexes"] = nlohmann::json::array();
-  for (const auto& ix : spec.indexes) {
-    j["indexes"].push_back({{"dims", ix.dims},
-                            {"kind", static_cast<int>(ix.kind)},
-                            {"hnsw_m", ix.hnsw_m},
-                            {"ef_construction", ix.ef_construction},
-                            {"ef_search", ix.ef_search}});
-  }
   return j.dump();
 }
 
@@ -146,23 +134,9 @@ Status DecodeCollectionRecord(std::string_view bytes, uint32_t* collection_id,
   try {
     const auto j = nlohmann::json::parse(bytes);
     *collection_id = j.at("id").get<uint32_t>();
-    spec->name = j.at("name").get<std::string>();
-    spec->dim = j.at("dim").get<int32_t>();
-    spec->nesting = j.at("nesting").get<std::vector<int32_t>>();
-    spec->metric = static_cast<Metric>(j.at("metric").get<int>());
-    spec->storage = static_cast<StorageType>(j.at("storage").get<int>());
-    spec->num_buckets = j.at("num_buckets").get<uint32_t>();
-    spec->max_payload_bytes = j.at("max_payload_bytes").get<uint32_t>();
-    spec->indexes.clear();
-    for (const auto& ix : j.at("indexes")) {
-      IndexSpec s;
-      s.dims = ix.at("dims").get<int32_t>();
-      s.kind = static_cast<IndexKind>(ix.at("kind").get<int>());
-      s.hnsw_m = ix.at("hnsw_m").get<int32_t>();
-      s.ef_construction = ix.at("ef_construction").get<int32_t>();
-      s.ef_search = ix.at("ef_search").get<int32_t>();
-      spec->indexes.push_back(s);
-    }
+    auto s = CollectionSpecFromJson(j);
+    if (!s.ok()) return Status::Corruption("collection record: " + s.status().message());
+    *spec = std::move(s).value();
   } catch (const std::exception& e) {
     return Status::Corruption(std::string("collection record: ") + e.what());
   }

@@ -52,7 +52,7 @@ mrl::Status Run(const std::string& run_dir, std::string checkpoint, const std::s
   const int64_t total = n * copies, d = cfg.model.dim;
   const bool half = dtype == "f2";
   const mrl::NpyDtype npy_dtype = half ? mrl::NpyDtype::kFloat16 : mrl::NpyDtype::kFloat32;
-  const std::string emb_path = out + "_embeddings.npy", tmp = emb_path + ".tmp";
+  const std::string emb_path = out + "_embeddings.npy", tmp = mrl::TempPathFor(emb_path);
   std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
   if (!f) return mrl::Status::IoError("cannot write '" + tmp + "'");
   const std::string header = mrl::EncodeNpyHeader(npy_dtype, {total, d});
@@ -92,9 +92,7 @@ mrl::Status Run(const std::string& run_dir, std::string checkpoint, const std::s
   f.flush();
   f.close();
   if (!f) return mrl::Status::IoError("closing '" + tmp + "' failed");
-  std::error_code ec;
-  fs::rename(tmp, emb_path, ec);
-  if (ec) return mrl::Status::IoError("cannot rename '" + tmp + "': " + ec.message());
+  MRL_RETURN_IF_ERROR(mrl::CommitTempFile(tmp, emb_path));
   MRL_RETURN_IF_ERROR(mrl::WriteNpy(out + "_labels.npy", mrl::NpyDtype::kInt64, {total}, labels.data()));
   MRL_RETURN_IF_ERROR(mrl::WriteNpy(out + "_ids.npy", mrl::NpyDtype::kUInt64, {total}, ids.data()));
   std::printf("[mrl-embed] wrote %s [%lld, %lld] %s from %s\n", emb_path.c_str(),

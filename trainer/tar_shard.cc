@@ -12,6 +12,8 @@
 #include <cstring>
 #include <filesystem>
 
+#include "common/atomic_file.h"
+
 namespace mrl {
 
 namespace {
@@ -137,7 +139,7 @@ Result<bool> TarShardReader::Next(RawSample* out, bool with_payload) {
 }
 
 Result<std::unique_ptr<TarShardWriter>> TarShardWriter::Create(const std::string& path) {
-  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  const std::string tmp = TempPathFor(path);
   std::unique_ptr<TarShardWriter> w(new TarShardWriter(path, tmp));
   w->ar_ = archive_write_new();
   archive_write_set_format_ustar(w->ar_);
@@ -181,22 +183,8 @@ Status TarShardWriter::Finish() {
   }
   archive_write_free(ar_);
   ar_ = nullptr;
-  int fd = ::open(tmp_.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0 || ::fsync(fd) != 0) {
-    if (fd >= 0) ::close(fd);
-    return Status::IoError("cannot fsync '" + tmp_ + "': " + std::strerror(errno));
-  }
-  ::close(fd);
-  if (std::rename(tmp_.c_str(), path_.c_str()) != 0) {
-    return Status::IoError("cannot rename '" + tmp_ + "' to '" + path_ + "': " + std::strerror(errno));
-  }
+  MRL_RETURN_IF_ERROR(CommitTempFile(tmp_, path_));
   finished_ = true;
-  const std::string dir = std::filesystem::path(path_).parent_path().string();
-  fd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY);
-  if (fd >= 0) {
-    ::fsync(fd);
-    ::close(fd);
-  }
   return Status::Ok();
 }
 
