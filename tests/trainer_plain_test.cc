@@ -11,6 +11,7 @@
 #include "trainer/config.h"
 #include "trainer/idx.h"
 #include "trainer/metrics.h"
+#include "trainer/progress.h"
 #include "trainer/sampler.h"
 #include "trainer/schedule.h"
 
@@ -195,6 +196,56 @@ TEST(Sampler, RanksGetDisjointSlicesCoveringTheEpoch) {
     EXPECT_EQ(SampleOffset(two, step, 0, 0), SampleOffset(one, step, 0, 0));
     EXPECT_EQ(SampleOffset(two, step, 0, 1), SampleOffset(one, step, 0, 0) + 8);
   }
+}
+
+TEST(Progress, StragglersAreRanksAboveTheMedianByMoreThanTheFactor) {
+  // One rank: nobody straggles. Median of {1, 1, 1, 3} is 1: rank 3 at 3x.
+  EXPECT_TRUE(FindStragglers({5.0}).empty());
+  auto s = FindStragglers({1.0, 1.0, 1.0, 3.0});
+  ASSERT_EQ(s.size(), 1u);
+  EXPECT_EQ(s[0].rank, 3);
+  EXPECT_DOUBLE_EQ(s[0].compute_s, 3.0);
+  EXPECT_DOUBLE_EQ(s[0].ratio, 3.0);
+  // 1.2x is not more than 1.2x; 1.25x is.
+  EXPECT_TRUE(FindStragglers({1.0, 1.2}).empty());
+  s = FindStragglers({1.0, 1.0, 1.25});
+  ASSERT_EQ(s.size(), 1u);
+  EXPECT_EQ(s[0].rank, 2);
+  // Two ranks, {2, 1}: the lower median is 1, so rank 0 at 2x is reported (with the upper
+  // median, the slower rank itself, it never could be).
+  s = FindStragglers({2.0, 1.0});
+  ASSERT_EQ(s.size(), 1u);
+  EXPECT_EQ(s[0].rank, 0);
+  EXPECT_DOUBLE_EQ(s[0].ratio, 2.0);
+  // {1, 1, 3, 3}: both slow ranks.
+  EXPECT_EQ(FindStragglers({1.0, 3.0, 1.0, 3.0}).size(), 2u);
+  // No compute measured (median 0): nothing to compare with.
+  EXPECT_TRUE(FindStragglers({0.0, 0.0, 4.0}).empty());
+  // A custom factor.
+  EXPECT_EQ(FindStragglers({1.0, 1.0, 1.5}, 2.0).size(), 0u);
+  EXPECT_EQ(FindStragglers({1.0, 1.0, 2.5}, 2.0).size(), 1u);
+}
+
+TEST(Progress, CheckpointIsDueEveryNStepsAtEpochEndsAndWhereTrainingStops) {
+  // 10 steps per epoch, every 4 steps, stopping at 23: due at 4, 8, 10, 12, 16, 20, 23.
+  std::vector<int64_t> due;
+  for (int64_t step = 1; step <= 23; ++step) {
+    if (CheckpointDue(step, 10, 4, 23)) due.push_back(step);
+  }
+  EXPECT_EQ(due, (std::vector<int64_t>{4, 8, 10, 12, 16, 20, 23}));
+  due.clear();
+  for (int64_t step = 1; step <= 25; ++step) {
+    if (CheckpointDue(step, 10, 0, 25)) due.push_back(step);  // no periodic checkpoints
+  }
+  EXPECT_EQ(due, (std::vector<int64_t>{10, 20, 25}));
+}
+
+TEST(Progress, ClockPrintsHoursMinutesSeconds) {
+  EXPECT_EQ(FormatClock(0), "0:00:00");
+  EXPECT_EQ(FormatClock(59.4), "0:00:59");
+  EXPECT_EQ(FormatClock(59.6), "0:01:00");
+  EXPECT_EQ(FormatClock(3 * 3600 + 25 * 60 + 7), "3:25:07");
+  EXPECT_EQ(FormatClock(-5), "0:00:00");
 }
 
 }  // namespace

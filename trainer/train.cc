@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/atomic_file.h"
+#include "trainer/progress.h"
 #include "trainer/shard_plan.h"
 
 namespace mrl {
@@ -274,97 +275,197 @@ Status Trainer::ResumeFromDisk() {
 }
 
 namespace {
-std::string Clock(double seconds) {
-  const long s = std::lround(std::max(0.0, seconds));
-  char buf[32];
-  std::snprintf(buf, sizeof(buf), "%ld:%02ld:%02ld", s / 3600, (s / 60) % 60, s % 60);
-  return buf;
-}
+
+using Clk = std::chrono::steady_clock;
+
+// This rank's batches: the epoch's permutation of the in-RAM split, or (data.kind == "shards")
+// the epoch's shard stream. A (re)started epoch's stream skips the samples of the steps already
+// done, so a resumed run continues at the exact next sample.
+class BatchSource {
+ public:
+  BatchSource(const TrainConfig& config, const DataSplits& data, int rank, int world,
+              int64_t steps_per_epoch)
+      : config_(config), data_(data), rank_(rank), world_(world), spe_(steps_per_epoch) {}
+
+  // The batch of global step `step` that starts at `offset` in the epoch's permutation (the
+  // stream ignores `offset`: it is this rank's already).
+  Result<Batch> Get(int64_t step, int64_t offset) {
+    const int64_t epoch = step / spe_;
+    const int64_t B = config_.batch_size;
+    if (epoch != epoch_) {
+      if (data_.shards) {
+        stream_.reset();
+        const int64_t per_step = B * config_.dist.grad_accum;
+        const int64_t done = step % spe_;
+        stream_ = OpenTrainStream(config_, data_, epoch, rank_, world_, done * per_step,
+                                  (spe_ - done) * per_step);
+      } else {
+        perm_ = EpochPermutation(data_.train_used, config_.seed, epoch);
+      }
+      epoch_ = epoch;
+    }
+    if (!stream_) {
+      return MakeBatch(data_.train, perm_.data() + offset, B, config_.data.augment,
+                       config_.data.max_shift, config_.seed, epoch);
+    }
+    SampleBatch samples;
+    auto more = stream_->Next(&samples);
+    if (!more.ok()) return more.status();
+    if (!more.value() || samples.count != B) {
+      return Status::Internal("rank " + std::to_string(rank_) +
+                              ": shard stream ended early at step " + std::to_string(step));
+    }
+    return BatchFromSamples(samples);
+  }
+
+ private:
+  const TrainConfig& config_;
+  const DataSplits& data_;
+  const int rank_, world_;
+  const int64_t spe_;
+  int64_t epoch_ = -1;
+  std::vector<int64_t> perm_;
+  std::unique_ptr<ShardStream> stream_;
+};
+
 }  // namespace
+
+// One log window: loss, images, train accuracy per loss dim, and this rank's compute time
+// (forward + backward, excluding waits for peers) to report stragglers. Report() all-reduces
+// the counts (every rank must call it at the same steps), prints on the leader and resets.
+class ProgressWindow {
+ public:
+  ProgressWindow(Communicator& comm, std::vector<int64_t> dims)
+      : comm_(comm), dims_(std::move(dims)), correct_(dims_.size(), 0.0) {}
+
+  void AddMicroBatch(const std::vector<torch::Tensor>& logits, const torch::Tensor& y) {
+    torch::NoGradGuard no_grad;
+    for (size_t d = 0; d < dims_.size(); ++d) {
+      correct_[d] += logits[d].argmax(1).eq(y).sum().item<double>();
+    }
+    samples_ += static_cast<double>(y.size(0));
+  }
+  void AddStep(double loss, int64_t images, double compute_s) {
+    loss_ += loss;
+    ++steps_;
+    images_ += images;
+    run_images_ += images;
+    compute_ += compute_s;
+  }
+
+  struct Where {
+    int64_t epoch, epochs, step, total, stop;
+    double lr;
+    int64_t global_batch;
+    double timeout_s;
+  };
+  Status Report(const Where& w) {
+    const size_t nd = dims_.size();
+    const size_t world = static_cast<size_t>(comm_.world().size);
+    // One all-reduce: accuracy counts, samples, and each rank's compute time in its own slot.
+    std::vector<double> stats(nd + 1 + world, 0.0);
+    std::copy(correct_.begin(), correct_.end(), stats.begin());
+    stats[nd] = samples_;
+    stats[nd + 1 + static_cast<size_t>(comm_.world().rank)] = compute_;
+    MRL_RETURN_IF_ERROR(comm_.AllReduceSum(stats.data(), stats.size(), w.timeout_s,
+                                           "metrics all-reduce at step " + std::to_string(w.step)));
+    if (comm_.world().rank == 0) Print(w, stats);
+    start_ = Clk::now();
+    images_ = 0;
+    loss_ = 0;
+    steps_ = 0;
+    std::fill(correct_.begin(), correct_.end(), 0.0);
+    samples_ = 0;
+    compute_ = 0;
+    return Status::Ok();
+  }
+
+ private:
+  void Print(const Where& w, const std::vector<double>& stats) const {
+    const size_t nd = dims_.size();
+    const double dt = std::chrono::duration<double>(Clk::now() - start_).count();
+    const double run_dt = std::chrono::duration<double>(Clk::now() - run_start_).count();
+    const double eta = run_images_ > 0 ? run_dt / static_cast<double>(run_images_) *
+                                             static_cast<double>((w.stop - w.step) * w.global_batch)
+                                       : 0;
+    std::string acc = "train acc@";
+    for (size_t d = 0; d < nd; ++d) acc += (d ? "/" : "") + std::to_string(dims_[d]);
+    acc += " ";
+    for (size_t d = 0; d < nd; ++d) {
+      char v[16];
+      std::snprintf(v, sizeof(v), "%s%.1f", d ? "/" : "", 100.0 * stats[d] / std::max(stats[nd], 1.0));
+      acc += v;
+    }
+    std::printf("[train] epoch %lld/%lld step %lld/%lld loss %.4f lr %.4g %.0f img/s ETA %s %s\n",
+                static_cast<long long>(w.epoch + 1), static_cast<long long>(w.epochs),
+                static_cast<long long>(w.step), static_cast<long long>(w.total),
+                loss_ / static_cast<double>(std::max<int64_t>(steps_, 1)), w.lr,
+                static_cast<double>(images_) / std::max(dt, 1e-9), FormatClock(eta).c_str(),
+                acc.c_str());
+    const std::vector<double> compute(stats.begin() + static_cast<std::ptrdiff_t>(nd + 1), stats.end());
+    for (const Straggler& s : FindStragglers(compute)) {
+      std::printf("[train] straggler: rank %d computed for %.2f s in this window, %.2fx the median rank\n",
+                  s.rank, s.compute_s, s.ratio);
+    }
+    std::fflush(stdout);
+  }
+
+  Communicator& comm_;
+  const std::vector<int64_t> dims_;
+  const Clk::time_point run_start_ = Clk::now();
+  Clk::time_point start_ = run_start_;
+  std::vector<double> correct_;
+  double samples_ = 0, compute_ = 0, loss_ = 0;
+  int64_t steps_ = 0, images_ = 0, run_images_ = 0;
+};
+
+Result<double> Trainer::ForwardBackward(const Batch& host_batch, bool last_micro,
+                                        ProgressWindow* window) {
+  const int64_t accum = config_.dist.grad_accum;
+  torch::Tensor x = host_batch.x.to(device_, /*non_blocking=*/true);
+  torch::Tensor y = host_batch.y.to(device_, /*non_blocking=*/true);
+  std::vector<torch::Tensor> logits;
+  torch::Tensor loss;
+  {
+    AutocastScope autocast(device_, precision_);
+    torch::Tensor z = model_->Embed(model_->PrepareInput(x));
+    logits = model_->TrainLogits(z);
+    for (torch::Tensor& l : logits) l = l.to(torch::kFloat32);  // the loss in fp32
+    loss = MrlLoss(logits, y, loss_weights_, config_.model.label_smoothing);
+  }
+  if (accum > 1) loss = loss / static_cast<double>(accum);
+  const double value = loss.item<double>();
+  if (window) window->AddMicroBatch(logits, y);
+  if (sync_ && last_micro) sync_->Arm(step_);
+  (scaler_.enabled() ? loss * scaler_.scale() : loss).backward();
+  return value;
+}
 
 Status Trainer::Train() {
   MRL_RETURN_IF_ERROR(EnsureReady());
-  using Clk = std::chrono::steady_clock;
   const int64_t total = total_steps();
   const int64_t stop = config_.stop_after_steps > 0 ? std::min(total, config_.stop_after_steps) : total;
-  const int64_t B = config_.batch_size;
-  const int64_t G = global_batch_;
   const bool leader = comm_.world().rank == 0;
   model_->train();
-  std::vector<int64_t> perm;
-  int64_t perm_epoch = -1;
-  // data.kind == "shards": this rank's stream of the current epoch. A (re)started epoch skips
-  // the samples of the steps already done, so resume continues at the exact next sample.
-  std::unique_ptr<ShardStream> stream;
-  const int64_t per_step = B * config_.dist.grad_accum;
-  auto window_start = Clk::now();
-  const auto run_start = window_start;
-  int64_t window_images = 0, run_images = 0;
-  double window_loss = 0;
-  int64_t window_steps = 0;
-  // Per log window: train accuracy per loss dim (correct, samples) and this rank's compute time
-  // (forward + backward, excluding waits for peers), to report stragglers.
-  const size_t nd = model_->loss_dims().size();
-  std::vector<double> window_correct(nd, 0.0);
-  double window_samples = 0, window_compute = 0;
+  BatchSource source(config_, data_, comm_.world().rank, comm_.world().size, steps_per_epoch_);
+  ProgressWindow window(comm_, model_->loss_dims());
+  ProgressWindow* tracked = config_.log_every > 0 ? &window : nullptr;
   while (step_ < stop) {
     const auto compute_start = Clk::now();
     const int64_t epoch = step_ / steps_per_epoch_;
-    if (epoch != perm_epoch) {
-      if (data_.shards) {
-        stream.reset();
-        const int64_t done = step_ % steps_per_epoch_;
-        stream = OpenTrainStream(config_, data_, epoch, comm_.world().rank, comm_.world().size,
-                                 done * per_step, (steps_per_epoch_ - done) * per_step);
-      } else {
-        perm = EpochPermutation(data_.train_used, config_.seed, epoch);
-      }
-      perm_epoch = epoch;
-    }
     const double lr = schedule_.At(step_);
     SetLearningRate(lr);
     optimizer_->zero_grad();
     const int64_t accum = config_.dist.grad_accum;
     double local_loss = 0;
     for (int64_t micro = 0; micro < accum; ++micro) {
-      Batch batch;
-      if (stream) {
-        SampleBatch samples;
-        auto more = stream->Next(&samples);
-        if (!more.ok()) return more.status();
-        if (!more.value() || samples.count != B) {
-          return Status::Internal("rank " + std::to_string(comm_.world().rank) +
-                                  ": shard stream ended early at step " + std::to_string(step_));
-        }
-        batch = BatchFromSamples(samples);
-      } else {
-        batch = MakeBatch(data_.train, perm.data() + SampleOffset(step_, micro), B,
-                          config_.data.augment, config_.data.max_shift, config_.seed, epoch);
-      }
-      batch.x = batch.x.to(device_, /*non_blocking=*/true);
-      batch.y = batch.y.to(device_, /*non_blocking=*/true);
-      std::vector<torch::Tensor> logits;
-      torch::Tensor loss;
-      {
-        AutocastScope autocast(device_, precision_);
-        torch::Tensor z = model_->Embed(model_->PrepareInput(batch.x));
-        logits = model_->TrainLogits(z);
-        for (torch::Tensor& l : logits) l = l.to(torch::kFloat32);  // the loss in fp32
-        loss = MrlLoss(logits, batch.y, loss_weights_, config_.model.label_smoothing);
-      }
-      if (accum > 1) loss = loss / static_cast<double>(accum);
-      local_loss += loss.item<double>();
-      if (config_.log_every > 0) {
-        torch::NoGradGuard no_grad;
-        for (size_t d = 0; d < nd; ++d) {
-          window_correct[d] += logits[d].argmax(1).eq(batch.y).sum().item<double>();
-        }
-        window_samples += static_cast<double>(B);
-      }
-      if (sync_ && micro + 1 == accum) sync_->Arm(step_);
-      (scaler_.enabled() ? loss * scaler_.scale() : loss).backward();
+      auto batch = source.Get(step_, SampleOffset(step_, micro));
+      if (!batch.ok()) return batch.status();
+      auto loss = ForwardBackward(batch.value(), micro + 1 == accum, tracked);
+      if (!loss.ok()) return loss.status();
+      local_loss += loss.value();
     }
-    window_compute += std::chrono::duration<double>(Clk::now() - compute_start).count();
+    const double compute_s = std::chrono::duration<double>(Clk::now() - compute_start).count();
     if (sync_) MRL_RETURN_IF_ERROR(sync_->Finish());
     // The mean loss over ranks: every rank takes the same decision on a non-finite loss.
     double loss_value = local_loss;
@@ -391,68 +492,14 @@ Status Trainer::Train() {
     }
     ++step_;
     history_.push_back({step_, epoch, loss_value, lr});
-    window_loss += loss_value;
-    ++window_steps;
-    window_images += G;
-    run_images += G;
-    const bool epoch_end = step_ % steps_per_epoch_ == 0;
+    window.AddStep(loss_value, global_batch_, compute_s);
     if (config_.log_every > 0 && (step_ % config_.log_every == 0 || step_ == stop)) {
-      // One all-reduce (every rank): accuracy counts, samples, and each rank's compute time in
-      // its own slot.
-      const size_t world = static_cast<size_t>(comm_.world().size);
-      std::vector<double> stats(nd + 1 + world, 0.0);
-      std::copy(window_correct.begin(), window_correct.end(), stats.begin());
-      stats[nd] = window_samples;
-      stats[nd + 1 + static_cast<size_t>(comm_.world().rank)] = window_compute;
-      MRL_RETURN_IF_ERROR(comm_.AllReduceSum(stats.data(), stats.size(), config_.dist.timeout_s,
-                                             "metrics all-reduce at step " + std::to_string(step_)));
-      if (leader) {
-        const double dt = std::chrono::duration<double>(Clk::now() - window_start).count();
-        const double run_dt = std::chrono::duration<double>(Clk::now() - run_start).count();
-        const double eta = run_images > 0 ? run_dt / static_cast<double>(run_images) *
-                                                static_cast<double>((stop - step_) * G)
-                                          : 0;
-        std::string acc = "train acc@";
-        for (size_t d = 0; d < nd; ++d) {
-          acc += (d ? "/" : "") + std::to_string(model_->loss_dims()[d]);
-        }
-        acc += " ";
-        for (size_t d = 0; d < nd; ++d) {
-          char v[16];
-          std::snprintf(v, sizeof(v), "%s%.1f", d ? "/" : "", 100.0 * stats[d] / std::max(stats[nd], 1.0));
-          acc += v;
-        }
-        std::printf("[train] epoch %lld/%lld step %lld/%lld loss %.4f lr %.4g %.0f img/s ETA %s %s\n",
-                    static_cast<long long>(epoch + 1), static_cast<long long>(config_.epochs),
-                    static_cast<long long>(step_), static_cast<long long>(total),
-                    window_loss / static_cast<double>(window_steps), lr,
-                    static_cast<double>(window_images) / std::max(dt, 1e-9), Clock(eta).c_str(),
-                    acc.c_str());
-        if (world > 1) {
-          // Straggler: a rank whose compute time exceeds the median by more than 20%.
-          std::vector<double> t(stats.begin() + static_cast<std::ptrdiff_t>(nd + 1), stats.end());
-          std::vector<double> sorted = t;
-          std::sort(sorted.begin(), sorted.end());
-          const double median = sorted[sorted.size() / 2];
-          for (size_t r = 0; r < world; ++r) {
-            if (median > 0 && t[r] > 1.2 * median) {
-              std::printf("[train] straggler: rank %zu computed for %.2f s in this window, %.2fx the median rank\n",
-                          r, t[r], t[r] / median);
-            }
-          }
-        }
-        std::fflush(stdout);
-      }
-      window_start = Clk::now();
-      window_images = 0;
-      window_loss = 0;
-      window_steps = 0;
-      std::fill(window_correct.begin(), window_correct.end(), 0.0);
-      window_samples = 0;
-      window_compute = 0;
+      MRL_RETURN_IF_ERROR(window.Report({epoch, config_.epochs, step_, total, stop, lr,
+                                         global_batch_, config_.dist.timeout_s}));
     }
-    const bool periodic = config_.checkpoint_every > 0 && step_ % config_.checkpoint_every == 0;
-    if (periodic || epoch_end || step_ == stop) MRL_RETURN_IF_ERROR(SaveCheckpoint());
+    if (CheckpointDue(step_, steps_per_epoch_, config_.checkpoint_every, stop)) {
+      MRL_RETURN_IF_ERROR(SaveCheckpoint());
+    }
   }
   return Status::Ok();
 }

@@ -18,6 +18,8 @@
 
 namespace mrl {
 
+class ProgressWindow;
+
 struct StepRecord {
   int64_t step = 0;  // global step (1-based: the step just finished)
   int64_t epoch = 0;
@@ -67,6 +69,9 @@ class Trainer {
   // Checks the device and creates the gradient reducer (NCCL or MPI); idempotent.
   Status EnsureReady();
   void SetLearningRate(double lr);
+  // Forward and backward of one micro-batch (the gradient accumulates); the last micro-batch of
+  // a step arms the gradient sync. Returns the micro-batch's loss (divided by grad_accum).
+  Result<double> ForwardBackward(const Batch& batch, bool last_micro, ProgressWindow* window);
 
   TrainConfig config_;
   const DataSplits& data_;
