@@ -94,7 +94,7 @@ L = ["# End to end: Fashion-MNIST queries through mrl-coordinator and two mrl-sh
      "with a 16-d HNSW index (M = 16) and RocksDB (fp16, sync writes); ingest through the coordinator's "
      f"binary API ({ingest_s:.0f} s for {n} points, {n / ingest_s:.0f} points/s, batches of 500, 4 in flight). "
      "Queries by `mrlctl eval`: over HTTP/1.1 keep-alive connections (JSON), and over the binary API "
-     "(FlatBuffers frames, ShardClient), one connection per client thread, one query per request; budgets "
+     "(FlatBuffers frames, rpc::RpcClient), one connection per client thread, one query per request; budgets "
      "calibrated by the coordinator on 200 sampled points (fast: recall 0.90, balanced: 0.99 on the sample; "
      "exact: the exact plan).",
      "", f"Machine: {os.cpu_count()} cores ({cpu}); client, coordinator and both shards share them. "

@@ -11,7 +11,7 @@ std::string Str(const flatbuffers::String* s) { return s ? s->str() : std::strin
 }  // namespace
 
 Result<std::vector<uint8_t>> BinaryService::Handle(wire::MessageType type, std::span<const uint8_t> body,
-                                                   uint32_t /*epoch: clients do not route by the map*/) {
+                                                   const rpc::RequestContext& context) {
   using MT = wire::MessageType;
   switch (type) {
     case MT::PingRequest:
@@ -29,7 +29,7 @@ Result<std::vector<uint8_t>> BinaryService::Handle(wire::MessageType type, std::
     case MT::DescribeCollectionRequest:
       return Describe(*wire::RootAs<wire::DescribeCollectionRequest>(body));
     case MT::StatsRequest:
-      return Stats();
+      return Stats(context.server);
     default:
       return Status::InvalidArgument(std::string(wire::EnumNameMessageType(type)) +
                                      " is not served by the coordinator (shard-internal or admin: use a shard "
@@ -157,13 +157,11 @@ Result<std::vector<uint8_t>> BinaryService::Describe(const wire::DescribeCollect
   return wire::PackBody(resp);
 }
 
-Result<std::vector<uint8_t>> BinaryService::Stats() {
+Result<std::vector<uint8_t>> BinaryService::Stats(const rpc::ServerMetrics* server) {
   wire::StatsResponseT resp;
   resp.uptime_ms = static_cast<uint64_t>(
       std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started_).count());
-  resp.connections_open = connections_open.load();
-  resp.connections_total = connections_total.load();
-  metrics_.FillStats(&resp);
+  if (server) server->FillStats(&resp);
   resp.map_epoch = static_cast<uint32_t>(c_.MapSnapshot().epoch());
   return wire::PackBody(resp);
 }

@@ -1,9 +1,9 @@
 // The coordinator's binary API: the serving protocol (docs/protocol.md) on its own port, for
-// high-throughput clients. It speaks exactly the frames a shard speaks, so ShardClient is its
+// high-throughput clients. It speaks exactly the frames a shard speaks, so rpc::RpcClient is its
 // client library: Search (explicit stages, a budget by name, exact, one-trip; many queries per
 // request; answers carry coverage), Upsert / Delete / Get (routed and replicated as over HTTP),
 // DescribeCollection, Stats and Ping. Frames are verified, deadlines and back-pressure enforced
-// and peers authenticated by the shard's network layer (shard::Server) that serves it.
+// and peers authenticated by the network layer that serves it (rpc::Server, as on a shard).
 #pragma once
 
 #include <chrono>
@@ -11,18 +11,19 @@
 #include <vector>
 
 #include "coordinator/coordinator.h"
-#include "shard/frame_handler.h"
+#include "rpc/frame_handler.h"
 
 namespace mrl::coord {
 
-class BinaryService : public shard::FrameHandler {
+class BinaryService : public rpc::FrameHandler {
  public:
   BinaryService(Coordinator& coordinator, uint32_t default_deadline_ms, int32_t max_k,
                 int32_t max_queries)
       : c_(coordinator), deadline_ms_(default_deadline_ms), max_k_(max_k), max_queries_(max_queries) {}
 
+  // Clients do not route by the shard map: the context's epoch is ignored.
   Result<std::vector<uint8_t>> Handle(wire::MessageType type, std::span<const uint8_t> body,
-                                      uint32_t epoch) override;
+                                      const rpc::RequestContext& context) override;
 
  private:
   Result<std::vector<uint8_t>> Search(const wire::SearchRequest& req);
@@ -30,7 +31,7 @@ class BinaryService : public shard::FrameHandler {
   Result<std::vector<uint8_t>> Delete(const wire::DeleteRequest& req);
   Result<std::vector<uint8_t>> Get(const wire::GetRequest& req);
   Result<std::vector<uint8_t>> Describe(const wire::DescribeCollectionRequest& req);
-  Result<std::vector<uint8_t>> Stats();
+  Result<std::vector<uint8_t>> Stats(const rpc::ServerMetrics* server);
 
   Coordinator& c_;
   uint32_t deadline_ms_;

@@ -16,7 +16,7 @@
 #include "coordinator/binary_service.h"
 #include "coordinator/coordinator.h"
 #include "coordinator/http_server.h"
-#include "shard/server.h"
+#include "rpc/server.h"
 
 namespace {
 
@@ -111,19 +111,20 @@ int Run(int argc, char** argv) {
   std::cout << "mrl-coordinator listening on " << (server.tls() ? "https://" : "http://") << ho.host << ":" << server.port()
             << (co.admin_token.empty() ? " (no API tokens)" : " (token auth)") << std::endl;
   std::unique_ptr<mrl::coord::BinaryService> binary;
-  std::unique_ptr<mrl::shard::Server> binary_server;
+  std::unique_ptr<mrl::rpc::Server> binary_server;
   if (binary_port >= 0) {
     if (binary_port > 65535) {
       std::cerr << "mrl-coordinator: bad binary port " << binary_port << "\n";
       return 2;
     }
     binary = std::make_unique<mrl::coord::BinaryService>(*c, co.default_deadline_ms, co.max_k, co.max_queries);
-    mrl::shard::ServerOptions so;
+    mrl::rpc::ServerOptions so;
+    so.name = "mrl-coordinator";
     so.host = ho.host;
     so.port = static_cast<uint16_t>(binary_port);
     so.threads = ho.threads;
     so.auth_secret = mrl::ReadSecretFile(binary_secret_file);
-    binary_server = std::make_unique<mrl::shard::Server>(so, *binary);
+    binary_server = std::make_unique<mrl::rpc::Server>(so, *binary);
     st = binary_server->Start();
     if (!st.ok()) {
       std::cerr << "mrl-coordinator: binary API: " << st.ToString() << "\n";

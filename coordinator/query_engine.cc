@@ -139,7 +139,7 @@ Result<SearchOutcome> QueryEngine::Search(const ShardMap& map, const SearchSpec&
           req.ef = spec.plan.ef;
           req.exact = spec.plan.exact;
           wire::SearchResponseT resp;
-          a.shard = call_with_retry([&](ShardClient* c) { return c->CallFuture(req, deadline.Left()); },
+          a.shard = call_with_retry([&](rpc::RpcClient* c) { return c->CallFuture(req, deadline.Left()); },
                                     target.shard, target.group, &resp, &a.error);
           if (a.shard) a.lists = std::move(resp.results);
         } else {
@@ -151,7 +151,7 @@ Result<SearchOutcome> QueryEngine::Search(const ShardMap& map, const SearchSpec&
           req.ef = spec.plan.ef;
           req.exact = spec.plan.exact;
           wire::ShortlistResponseT resp;
-          a.shard = call_with_retry([&](ShardClient* c) { return c->CallFuture(req, deadline.Left()); },
+          a.shard = call_with_retry([&](rpc::RpcClient* c) { return c->CallFuture(req, deadline.Left()); },
                                     target.shard, target.group, &resp, &a.error);
           if (a.shard) a.lists = std::move(resp.results);
         }
@@ -230,7 +230,7 @@ Result<SearchOutcome> QueryEngine::Search(const ShardMap& map, const SearchSpec&
           continue;
         }
         work.push_back(std::async(std::launch::async, [&, t, req = std::move(req)]() mutable {
-          auto shard = call_with_retry([&](ShardClient* c) { return c->CallFuture(req, deadline.Left()); },
+          auto shard = call_with_retry([&](rpc::RpcClient* c) { return c->CallFuture(req, deadline.Left()); },
                                        *answers[t].shard, route.targets[t].group, &replies[t], &errors[t]);
           ok[t] = shard.has_value();
         }));

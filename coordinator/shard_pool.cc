@@ -8,7 +8,7 @@ void ShardPool::Sync(const ShardMap& map) {
   std::lock_guard<std::mutex> lock(mu_);
   for (const auto& [id, info] : map.shards()) {
     if (entries_.count(id)) continue;
-    ClientOptions o;
+    rpc::ClientOptions o;
     const size_t colon = info.address.rfind(':');
     o.host = info.address.substr(0, colon);
     o.port = static_cast<uint16_t>(std::stoi(info.address.substr(colon + 1)));
@@ -16,7 +16,7 @@ void ShardPool::Sync(const ShardMap& map) {
     o.connect_timeout_ms = options_.connect_timeout_ms;
     o.max_in_flight = options_.max_in_flight_per_connection;
     for (int c = 0; c < std::max(1, options_.connections_per_shard); ++c) {
-      entries_[id].clients.push_back(std::make_unique<ShardClient>(o));
+      entries_[id].clients.push_back(std::make_unique<rpc::RpcClient>(o));
     }
   }
   for (auto& [id, e] : entries_) {
@@ -24,7 +24,7 @@ void ShardPool::Sync(const ShardMap& map) {
   }
 }
 
-ShardClient* ShardPool::Client(const std::string& shard) {
+rpc::RpcClient* ShardPool::Client(const std::string& shard) {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = entries_.find(shard);
   if (it == entries_.end()) return nullptr;

@@ -1,7 +1,7 @@
-// One ShardClient per shard of the map, and what the coordinator believes about each shard's
-// health. A shard is marked down when a call to it fails with Unavailable or DeadlineExceeded;
-// it is retried (marked up again) after `retry_after_ms`, so a restarted shard rejoins without
-// an operator.
+// A few rpc::RpcClient connections per shard of the map, and what the coordinator believes
+// about each shard's health. A shard is marked down when a call to it fails with Unavailable or
+// DeadlineExceeded; it is retried (marked up again) after `retry_after_ms`, so a restarted shard
+// rejoins without an operator.
 //
 // Thread safety: every method may be called from any thread.
 #pragma once
@@ -13,8 +13,8 @@
 #include <string>
 #include <vector>
 
-#include "common/client.h"
 #include "coordinator/shard_map.h"
+#include "rpc/client.h"
 
 namespace mrl::coord {
 
@@ -39,14 +39,14 @@ class ShardPool {
   void Sync(const ShardMap& map);
   // REQUIRES: Sync saw `shard`. The next of the shard's connections (round-robin); it outlives
   // the pool's use of it.
-  ShardClient* Client(const std::string& shard);
+  rpc::RpcClient* Client(const std::string& shard);
   bool Healthy(const std::string& shard);
   // Records the outcome of a call: failures that mean "the shard is gone" mark it down.
   void Report(const std::string& shard, const Status& status);
 
  private:
   struct Entry {
-    std::vector<std::unique_ptr<ShardClient>> clients;
+    std::vector<std::unique_ptr<rpc::RpcClient>> clients;
     size_t next = 0;
     bool down = false;
     std::chrono::steady_clock::time_point down_since;

@@ -33,11 +33,11 @@
 #include <random>
 
 #include "common/atomic_file.h"
-#include "common/client.h"
 #include "common/exact_search.h"
 #include "common/npy.h"
 #include "common/provenance.h"
 #include "common/retrieval_metrics.h"
+#include "rpc/client.h"
 
 extern char** environ;
 
@@ -218,8 +218,8 @@ std::string BinaryFrom(const std::string& binary, const std::string& url, const 
   return state.is_object() && state.contains("binary") ? state["binary"].get<std::string>() : "";
 }
 
-mrl::ClientOptions ClientFor(const std::string& address) {
-  mrl::ClientOptions o;
+mrl::rpc::ClientOptions ClientFor(const std::string& address) {
+  mrl::rpc::ClientOptions o;
   const size_t colon = address.rfind(':');
   if (colon == std::string::npos) throw std::runtime_error("--binary wants host:port, got '" + address + "'");
   o.host = address.substr(0, colon);
@@ -306,7 +306,7 @@ int Ingest(HttpClient& c, const std::string& binary, const std::string& collecti
   };
   if (!binary.empty()) {
     // Raw floats in FlatBuffers frames, up to 4 batches in flight on one connection.
-    mrl::ShardClient client(ClientFor(binary));
+    mrl::rpc::RpcClient client(ClientFor(binary));
     std::deque<std::pair<int64_t, std::future<mrl::Result<mrl::wire::UpsertResponseT>>>> inflight;
     auto wait_one = [&] {
       auto r = inflight.front().second.get();
@@ -421,7 +421,7 @@ PlanRun RunQueries(const std::string& url, const std::string& token, const std::
 PlanRun RunQueriesBinary(const std::string& address, const std::string& collection, const std::vector<float>& q,
                          int64_t d, const std::vector<std::pair<int32_t, int32_t>>& stages, int concurrency) {
   return RunConcurrently(q.size() / static_cast<size_t>(d), concurrency, [&]() -> QueryFn {
-    auto c = std::make_shared<mrl::ShardClient>(ClientFor(address));
+    auto c = std::make_shared<mrl::rpc::RpcClient>(ClientFor(address));
     auto req = std::make_shared<mrl::wire::SearchRequestT>();
     req->collection = collection;
     req->dims = static_cast<int32_t>(d);

@@ -13,9 +13,9 @@
 
 #include "common/atomic_file.h"
 #include "common/daemon.h"
+#include "rpc/server.h"
 #include "shard/config.h"
 #include "shard/engine.h"
-#include "shard/server.h"
 #include "shard/service.h"
 
 namespace {
@@ -104,7 +104,8 @@ int Run(int argc, char** argv) {
     return 1;
   }
   ShardService& service = *opened_service.value();
-  ServerOptions so;
+  mrl::rpc::ServerOptions so;
+  so.name = "mrl-shard";
   so.host = cfg.host;
   so.port = static_cast<uint16_t>(cfg.port);
   so.threads = cfg.threads;
@@ -114,7 +115,7 @@ int Run(int argc, char** argv) {
   so.max_connections = cfg.max_connections;
   so.drain_timeout_ms = cfg.drain_timeout_ms;
   if (!cfg.auth_secret_file.empty()) so.auth_secret = mrl::ReadSecretFile(cfg.auth_secret_file);
-  Server server(so, service);
+  mrl::rpc::Server server(so, service);
   mrl::Status st = server.Start();
   if (!st.ok()) {
     std::cerr << "mrl-shard: " << st.ToString() << "\n";

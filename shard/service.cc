@@ -92,9 +92,10 @@ Status ShardService::CheckEpoch(uint32_t epoch) {
 }
 
 Result<std::vector<uint8_t>> ShardService::Handle(wire::MessageType type,
-                                                  std::span<const uint8_t> body, uint32_t epoch) {
+                                                  std::span<const uint8_t> body,
+                                                  const rpc::RequestContext& context) {
   using MT = wire::MessageType;
-  if (epoch != 0) MRL_RETURN_IF_ERROR(CheckEpoch(epoch));
+  if (context.epoch != 0) MRL_RETURN_IF_ERROR(CheckEpoch(context.epoch));
   switch (type) {
     case MT::PingRequest:
       return wire::PackBody(wire::PingResponseT{});
@@ -119,7 +120,7 @@ Result<std::vector<uint8_t>> ShardService::Handle(wire::MessageType type,
     case MT::SearchRequest:
       return Search(*wire::RootAs<wire::SearchRequest>(body));
     case MT::StatsRequest:
-      return Stats();
+      return Stats(context.server);
     case MT::ScanBucketRequest:
       return ScanBucket(*wire::RootAs<wire::ScanBucketRequest>(body));
     case MT::DropBucketRequest:
@@ -301,14 +302,12 @@ Result<std::vector<uint8_t>> ShardService::Search(const wire::SearchRequest& req
       });
 }
 
-Result<std::vector<uint8_t>> ShardService::Stats() {
+Result<std::vector<uint8_t>> ShardService::Stats(const rpc::ServerMetrics* server) {
   wire::StatsResponseT resp;
   resp.uptime_ms = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
                                              std::chrono::steady_clock::now() - started_)
                                              .count());
-  resp.connections_open = connections_open.load();
-  resp.connections_total = connections_total.load();
-  metrics_.FillStats(&resp);
+  if (server) server->FillStats(&resp);
   const EngineStats es = engine_.Stats();
   for (const auto& c : es.collections) {
     auto cs = std::make_unique<wire::CollectionStatsT>();

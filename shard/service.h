@@ -1,7 +1,7 @@
 // ShardService: the wire protocol's requests applied to an Engine. It turns a verified request
 // body into engine calls and the answer into a response body; no sockets, no threads of its own,
-// so tests can drive it directly. mrl-shard's Server (server.h) owns the connections and calls
-// Handle() from its worker pool.
+// so tests can drive it directly. mrl-shard's rpc::Server (rpc/server.h) owns the connections
+// and calls Handle() from its worker pool.
 #pragma once
 
 #include <array>
@@ -15,8 +15,8 @@
 
 #include "common/protocol.h"
 #include "common/status.h"
+#include "rpc/frame_handler.h"
 #include "shard/engine.h"
-#include "shard/frame_handler.h"
 
 namespace mrl::shard {
 
@@ -26,21 +26,22 @@ struct ServiceLimits {
   std::string epoch_file;
 };
 
-class ShardService : public FrameHandler {
+class ShardService : public rpc::FrameHandler {
  public:
   // Loads limits.epoch_file when it exists; Open fails on an unreadable or corrupt one.
   static Result<std::unique_ptr<ShardService>> Open(Engine& engine, ServiceLimits limits = {});
   ShardService(Engine& engine, ServiceLimits limits = {});
 
   // REQUIRES: wire::CheckFrame accepted `body` as a request of `type`.
-  // Returns the body of ResponseTypeOf(type), or the error to answer with. `epoch` is the
-  // frame header's shard-map epoch: 0 (not stamped) is always accepted; an epoch older than the
-  // newest seen is refused with Aborted (wire StaleEpoch) before anything runs; a newer one
-  // becomes the newest seen (persisted to epoch_file first).
+  // Returns the body of ResponseTypeOf(type), or the error to answer with. `context.epoch` is
+  // the frame header's shard-map epoch: 0 (not stamped) is always accepted; an epoch older than
+  // the newest seen is refused with Aborted (wire StaleEpoch) before anything runs; a newer one
+  // becomes the newest seen (persisted to epoch_file first). A Stats answer carries
+  // `context.server`'s connection and request figures (none when it is null).
   Result<std::vector<uint8_t>> Handle(wire::MessageType type, std::span<const uint8_t> body,
-                                      uint32_t epoch) override;
+                                      const rpc::RequestContext& context) override;
   Result<std::vector<uint8_t>> Handle(wire::MessageType type, std::span<const uint8_t> body) {
-    return Handle(type, body, 0);
+    return Handle(type, body, rpc::RequestContext{});
   }
   uint32_t map_epoch() const { return epoch_.load(std::memory_order_acquire); }
 
@@ -55,7 +56,7 @@ class ShardService : public FrameHandler {
   Result<std::vector<uint8_t>> Shortlist(const wire::ShortlistRequest& req);
   Result<std::vector<uint8_t>> Rerank(const wire::RerankRequest& req);
   Result<std::vector<uint8_t>> Search(const wire::SearchRequest& req);
-  Result<std::vector<uint8_t>> Stats();
+  Result<std::vector<uint8_t>> Stats(const rpc::ServerMetrics* server);
   Result<std::vector<uint8_t>> ScanBucket(const wire::ScanBucketRequest& req);
   Result<std::vector<uint8_t>> DropBucket(const wire::DropBucketRequest& req);
 

@@ -12,8 +12,8 @@
 #include <random>
 
 #include "common/atomic_file.h"
-#include "common/client.h"
 #include "common/retrieval_metrics.h"
+#include "rpc/client.h"
 #include "tests/daemon_process.h"
 #include "tests/test_util.h"
 
@@ -291,16 +291,16 @@ TEST(CoordinatorE2E, ReplicationTwoGivesFullAnswersWithAShardDead) {
 
 uint64_t EpochOf(const std::string& cluster_url);
 
-// The binary API (FlatBuffers frames, ShardClient as the client): exact search equals brute
+// The binary API (FlatBuffers frames, rpc::RpcClient as the client): exact search equals brute
 // force, an adaptive plan equals the same plan over HTTP, upserts are visible over HTTP with
 // their payload, and bad requests get typed errors on a connection that keeps serving.
 TEST(CoordinatorE2E, BinaryApiSearchesUpsertsAndAnswersBadRequestsWithTypedErrors) {
   Cluster c("e2e_bin", 2, 1);
   const std::vector<float> data = MakeData(kPoints, 7);
   c.CreateAndLoad(data);
-  ClientOptions o;
+  rpc::ClientOptions o;
   o.port = c.BinaryPort();
-  ShardClient client(o);
+  rpc::RpcClient client(o);
   const std::vector<float> queries = MakeData(5, 8);
   for (int q = 0; q < 5; ++q) {
     const float* qv = &queries[static_cast<size_t>(q) * kDim];
@@ -440,9 +440,9 @@ uint64_t EpochOf(const std::string& cluster_url) {
 }
 
 Result<wire::StatsResponseT> ShardStats(const DaemonProcess& shard, uint32_t epoch) {
-  ClientOptions o;
+  rpc::ClientOptions o;
   o.port = shard.port();
-  ShardClient client(o);
+  rpc::RpcClient client(o);
   client.set_epoch(epoch);
   return client.Call(wire::StatsRequestT{}, 5000);
 }

@@ -1,20 +1,25 @@
 // Framing (common/frame.h) and the protocol layer above it (common/protocol.h): round trips, and
-// every malformed case gives the typed error the server answers with.
+// every malformed case gives the typed error the server answers with. Then rpc/ on its own: the
+// client's back-pressure, and rpc::Server with a handler that is not a shard.
 #include <utility>  // before Boost.Asio: its awaitable.hpp uses std::exchange
 
 #include <algorithm>
+#include <array>
 #include <boost/asio.hpp>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <iostream>
 #include <random>
+#include <sstream>
 #include <thread>
 
 #include <gtest/gtest.h>
 
-#include "common/client.h"
 #include "common/frame.h"
 #include "common/protocol.h"
+#include "rpc/client.h"
+#include "rpc/server.h"
 
 namespace mrl::wire {
 namespace {
@@ -397,11 +402,11 @@ TEST(ClientTest, MaxInFlightFailsFastAndRecoversAfterDeadlines) {
     if (!ec) drain();
   });
   std::thread server([&] { io.run(); });
-  ClientOptions o;
+  rpc::ClientOptions o;
   o.port = acceptor.local_endpoint().port();
   o.max_in_flight = 2;
   {
-    ShardClient client(o);
+    rpc::RpcClient client(o);
     auto a = client.CallFuture(PingRequestT{}, 300);
     auto b = client.CallFuture(PingRequestT{}, 300);
     const auto t0 = std::chrono::steady_clock::now();
@@ -418,6 +423,93 @@ TEST(ClientTest, MaxInFlightFailsFastAndRecoversAfterDeadlines) {
   }
   io.stop();
   server.join();
+}
+
+// rpc::Server with a handler of its own (no shard behind it): the server counts connections and
+// requests per type and hands those figures, and the frame's epoch, to the handler; it logs
+// under its owner's name.
+class PingStatsHandler : public rpc::FrameHandler {
+ public:
+  Result<std::vector<uint8_t>> Handle(MessageType type, std::span<const uint8_t>,
+                                      const rpc::RequestContext& context) override {
+    if (type == MessageType::PingRequest) return PackBody(PingResponseT{});
+    if (type == MessageType::StatsRequest) {
+      StatsResponseT resp;
+      if (context.server) context.server->FillStats(&resp);
+      resp.map_epoch = context.epoch;
+      return PackBody(resp);
+    }
+    return Status::InvalidArgument("not served by this handler");
+  }
+};
+
+TEST(RpcServerTest, CountsConnectionsAndRequestsForTheHandlerAndLogsUnderItsOwnersName) {
+  namespace asio = boost::asio;
+  PingStatsHandler handler;
+  rpc::ServerOptions so;
+  so.name = "rpc-test-owner";
+  so.threads = 2;
+  // The server's threads are the only writers of std::cerr until Shutdown has joined them.
+  std::ostringstream log;
+  std::streambuf* const old_cerr = std::cerr.rdbuf(log.rdbuf());
+  {
+    rpc::Server server(so, handler);
+    ASSERT_TRUE(server.Start().ok());
+    {
+      rpc::ClientOptions o;
+      o.port = server.port();
+      rpc::RpcClient client(o);
+      client.set_epoch(7);
+      for (int i = 0; i < 3; ++i) ASSERT_TRUE(client.Call(PingRequestT{}, 5000).ok());
+      auto refused = client.Call(GetRequestT{}, 5000);
+      ASSERT_FALSE(refused.ok());
+      EXPECT_EQ(refused.status().code(), Status::Code::kInvalidArgument);
+      EXPECT_EQ(refused.status().message(), "not served by this handler");
+      auto stats = client.Call(StatsRequestT{}, 5000);
+      ASSERT_TRUE(stats.ok()) << stats.status().ToString();
+      EXPECT_EQ(stats->map_epoch, 7u);
+      EXPECT_EQ(stats->connections_open, 1u);
+      EXPECT_EQ(stats->connections_total, 1u);
+      uint64_t pings = 0, gets = 0, get_errors = 0;
+      for (const auto& r : stats->requests) {
+        if (r->type == MessageType::PingRequest) pings = r->count;
+        if (r->type == MessageType::GetRequest) {
+          gets = r->count;
+          get_errors = r->errors;
+        }
+      }
+      EXPECT_EQ(pings, 3u);
+      EXPECT_EQ(gets, 1u);
+      EXPECT_EQ(get_errors, 1u);
+    }
+    // A peer that does not speak the protocol: answered BadFrame, closed, and logged.
+    asio::io_context io;
+    asio::ip::tcp::socket raw(io);
+    raw.connect({asio::ip::make_address("127.0.0.1"), server.port()});
+    std::vector<uint8_t> junk(64, 0xAB);
+    asio::write(raw, asio::buffer(junk));
+    std::vector<uint8_t> answer;
+    std::array<uint8_t, 4096> buf;
+    boost::system::error_code ec;
+    while (!ec) {
+      const size_t n = raw.read_some(asio::buffer(buf), ec);
+      answer.insert(answer.end(), buf.begin(), buf.begin() + static_cast<std::ptrdiff_t>(n));
+    }
+    EXPECT_TRUE(ec == asio::error::eof) << ec.message();
+    FrameDecoder decoder(kDefaultMaxFrameBytes);
+    decoder.Append(answer);
+    auto frame = decoder.Next();
+    ASSERT_TRUE(frame.has_value());
+    EXPECT_EQ(frame->header.type, static_cast<uint16_t>(MessageType::Error));
+    server.Shutdown();
+    EXPECT_EQ(server.metrics().connections_open(), 0u);
+    EXPECT_EQ(server.metrics().connections_total(), 2u);
+  }
+  std::cerr.rdbuf(old_cerr);
+  const std::string logged = log.str();
+  EXPECT_NE(logged.find("rpc-test-owner: 127.0.0.1:"), std::string::npos) << logged;
+  EXPECT_NE(logged.find("bad magic, closing the connection"), std::string::npos) << logged;
+  EXPECT_EQ(logged.find("mrl-shard"), std::string::npos) << logged;
 }
 
 }  // namespace

@@ -1,5 +1,5 @@
 // Integration tests through the real mrl-shard binary: started on a loopback port chosen by the
-// OS (--port 0 --port-file), driven with ShardClient and with raw sockets.
+// OS (--port 0 --port-file), driven with rpc::RpcClient and with raw sockets.
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -23,9 +23,9 @@
 
 #include <gtest/gtest.h>
 
-#include "common/client.h"
 #include "common/frame.h"
 #include "common/protocol.h"
+#include "rpc/client.h"
 #include "shard/config.h"
 #include "test_util.h"
 #include "tests/daemon_process.h"
@@ -77,11 +77,11 @@ class ShardProcess {
   uint16_t port() const { return proc_->port(); }
   std::string Log() const { return proc_->Log(); }
 
-  std::unique_ptr<ShardClient> Client(std::string secret = "") const {
-    ClientOptions o;
+  std::unique_ptr<rpc::RpcClient> Client(std::string secret = "") const {
+    rpc::ClientOptions o;
     o.port = port();
     o.auth_secret = std::move(secret);
-    return std::make_unique<ShardClient>(o);
+    return std::make_unique<rpc::RpcClient>(o);
   }
 
  private:
@@ -161,7 +161,7 @@ wire::UpsertRequestT UpsertOf(const std::string& collection, const std::vector<u
 }
 
 // Creates `name` and upserts points 0..n-1 (id i = i), pipelining the batches.
-void Load(ShardClient& client, const std::string& name, const std::vector<float>& data, size_t n,
+void Load(rpc::RpcClient& client, const std::string& name, const std::vector<float>& data, size_t n,
           wire::IndexKind kind = wire::IndexKind::Hnsw) {
   auto created = client.Call(CollectionRequest(name, kind));
   ASSERT_TRUE(created.ok()) << created.status().ToString();

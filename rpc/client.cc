@@ -1,20 +1,20 @@
-#include "common/client.h"
+#include "rpc/client.h"
 
-#include <atomic>
 #include <array>
+#include <atomic>
 #include <deque>
 #include <thread>
 #include <unordered_map>
 
 #include <boost/asio.hpp>
 
-namespace mrl {
+namespace mrl::rpc {
 
 namespace asio = boost::asio;
 using asio::ip::tcp;
 
 // Everything below runs on the one I/O thread; public entry points post to it, so no locks.
-class ShardClient::Impl {
+class RpcClient::Impl {
  public:
   explicit Impl(ClientOptions o)
       : opt_(std::move(o)),
@@ -41,8 +41,9 @@ class ShardClient::Impl {
                  const uint32_t dl = deadline_ms ? deadline_ms : opt_.default_deadline_ms;
                  if (opt_.max_in_flight > 0 && pending_.size() >= opt_.max_in_flight) {
                    // Back-pressure: fail fast instead of queueing without bound behind a slow peer.
-                   done(Status::ResourceExhausted(std::to_string(pending_.size()) + " requests in flight to " +
-                                                  opt_.host + ":" + std::to_string(opt_.port) + " (max_in_flight " +
+                   done(Status::ResourceExhausted(std::to_string(pending_.size()) +
+                                                  " requests in flight to " + opt_.host + ":" +
+                                                  std::to_string(opt_.port) + " (max_in_flight " +
                                                   std::to_string(opt_.max_in_flight) + ")"));
                    return;
                  }
@@ -223,6 +224,7 @@ class ShardClient::Impl {
   std::string Where() const { return opt_.host + ":" + std::to_string(opt_.port); }
 
   ClientOptions opt_;
+
  public:
   std::atomic<uint32_t> epoch_{0};
 
@@ -244,19 +246,18 @@ class ShardClient::Impl {
   std::array<uint8_t, 1 << 16> read_buf_;
 };
 
-ShardClient::ShardClient(ClientOptions options)
-    : impl_(std::make_shared<Impl>(std::move(options))) {}
+RpcClient::RpcClient(ClientOptions options) : impl_(std::make_shared<Impl>(std::move(options))) {}
 
-ShardClient::~ShardClient() = default;
+RpcClient::~RpcClient() = default;
 
-void ShardClient::CallAsync(wire::MessageType type, std::vector<uint8_t> body, uint32_t deadline_ms,
-                            Callback done) {
+void RpcClient::CallAsync(wire::MessageType type, std::vector<uint8_t> body, uint32_t deadline_ms,
+                          Callback done) {
   impl_->Call(type, std::move(body), deadline_ms, std::move(done));
 }
 
-void ShardClient::set_epoch(uint32_t epoch) { impl_->epoch_.store(epoch, std::memory_order_relaxed); }
-uint32_t ShardClient::epoch() const { return impl_->epoch_.load(std::memory_order_relaxed); }
+void RpcClient::set_epoch(uint32_t epoch) { impl_->epoch_.store(epoch, std::memory_order_relaxed); }
+uint32_t RpcClient::epoch() const { return impl_->epoch_.load(std::memory_order_relaxed); }
 
-Status ShardClient::Connect() { return Call(wire::PingRequestT{}).status(); }
+Status RpcClient::Connect() { return Call(wire::PingRequestT{}).status(); }
 
-}  // namespace mrl
+}  // namespace mrl::rpc

@@ -1,4 +1,5 @@
-// ShardClient: the one client of the serving protocol (coordinator, mrlctl, tests).
+// RpcClient: the one client of the framed serving protocol, for a shard or the coordinator's
+// binary API alike (used by the coordinator, mrlctl, tests).
 //
 // One TCP connection to host:port, many requests in flight on it (pipelined, matched by request
 // id), a deadline per call (sent in the frame header and enforced locally by a timer), optional
@@ -20,7 +21,7 @@
 #include "common/protocol.h"
 #include "common/status.h"
 
-namespace mrl {
+namespace mrl::rpc {
 
 struct ClientOptions {
   std::string host = "127.0.0.1";
@@ -40,12 +41,12 @@ struct RawReply {
   std::vector<uint8_t> body;
 };
 
-class ShardClient {
+class RpcClient {
  public:
-  explicit ShardClient(ClientOptions options);
-  ~ShardClient();  // fails whatever is in flight with Unavailable, joins the I/O thread
-  ShardClient(const ShardClient&) = delete;
-  ShardClient& operator=(const ShardClient&) = delete;
+  explicit RpcClient(ClientOptions options);
+  ~RpcClient();  // fails whatever is in flight with Unavailable, joins the I/O thread
+  RpcClient(const RpcClient&) = delete;
+  RpcClient& operator=(const RpcClient&) = delete;
 
   using Callback = std::function<void(Result<RawReply>)>;
 
@@ -77,7 +78,7 @@ class ShardClient {
 };
 
 template <typename Req>
-std::future<Result<typename wire::ResponseOf<Req>::type>> ShardClient::CallFuture(
+std::future<Result<typename wire::ResponseOf<Req>::type>> RpcClient::CallFuture(
     const Req& req, uint32_t deadline_ms) {
   using Resp = typename wire::ResponseOf<Req>::type;
   auto promise = std::make_shared<std::promise<Result<Resp>>>();
@@ -96,4 +97,4 @@ std::future<Result<typename wire::ResponseOf<Req>::type>> ShardClient::CallFutur
   return future;
 }
 
-}  // namespace mrl
+}  // namespace mrl::rpc

@@ -1,4 +1,4 @@
-#include "shard/server.h"
+#include "rpc/server.h"
 
 #include <array>
 #include <deque>
@@ -11,7 +11,7 @@
 
 #include "common/protocol.h"
 
-namespace mrl::shard {
+namespace mrl::rpc {
 
 namespace asio = boost::asio;
 using asio::ip::tcp;
@@ -37,15 +37,18 @@ class Server::Impl : public std::enable_shared_from_this<Server::Impl> {
  public:
   class Session;
 
-  Impl(ServerOptions o, FrameHandler& service)
-      : opt_(std::move(o)), service_(service), acceptor_(io_) {}
+  Impl(ServerOptions o, FrameHandler& handler)
+      : opt_(std::move(o)), handler_(handler), acceptor_(io_) {}
 
   Status Start();
   void Shutdown();
   uint16_t port() const { return port_; }
 
   const ServerOptions& opt() const { return opt_; }
-  FrameHandler& service() { return service_; }
+  FrameHandler& handler() { return handler_; }
+  ServerMetrics& metrics() { return metrics_; }
+  // The prefix of every log line: the owner's name.
+  const std::string& name() const { return opt_.name; }
   asio::thread_pool& pool() { return *pool_; }
   bool draining() const { return draining_.load(); }
   std::atomic<int64_t> in_flight_total{0};  // requests on the pool + replies not yet written
@@ -58,7 +61,8 @@ class Server::Impl : public std::enable_shared_from_this<Server::Impl> {
   void Accept();
 
   ServerOptions opt_;
-  FrameHandler& service_;
+  FrameHandler& handler_;
+  ServerMetrics metrics_;
   asio::io_context io_;
   tcp::acceptor acceptor_;
   std::unique_ptr<asio::thread_pool> pool_;
@@ -122,7 +126,8 @@ class Server::Impl::Session : public std::enable_shared_from_this<Session> {
     if (closed_) return;
     if (ec) {
       if (decoder_.mid_frame() && ec == asio::error::eof) {
-        std::cerr << "mrl-shard: " << peer_ << " closed mid-frame (truncated frame dropped)\n";
+        std::cerr << server_.name() << ": " << peer_
+                  << " closed mid-frame (truncated frame dropped)\n";
       }
       peer_gone_ = true;
       closing_ = true;
@@ -145,7 +150,7 @@ class Server::Impl::Session : public std::enable_shared_from_this<Session> {
     if (decoder_.pending_frames() == 0 && decoder_.error() != wire::DecodeError::kNone) {
       // Resynchronisation is impossible: answer, then close once the answer is written.
       const auto err = decoder_.error();
-      std::cerr << "mrl-shard: " << peer_ << ": " << wire::DecodeErrorName(err)
+      std::cerr << server_.name() << ": " << peer_ << ": " << wire::DecodeErrorName(err)
                 << ", closing the connection\n";
       if (err == wire::DecodeError::kTooLarge) {
         SendError(decoder_.error_header().request_id, wire::ErrorCode::FrameTooLarge,
@@ -206,7 +211,7 @@ class Server::Impl::Session : public std::enable_shared_from_this<Session> {
     auto finish = [&](bool ok) {
       const auto us =
           std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - received);
-      server_.service().metrics().Record(type, static_cast<uint64_t>(us.count()), ok);
+      server_.metrics().RecordRequest(type, static_cast<uint64_t>(us.count()), ok);
     };
     if (Clock::now() > deadline) {
       finish(false);
@@ -219,7 +224,10 @@ class Server::Impl::Session : public std::enable_shared_from_this<Session> {
       finish(false);
       return wire::ErrorFrame(id, code, why);
     }
-    Result<std::vector<uint8_t>> r = server_.service().Handle(type, f.body, f.header.epoch);
+    RequestContext context;
+    context.epoch = f.header.epoch;
+    context.server = &server_.metrics();
+    Result<std::vector<uint8_t>> r = server_.handler().Handle(type, f.body, context);
     finish(r.ok());
     if (!r.ok()) {
       return wire::ErrorFrame(id, wire::ToErrorCode(r.status().code()), r.status().message());
@@ -241,7 +249,7 @@ class Server::Impl::Session : public std::enable_shared_from_this<Session> {
     const std::string_view secret =
         req->secret() ? std::string_view(req->secret()->data(), req->secret()->size()) : "";
     if (!server_.opt().auth_secret.empty() && !SecretEquals(secret, server_.opt().auth_secret)) {
-      std::cerr << "mrl-shard: " << peer_ << ": authentication failed, closing\n";
+      std::cerr << server_.name() << ": " << peer_ << ": authentication failed, closing\n";
       closing_ = true;
       return SendError(f.header.request_id, wire::ErrorCode::Unauthenticated, "wrong secret");
     }
@@ -303,7 +311,7 @@ class Server::Impl::Session : public std::enable_shared_from_this<Session> {
     socket_.close(ignored);
     server_.in_flight_total -= static_cast<int64_t>(write_q_.size()) - (writing_ ? 1 : 0);
     if (!writing_) write_q_.clear();
-    --server_.service().connections_open;
+    server_.metrics().ConnectionClosed();
     server_.Forget(shared_from_this());
   }
 
@@ -365,8 +373,7 @@ void Server::Impl::Accept() {
             }
           }
           if (s) {
-            ++service_.connections_open;
-            ++service_.connections_total;
+            metrics_.ConnectionOpened();
             s->Start();
           } else {
             auto frame = std::make_shared<std::vector<uint8_t>>(
@@ -379,7 +386,7 @@ void Server::Impl::Accept() {
                               });
           }
         } else {
-          std::cerr << "mrl-shard: accept: " << ec.message() << "\n";
+          std::cerr << opt_.name << ": accept: " << ec.message() << "\n";
         }
         Accept();
       });
@@ -402,7 +409,7 @@ void Server::Impl::Shutdown() {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   if (in_flight_total.load() > 0) {
-    std::cerr << "mrl-shard: drain timeout with " << in_flight_total.load()
+    std::cerr << opt_.name << ": drain timeout with " << in_flight_total.load()
               << " requests/answers outstanding\n";
   }
   pool_->join();  // no new work can arrive: every connection is draining
@@ -414,13 +421,14 @@ void Server::Impl::Shutdown() {
   io_thread_.join();
 }
 
-Server::Server(ServerOptions options, FrameHandler& service)
-    : impl_(std::make_shared<Impl>(std::move(options), service)) {}
+Server::Server(ServerOptions options, FrameHandler& handler)
+    : impl_(std::make_shared<Impl>(std::move(options), handler)) {}
 
 Server::~Server() { Shutdown(); }
 
 Status Server::Start() { return impl_->Start(); }
 uint16_t Server::port() const { return impl_->port(); }
 void Server::Shutdown() { impl_->Shutdown(); }
+const ServerMetrics& Server::metrics() const { return impl_->metrics(); }
 
-}  // namespace mrl::shard
+}  // namespace mrl::rpc

@@ -1,12 +1,12 @@
-#include "shard/frame_handler.h"
+#include "rpc/server_metrics.h"
 
 #include <algorithm>
 #include <bit>
 #include <memory>
 
-namespace mrl::shard {
+namespace mrl::rpc {
 
-void RequestMetrics::Record(wire::MessageType type, uint64_t micros, bool ok) {
+void ServerMetrics::RecordRequest(wire::MessageType type, uint64_t micros, bool ok) {
   const auto t = static_cast<size_t>(type);
   if (t >= kTypes) return;
   PerType& p = per_type_[t];
@@ -18,7 +18,18 @@ void RequestMetrics::Record(wire::MessageType type, uint64_t micros, bool ok) {
   p.buckets[b].fetch_add(1, std::memory_order_relaxed);
 }
 
-void RequestMetrics::FillStats(wire::StatsResponseT* out) const {
+void ServerMetrics::ConnectionOpened() {
+  connections_open_.fetch_add(1, std::memory_order_relaxed);
+  connections_total_.fetch_add(1, std::memory_order_relaxed);
+}
+
+void ServerMetrics::ConnectionClosed() {
+  connections_open_.fetch_sub(1, std::memory_order_relaxed);
+}
+
+void ServerMetrics::FillStats(wire::StatsResponseT* out) const {
+  out->connections_open = connections_open();
+  out->connections_total = connections_total();
   for (int t = 0; t < kTypes; ++t) {
     const PerType& p = per_type_[t];
     const uint64_t count = p.count.load(std::memory_order_relaxed);
@@ -35,4 +46,4 @@ void RequestMetrics::FillStats(wire::StatsResponseT* out) const {
   }
 }
 
-}  // namespace mrl::shard
+}  // namespace mrl::rpc

@@ -1,10 +1,12 @@
-// Server: mrl-shard's network layer. Accepts TCP connections, decodes frames, checks version,
-// authentication, deadlines and limits, verifies every body, runs the request on a worker pool
-// through a FrameHandler (a shard's ShardService, the coordinator's binary API), and writes the answers back on the connection, in completion order
-// (requests are matched by id, so many can be in flight per connection).
+// Server: the framed-RPC network layer of every daemon (mrl-shard, the coordinator's binary API).
+// Accepts TCP connections, decodes frames, checks version, authentication, deadlines and limits,
+// verifies every body, runs the request on a worker pool through a FrameHandler (a shard's
+// ShardService, the coordinator's BinaryService), and writes the answers back on the connection,
+// in completion order (requests are matched by id, so many can be in flight per connection).
+// It counts connections and per-type requests (ServerMetrics) for the handler's Stats answer.
 //
 // Threads: one I/O thread runs every socket (each connection's handlers are serialised on its
-// strand); `threads` workers run verification and engine calls, so no handler blocks the I/O.
+// strand); `threads` workers run verification and handler calls, so no handler blocks the I/O.
 #pragma once
 
 #include <cstdint>
@@ -13,11 +15,14 @@
 
 #include "common/frame.h"
 #include "common/status.h"
-#include "shard/frame_handler.h"
+#include "rpc/frame_handler.h"
+#include "rpc/server_metrics.h"
 
-namespace mrl::shard {
+namespace mrl::rpc {
 
 struct ServerOptions {
+  // The owner's name, prefixed to every line the server logs ("mrl-shard", "mrl-coordinator").
+  std::string name = "mrl-rpc";
   std::string host = "127.0.0.1";
   uint16_t port = 0;  // 0: the OS picks one; see Server::port()
   int threads = 0;    // worker pool; 0 = hardware concurrency
@@ -35,7 +40,8 @@ struct ServerOptions {
 
 class Server {
  public:
-  Server(ServerOptions options, FrameHandler& service);
+  // `handler` must outlive the server.
+  Server(ServerOptions options, FrameHandler& handler);
   ~Server();  // Shutdown() if still running
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;
@@ -50,9 +56,13 @@ class Server {
   // joins the threads. Idempotent; blocks.
   void Shutdown();
 
+  // Connection and request counters since construction (also handed to the handler with every
+  // request, RequestContext::server).
+  const ServerMetrics& metrics() const;
+
  private:
   class Impl;
   std::shared_ptr<Impl> impl_;
 };
 
-}  // namespace mrl::shard
+}  // namespace mrl::rpc
