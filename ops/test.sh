@@ -9,6 +9,7 @@
 # - every ctest run uses --no-tests=error, and .ci/check_ctest_log.py fails the phase when a
 #   required test executable ran no test or a test skipped outside .ci/skip-allowlist (the
 #   GPU-only tests);
+# - an include that breaks the layer table (.ci/check_layers.py) fails the run before any build;
 # - sanitizer builds make UB fatal (-fno-sanitize-recover=undefined, halt_on_error) in the tests
 #   and in every daemon they spawn; each sanitizer writes its reports to files under the build
 #   dir, and any report file fails the phase, whichever process wrote it; the tests' daemon logs
@@ -108,6 +109,8 @@ run_ctest() {  # run_ctest BUILD_DIR TIMEOUT REQUIRED [ctest args...]
 }
 
 phase setup bash ops/setup.sh
+# Seconds, before any build: no folder includes a layer it must not (.ci/check_layers.py).
+phase "layer check" /usr/bin/python3 .ci/check_layers.py
 
 # Sanitizer builds: -O1 with line tables only (-g1) keeps reports symbolised with file:line at a
 # fraction of full debug info's compile time (each LibTorch unit's debug info is large), asserts
