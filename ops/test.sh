@@ -150,7 +150,7 @@ if want tsan; then
     -DCMAKE_BUILD_TYPE=RelWithDebInfo "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O2 -g1" -DMRL_BUILD_BENCH=OFF \
     "-DCMAKE_CXX_FLAGS=-fsanitize-ignorelist=$ROOT/.ci/tsan-ignorelist.txt"
   phase "tests (tsan)" san_ctest build-tsan 900 "wire_test,shard_server_test,coordinator_e2e_test,shard_engine_test" \
-    -R '^(ClientTest\.|ShardServerTest\.(ManyPipelined|SigtermFinishes|MalformedFrames|DeadlineExceeded|AFlood|ConnectionsBeyond|ClientReconnects)|CoordinatorE2E\.(ExactAdaptive|ReplicationTwo|BinaryApi)|ShardEngine\.Concurrency\.)'
+    -R '^(ClientTest\.|RpcServerTest\.|ShardServerTest\.(ManyPipelined|SigtermFinishes|MalformedFrames|DeadlineExceeded|AFlood|ConnectionsBeyond|ClientReconnects)|CoordinatorE2E\.(ExactAdaptive|ReplicationTwo|BinaryApi)|ShardEngine\.Concurrency\.)'
 fi
 
 if want fuzz; then
