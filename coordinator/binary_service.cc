@@ -67,21 +67,15 @@ Result<std::vector<uint8_t>> BinaryService::Search(const wire::SearchRequest& re
   }
   const int32_t k = stages->Get(stages->size() - 1)->k();
   if (k < 1 || k > max_k_) return Status::OutOfRange("k must be in [1, " + std::to_string(max_k_) + "]");
-  Result<QueryPlan> plan = Status::Internal("unset");
-  const std::string budget = Str(req.budget());
-  if (!budget.empty()) {
-    plan = c_.BudgetPlan(name, budget);
-  } else if (req.exact()) {
-    plan = ExactPlan(spec->dim, k);
-  } else {
-    // Stage 0 shortlists, later stages rerank; dims increase, K does not (FunnelPlan checks).
-    std::vector<Stage> st;
-    for (const wire::SearchStage* x : *stages) st.push_back({x->dims(), x->k()});
-    plan = FunnelPlan(st, k, spec->nesting);
-  }
+  PlanRequest pr;
+  pr.k = k;
+  pr.budget = std::string(Str(req.budget()));
+  pr.exact = req.exact();
+  // Stage 0 shortlists, later stages rerank; dims increase, K does not (FunnelPlan checks).
+  for (const wire::SearchStage* x : *stages) pr.funnel.push_back({x->dims(), x->k()});
+  pr.ef = req.ef();
+  auto plan = ResolvePlan(pr, spec.value(), [&](const std::string& b) { return c_.BudgetPlan(name, b); });
   if (!plan.ok()) return plan.status();
-  plan->stages.back().k = k;
-  plan->ef = req.ef();
   s.plan = plan.value();
   auto r = c_.Search(s);
   if (!r.ok()) return r.status();

@@ -737,23 +737,21 @@ HttpResponse Coordinator::Handle(const HttpRequest& req) {
       }
       if (rows == 0) return finish(ErrorReply(400, "give 'vector', 'vectors' or 'id'"));
       const int32_t kk = static_cast<int32_t>(k);
-      Result<QueryPlan> plan = Status::Internal("unset");
-      if (body.contains("budget")) {
-        plan = BudgetPlan(name, body["budget"].get<std::string>());
-      } else if (body.contains("funnel")) {
-        std::vector<Stage> stages;
-        for (const json& st : body["funnel"]) stages.push_back({st.at(0).get<int32_t>(), st.at(1).get<int32_t>()});
-        plan = FunnelPlan(stages, kk, spec->nesting);
-      } else if (body.value("exact", false)) {
-        plan = ExactPlan(spec->dim, kk);
-      } else {
-        const json p = body.value("plan", json::object());
-        const int32_t ds = p.value("shortlist_dims", spec->indexes.empty() ? spec->nesting.front() : spec->indexes.front().dims);
-        plan = AdaptivePlan(ds, p.value("shortlist_k", std::max(200, 10 * kk)), p.value("rerank_dims", spec->dim), kk, spec->nesting);
+      PlanRequest pr;
+      pr.k = kk;
+      if (body.contains("budget")) pr.budget = body["budget"].get<std::string>();
+      if (pr.budget.empty() && body.contains("funnel")) {
+        for (const json& st : body["funnel"]) pr.funnel.push_back({st.at(0).get<int32_t>(), st.at(1).get<int32_t>()});
+        if (pr.funnel.empty()) return finish(ErrorReply(400, "'funnel' must hold at least one [dims, k] stage"));
       }
+      pr.exact = body.value("exact", false);
+      const json p = body.value("plan", json::object());
+      pr.shortlist_dims = p.value("shortlist_dims", 0);
+      pr.shortlist_k = p.value("shortlist_k", 0);
+      pr.rerank_dims = p.value("rerank_dims", 0);
+      if (body.contains("ef") && body["ef"].is_number_integer()) pr.ef = body["ef"].get<int32_t>();
+      auto plan = ResolvePlan(pr, *spec, [&](const std::string& b) { return BudgetPlan(name, b); });
       if (!plan.ok()) return finish(ErrorReply(plan.status()));
-      if (plan->stages.back().k != kk) plan->stages.back().k = kk;
-      if (body.contains("ef") && body["ef"].is_number_integer()) plan->ef = body["ef"].get<int32_t>();
       s.plan = plan.value();
       auto r = Search(s);
       if (!r.ok()) return finish(ErrorReply(r.status()));

@@ -139,6 +139,27 @@ Result<std::map<std::string, QueryPlan>> PickBudgets(const std::vector<Calibrati
   return out;
 }
 
+Result<QueryPlan> ResolvePlan(const PlanRequest& r, const CollectionSpec& spec,
+                              const std::function<Result<QueryPlan>(const std::string&)>& budget_plan) {
+  Result<QueryPlan> plan = Status::Internal("unset");
+  if (!r.budget.empty()) {
+    plan = budget_plan(r.budget);
+  } else if (r.exact) {
+    plan = ExactPlan(spec.dim, r.k);
+  } else if (!r.funnel.empty()) {
+    plan = FunnelPlan(r.funnel, r.k, spec.nesting);
+  } else {
+    const int32_t default_ds = spec.indexes.empty() ? spec.nesting.front() : spec.indexes.front().dims;
+    plan = AdaptivePlan(r.shortlist_dims ? r.shortlist_dims : default_ds,
+                        r.shortlist_k ? r.shortlist_k : std::max(200, 10 * r.k),
+                        r.rerank_dims ? r.rerank_dims : spec.dim, r.k, spec.nesting);
+  }
+  if (!plan.ok()) return plan;
+  plan->stages.back().k = r.k;
+  if (r.ef != 0) plan->ef = r.ef;
+  return plan;
+}
+
 std::vector<QueryPlan> CalibrationCandidates(const std::vector<int32_t>& index_dims,
                                              const std::vector<int32_t>& nesting, int32_t k) {
   std::vector<QueryPlan> out;

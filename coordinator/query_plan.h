@@ -4,10 +4,12 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
 
+#include "common/collection_spec.h"
 #include "common/status.h"
 
 namespace mrl::coord {
@@ -48,6 +50,23 @@ QueryPlan ExactPlan(int32_t d, int32_t k);
 // The paper's funnel shape: dims doubling from `first_dims` to d, K halving from `first_k`.
 QueryPlan PaperFunnel(int32_t first_dims, int32_t first_k, int32_t k,
                       const std::vector<int32_t>& nesting);
+
+// A search request's choice of plan, as the HTTP and the binary API both state it.
+struct PlanRequest {
+  int32_t k = 0;                 // the answer size
+  std::string budget;            // non-empty: a calibrated budget (fast / balanced / exact)
+  bool exact = false;            // the exact plan
+  std::vector<Stage> funnel;     // non-empty: these stages (stage 0 shortlists)
+  // The adaptive plan {Ds, K, Dr}; 0 = the default: the first low-d index's dims (the first
+  // nesting dim without an index), max(200, 10 k), and d.
+  int32_t shortlist_dims = 0, shortlist_k = 0, rerank_dims = 0;
+  int32_t ef = 0;                // non-zero: overrides the plan's HNSW breadth
+};
+// The one plan resolution of both APIs: a budget, else exact, else the funnel, else the adaptive
+// plan; then k is the last stage's K and a non-zero ef replaces the plan's. `budget_plan` looks
+// a budget up (FailedPrecondition when it is not calibrated).
+Result<QueryPlan> ResolvePlan(const PlanRequest& request, const CollectionSpec& spec,
+                              const std::function<Result<QueryPlan>(const std::string&)>& budget_plan);
 
 // Multiply-adds per query to score the candidates of every rerank stage (stage 0's index cost
 // is measured, not modelled).

@@ -117,6 +117,82 @@ TEST(QueryPlan, ValidatesAdaptiveAndFunnelPlans) {
   EXPECT_EQ(paper.stages.back().k, 10);
 }
 
+TEST(QueryPlan, ResolvePlanIsOneRuleForBothApis) {
+  CollectionSpec spec;
+  spec.name = "c";
+  spec.dim = 2048;
+  spec.nesting = {8, 16, 32, 64, 128, 256, 512, 1024, 2048};
+  spec.indexes = {IndexSpec{32}};
+  QueryPlan calibrated = AdaptivePlan(32, 110, 2048, 11, spec.nesting).value();
+  calibrated.name = "balanced";
+  calibrated.ef = 80;
+  int lookups = 0;
+  auto budgets = [&](const std::string& b) -> Result<QueryPlan> {
+    ++lookups;
+    if (b == "balanced") return calibrated;
+    return Status::FailedPrecondition("budget '" + b + "' is not calibrated");
+  };
+  // Adaptive defaults: the first low-d index's dims, max(200, 10 k), d.
+  PlanRequest r;
+  r.k = 30;
+  auto p = ResolvePlan(r, spec, budgets);
+  ASSERT_TRUE(p.ok()) << p.status().ToString();
+  ASSERT_EQ(p->stages.size(), 2u);
+  EXPECT_EQ(p->stages[0].dims, 32);
+  EXPECT_EQ(p->stages[0].k, 300);
+  EXPECT_EQ(p->stages[1].dims, 2048);
+  EXPECT_EQ(p->stages[1].k, 30);
+  EXPECT_EQ(p->ef, 0);
+  // Explicit adaptive fields and ef.
+  r.shortlist_dims = 16;
+  r.shortlist_k = 100;
+  r.rerank_dims = 512;
+  r.ef = 40;
+  p = ResolvePlan(r, spec, budgets);
+  ASSERT_TRUE(p.ok()) << p.status().ToString();
+  EXPECT_EQ(p->stages[0].dims, 16);
+  EXPECT_EQ(p->stages[0].k, 100);
+  EXPECT_EQ(p->stages[1].dims, 512);
+  EXPECT_EQ(p->ef, 40);
+  // A budget: its stages, the request's k as the last K, its own ef unless the request gives one
+  // (the binary API used to reset it to the request's 0).
+  PlanRequest b;
+  b.k = 10;
+  b.budget = "balanced";
+  b.funnel = {{16, 200}, {2048, 10}};  // the binary API always sends stages; the budget wins
+  p = ResolvePlan(b, spec, budgets);
+  ASSERT_TRUE(p.ok()) << p.status().ToString();
+  EXPECT_EQ(p->name, "balanced");
+  EXPECT_EQ(p->stages[0].k, 110);
+  EXPECT_EQ(p->stages.back().k, 10);
+  EXPECT_EQ(p->ef, 80);
+  b.ef = 20;
+  EXPECT_EQ(ResolvePlan(b, spec, budgets)->ef, 20);
+  b.budget = "fast";
+  auto missing = ResolvePlan(b, spec, budgets);
+  ASSERT_FALSE(missing.ok());
+  EXPECT_EQ(missing.status().code(), Status::Code::kFailedPrecondition);
+  EXPECT_EQ(lookups, 3);
+  // Exact beats a funnel; a funnel beats the adaptive plan.
+  PlanRequest e;
+  e.k = 5;
+  e.exact = true;
+  e.funnel = {{16, 100}, {2048, 5}};
+  p = ResolvePlan(e, spec, budgets);
+  ASSERT_TRUE(p.ok());
+  EXPECT_TRUE(p->exact);
+  EXPECT_EQ(p->stages.back().k, 5);
+  e.exact = false;
+  p = ResolvePlan(e, spec, budgets);
+  ASSERT_TRUE(p.ok()) << p.status().ToString();
+  EXPECT_FALSE(p->exact);
+  EXPECT_EQ(p->stages[0].dims, 16);
+  EXPECT_EQ(p->stages[0].k, 100);
+  // A bad request is the plan builders' error, unchanged.
+  e.funnel = {{12, 100}, {2048, 5}};
+  EXPECT_EQ(ResolvePlan(e, spec, budgets).status().code(), Status::Code::kInvalidArgument);
+}
+
 TEST(QueryPlan, BudgetsPickTheFastestPlanReachingTheirRecall) {
   std::vector<CalibrationPoint> pts = {
       {AdaptivePlan(16, 20, 2048, 10, {16, 2048}).value(), 0.80, 50},
