@@ -7,7 +7,6 @@
 // The local cluster's processes, ports and URL are kept in D/cluster.json.
 #include <fcntl.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -35,11 +34,10 @@
 #include "common/atomic_file.h"
 #include "common/exact_search.h"
 #include "common/npy.h"
+#include "common/process.h"
 #include "common/provenance.h"
 #include "common/retrieval_metrics.h"
 #include "rpc/client.h"
-
-extern char** environ;
 
 namespace {
 
@@ -107,36 +105,17 @@ class HttpClient {
 
 std::string SelfDir() { return fs::read_symlink("/proc/self/exe").parent_path().string(); }
 
+// The daemons of a local cluster outlive mrlctl (their own session) and append to their logs.
 pid_t Spawn(const std::vector<std::string>& args, const std::string& log) {
-  std::vector<std::string> a = args;
-  std::vector<char*> argv;
-  for (auto& s : a) argv.push_back(s.data());
-  argv.push_back(nullptr);
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_addopen(&fa, 1, log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-  posix_spawn_file_actions_adddup2(&fa, 1, 2);
-  posix_spawnattr_t attr;
-  posix_spawnattr_init(&attr);
-  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID);  // survives mrlctl's exit and its Ctrl-C
-  pid_t pid = -1;
-  const int rc = posix_spawn(&pid, argv[0], &fa, &attr, argv.data(), environ);
-  posix_spawn_file_actions_destroy(&fa);
-  posix_spawnattr_destroy(&attr);
-  if (rc != 0) throw std::runtime_error("cannot start " + args[0] + ": " + std::strerror(rc));
-  return pid;
+  auto pid = mrl::SpawnProcess(args, log, {.append_log = true, .new_session = true});
+  if (!pid.ok()) throw std::runtime_error(pid.status().ToString());
+  return pid.value();
 }
 
 int WaitPort(const std::string& port_file, pid_t pid, const std::string& log, double timeout_s) {
-  const auto until = Clock::now() + std::chrono::duration<double>(timeout_s);
-  while (!fs::exists(port_file)) {
-    if (kill(pid, 0) != 0 || waitpid(pid, nullptr, WNOHANG) == pid) {
-      throw std::runtime_error("process exited during start-up; see " + log);
-    }
-    if (Clock::now() > until) throw std::runtime_error("no port after " + std::to_string(timeout_s) + " s; see " + log);
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  return std::stoi(mrl::ReadFile(port_file).value());
+  auto port = mrl::WaitForPortFile(port_file, pid, log, timeout_s);
+  if (!port.ok()) throw std::runtime_error(port.status().ToString());
+  return port.value();
 }
 
 int Up(const std::string& dir, int shards, int replication, int port, const std::string& bin_dir) {

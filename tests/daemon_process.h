@@ -1,13 +1,10 @@
-// A daemon under test (mrl-shard, mrl-coordinator): started with posix_spawn, its stdout and
-// stderr in a log file, its OS-chosen port read from the --port-file it writes once listening.
+// A daemon under test (mrl-shard, mrl-coordinator): started by common/process.h (the launcher
+// mrlctl uses too), its stdout and stderr in a log file, its OS-chosen port read from the --port-file it writes once listening.
 // The destructor kills it if it still runs.
 #pragma once
 
-#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
-#include <spawn.h>
-#include <sys/wait.h>
 
 #include <chrono>
 #include <filesystem>
@@ -17,7 +14,7 @@
 #include <thread>
 #include <vector>
 
-extern char** environ;
+#include "common/process.h"
 
 namespace mrl::test_util {
 
@@ -51,24 +48,16 @@ class DaemonProcess {
     all.insert(all.end(), args_.begin(), args_.end());
     all.push_back("--port-file");
     all.push_back(port_file);
-    std::vector<char*> argv;
-    for (auto& a : all) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 1, log_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    posix_spawn_file_actions_adddup2(&fa, 1, 2);
-    ASSERT_EQ(posix_spawn(&pid_, argv[0], &fa, nullptr, argv.data(), environ), 0);
-    posix_spawn_file_actions_destroy(&fa);
-    const auto until = std::chrono::steady_clock::now() + timeout;
-    while (!std::filesystem::exists(port_file)) {
-      int status = 0;
-      ASSERT_EQ(waitpid(pid_, &status, WNOHANG), 0) << name_ << " exited early:\n" << Log();
-      ASSERT_LT(std::chrono::steady_clock::now(), until) << name_ << " wrote no port file:\n"
-                                                         << Log();
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    auto pid = SpawnProcess(all, log_);
+    ASSERT_TRUE(pid.ok()) << pid.status().ToString();
+    pid_ = pid.value();
+    auto port = WaitForPortFile(port_file, pid_, log_,
+                                std::chrono::duration<double>(timeout).count());
+    if (!port.ok()) {
+      if (port.status().code() == Status::Code::kFailedPrecondition) pid_ = -1;  // reaped
+      FAIL() << name_ << ": " << port.status().ToString() << ":\n" << Log();
     }
-    port_ = static_cast<uint16_t>(std::stoi(Slurp(port_file)));
+    port_ = static_cast<uint16_t>(port.value());
   }
 
   // Sends `sig` and waits: the exit code, or 128 + signal.
@@ -83,10 +72,9 @@ class DaemonProcess {
   // Waits for the daemon to exit: the exit code, or 128 + signal.
   int Wait() {
     if (pid_ <= 0) return -1;
-    int status = 0;
-    waitpid(pid_, &status, 0);
+    const int code = WaitForExit(pid_);
     pid_ = -1;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    return code;
   }
 
   bool running() const { return pid_ > 0; }
