@@ -76,6 +76,5 @@ Result<CollectionSpec> CollectionSpecFromJson(const nlohmann::json& j, const std
 // FlatBuffers. FromWire validates (the buffer came from the network).
 wire::CollectionSpecT CollectionSpecToWire(const CollectionSpec& spec);
 Result<CollectionSpec> CollectionSpecFromWire(const wire::CollectionSpec& w);
-Result<CollectionSpec> CollectionSpecFromWire(const wire::CollectionSpecT& w);
 
 }  // namespace mrl

@@ -50,27 +50,4 @@ Result<CollectionSpec> CollectionSpecFromWire(const wire::CollectionSpec& w) {
   return s;
 }
 
-Result<CollectionSpec> CollectionSpecFromWire(const wire::CollectionSpecT& w) {
-  CollectionSpec s;
-  s.name = w.name;
-  s.dim = w.dim;
-  s.nesting = w.nesting;
-  s.metric = static_cast<Metric>(w.metric);
-  s.storage = static_cast<StorageType>(w.storage);
-  s.num_buckets = w.num_buckets;
-  for (const auto& i : w.indexes) {
-    if (!i) continue;
-    IndexSpec is;
-    is.dims = i->dims;
-    is.kind = static_cast<IndexKind>(i->kind);
-    is.hnsw_m = i->hnsw_m;
-    is.ef_construction = i->ef_construction;
-    is.ef_search = i->ef_search;
-    s.indexes.push_back(is);
-  }
-  s.max_payload_bytes = w.max_payload_bytes;
-  MRL_RETURN_IF_ERROR(ValidateCollectionSpec(s));
-  return s;
-}
-
 }  // namespace mrl
