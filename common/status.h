@@ -59,6 +59,8 @@ class Status {
   const std::string& message() const { return message_; }
   // "InvalidArgument: nesting dims must be strictly increasing"
   std::string ToString() const;
+  // The same code with "<context>: " in front of the message (Ok stays Ok).
+  Status WithContext(const std::string& context) const;
 
  private:
   Status(Code c, std::string m) : code_(c), message_(std::move(m)) {}

@@ -1,25 +1,31 @@
-// The coordinator: cluster state (shard map + collection specs, persisted atomically in
-// data_dir), the write path (route by bucket to every replica, acknowledge once the required
-// replicas have), the query path (QueryEngine), and the HTTP/JSON API over them.
+// The coordinator: composes the cluster state (ClusterState: map + specs + budgets, one
+// snapshot per request), the connections to the shards (ShardPool), the write path
+// (WriteRouter), the query path (QueryEngine), calibration (Calibrator) and the metrics. The
+// APIs (http_api.h, binary_api.h) are thin adapters over it.
+//
+// A request takes one snapshot through WithSnapshot and passes it to every call it makes, so
+// its spec, placement and budget come from one epoch. When a shard answers that the map is
+// stale (another coordinator changed it), the state is reloaded and the request runs once more
+// on the new snapshot.
 //
 // Thread safety: every method may be called concurrently.
 #pragma once
 
-#include <atomic>
-#include <map>
 #include <memory>
-#include <mutex>
+#include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "common/collection_spec.h"
-#include "common/protocol.h"
 #include "common/status.h"
-#include "coordinator/http_server.h"
+#include "coordinator/cluster_state.h"
+#include "coordinator/coordinator_metrics.h"
 #include "coordinator/query_engine.h"
 #include "coordinator/query_plan.h"
 #include "coordinator/shard_map.h"
 #include "coordinator/shard_pool.h"
+#include "coordinator/write_router.h"
 
 namespace mrl::coord {
 
@@ -41,78 +47,78 @@ struct CoordinatorOptions {
   uint32_t shard_max_in_flight = 256;    // per connection; beyond: ResourceExhausted at once
 };
 
-struct PointIn {
-  uint64_t id = 0;
-  std::vector<float> vector;
-  std::string payload;
+struct Calibration {
+  std::vector<CalibrationPoint> candidates;   // every plan measured
+  std::map<std::string, QueryPlan> budgets;   // the plan now serving each budget
 };
 
 class Coordinator {
  public:
   static Result<std::unique_ptr<Coordinator>> Open(CoordinatorOptions options);
-  ~Coordinator();
 
-  // Cluster administration.
+  const CoordinatorOptions& options() const { return opt_; }
+  std::shared_ptr<const ClusterSnapshot> Snapshot() const { return state_->Snapshot(); }
+
+  // fn(snapshot) -> Status or Result<T>; rerun once on a fresh snapshot when its answer says the
+  // snapshot was stale (Aborted from a shard) or, on a follower, that `collection` is unknown.
+  template <typename Fn>
+  auto WithSnapshot(const std::string& collection, Fn&& fn)
+      -> decltype(fn(std::declval<const ClusterSnapshot&>()));
+
+  // Cluster administration (the owner only).
   Status AddGroup(const std::vector<ShardInfo>& shards);
+  // On every shard first (idempotent there), then recorded in the cluster state.
   Status CreateCollection(const CollectionSpec& spec);
-  Result<CollectionSpec> Describe(const std::string& collection) const;
-  ShardMap MapSnapshot() const;
 
-  // Writes: acknowledged once write_quorum replicas of every touched bucket have the points.
-  Status Upsert(const std::string& collection, const std::vector<PointIn>& points,
+  // Writes are acknowledged once write_quorum replicas of every touched bucket have the points.
+  Status Upsert(const ClusterSnapshot& snap, const std::string& collection, const std::vector<PointIn>& points,
                 uint32_t deadline_ms);
-  Status Delete(const std::string& collection, const std::vector<uint64_t>& ids, uint32_t deadline_ms);
-  // The stored point of each id (nullopt when unknown).
-  Result<std::vector<std::optional<PointIn>>> Get(const std::string& collection,
-                                                  const std::vector<uint64_t>& ids,
-                                                  bool with_vector, uint32_t deadline_ms);
+  Status Delete(const ClusterSnapshot& snap, const std::string& collection, const std::vector<uint64_t>& ids,
+                uint32_t deadline_ms);
+  Result<std::vector<std::optional<PointIn>>> Get(const ClusterSnapshot& snap, const std::string& collection,
+                                                  const std::vector<uint64_t>& ids, bool with_vector,
+                                                  uint32_t deadline_ms);
+  Result<SearchOutcome> Search(const ClusterSnapshot& snap, const SearchSpec& spec);
 
-  Result<SearchOutcome> Search(const SearchSpec& spec);
-  // Measures the candidate plans on `sample` points of the collection used as queries (recall
-  // against exact at `k`) and stores the named budgets (fast / balanced / exact).
-  Result<std::vector<CalibrationPoint>> Calibrate(const std::string& collection, int32_t sample,
-                                                  int32_t k);
-  Result<QueryPlan> BudgetPlan(const std::string& collection, const std::string& budget) const;
+  // Measures the candidate plans on `sample` stored points of the collection used as queries
+  // (recall@k against exact, the query's own point left out) and stores the budgets they pick.
+  Result<Calibration> Calibrate(const std::string& collection, int32_t sample, int32_t k);
 
-  // The HTTP API (docs/api.md).
-  HttpResponse Handle(const HttpRequest& request);
+  CoordinatorMetrics& metrics() { return metrics_; }
   std::string PrometheusMetrics() const;
 
  private:
   explicit Coordinator(CoordinatorOptions options);
-  Status Persist() const;  // REQUIRES: mu_ held
-  Status FollowerRefusal() const;
+  Result<std::vector<float>> SampleQueries(const ClusterSnapshot& snap, const CollectionSpec& spec,
+                                           int32_t sample);
 
-  // Multi-coordinator consistency: every request to a shard is stamped with the map's epoch; a
-  // shard that has seen a newer one answers Aborted. Then the state is reloaded from data_dir
-  // (where the owning coordinator persists it) and the call is run once more.
-  struct State {
-    ShardMap map;
-    std::map<std::string, std::unique_ptr<CollectionSpec>> specs;
-  };
-  static Result<State> LoadState(const std::string& data_dir);
-  Status RefreshMap(uint64_t seen_epoch);
-  template <typename Fn>
-  auto WithFreshMap(const std::string& collection, Fn&& fn) -> decltype(fn());
-
-  Status UpsertOnce(const std::string& collection, const std::vector<PointIn>& points, uint32_t deadline_ms);
-  Status DeleteOnce(const std::string& collection, const std::vector<uint64_t>& ids, uint32_t deadline_ms);
-  Result<std::vector<std::optional<PointIn>>> GetOnce(const std::string& collection,
-                                                      const std::vector<uint64_t>& ids, bool with_vector,
-                                                      uint32_t deadline_ms);
-  Result<SearchOutcome> SearchOnce(const SearchSpec& spec);
-  Result<CollectionSpec> SpecLocked(const std::string& collection) const;
+  static const Status& StatusOf(const Status& s) { return s; }
+  template <typename T>
+  static const Status& StatusOf(const Result<T>& r) { return r.status(); }
 
   CoordinatorOptions opt_;
-  mutable std::mutex mu_;
-  ShardMap map_;
-  std::map<std::string, std::unique_ptr<CollectionSpec>> specs_;
-  std::map<std::string, std::map<std::string, QueryPlan>> budgets_;
   std::unique_ptr<ShardPool> pool_;
+  std::unique_ptr<ClusterState> state_;
   std::unique_ptr<QueryEngine> engine_;
-
-  struct Metrics;
-  std::unique_ptr<Metrics> metrics_;
+  std::unique_ptr<WriteRouter> writes_;
+  CoordinatorMetrics metrics_;
 };
+
+template <typename Fn>
+auto Coordinator::WithSnapshot(const std::string& collection, Fn&& fn)
+    -> decltype(fn(std::declval<const ClusterSnapshot&>())) {
+  const std::shared_ptr<const ClusterSnapshot> snap = state_->Snapshot();
+  auto r = fn(*snap);
+  const Status& st = StatusOf(r);
+  const bool stale = st.code() == Status::Code::kAborted;
+  // A follower learns of collections the owner created from the same files.
+  const bool unknown = state_->follow() && st.code() == Status::Code::kNotFound && !snap->specs.count(collection);
+  if (!stale && !unknown) return r;
+  if (Status refreshed = state_->Refresh(snap->map.epoch()); !refreshed.ok()) {
+    if (stale) return refreshed;
+    return r;
+  }
+  return fn(*state_->Snapshot());
+}
 
 }  // namespace mrl::coord

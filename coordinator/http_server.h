@@ -1,7 +1,7 @@
 // The coordinator's HTTP/1.1 front door (Boost.Beast): keep-alive connections on one I/O
 // thread, request bodies bounded by max_body_bytes, and every handler run on a worker pool so
 // a slow query never blocks the sockets; optionally TLS (OpenSSL) on every connection. Routing
-// and JSON live in the handler (Coordinator::Handle).
+// and JSON live in the handler (HttpApi::Handle, http_api.h).
 #pragma once
 
 #include <cstdint>

@@ -13,8 +13,9 @@
 
 #include "common/atomic_file.h"
 #include "common/daemon.h"
-#include "coordinator/binary_service.h"
+#include "coordinator/binary_api.h"
 #include "coordinator/coordinator.h"
+#include "coordinator/http_api.h"
 #include "coordinator/http_server.h"
 #include "rpc/server.h"
 
@@ -76,7 +77,7 @@ int Run(int argc, char** argv) {
     std::cerr << "mrl-coordinator: " << coord.status().ToString() << "\n";
     return 1;
   }
-  if (!shards.empty() && coord.value()->MapSnapshot().groups().empty()) {
+  if (!shards.empty() && coord.value()->Snapshot()->map.groups().empty()) {
     if (replication < 1 || shards.size() % static_cast<size_t>(replication) != 0) {
       std::cerr << "mrl-coordinator: " << shards.size() << " shards do not form groups of " << replication << "\n";
       return 2;
@@ -98,11 +99,13 @@ int Run(int argc, char** argv) {
       }
     }
   }
-  const auto map = coord.value()->MapSnapshot();
+  const auto snapshot = coord.value()->Snapshot();
+  const mrl::coord::ShardMap& map = snapshot->map;
   std::cout << "mrl-coordinator: shard map epoch " << map.epoch() << ", " << map.groups().size()
             << " replica groups, " << map.shards().size() << " shards" << std::endl;
   mrl::coord::Coordinator* c = coord.value().get();
-  mrl::coord::HttpServer server(ho, [c](const mrl::coord::HttpRequest& r) { return c->Handle(r); });
+  mrl::coord::HttpApi api(*c);
+  mrl::coord::HttpServer server(ho, [&api](const mrl::coord::HttpRequest& r) { return api.Handle(r); });
   mrl::Status st = server.Start();
   if (!st.ok()) {
     std::cerr << "mrl-coordinator: " << st.ToString() << "\n";
@@ -110,14 +113,14 @@ int Run(int argc, char** argv) {
   }
   std::cout << "mrl-coordinator listening on " << (server.tls() ? "https://" : "http://") << ho.host << ":" << server.port()
             << (co.admin_token.empty() ? " (no API tokens)" : " (token auth)") << std::endl;
-  std::unique_ptr<mrl::coord::BinaryService> binary;
+  std::unique_ptr<mrl::coord::BinaryApi> binary;
   std::unique_ptr<mrl::rpc::Server> binary_server;
   if (binary_port >= 0) {
     if (binary_port > 65535) {
       std::cerr << "mrl-coordinator: bad binary port " << binary_port << "\n";
       return 2;
     }
-    binary = std::make_unique<mrl::coord::BinaryService>(*c, co.default_deadline_ms, co.max_k, co.max_queries);
+    binary = std::make_unique<mrl::coord::BinaryApi>(*c);
     mrl::rpc::ServerOptions so;
     so.name = "mrl-coordinator";
     so.host = ho.host;

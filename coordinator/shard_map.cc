@@ -5,6 +5,7 @@
 #include <set>
 
 #include "common/atomic_file.h"
+#include "common/bucket.h"
 
 namespace mrl::coord {
 namespace {
@@ -176,6 +177,19 @@ Result<ShardMap> ShardMap::Load(const std::string& path) {
   auto m = FromJson(text.value());
   if (!m.ok()) return Status::Corruption("'" + path + "': " + m.status().message());
   return m;
+}
+
+std::map<uint32_t, std::vector<size_t>> GroupByReplicaSet(const CollectionPlacement& placement,
+                                                         const std::vector<uint64_t>& ids) {
+  std::map<uint32_t, std::vector<size_t>> by_group;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    by_group[placement.group_of_bucket[BucketOfId(ids[i], placement.num_buckets)]].push_back(i);
+  }
+  return by_group;
+}
+
+int WriteQuorum(int write_quorum, int replicas) {
+  return write_quorum > 0 ? std::min(write_quorum, replicas) : replicas;
 }
 
 }  // namespace mrl::coord

@@ -85,4 +85,11 @@ class ShardMap {
   std::map<std::string, CollectionPlacement> collections_;
 };
 
+// Replica group -> positions (into `ids`) of the ids whose bucket it owns, in input order.
+std::map<uint32_t, std::vector<size_t>> GroupByReplicaSet(const CollectionPlacement& placement,
+                                                         const std::vector<uint64_t>& ids);
+// Acknowledgements a write to a group of `replicas` needs: all when write_quorum is 0, else
+// min(write_quorum, replicas).
+int WriteQuorum(int write_quorum, int replicas);
+
 }  // namespace mrl::coord

@@ -1,5 +1,5 @@
 // FrameHandler: what Server (server.h) runs a verified request through. A shard's ShardService
-// (its engine behind the wire protocol) and the coordinator's binary API (BinaryService) both
+// (its engine behind the wire protocol) and the coordinator's binary API (BinaryApi) both
 // implement it, so one network layer (framing, verification, deadlines, authentication,
 // back-pressure, graceful shutdown) serves both.
 #pragma once

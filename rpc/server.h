@@ -1,7 +1,7 @@
 // Server: the framed-RPC network layer of every daemon (mrl-shard, the coordinator's binary API).
 // Accepts TCP connections, decodes frames, checks version, authentication, deadlines and limits,
 // verifies every body, runs the request on a worker pool through a FrameHandler (a shard's
-// ShardService, the coordinator's BinaryService), and writes the answers back on the connection,
+// ShardService, the coordinator's BinaryApi), and writes the answers back on the connection,
 // in completion order (requests are matched by id, so many can be in flight per connection).
 // It counts connections and per-type requests (ServerMetrics) for the handler's Stats answer.
 //

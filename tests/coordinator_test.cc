@@ -2,9 +2,15 @@
 // persistence, candidate merging, plan validation and budget picking.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
+#include <random>
 #include <set>
 
 #include "common/atomic_file.h"
+#include "common/bucket.h"
+#include "coordinator/calibration.h"
+#include "coordinator/cluster_state.h"
 #include "coordinator/query_plan.h"
 #include "coordinator/shard_map.h"
 #include "tests/test_util.h"
@@ -225,6 +231,212 @@ TEST(QueryPlan, ExactBudgetIsTheExactPlanEvenWhenAnApproximatePlanScoredOne) {
   ASSERT_EQ(budgets.size(), 3u);
   EXPECT_EQ(budgets[2].name, "exact");
   EXPECT_TRUE(budgets[2].exact_only);
+}
+
+TEST(WriteRouting, GroupsIdsByTheReplicaSetOwningTheirBucketInInputOrder) {
+  ShardMap m = ThreeGroupsOfTwo();
+  const CollectionPlacement* placement = m.Placement("fmnist").value();
+  std::vector<uint64_t> ids;
+  for (uint64_t i = 0; i < 300; ++i) ids.push_back(i * 7919 + 3);
+  const auto by_group = GroupByReplicaSet(*placement, ids);
+  EXPECT_EQ(by_group.size(), 3u);  // 300 ids reach all three groups
+  std::vector<int> seen(ids.size(), 0);
+  for (const auto& [g, positions] : by_group) {
+    ASSERT_LT(g, m.groups().size());
+    EXPECT_TRUE(std::is_sorted(positions.begin(), positions.end()));
+    for (size_t i : positions) {
+      ++seen[i];
+      // The group's replicas are the ones the map names for the id's bucket.
+      auto replicas = m.ReplicasOfBucket("fmnist", BucketOfId(ids[i], 4096));
+      ASSERT_TRUE(replicas.ok());
+      EXPECT_EQ(replicas.value(), m.groups()[g].shards) << "id " << ids[i];
+    }
+  }
+  EXPECT_TRUE(std::all_of(seen.begin(), seen.end(), [](int n) { return n == 1; }));
+  EXPECT_TRUE(GroupByReplicaSet(*placement, {}).empty());
+}
+
+TEST(WriteRouting, QuorumIsEveryReplicaByDefaultAndCappedAtTheGroupSize) {
+  EXPECT_EQ(WriteQuorum(0, 3), 3);
+  EXPECT_EQ(WriteQuorum(2, 3), 2);
+  EXPECT_EQ(WriteQuorum(1, 2), 1);
+  EXPECT_EQ(WriteQuorum(5, 3), 3);
+  EXPECT_EQ(WriteQuorum(0, 1), 1);
+}
+
+// Plans run in memory: stage 0 scores every point on its first `dims` dims (cosine), later stages
+// rescore the survivors; the answer of each stage is its top K (ties: smaller id).
+class InMemoryPlans {
+ public:
+  InMemoryPlans(int32_t n, int32_t dim, uint32_t seed) : n_(n), dim_(dim) {
+    std::mt19937 rng(seed);
+    std::normal_distribution<float> g;
+    data_.resize(static_cast<size_t>(n) * dim);
+    for (float& x : data_) x = g(rng);
+  }
+  const float* Row(int32_t i) const { return data_.data() + static_cast<size_t>(i) * dim_; }
+  float Cosine(const float* a, const float* b, int32_t dims) const {
+    double ab = 0, aa = 0, bb = 0;
+    for (int32_t j = 0; j < dims; ++j) {
+      ab += a[j] * b[j];
+      aa += a[j] * a[j];
+      bb += b[j] * b[j];
+    }
+    return static_cast<float>(ab / std::sqrt(aa * bb));
+  }
+  std::vector<ScoredId> Run(const QueryPlan& plan, const float* q) const {
+    std::vector<int32_t> pool(static_cast<size_t>(n_));
+    for (int32_t i = 0; i < n_; ++i) pool[static_cast<size_t>(i)] = i;
+    std::vector<ScoredId> kept;
+    for (const Stage& st : plan.stages) {
+      kept.clear();
+      for (int32_t i : pool) kept.push_back({static_cast<uint64_t>(i), Cosine(q, Row(i), st.dims)});
+      std::sort(kept.begin(), kept.end(), [](const ScoredId& a, const ScoredId& b) {
+        return a.score != b.score ? a.score > b.score : a.id < b.id;
+      });
+      if (kept.size() > static_cast<size_t>(st.k)) kept.resize(static_cast<size_t>(st.k));
+      pool.clear();
+      for (const ScoredId& h : kept) pool.push_back(static_cast<int32_t>(h.id));
+    }
+    return kept;
+  }
+
+ private:
+  int32_t n_, dim_;
+  std::vector<float> data_;
+};
+
+CollectionSpec SixteenDims() {
+  CollectionSpec spec;
+  spec.name = "c";
+  spec.dim = 16;
+  spec.nesting = {4, 8, 16};
+  IndexSpec idx;
+  idx.dims = 4;
+  spec.indexes = {idx};
+  return spec;
+}
+
+TEST(Calibrator, MeasuresRecallAgainstExactWithTheQueryLeftOutAndPicksBudgets) {
+  const InMemoryPlans db(400, 16, 7);
+  const int32_t queries = 40;  // the first 40 stored points
+  std::vector<std::string> plans_run;
+  auto search = [&](const QueryPlan& plan) -> Result<std::vector<std::vector<ScoredId>>> {
+    plans_run.push_back(plan.name);
+    std::vector<std::vector<ScoredId>> out;
+    for (int32_t i = 0; i < queries; ++i) out.push_back(db.Run(plan, db.Row(i)));
+    return out;
+  };
+  const int32_t k = 1;
+  auto points = Calibrator(SixteenDims(), k).Measure(queries, search);
+  ASSERT_TRUE(points.ok()) << points.status().ToString();
+  ASSERT_EQ(points->size(), CalibrationCandidates({4}, {4, 8, 16}, k + 1).size());
+  EXPECT_EQ(plans_run.size(), points->size() + 1);  // + the exact reference run
+  double worst = 1, best_adaptive = 0;
+  for (const CalibrationPoint& p : points.value()) {
+    EXPECT_EQ(p.plan.stages.back().k, k) << p.plan.name;  // run with k + 1, serves k
+    EXPECT_GE(p.recall, 0.0);
+    EXPECT_LE(p.recall, 1.0);
+    EXPECT_GE(p.latency_us, 0.0);
+    if (p.plan.exact) EXPECT_DOUBLE_EQ(p.recall, 1.0);
+    worst = std::min(worst, p.recall);
+    if (!p.plan.exact && p.plan.stages.size() == 2) best_adaptive = std::max(best_adaptive, p.recall);
+  }
+  // Every plan finds the query itself first; only with it left out does a 4-dim shortlist of 4
+  // points miss the true nearest neighbour. The largest shortlist (200 of 400) finds it.
+  EXPECT_LT(worst, 0.8);
+  EXPECT_GT(best_adaptive, 0.9);
+  auto budgets = PickBudgets(points.value(), DefaultBudgets());
+  ASSERT_TRUE(budgets.ok()) << budgets.status().ToString();
+  EXPECT_TRUE(budgets->at("exact").exact);
+  for (const CalibrationPoint& p : points.value()) {
+    if (p.plan.name == budgets->at("balanced").name) EXPECT_GE(p.recall, 0.99);
+    if (p.plan.name == budgets->at("fast").name) EXPECT_GE(p.recall, 0.90);
+  }
+}
+
+TEST(Calibrator, PassesTheSearchErrorOnAndRefusesAnEmptySample) {
+  auto failing = [](const QueryPlan&) -> Result<std::vector<std::vector<ScoredId>>> {
+    return Status::Unavailable("no shard answered");
+  };
+  auto r = Calibrator(SixteenDims(), 10).Measure(5, failing);
+  EXPECT_EQ(r.status().code(), Status::Code::kUnavailable);
+  EXPECT_EQ(r.status().message(), "no shard answered");
+  auto short_answer = [](const QueryPlan&) -> Result<std::vector<std::vector<ScoredId>>> {
+    return std::vector<std::vector<ScoredId>>(2);
+  };
+  EXPECT_EQ(Calibrator(SixteenDims(), 10).Measure(5, short_answer).status().code(), Status::Code::kInternal);
+  EXPECT_EQ(Calibrator(SixteenDims(), 10).Measure(0, failing).status().code(), Status::Code::kInvalidArgument);
+}
+
+TEST(ClusterState, AHeldSnapshotStaysWholeWhileChangesPublishNewOnes) {
+  const std::string dir = TempDir("cluster_state_snapshot");
+  std::vector<uint64_t> published;
+  auto state = ClusterState::Open(dir, false, [&](const ShardMap& m) { published.push_back(m.epoch()); });
+  ASSERT_TRUE(state.ok()) << state.status().ToString();
+  ClusterState& cs = *state.value();
+  ASSERT_TRUE(cs.AddGroup({{"s1", "127.0.0.1:1"}}).ok());
+  const auto before = cs.Snapshot();
+  CollectionSpec spec = SixteenDims();
+  spec.num_buckets = 64;
+  ASSERT_TRUE(cs.AddCollection(spec).ok());
+  cs.SetBudgets("c", {{"exact", ExactPlan(16, 10)}});
+  const auto after = cs.Snapshot();
+  // The old snapshot: no collection, no placement, no budget, the old epoch.
+  EXPECT_TRUE(before->specs.empty());
+  EXPECT_EQ(before->map.Placement("c").status().code(), Status::Code::kNotFound);
+  EXPECT_EQ(before->Budget("c", "exact").status().code(), Status::Code::kFailedPrecondition);
+  EXPECT_EQ(before->Spec("c").status().message(), "unknown collection 'c'");
+  // The new one holds all three, at the epoch the listener saw last.
+  ASSERT_TRUE(after->Spec("c").ok());
+  EXPECT_EQ(*after->Spec("c").value(), spec);
+  EXPECT_TRUE(after->map.Placement("c").ok());
+  EXPECT_TRUE(after->Budget("c", "exact").ok());
+  EXPECT_GT(after->map.epoch(), before->map.epoch());
+  ASSERT_FALSE(published.empty());
+  EXPECT_TRUE(std::is_sorted(published.begin(), published.end()));
+  EXPECT_EQ(published.back(), after->map.epoch());
+  // Creating it again changes nothing; a second group needs a rebalance.
+  ASSERT_TRUE(cs.AddCollection(spec).ok());
+  EXPECT_EQ(cs.Snapshot()->map.epoch(), after->map.epoch());
+  EXPECT_EQ(cs.AddGroup({{"s2", "127.0.0.1:2"}}).code(), Status::Code::kFailedPrecondition);
+}
+
+TEST(ClusterState, PersistsForAFollowerThatRefusesChangesAndReloadsOnANewerEpoch) {
+  const std::string dir = TempDir("cluster_state_follower");
+  auto owner = ClusterState::Open(dir, false, nullptr);
+  ASSERT_TRUE(owner.ok());
+  ASSERT_TRUE(owner.value()->AddGroup({{"s1", "127.0.0.1:1"}}).ok());
+  auto follower = ClusterState::Open(dir, true, nullptr);
+  ASSERT_TRUE(follower.ok());
+  const uint64_t seen = follower.value()->Snapshot()->map.epoch();
+  EXPECT_EQ(seen, owner.value()->Snapshot()->map.epoch());
+  EXPECT_EQ(follower.value()->AddGroup({{"s2", "127.0.0.1:2"}}).code(), Status::Code::kFailedPrecondition);
+  EXPECT_EQ(follower.value()->AddCollection(SixteenDims()).code(), Status::Code::kFailedPrecondition);
+  // Nothing newer on disk: Aborted. After the owner's change: the follower sees it.
+  EXPECT_EQ(follower.value()->Refresh(seen).code(), Status::Code::kAborted);
+  CollectionSpec spec = SixteenDims();
+  spec.num_buckets = 64;
+  ASSERT_TRUE(owner.value()->AddCollection(spec).ok());
+  ASSERT_TRUE(follower.value()->Refresh(seen).ok());
+  EXPECT_EQ(follower.value()->refreshes(), 1u);
+  const auto snap = follower.value()->Snapshot();
+  EXPECT_EQ(snap->map.epoch(), owner.value()->Snapshot()->map.epoch());
+  ASSERT_TRUE(snap->Spec("c").ok());
+  EXPECT_EQ(*snap->Spec("c").value(), spec);
+  // A refresh that another call already did is Ok without a reload.
+  EXPECT_TRUE(follower.value()->Refresh(seen).ok());
+  EXPECT_EQ(follower.value()->refreshes(), 1u);
+}
+
+TEST(ClusterState, RefusesToOpenOnACorruptCollectionsFile) {
+  const std::string dir = TempDir("cluster_state_corrupt");
+  ASSERT_TRUE(WriteFileAtomic(dir + "/collections.json", "{\"c\": {\"dim\": -3}}").ok());
+  auto state = ClusterState::Open(dir, false, nullptr);
+  ASSERT_EQ(state.status().code(), Status::Code::kCorruption);
+  EXPECT_NE(state.status().message().find("collections.json"), std::string::npos) << state.status().message();
+  ASSERT_TRUE(WriteFileAtomic(dir + "/collections.json", "{not json").ok());
+  EXPECT_EQ(ClusterState::Open(dir, false, nullptr).status().code(), Status::Code::kCorruption);
 }
 
 }  // namespace

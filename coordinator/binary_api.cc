@@ -1,4 +1,4 @@
-#include "coordinator/binary_service.h"
+#include "coordinator/binary_api.h"
 
 #include <cmath>
 #include <string>
@@ -10,7 +10,7 @@ std::string Str(const flatbuffers::String* s) { return s ? s->str() : std::strin
 
 }  // namespace
 
-Result<std::vector<uint8_t>> BinaryService::Handle(wire::MessageType type, std::span<const uint8_t> body,
+Result<std::vector<uint8_t>> BinaryApi::Handle(wire::MessageType type, std::span<const uint8_t> body,
                                                    const rpc::RequestContext& context) {
   using MT = wire::MessageType;
   switch (type) {
@@ -19,15 +19,30 @@ Result<std::vector<uint8_t>> BinaryService::Handle(wire::MessageType type, std::
     case MT::AuthRequest:
       return wire::PackBody(wire::AuthResponseT{});
     case MT::SearchRequest:
-      return Search(*wire::RootAs<wire::SearchRequest>(body));
+    {
+      const auto& req = *wire::RootAs<wire::SearchRequest>(body);
+      return c_.WithSnapshot(Str(req.collection()), [&](const ClusterSnapshot& snap) { return Search(snap, req); });
+    }
     case MT::UpsertRequest:
-      return Upsert(*wire::RootAs<wire::UpsertRequest>(body));
+    {
+      const auto& req = *wire::RootAs<wire::UpsertRequest>(body);
+      return c_.WithSnapshot(Str(req.collection()), [&](const ClusterSnapshot& snap) { return Upsert(snap, req); });
+    }
     case MT::DeleteRequest:
-      return Delete(*wire::RootAs<wire::DeleteRequest>(body));
+    {
+      const auto& req = *wire::RootAs<wire::DeleteRequest>(body);
+      return c_.WithSnapshot(Str(req.collection()), [&](const ClusterSnapshot& snap) { return Delete(snap, req); });
+    }
     case MT::GetRequest:
-      return Get(*wire::RootAs<wire::GetRequest>(body));
+    {
+      const auto& req = *wire::RootAs<wire::GetRequest>(body);
+      return c_.WithSnapshot(Str(req.collection()), [&](const ClusterSnapshot& snap) { return Get(snap, req); });
+    }
     case MT::DescribeCollectionRequest:
-      return Describe(*wire::RootAs<wire::DescribeCollectionRequest>(body));
+    {
+      const auto& req = *wire::RootAs<wire::DescribeCollectionRequest>(body);
+      return c_.WithSnapshot(Str(req.name()), [&](const ClusterSnapshot& snap) { return Describe(snap, req); });
+    }
     case MT::StatsRequest:
       return Stats(context.server);
     default:
@@ -37,17 +52,18 @@ Result<std::vector<uint8_t>> BinaryService::Handle(wire::MessageType type, std::
   }
 }
 
-Result<std::vector<uint8_t>> BinaryService::Search(const wire::SearchRequest& req) {
+Result<std::vector<uint8_t>> BinaryApi::Search(const ClusterSnapshot& snap, const wire::SearchRequest& req) {
   const std::string name = Str(req.collection());
-  auto spec = c_.Describe(name);
-  if (!spec.ok()) return spec.status();
+  auto found = snap.Spec(name);
+  if (!found.ok()) return found.status();
+  const CollectionSpec& spec = *found.value();
   SearchSpec s;
   s.collection = name;
   s.deadline_ms = deadline_ms_;
   s.one_trip = req.one_trip();
   s.dims = req.dims();
-  if (s.dims != spec->dim) {
-    return Status::InvalidArgument("queries must have the collection's " + std::to_string(spec->dim) +
+  if (s.dims != spec.dim) {
+    return Status::InvalidArgument("queries must have the collection's " + std::to_string(spec.dim) +
                                    " dims (got dims " + std::to_string(s.dims) + ")");
   }
   const size_t floats = req.queries() ? req.queries()->size() : 0;
@@ -74,10 +90,10 @@ Result<std::vector<uint8_t>> BinaryService::Search(const wire::SearchRequest& re
   // Stage 0 shortlists, later stages rerank; dims increase, K does not (FunnelPlan checks).
   for (const wire::SearchStage* x : *stages) pr.funnel.push_back({x->dims(), x->k()});
   pr.ef = req.ef();
-  auto plan = ResolvePlan(pr, spec.value(), [&](const std::string& b) { return c_.BudgetPlan(name, b); });
+  auto plan = ResolvePlan(pr, spec, [&](const std::string& b) { return snap.Budget(name, b); });
   if (!plan.ok()) return plan.status();
   s.plan = plan.value();
-  auto r = c_.Search(s);
+  auto r = c_.Search(snap, s);
   if (!r.ok()) return r.status();
   wire::SearchResponseT resp;
   resp.coverage = r->coverage;
@@ -89,7 +105,7 @@ Result<std::vector<uint8_t>> BinaryService::Search(const wire::SearchRequest& re
   return wire::PackBody(resp);
 }
 
-Result<std::vector<uint8_t>> BinaryService::Upsert(const wire::UpsertRequest& req) {
+Result<std::vector<uint8_t>> BinaryApi::Upsert(const ClusterSnapshot& snap, const wire::UpsertRequest& req) {
   const size_t n = req.ids() ? req.ids()->size() : 0;
   const int32_t dims = req.dims();
   if (dims <= 0) return Status::InvalidArgument("dims must be positive");
@@ -109,25 +125,25 @@ Result<std::vector<uint8_t>> BinaryService::Upsert(const wire::UpsertRequest& re
       if (p && p->data()) points[i].payload.assign(p->data()->begin(), p->data()->end());
     }
   }
-  MRL_RETURN_IF_ERROR(c_.Upsert(Str(req.collection()), points, deadline_ms_));
+  MRL_RETURN_IF_ERROR(c_.Upsert(snap, Str(req.collection()), points, deadline_ms_));
   wire::UpsertResponseT resp;
   resp.count = static_cast<uint32_t>(n);
   return wire::PackBody(resp);
 }
 
-Result<std::vector<uint8_t>> BinaryService::Delete(const wire::DeleteRequest& req) {
+Result<std::vector<uint8_t>> BinaryApi::Delete(const ClusterSnapshot& snap, const wire::DeleteRequest& req) {
   std::vector<uint64_t> ids;
   if (req.ids()) ids.assign(req.ids()->begin(), req.ids()->end());
-  MRL_RETURN_IF_ERROR(c_.Delete(Str(req.collection()), ids, deadline_ms_));
+  MRL_RETURN_IF_ERROR(c_.Delete(snap, Str(req.collection()), ids, deadline_ms_));
   wire::DeleteResponseT resp;
   resp.count = static_cast<uint32_t>(ids.size());
   return wire::PackBody(resp);
 }
 
-Result<std::vector<uint8_t>> BinaryService::Get(const wire::GetRequest& req) {
+Result<std::vector<uint8_t>> BinaryApi::Get(const ClusterSnapshot& snap, const wire::GetRequest& req) {
   std::vector<uint64_t> ids;
   if (req.ids()) ids.assign(req.ids()->begin(), req.ids()->end());
-  auto got = c_.Get(Str(req.collection()), ids, req.with_vector(), deadline_ms_);
+  auto got = c_.Get(snap, Str(req.collection()), ids, req.with_vector(), deadline_ms_);
   if (!got.ok()) return got.status();
   wire::GetResponseT resp;
   for (size_t i = 0; i < ids.size(); ++i) {
@@ -143,20 +159,20 @@ Result<std::vector<uint8_t>> BinaryService::Get(const wire::GetRequest& req) {
   return wire::PackBody(resp);
 }
 
-Result<std::vector<uint8_t>> BinaryService::Describe(const wire::DescribeCollectionRequest& req) {
-  auto spec = c_.Describe(Str(req.name()));
+Result<std::vector<uint8_t>> BinaryApi::Describe(const ClusterSnapshot& snap, const wire::DescribeCollectionRequest& req) {
+  auto spec = snap.Spec(Str(req.name()));
   if (!spec.ok()) return spec.status();
   wire::DescribeCollectionResponseT resp;
-  resp.collections.push_back(std::make_unique<wire::CollectionSpecT>(CollectionSpecToWire(spec.value())));
+  resp.collections.push_back(std::make_unique<wire::CollectionSpecT>(CollectionSpecToWire(*spec.value())));
   return wire::PackBody(resp);
 }
 
-Result<std::vector<uint8_t>> BinaryService::Stats(const rpc::ServerMetrics* server) {
+Result<std::vector<uint8_t>> BinaryApi::Stats(const rpc::ServerMetrics* server) {
   wire::StatsResponseT resp;
   resp.uptime_ms = static_cast<uint64_t>(
       std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started_).count());
   if (server) server->FillStats(&resp);
-  resp.map_epoch = static_cast<uint32_t>(c_.MapSnapshot().epoch());
+  resp.map_epoch = static_cast<uint32_t>(c_.Snapshot()->map.epoch());
   return wire::PackBody(resp);
 }
 

@@ -15,22 +15,26 @@
 
 namespace mrl::coord {
 
-class BinaryService : public rpc::FrameHandler {
+class BinaryApi : public rpc::FrameHandler {
  public:
-  BinaryService(Coordinator& coordinator, uint32_t default_deadline_ms, int32_t max_k,
-                int32_t max_queries)
-      : c_(coordinator), deadline_ms_(default_deadline_ms), max_k_(max_k), max_queries_(max_queries) {}
+  // Limits and the default deadline are the coordinator's options.
+  explicit BinaryApi(Coordinator& coordinator)
+      : c_(coordinator),
+        deadline_ms_(coordinator.options().default_deadline_ms),
+        max_k_(coordinator.options().max_k),
+        max_queries_(coordinator.options().max_queries) {}
 
   // Clients do not route by the shard map: the context's epoch is ignored.
   Result<std::vector<uint8_t>> Handle(wire::MessageType type, std::span<const uint8_t> body,
                                       const rpc::RequestContext& context) override;
 
  private:
-  Result<std::vector<uint8_t>> Search(const wire::SearchRequest& req);
-  Result<std::vector<uint8_t>> Upsert(const wire::UpsertRequest& req);
-  Result<std::vector<uint8_t>> Delete(const wire::DeleteRequest& req);
-  Result<std::vector<uint8_t>> Get(const wire::GetRequest& req);
-  Result<std::vector<uint8_t>> Describe(const wire::DescribeCollectionRequest& req);
+  // Each decides on the one snapshot it is given (Coordinator::WithSnapshot).
+  Result<std::vector<uint8_t>> Search(const ClusterSnapshot& snap, const wire::SearchRequest& req);
+  Result<std::vector<uint8_t>> Upsert(const ClusterSnapshot& snap, const wire::UpsertRequest& req);
+  Result<std::vector<uint8_t>> Delete(const ClusterSnapshot& snap, const wire::DeleteRequest& req);
+  Result<std::vector<uint8_t>> Get(const ClusterSnapshot& snap, const wire::GetRequest& req);
+  Result<std::vector<uint8_t>> Describe(const ClusterSnapshot& snap, const wire::DescribeCollectionRequest& req);
   Result<std::vector<uint8_t>> Stats(const rpc::ServerMetrics* server);
 
   Coordinator& c_;

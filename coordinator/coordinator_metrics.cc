@@ -1,0 +1,74 @@
+#include "coordinator/coordinator_metrics.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+
+namespace mrl::coord {
+
+void CoordinatorMetrics::CountRequest(const std::string& endpoint, int http_status) {
+  std::lock_guard<std::mutex> lock(mu_);
+  ++requests_[endpoint + " " + std::to_string(http_status)];
+}
+
+void CoordinatorMetrics::Observe(const std::string& stage, double ms) {
+  const double us = std::max(1.0, ms * 1000.0);
+  const size_t b = std::min<size_t>(30, static_cast<size_t>(std::log2(us)));
+  auto& h = latency_[stage];
+  if (h.empty()) h.assign(31, 0);
+  ++h[b];
+}
+
+void CoordinatorMetrics::ObserveSearch(double total_ms, const SearchOutcome* outcome) {
+  std::lock_guard<std::mutex> lock(mu_);
+  Observe("total", total_ms);
+  if (outcome) {
+    Observe("shortlist", outcome->shortlist_ms);
+    Observe("rerank", outcome->rerank_ms);
+    candidates_ += outcome->candidates;
+    queries_ += outcome->hits.size();
+    for (const std::string& s : outcome->failed_shards) ++shard_errors_[s];
+  }
+  ++searches_;
+}
+
+std::string CoordinatorMetrics::Render(uint64_t map_epoch, uint64_t map_refreshes) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::string out;
+  out += "# TYPE mrl_coordinator_requests_total counter\n";
+  for (const auto& [key, n] : requests_) {
+    const size_t sp = key.rfind(' ');
+    out += "mrl_coordinator_requests_total{endpoint=\"" + key.substr(0, sp) + "\",status=\"" +
+           key.substr(sp + 1) + "\"} " + std::to_string(n) + "\n";
+  }
+  out += "# TYPE mrl_coordinator_searches_total counter\nmrl_coordinator_searches_total " +
+         std::to_string(searches_) + "\n";
+  out += "# TYPE mrl_coordinator_map_epoch gauge\nmrl_coordinator_map_epoch " + std::to_string(map_epoch) + "\n";
+  out += "# TYPE mrl_coordinator_map_refreshes_total counter\nmrl_coordinator_map_refreshes_total " +
+         std::to_string(map_refreshes) + "\n";
+  out += "# TYPE mrl_coordinator_queries_total counter\nmrl_coordinator_queries_total " +
+         std::to_string(queries_) + "\n";
+  out += "# TYPE mrl_coordinator_shortlist_candidates_total counter\nmrl_coordinator_shortlist_candidates_total " +
+         std::to_string(candidates_) + "\n";
+  out += "# TYPE mrl_coordinator_shard_errors_total counter\n";
+  for (const auto& [s, n] : shard_errors_) {
+    out += "mrl_coordinator_shard_errors_total{shard=\"" + s + "\"} " + std::to_string(n) + "\n";
+  }
+  out += "# TYPE mrl_coordinator_stage_latency_seconds histogram\n";
+  for (const auto& [stage, h] : latency_) {
+    uint64_t cum = 0;
+    for (size_t b = 0; b < h.size(); ++b) {
+      cum += h[b];
+      char le[32];
+      std::snprintf(le, sizeof(le), "%.6g", std::ldexp(1.0, static_cast<int>(b) + 1) / 1e6);
+      out += "mrl_coordinator_stage_latency_seconds_bucket{stage=\"" + stage + "\",le=\"" + le + "\"} " +
+             std::to_string(cum) + "\n";
+    }
+    out += "mrl_coordinator_stage_latency_seconds_bucket{stage=\"" + stage + "\",le=\"+Inf\"} " +
+           std::to_string(cum) + "\n";
+    out += "mrl_coordinator_stage_latency_seconds_count{stage=\"" + stage + "\"} " + std::to_string(cum) + "\n";
+  }
+  return out;
+}
+
+}  // namespace mrl::coord

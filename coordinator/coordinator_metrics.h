@@ -1,0 +1,37 @@
+// The coordinator's Prometheus metrics: requests per endpoint and status, searches, queries,
+// shortlist candidates, shard errors and per-stage latency histograms (log2 microsecond
+// buckets), rendered in the text exposition format (GET /metrics).
+//
+// Thread safety: every method may be called concurrently.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "coordinator/query_engine.h"
+
+namespace mrl::coord {
+
+class CoordinatorMetrics {
+ public:
+  void CountRequest(const std::string& endpoint, int http_status);
+  // One search (of many queries) that took `total_ms`; `outcome` null when it failed.
+  void ObserveSearch(double total_ms, const SearchOutcome* outcome);
+  // The exposition text; the map's epoch and reload count are the cluster state's.
+  std::string Render(uint64_t map_epoch, uint64_t map_refreshes) const;
+
+ private:
+  void Observe(const std::string& stage, double ms);  // REQUIRES: mu_
+
+  mutable std::mutex mu_;
+  std::map<std::string, uint64_t> requests_;  // "endpoint status" -> count
+  std::map<std::string, std::vector<uint64_t>> latency_;
+  std::map<std::string, uint64_t> shard_errors_;
+  uint64_t candidates_ = 0, searches_ = 0, queries_ = 0;
+};
+
+}  // namespace mrl::coord

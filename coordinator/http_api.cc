@@ -1,0 +1,328 @@
+#include "coordinator/http_api.h"
+
+#include <algorithm>
+#include <cmath>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <regex>
+#include <unordered_map>
+
+namespace mrl::coord {
+namespace {
+
+using json = nlohmann::json;
+
+int HttpStatusOf(const Status& s) {
+  switch (s.code()) {
+    case Status::Code::kOk: return 200;
+    case Status::Code::kInvalidArgument:
+    case Status::Code::kOutOfRange: return 400;
+    case Status::Code::kUnauthenticated: return 401;
+    case Status::Code::kNotFound: return 404;
+    case Status::Code::kFailedPrecondition:
+    case Status::Code::kAborted: return 409;
+    case Status::Code::kResourceExhausted: return 429;
+    case Status::Code::kUnavailable: return 503;
+    case Status::Code::kDeadlineExceeded: return 504;
+    default: return 500;
+  }
+}
+
+HttpResponse JsonReply(int status, const json& j) { return {status, "application/json", j.dump()}; }
+HttpResponse ErrorReply(const Status& s) {
+  return JsonReply(HttpStatusOf(s), {{"error", s.message()}, {"code", CodeName(s.code())}});
+}
+HttpResponse ErrorReply(int status, const std::string& message) { return JsonReply(status, {{"error", message}}); }
+HttpResponse Reply(const Result<json>& r) { return r.ok() ? JsonReply(200, r.value()) : ErrorReply(r.status()); }
+HttpResponse Reply(const Status& st, const json& ok_body) { return st.ok() ? JsonReply(200, ok_body) : ErrorReply(st); }
+
+// Appends the rows of "vector" (one) and "vectors" (at most max_rows) to `out`, each checked to
+// have `dim` finite numbers.
+Status ParseVectors(const json& j, int32_t dim, int32_t max_rows, std::vector<float>* out, size_t* rows) {
+  auto add = [&](const json& v) -> Status {
+    if (!v.is_array()) return Status::InvalidArgument("a vector must be an array of numbers");
+    if (static_cast<int32_t>(v.size()) != dim) {
+      return Status::InvalidArgument("vector has " + std::to_string(v.size()) + " dims, collection has " +
+                                     std::to_string(dim));
+    }
+    for (const json& x : v) {
+      if (!x.is_number()) return Status::InvalidArgument("vector entries must be numbers");
+      const double d = x.get<double>();
+      if (!std::isfinite(d)) return Status::InvalidArgument("vector entries must be finite");
+      out->push_back(static_cast<float>(d));
+    }
+    ++*rows;
+    return Status::Ok();
+  };
+  if (j.contains("vector")) MRL_RETURN_IF_ERROR(add(j["vector"]));
+  if (j.contains("vectors")) {
+    if (!j["vectors"].is_array()) return Status::InvalidArgument("'vectors' must be an array");
+    if (static_cast<int32_t>(j["vectors"].size()) > max_rows) {
+      return Status::InvalidArgument("at most " + std::to_string(max_rows) + " query vectors per request");
+    }
+    for (const json& v : j["vectors"]) MRL_RETURN_IF_ERROR(add(v));
+  }
+  return Status::Ok();
+}
+
+Result<std::vector<uint64_t>> ParseIds(const json& body) {
+  if (!body.contains("ids") || !body["ids"].is_array()) return Status::InvalidArgument("'ids' (array) is required");
+  std::vector<uint64_t> ids;
+  for (const json& id : body["ids"]) {
+    if (!id.is_number_unsigned()) return Status::InvalidArgument("ids must be non-negative integers");
+    ids.push_back(id.get<uint64_t>());
+  }
+  return ids;
+}
+
+// The plan part of a search body: budget, funnel, exact, plan {shortlist_dims, shortlist_k,
+// rerank_dims}, ef.
+Result<PlanRequest> ParsePlanRequest(const json& body, int32_t k) {
+  PlanRequest pr;
+  pr.k = k;
+  if (body.contains("budget")) pr.budget = body["budget"].get<std::string>();
+  if (pr.budget.empty() && body.contains("funnel")) {
+    for (const json& st : body["funnel"]) pr.funnel.push_back({st.at(0).get<int32_t>(), st.at(1).get<int32_t>()});
+    if (pr.funnel.empty()) return Status::InvalidArgument("'funnel' must hold at least one [dims, k] stage");
+  }
+  pr.exact = body.value("exact", false);
+  const json p = body.value("plan", json::object());
+  pr.shortlist_dims = p.value("shortlist_dims", 0);
+  pr.shortlist_k = p.value("shortlist_k", 0);
+  pr.rerank_dims = p.value("rerank_dims", 0);
+  if (body.contains("ef") && body["ef"].is_number_integer()) pr.ef = body["ef"].get<int32_t>();
+  return pr;
+}
+
+json PointJson(uint64_t id, const std::optional<PointIn>& p) {
+  if (!p) return {{"id", id}, {"found", false}};
+  json j = {{"id", id}, {"found", true}};
+  if (!p->vector.empty()) j["vector"] = p->vector;
+  if (!p->payload.empty()) j["payload"] = json::parse(p->payload, nullptr, false);
+  return j;
+}
+
+}  // namespace
+
+HttpResponse HttpApi::Handle(const HttpRequest& req) {
+  std::string endpoint = "other";
+  HttpResponse r = Route(req, &endpoint);
+  c_.metrics().CountRequest(endpoint, r.status);
+  return r;
+}
+
+HttpResponse HttpApi::Route(const HttpRequest& req, std::string* endpoint) {
+  static const std::regex kCollection(R"(/v1/collections/([A-Za-z0-9_.-]{1,64}))");
+  static const std::regex kPoints(R"(/v1/collections/([A-Za-z0-9_.-]{1,64})/points(/delete|/get)?)");
+  static const std::regex kSearch(R"(/v1/collections/([A-Za-z0-9_.-]{1,64})/(search|calibrate))");
+  if (req.target == "/healthz") {
+    *endpoint = "healthz";
+    return {200, "text/plain", "ok\n"};
+  }
+  if (req.target == "/metrics") {
+    *endpoint = "metrics";
+    return {200, "text/plain; version=0.0.4", c_.PrometheusMetrics()};
+  }
+  const bool is_read = req.method == "GET" ||
+                       (req.method == "POST" && (req.target.ends_with("/search") || req.target.ends_with("/points/get")));
+  std::string token;
+  if (auto it = req.headers.find("authorization"); it != req.headers.end() && it->second.starts_with("Bearer ")) {
+    token = it->second.substr(7);
+  }
+  const bool admin_ok = opt_.admin_token.empty() || token == opt_.admin_token;
+  const bool read_ok = admin_ok || opt_.read_token.empty() || token == opt_.read_token;
+  if (!opt_.admin_token.empty() || !opt_.read_token.empty()) {
+    if (token.empty()) return ErrorReply(401, "missing token: send 'Authorization: Bearer <token>'");
+    if (is_read ? !read_ok : !admin_ok) {
+      return ErrorReply(token == opt_.read_token ? 403 : 401,
+                        token == opt_.read_token ? "the read-only token cannot do this" : "wrong token");
+    }
+  }
+  json body;
+  if (!req.body.empty()) {
+    body = json::parse(req.body, nullptr, /*allow_exceptions=*/false);
+    if (body.is_discarded()) return ErrorReply(400, "malformed JSON body");
+    if (!body.is_object()) return ErrorReply(400, "the JSON body must be an object");
+  }
+  const uint32_t deadline = body.is_object() && body.contains("deadline_ms") && body["deadline_ms"].is_number_unsigned()
+                                ? body["deadline_ms"].get<uint32_t>()
+                                : opt_.default_deadline_ms;
+  std::smatch m;
+  try {
+    if (req.target == "/v1/cluster") {
+      *endpoint = "cluster";
+      if (req.method == "GET") return {200, "application/json", c_.Snapshot()->map.ToJson()};
+      if (req.method != "POST") return ErrorReply(405, "method not allowed");
+      std::vector<ShardInfo> group;
+      for (const json& s : body.at("group")) group.push_back({s.at("id").get<std::string>(), s.at("address").get<std::string>()});
+      const Status st = c_.AddGroup(group);
+      return Reply(st, {{"epoch", c_.Snapshot()->map.epoch()}});
+    }
+    if (req.target == "/v1/collections") {
+      *endpoint = "collections";
+      if (req.method != "GET") return ErrorReply(405, "method not allowed");
+      json list = json::array();
+      for (const auto& [name, s] : c_.Snapshot()->specs) list.push_back(CollectionSpecToJson(s));
+      return JsonReply(200, {{"collections", list}});
+    }
+    if (std::regex_match(req.target, m, kCollection)) {
+      *endpoint = "collection";
+      const std::string name = m[1];
+      if (req.method == "GET") {
+        return Reply(c_.WithSnapshot(name, [&](const ClusterSnapshot& snap) -> Result<json> {
+          auto spec = snap.Spec(name);
+          if (!spec.ok()) return spec.status();
+          return CollectionSpecToJson(*spec.value());
+        }));
+      }
+      if (req.method != "PUT") return ErrorReply(405, "method not allowed");
+      auto spec = CollectionSpecFromJson(body, name);
+      if (!spec.ok()) return ErrorReply(spec.status());
+      return Reply(c_.CreateCollection(spec.value()), {{"result", "created"}});
+    }
+    if (std::regex_match(req.target, m, kPoints)) {
+      const std::string name = m[1], op = m[2];
+      if (op.empty()) {
+        *endpoint = "upsert";
+        if (req.method != "PUT" && req.method != "POST") return ErrorReply(405, "method not allowed");
+        if (!body.contains("points") || !body["points"].is_array()) return ErrorReply(400, "'points' (array) is required");
+        return Reply(c_.WithSnapshot(name, [&](const ClusterSnapshot& snap) { return Upsert(snap, name, body, deadline); }));
+      }
+      if (req.method != "POST") return ErrorReply(405, "method not allowed");
+      auto ids = ParseIds(body);
+      if (!ids.ok()) return ErrorReply(ids.status());
+      if (op == "/delete") {
+        *endpoint = "delete";
+        return Reply(c_.WithSnapshot(name, [&](const ClusterSnapshot& snap) {
+                       return c_.Delete(snap, name, ids.value(), deadline);
+                     }),
+                     {{"result", "acknowledged"}});
+      }
+      *endpoint = "get";
+      const bool with_vector = body.value("with_vector", false);
+      return Reply(c_.WithSnapshot(name, [&](const ClusterSnapshot& snap) -> Result<json> {
+        auto got = c_.Get(snap, name, ids.value(), with_vector, deadline);
+        if (!got.ok()) return got.status();
+        json pts = json::array();
+        for (size_t i = 0; i < ids->size(); ++i) pts.push_back(PointJson(ids.value()[i], got.value()[i]));
+        return json{{"points", pts}};
+      }));
+    }
+    if (std::regex_match(req.target, m, kSearch)) {
+      const std::string name = m[1];
+      *endpoint = m[2] == "calibrate" ? "calibrate" : "search";
+      if (req.method != "POST") return ErrorReply(405, "method not allowed");
+      if (m[2] == "calibrate") {
+        auto cal = c_.Calibrate(name, body.value("sample", 200), body.value("k", 10));
+        if (!cal.ok()) return ErrorReply(cal.status());
+        json out = json::array();
+        for (const auto& p : cal->candidates) {
+          out.push_back({{"plan", p.plan.name}, {"recall", p.recall}, {"latency_us", p.latency_us}});
+        }
+        json budgets = json::object();
+        for (const auto& [b, plan] : cal->budgets) budgets[b] = plan.name;
+        return JsonReply(200, {{"candidates", out}, {"budgets", budgets}});
+      }
+      return Reply(c_.WithSnapshot(name, [&](const ClusterSnapshot& snap) { return Search(snap, name, body, deadline); }));
+    }
+  } catch (const json::exception& e) {
+    return ErrorReply(400, std::string("bad request: ") + e.what());
+  }
+  return ErrorReply(404, "no such endpoint: " + req.method + " " + req.target);
+}
+
+Result<json> HttpApi::Upsert(const ClusterSnapshot& snap, const std::string& name, const json& body,
+                             uint32_t deadline) {
+  auto spec = snap.Spec(name);
+  if (!spec.ok()) return spec.status();
+  std::vector<PointIn> points;
+  for (const json& p : body["points"]) {
+    if (!p.is_object() || !p.contains("id") || !p["id"].is_number_unsigned()) {
+      return Status::InvalidArgument("every point needs a non-negative integer 'id'");
+    }
+    PointIn in;
+    in.id = p["id"].get<uint64_t>();
+    size_t rows = 0;
+    const json v = {{"vector", p.value("vector", json())}};
+    const Status st = ParseVectors(v, spec.value()->dim, 1, &in.vector, &rows);
+    if (!st.ok()) return Status::InvalidArgument("point " + std::to_string(in.id) + ": " + st.message());
+    if (p.contains("payload")) in.payload = p["payload"].dump();
+    points.push_back(std::move(in));
+  }
+  MRL_RETURN_IF_ERROR(c_.Upsert(snap, name, points, deadline));
+  return json{{"result", "acknowledged"}, {"count", points.size()}};
+}
+
+Result<json> HttpApi::Search(const ClusterSnapshot& snap, const std::string& name, const json& body,
+                             uint32_t deadline) {
+  auto spec = snap.Spec(name);
+  if (!spec.ok()) return spec.status();
+  const int32_t dim = spec.value()->dim;
+  if (!body.contains("k") || !body["k"].is_number_integer()) return Status::InvalidArgument("'k' (integer) is required");
+  const int64_t k = body["k"].get<int64_t>();
+  if (k < 1 || k > opt_.max_k) return Status::InvalidArgument("'k' must be in [1, " + std::to_string(opt_.max_k) + "]");
+  SearchSpec s;
+  s.collection = name;
+  s.dims = dim;
+  s.deadline_ms = deadline;
+  s.one_trip = body.value("one_trip", false);
+  size_t rows = 0;
+  if (body.contains("id")) {
+    if (!body["id"].is_number_unsigned()) return Status::InvalidArgument("'id' must be a non-negative integer");
+    auto got = c_.Get(snap, name, {body["id"].get<uint64_t>()}, true, deadline);
+    if (!got.ok()) return got.status();
+    if (!got.value()[0]) return Status::NotFound("no point with id " + body["id"].dump());
+    s.queries = got.value()[0]->vector;
+    rows = 1;
+  } else {
+    MRL_RETURN_IF_ERROR(ParseVectors(body, dim, opt_.max_queries, &s.queries, &rows));
+  }
+  if (rows == 0) return Status::InvalidArgument("give 'vector', 'vectors' or 'id'");
+  auto pr = ParsePlanRequest(body, static_cast<int32_t>(k));
+  if (!pr.ok()) return pr.status();
+  auto plan = ResolvePlan(pr.value(), *spec.value(), [&](const std::string& b) { return snap.Budget(name, b); });
+  if (!plan.ok()) return plan.status();
+  s.plan = std::move(plan).value();
+  auto r = c_.Search(snap, s);
+  if (!r.ok()) return r.status();
+  // "with_payload": true adds each hit's payload (one Get of the distinct hit ids).
+  std::unordered_map<uint64_t, std::string> payloads;
+  if (body.value("with_payload", false)) {
+    std::vector<uint64_t> ids;
+    for (const auto& hits : r->hits)
+      for (const auto& h : hits) ids.push_back(h.id);
+    std::sort(ids.begin(), ids.end());
+    ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+    const size_t chunk = static_cast<size_t>(opt_.max_points);
+    for (size_t at = 0; at < ids.size(); at += chunk) {
+      const std::vector<uint64_t> part(ids.begin() + static_cast<std::ptrdiff_t>(at),
+                                       ids.begin() + static_cast<std::ptrdiff_t>(std::min(ids.size(), at + chunk)));
+      auto got = c_.Get(snap, name, part, false, deadline);
+      if (!got.ok()) return got.status();
+      for (size_t i = 0; i < part.size(); ++i) {
+        if (got.value()[i]) payloads[part[i]] = got.value()[i]->payload;
+      }
+    }
+  }
+  json results = json::array();
+  for (const auto& hits : r->hits) {
+    json list = json::array();
+    for (const auto& h : hits) {
+      json hit = {{"id", h.id}, {"score", h.score}};
+      if (auto it = payloads.find(h.id); it != payloads.end() && !it->second.empty()) {
+        hit["payload"] = json::parse(it->second, nullptr, false);
+        if (hit["payload"].is_discarded()) hit["payload"] = it->second;
+      }
+      list.push_back(hit);
+    }
+    results.push_back(list);
+  }
+  return json{{"results", results},
+              {"coverage", r->coverage},
+              {"partial", r->coverage < 1.0},
+              {"failed_shards", r->failed_shards},
+              {"plan", s.plan.name},
+              {"timing_ms", {{"shortlist", r->shortlist_ms}, {"rerank", r->rerank_ms}}}};
+}
+
+}  // namespace mrl::coord

@@ -1,0 +1,139 @@
+#include "coordinator/write_router.h"
+
+#include <algorithm>
+#include <future>
+
+#include "common/protocol.h"
+
+namespace mrl::coord {
+
+Status WriteRouter::CheckCount(size_t n, const char* what) const {
+  if (static_cast<int64_t>(n) > opt_.max_points) {
+    return Status::InvalidArgument("at most " + std::to_string(opt_.max_points) + " " + what + " per request");
+  }
+  return Status::Ok();
+}
+
+Status WriteRouter::Upsert(const ClusterSnapshot& snap, const std::string& collection,
+                           const std::vector<PointIn>& points, uint32_t deadline_ms) {
+  auto spec = snap.Spec(collection);
+  if (!spec.ok()) return spec.status();
+  const int32_t dim = spec.value()->dim;
+  if (points.empty()) return Status::Ok();
+  MRL_RETURN_IF_ERROR(CheckCount(points.size(), "points"));
+  auto placement = snap.map.Placement(collection);
+  if (!placement.ok()) return placement.status();
+  std::vector<uint64_t> ids;
+  ids.reserve(points.size());
+  for (const PointIn& p : points) {
+    if (static_cast<int32_t>(p.vector.size()) != dim) {
+      return Status::InvalidArgument("point " + std::to_string(p.id) + " has " + std::to_string(p.vector.size()) +
+                                     " dims, collection has " + std::to_string(dim));
+    }
+    ids.push_back(p.id);
+  }
+  std::map<uint32_t, wire::UpsertRequestT> by_group;
+  for (const auto& [g, positions] : GroupByReplicaSet(*placement.value(), ids)) {
+    wire::UpsertRequestT& req = by_group[g];
+    req.collection = collection;
+    req.dims = dim;
+    for (size_t i : positions) {
+      const PointIn& p = points[i];
+      req.ids.push_back(p.id);
+      req.vectors.insert(req.vectors.end(), p.vector.begin(), p.vector.end());
+      auto payload = std::make_unique<wire::PayloadT>();
+      payload->data.assign(p.payload.begin(), p.payload.end());
+      req.payloads.push_back(std::move(payload));
+    }
+  }
+  struct Call {
+    uint32_t group;
+    std::string shard;
+    std::future<Result<wire::UpsertResponseT>> f;
+  };
+  std::vector<Call> calls;
+  for (auto& [g, req] : by_group) {
+    for (const std::string& s : snap.map.groups()[g].shards) {
+      calls.push_back({g, s, pool_.Client(s)->CallFuture(req, deadline_ms)});
+    }
+  }
+  std::map<uint32_t, int> acks;
+  Status first_error;
+  for (Call& c : calls) {
+    auto r = c.f.get();
+    pool_.Report(c.shard, r.status());
+    if (r.ok()) {
+      ++acks[c.group];
+    } else if (first_error.ok()) {
+      first_error = r.status().WithContext("shard '" + c.shard + "'");
+    }
+  }
+  for (const auto& [g, req] : by_group) {
+    const int replicas = static_cast<int>(snap.map.groups()[g].shards.size());
+    if (acks[g] < WriteQuorum(opt_.write_quorum, replicas)) {
+      // Retrying the same request is safe: an upsert of the same id and vector is idempotent.
+      return first_error.ok() ? Status::Unavailable("not enough replicas acknowledged") : first_error;
+    }
+  }
+  return Status::Ok();
+}
+
+Status WriteRouter::Delete(const ClusterSnapshot& snap, const std::string& collection,
+                           const std::vector<uint64_t>& ids, uint32_t deadline_ms) {
+  auto placement = snap.map.Placement(collection);
+  if (!placement.ok()) return placement.status();
+  MRL_RETURN_IF_ERROR(CheckCount(ids.size(), "ids"));
+  std::vector<std::pair<std::string, std::future<Result<wire::DeleteResponseT>>>> calls;
+  for (const auto& [g, positions] : GroupByReplicaSet(*placement.value(), ids)) {
+    wire::DeleteRequestT req;
+    req.collection = collection;
+    for (size_t i : positions) req.ids.push_back(ids[i]);
+    for (const std::string& s : snap.map.groups()[g].shards) {
+      calls.emplace_back(s, pool_.Client(s)->CallFuture(req, deadline_ms));
+    }
+  }
+  for (auto& [s, f] : calls) {
+    auto r = f.get();
+    pool_.Report(s, r.status());
+    if (!r.ok()) return r.status().WithContext("shard '" + s + "'");
+  }
+  return Status::Ok();
+}
+
+Result<std::vector<std::optional<PointIn>>> WriteRouter::Get(const ClusterSnapshot& snap,
+                                                             const std::string& collection,
+                                                             const std::vector<uint64_t>& ids, bool with_vector,
+                                                             uint32_t deadline_ms) {
+  auto placement = snap.map.Placement(collection);
+  if (!placement.ok()) return placement.status();
+  MRL_RETURN_IF_ERROR(CheckCount(ids.size(), "ids"));
+  std::vector<std::optional<PointIn>> out(ids.size());
+  for (const auto& [g, pos] : GroupByReplicaSet(*placement.value(), ids)) {
+    wire::GetRequestT req;
+    req.collection = collection;
+    req.with_vector = with_vector;
+    for (size_t i : pos) req.ids.push_back(ids[i]);
+    Status last = Status::Unavailable("no healthy replica");
+    bool done = false;
+    for (const std::string& s : snap.map.groups()[g].shards) {
+      if (!pool_.Healthy(s)) continue;
+      auto r = pool_.Client(s)->Call(req, deadline_ms);
+      pool_.Report(s, r.status());
+      if (!r.ok()) {
+        last = r.status();
+        continue;
+      }
+      for (size_t j = 0; j < pos.size() && j < r->points.size(); ++j) {
+        const auto& p = r->points[j];
+        if (!p || !p->found) continue;
+        out[pos[j]] = PointIn{p->id, p->vector, std::string(p->payload.begin(), p->payload.end())};
+      }
+      done = true;
+      break;
+    }
+    if (!done) return last;
+  }
+  return out;
+}
+
+}  // namespace mrl::coord
