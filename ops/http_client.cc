@@ -1,0 +1,76 @@
+#include "ops/http_client.h"
+
+namespace mrl::ops {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using json = nlohmann::json;
+
+HttpClient::HttpClient(const std::string& url, std::string token) : host_("127.0.0.1"), port_("8080"), token_(std::move(token)) {
+  const size_t scheme = url.find("://");
+  std::string rest = url.substr(scheme == std::string::npos ? 0 : scheme + 3);
+  if (auto slash = rest.find('/'); slash != std::string::npos) rest = rest.substr(0, slash);
+  const size_t colon = rest.rfind(':');
+  host_ = rest.substr(0, colon);
+  if (colon != std::string::npos) port_ = rest.substr(colon + 1);
+}
+
+HttpReply HttpClient::Call(http::verb verb, const std::string& path, const std::string& body) {
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    try {
+      if (!stream_) {
+        stream_ = std::make_unique<beast::tcp_stream>(io_);
+        asio::ip::tcp::resolver resolver(io_);
+        stream_->connect(resolver.resolve(host_, port_));
+      }
+      http::request<http::string_body> req{verb, path, 11};
+      req.set(http::field::host, host_);
+      req.set(http::field::content_type, "application/json");
+      if (!token_.empty()) req.set(http::field::authorization, "Bearer " + token_);
+      req.keep_alive(true);
+      req.body() = body;
+      req.prepare_payload();
+      http::write(*stream_, req);
+      beast::flat_buffer buf;
+      http::response_parser<http::string_body> parser;
+      parser.body_limit(1ull << 30);
+      http::read(*stream_, buf, parser);
+      auto res = parser.release();
+      if (!res.keep_alive()) stream_.reset();
+      return {static_cast<int>(res.result_int()), res.body()};
+    } catch (const std::exception&) {
+      stream_.reset();  // Boost.Asio/Beast report socket errors as exceptions; retried once
+    }
+  }
+  return {0, "cannot reach " + host_ + ":" + port_};
+}
+
+Result<json> HttpClient::CallJson(http::verb verb, const std::string& path, const std::string& body,
+                                  const std::string& what) {
+  const HttpReply r = Call(verb, path, body);
+  if (r.status == 0) return Status::Unavailable(what + ": " + r.body);
+  json j = json::parse(r.body, nullptr, /*allow_exceptions=*/false);
+  if (r.status != 200) {
+    const std::string message = j.is_object() && j.contains("error") && j["error"].is_string()
+                                    ? j["error"].get<std::string>() : r.body;
+    return Status::FailedPrecondition(what + ": HTTP " + std::to_string(r.status) + " " + message);
+  }
+  if (j.is_discarded()) return Status::Corruption(what + ": the coordinator's answer is not JSON");
+  return j;
+}
+
+Result<rpc::ClientOptions> BinaryClientOptions(const std::string& address) {
+  rpc::ClientOptions o;
+  const size_t colon = address.rfind(':');
+  const std::string port = colon == std::string::npos ? "" : address.substr(colon + 1);
+  if (colon == std::string::npos || port.empty() || port.size() > 5 ||
+      port.find_first_not_of("0123456789") != std::string::npos || std::stoi(port) > 65535) {
+    return Status::InvalidArgument("--binary wants host:port, got '" + address + "'");
+  }
+  o.host = address.substr(0, colon);
+  o.port = static_cast<uint16_t>(std::stoi(port));
+  return o;
+}
+
+}  // namespace mrl::ops

@@ -1,0 +1,27 @@
+// mrlctl ingest: upserts an embeddings .npy (optionally with ids and labels, stored as payload
+// {"label": L}) into a collection, creating it first when asked. Over the coordinator's binary
+// API when its address is known (raw floats, up to 4 batches in flight), else HTTP/JSON.
+// Progress every 20 batches.
+#pragma once
+
+#include <string>
+
+#include "common/status.h"
+#include "ops/http_client.h"
+
+namespace mrl::ops {
+
+struct IngestArgs {
+  std::string collection = "embeddings";
+  std::string embeddings, ids, labels;  // .npy paths; ids default to row numbers
+  std::string binary;                   // "host:port" of the binary API; empty: HTTP
+  int batch = 500;
+  bool create = false;                  // PUT the collection first
+  int index_dims = 16;                  // with create: the low-d HNSW prefix
+  std::string storage = "fp16";         // with create
+};
+
+// Fails on the first batch not acknowledged, naming its row.
+Status Ingest(HttpClient& http, const IngestArgs& args);
+
+}  // namespace mrl::ops
