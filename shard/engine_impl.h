@@ -1,0 +1,275 @@
+// The shard engine's implementation behind engine.h, shared by its four .cc files (internal:
+// nothing outside shard/engine*.cc includes this):
+//   engine.cc        Open, start-up, collections, stats, checkpoints
+//   engine_write.cc  the write path: one WriteBatch per call (+ generation), then the indexes
+//   engine_read.cc   the read paths: index shortlist or exact scan, MultiGet rerank, staged
+//                    search, Get, bucket scans
+//   engine_index.cc  the in-RAM indexes' life: load the persisted file of the current
+//                    generation or rebuild from RocksDB; stale files removed
+//
+// Locks, in the order they may be taken: admin_mu_ (create / drop) -> mu_ (the collection map)
+// -> CollectionState::write_mu (one collection's writes, in RocksDB order) ; checkpoint_mu_ is
+// taken alone, then write_mu per collection.
+#pragma once
+
+#include <rocksdb/cache.h>
+#include <rocksdb/db.h>
+#include <rocksdb/write_batch.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <shared_mutex>
+#include <string>
+#include <thread>
+#include <unordered_set>
+#include <vector>
+
+#include "common/distance.h"
+#include "shard/engine.h"
+#include "shard/low_d_index.h"
+#include "shard/storage.h"
+
+namespace mrl::shard::engine_internal {
+
+constexpr size_t kMaxStages = 16;
+
+struct IndexState {
+  IndexSpec spec;
+  std::unique_ptr<LowDIndex> index;
+  std::atomic<uint64_t> sequence{0};
+  bool loaded = false;  // loaded from a persisted file at Open, not rebuilt
+};
+
+struct CollectionState {
+  CollectionState(uint32_t id_, CollectionSpec spec_)
+      : id(id_), spec(std::move(spec_)), codec(spec.storage, spec.dim) {}
+
+  const uint32_t id;
+  const CollectionSpec spec;
+  const ValueCodec codec;
+
+  // Serialises writes so that RocksDB's order of this collection's batches is the order in
+  // which the indexes apply them.
+  std::mutex write_mu;
+  uint64_t generation = 0;  // guarded by write_mu; mirrors the "generation/<id>" meta key
+  bool dropped = false;     // guarded by write_mu
+  std::atomic<uint64_t> points{0};
+  std::vector<std::unique_ptr<IndexState>> indexes;  // fixed once the state is published
+
+  const IndexState* FindIndex(int32_t dims) const {
+    for (const auto& ix : indexes) {
+      if (ix->spec.dims == dims) return ix.get();
+    }
+    return nullptr;
+  }
+  int32_t MaxIndexDims() const {
+    int32_t m = 0;
+    for (const auto& ix : indexes) m = std::max(m, ix->spec.dims);
+    return m;
+  }
+  bool IsNestingDim(int32_t dims) const {
+    return std::binary_search(spec.nesting.begin(), spec.nesting.end(), dims);
+  }
+  IndexMetric index_metric() const {
+    return spec.metric == Metric::kL2 ? IndexMetric::kL2 : IndexMetric::kInnerProduct;
+  }
+};
+
+inline std::string IndexFileStem(uint32_t cid, int32_t dims) {
+  return "c" + std::to_string(cid) + "_d" + std::to_string(dims) + "_g";
+}
+inline std::string IndexFileName(uint32_t cid, const IndexSpec& spec, uint64_t generation) {
+  return IndexFileStem(cid, spec.dims) + std::to_string(generation) +
+         (spec.kind == IndexKind::kHnsw ? ".hnsw" : ".exact");
+}
+
+// Prepares a query or stored prefix for scoring: cosine scores the normalised prefix.
+inline void PrepareForMetric(Metric metric, float* v, size_t n) {
+  if (metric == Metric::kCosine) NormalizeInPlace(v, n);
+}
+
+inline float ScorePrepared(Metric metric, const float* q, const float* x, size_t n) {
+  return metric == Metric::kL2 ? -L2Sq(q, x, n) : Dot(q, x, n);
+}
+
+inline Status CheckFinite(std::span<const float> v, const std::string& what) {
+  if (!AllFinite(v.data(), v.size())) {
+    return Status::InvalidArgument(what + " contains NaN or Inf");
+  }
+  return Status::Ok();
+}
+
+// Per-thread scratch buffers so that the read paths allocate nothing per candidate.
+struct Scratch {
+  std::vector<float> query;
+  std::vector<float> vec;
+  std::vector<float> matrix;
+  std::vector<uint64_t> ids;
+  std::vector<PointKey> keys;
+  std::vector<rocksdb::Slice> key_slices;
+  std::vector<rocksdb::PinnableSlice> values;
+  std::vector<rocksdb::Status> statuses;
+  std::vector<Candidate> heap;
+  std::vector<Candidate> cands;
+};
+inline Scratch& TlsScratch() {
+  thread_local Scratch s;
+  return s;
+}
+
+// PinnableSlices pin RocksDB blocks and memtables: release them when a read is done, never
+// later (a thread's scratch outlives any one DB).
+class UnpinOnExit {
+ public:
+  explicit UnpinOnExit(Scratch* s) : s_(s) {}
+  ~UnpinOnExit() {
+    for (auto& v : s_->values) v.Reset();
+  }
+
+ private:
+  Scratch* s_;
+};
+
+class EngineImpl final : public Engine {
+ public:
+  explicit EngineImpl(EngineOptions options) : options_(std::move(options)) {
+    if (options_.threads <= 0) {
+      options_.threads = std::max(1u, std::thread::hardware_concurrency());
+    }
+  }
+
+  Status Init();
+
+  // ---- collections ------------------------------------------------------------------------
+
+  Status CreateCollection(const CollectionSpec& spec) override;
+
+  Result<CollectionSpec> DescribeCollection(const std::string& name) const override;
+
+  std::vector<CollectionSpec> ListCollections() const override;
+
+  Status DropCollection(const std::string& name) override;
+
+  // ---- writes -----------------------------------------------------------------------------
+
+  Status Upsert(const std::string& collection, std::span<const PointView> points) override;
+
+  Status Delete(const std::string& collection, std::span<const uint64_t> ids) override;
+
+  // ---- reads ------------------------------------------------------------------------------
+
+  Result<std::vector<std::optional<StoredPoint>>> Get(const std::string& collection,
+                                                      std::span<const uint64_t> ids,
+                                                      bool with_vector) const override;
+
+  Result<std::vector<Candidate>> Shortlist(const std::string& collection,
+                                           std::span<const float> query, int32_t k, int32_t ef,
+                                           bool exact) const override;
+
+  Result<std::vector<Candidate>> Rerank(const std::string& collection, std::span<const float> query,
+                                        std::span<const uint64_t> ids, int32_t k) const override;
+
+  Result<std::vector<Candidate>> Search(const std::string& collection, std::span<const float> query,
+                                        std::span<const SearchStage> stages, int32_t ef,
+                                        bool exact) const override;
+
+  Result<ScanPage> ScanBucket(const std::string& collection, uint32_t bucket,
+                              std::optional<uint64_t> after, int32_t limit) const override;
+
+  Status DropBucket(const std::string& collection, uint32_t bucket) override;
+
+  // ---- stats and checkpoints --------------------------------------------------------------
+
+  EngineStats Stats() const override;
+
+  Status Checkpoint() override;
+
+ private:
+  Result<std::shared_ptr<CollectionState>> Find(const std::string& name) const;
+
+  Status CheckQuery(const CollectionState& c, std::span<const float> q, const char* what) const;
+
+  Status CheckK(int32_t k, bool allow_zero) const;
+
+  Status CheckEf(int32_t ef) const;
+
+  // REQUIRES: validated query (a nesting dim, finite) and k.
+  Status ShortlistInternal(const CollectionState& c, std::span<const float> query, int32_t k,
+                           int32_t ef, bool exact, std::vector<Candidate>* out) const;
+
+  // Fills s->values/statuses for `ids` (one MultiGet).
+  Status MultiGet(const CollectionState& c, std::span<const uint64_t> ids, Scratch* s) const;
+
+  // How many distinct ids of a batch exist now. REQUIRES: c.write_mu held.
+  struct Existing {
+    uint64_t distinct = 0;  // distinct ids in the batch
+    uint64_t present = 0;   // of which stored now
+  };
+  template <typename IdAt>
+  Result<Existing> CountExisting(const CollectionState& c, size_t n, IdAt id_at) const {
+    std::vector<uint64_t> ids(n);
+    for (size_t i = 0; i < n; ++i) ids[i] = id_at(i);
+    std::sort(ids.begin(), ids.end());
+    ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+    Scratch& s = TlsScratch();
+    UnpinOnExit unpin(&s);
+    MRL_RETURN_IF_ERROR(MultiGet(c, ids, &s));
+    Existing e;
+    e.distinct = ids.size();
+    for (size_t i = 0; i < ids.size(); ++i) {
+      if (s.statuses[i].ok()) {
+        ++e.present;
+      } else if (!s.statuses[i].IsNotFound()) {
+        return FromRocks(s.statuses[i], "reading point");
+      }
+    }
+    return e;
+  }
+
+  // REQUIRES: c.write_mu held. A large batch of new, distinct ids (a bulk load) is added to each
+  // index with several threads; anything else is applied point by point in batch order.
+  void ApplyUpsertToIndexes(CollectionState& c, std::span<const PointView> points,
+                            const std::vector<float>& prefixes, int32_t max_dims);
+
+  // REQUIRES: c.write_mu held. Adds the generation bump and writes atomically.
+  Status WriteWithGeneration(CollectionState& c, rocksdb::WriteBatch* batch);
+
+  // REQUIRES: c.write_mu held. Updates the point count and the sequence numbers.
+  void AfterWrite(CollectionState& c, const Existing& e, bool is_delete);
+
+  // Loads every persisted index of `c` that matches its generation; rebuilds the others from
+  // one scan of the collection. Records the files in use in *keep.
+  Status OpenIndexes(CollectionState* c, std::unordered_set<std::string>* keep);
+
+  Status Rebuild(CollectionState* c, const std::vector<IndexState*>& stale);
+
+  // Removes index files (and leftover temporaries) whose name starts with `prefix` and is not
+  // in `keep`.
+  void RemoveIndexFilesExcept(const std::unordered_set<std::string>& keep,
+                              const std::string& prefix);
+
+  static const char* KindName(IndexKind k) { return k == IndexKind::kHnsw ? "hnsw" : "exact"; }
+
+  template <typename... Args>
+  void Log(const char* fmt, Args... args) const {
+    if (!options_.verbose) return;
+    std::fprintf(stderr, "[shard-engine] ");
+    std::fprintf(stderr, fmt, args...);
+    std::fprintf(stderr, "\n");
+  }
+
+  EngineOptions options_;
+  std::string index_dir_;
+  std::unique_ptr<Storage> storage_;
+  mutable std::shared_mutex mu_;  // guards collections_ (the map, not the states)
+  std::map<std::string, std::shared_ptr<CollectionState>> collections_;
+  std::mutex admin_mu_;       // serialises create / drop
+  std::mutex checkpoint_mu_;  // one checkpoint at a time
+};
+
+}  // namespace mrl::shard::engine_internal

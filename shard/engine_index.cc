@@ -1,0 +1,127 @@
+// The in-RAM indexes' life at start-up: load the file persisted for the collection's current
+// generation, else rebuild from one scan of RocksDB (bulk, with progress); remove stale files.
+#include "shard/engine_impl.h"
+
+#include <cinttypes>
+#include <filesystem>
+
+namespace mrl::shard::engine_internal {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+Status EngineImpl::OpenIndexes(CollectionState* c, std::unordered_set<std::string>* keep) {
+  std::vector<IndexState*> stale;
+  for (const auto& spec : c->spec.indexes) {
+    auto is = std::make_unique<IndexState>();
+    is->spec = spec;
+    const std::string name = IndexFileName(c->id, spec, c->generation);
+    const std::string path = (fs::path(index_dir_) / name).string();
+    if (fs::exists(path)) {
+      auto loaded = LoadLowDIndex(path, spec, c->index_metric());
+      if (loaded.ok()) {
+        is->index = std::move(loaded.value());
+        is->loaded = true;
+        keep->insert(name);
+        Log("collection '%s': loaded index d=%d (%s, %" PRIu64 " points) from %s",
+            c->spec.name.c_str(), spec.dims, KindName(spec.kind), is->index->size(), name.c_str());
+      } else {
+        Log("collection '%s': cannot load %s (%s): rebuilding", c->spec.name.c_str(), name.c_str(),
+            loaded.status().ToString().c_str());
+      }
+    } else {
+      Log("collection '%s': no index d=%d persisted for generation %" PRIu64
+          " (crash or writes after the last checkpoint): rebuilding from RocksDB",
+          c->spec.name.c_str(), spec.dims, c->generation);
+    }
+    if (!is->index) {
+      is->index = MakeLowDIndex(spec, c->index_metric(), 1024);
+      stale.push_back(is.get());
+    }
+    c->indexes.push_back(std::move(is));
+  }
+  const uint64_t seq = storage_->db->GetLatestSequenceNumber();
+  for (auto& ix : c->indexes) ix->sequence = seq;
+  if (stale.empty() && !c->indexes.empty()) {
+    c->points = c->indexes[0]->index->size();
+    return Status::Ok();
+  }
+  return Rebuild(c, stale);
+}
+
+Status EngineImpl::Rebuild(CollectionState* c, const std::vector<IndexState*>& stale) {
+  int32_t max_dims = 0;
+  for (auto* ix : stale) max_dims = std::max(max_dims, ix->spec.dims);
+  const size_t md = static_cast<size_t>(max_dims);
+  constexpr size_t kChunk = 8192;
+  std::vector<uint64_t> ids;
+  std::vector<float> prefixes;
+  std::vector<float> prepared;
+  ids.reserve(kChunk);
+  prefixes.reserve(kChunk * md);
+  uint64_t total = 0;
+  const auto start = Clock::now();
+  auto last_report = start;
+  auto flush = [&] {
+    for (auto* ix : stale) {
+      const size_t d = static_cast<size_t>(ix->spec.dims);
+      prepared.resize(ids.size() * d);
+      for (size_t i = 0; i < ids.size(); ++i) {
+        std::copy_n(&prefixes[i * md], d, &prepared[i * d]);
+        PrepareForMetric(c->spec.metric, &prepared[i * d], d);
+      }
+      ix->index->AddBulk(ids, prepared.data(), options_.threads);
+    }
+    total += ids.size();
+    ids.clear();
+    prefixes.clear();
+    const auto now = Clock::now();
+    if (now - last_report > std::chrono::seconds(2)) {
+      const double s = std::chrono::duration<double>(now - start).count();
+      Log("collection '%s': indexed %" PRIu64 " points (%.0f/s)", c->spec.name.c_str(), total,
+          total / s);
+      last_report = now;
+    }
+  };
+  const std::string upper = CollectionPrefix(c->id + 1);
+  rocksdb::Slice upper_slice(upper);
+  rocksdb::ReadOptions ro;
+  ro.iterate_upper_bound = &upper_slice;
+  ro.fill_cache = false;
+  std::unique_ptr<rocksdb::Iterator> it(storage_->db->NewIterator(ro, storage_->points));
+  try {
+    for (it->Seek(CollectionPrefix(c->id)); it->Valid(); it->Next()) {
+      if (max_dims > 0) {
+        const std::string_view v = it->value().ToStringView();
+        MRL_RETURN_IF_ERROR(c->codec.Check(v));
+        prefixes.resize(prefixes.size() + md);
+        c->codec.DecodePrefix(v, max_dims, &prefixes[prefixes.size() - md]);
+      }
+      ids.push_back(PointKeyId(it->key().ToStringView()));
+      if (ids.size() == kChunk) flush();
+    }
+    MRL_RETURN_IF_ERROR(FromRocks(it->status(), "scanning collection for an index build"));
+    if (!ids.empty()) flush();
+  } catch (const std::exception& e) {
+    return Status::Internal("index build of '" + c->spec.name + "' failed: " + e.what());
+  }
+  c->points = total;
+  if (!stale.empty()) {
+    Log("collection '%s': rebuilt %zu index(es) over %" PRIu64 " points in %.1f s",
+        c->spec.name.c_str(), stale.size(), total,
+        std::chrono::duration<double>(Clock::now() - start).count());
+  }
+  return Status::Ok();
+}
+
+void EngineImpl::RemoveIndexFilesExcept(const std::unordered_set<std::string>& keep,
+                                        const std::string& prefix) {
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(index_dir_, ec)) {
+    const std::string name = e.path().filename().string();
+    if (name.rfind(prefix, 0) != 0 || keep.count(name)) continue;
+    fs::remove(e.path(), ec);
+  }
+}
+
+}  // namespace mrl::shard::engine_internal

@@ -1,0 +1,268 @@
+// The engine's read paths: Get, Shortlist (index, or an exact scan of storage), Rerank (one
+// MultiGet), the staged Search, and bucket scans. Per-thread scratch: no allocation per candidate.
+#include "shard/engine_impl.h"
+
+namespace mrl::shard::engine_internal {
+
+Result<std::vector<std::optional<StoredPoint>>> EngineImpl::Get(const std::string& collection,
+                                                                std::span<const uint64_t> ids,
+                                                                bool with_vector) const {
+  auto found = Find(collection);
+  if (!found.ok()) return found.status();
+  const CollectionState& c = *found.value();
+  if (ids.size() > static_cast<size_t>(options_.max_batch)) {
+    return Status::OutOfRange("get of " + std::to_string(ids.size()) + " ids exceeds max_batch " +
+                              std::to_string(options_.max_batch));
+  }
+  Scratch& s = TlsScratch();
+  UnpinOnExit unpin(&s);
+  MRL_RETURN_IF_ERROR(MultiGet(c, ids, &s));
+  std::vector<std::optional<StoredPoint>> out(ids.size());
+  for (size_t i = 0; i < ids.size(); ++i) {
+    if (s.statuses[i].IsNotFound()) continue;
+    MRL_RETURN_IF_ERROR(FromRocks(s.statuses[i], "reading point " + std::to_string(ids[i])));
+    const std::string_view v = s.values[i].ToStringView();
+    MRL_RETURN_IF_ERROR(c.codec.Check(v));
+    StoredPoint p;
+    p.id = ids[i];
+    p.payload = std::string(c.codec.Payload(v));
+    if (with_vector) {
+      p.vector.resize(static_cast<size_t>(c.spec.dim));
+      c.codec.DecodePrefix(v, c.spec.dim, p.vector.data());
+    }
+    out[i] = std::move(p);
+  }
+  return out;
+}
+
+Result<std::vector<Candidate>> EngineImpl::Shortlist(const std::string& collection,
+                                                     std::span<const float> query, int32_t k,
+                                                     int32_t ef, bool exact) const {
+  auto found = Find(collection);
+  if (!found.ok()) return found.status();
+  const CollectionState& c = *found.value();
+  MRL_RETURN_IF_ERROR(CheckQuery(c, query, "shortlist"));
+  MRL_RETURN_IF_ERROR(CheckK(k, /*allow_zero=*/false));
+  MRL_RETURN_IF_ERROR(CheckEf(ef));
+  std::vector<Candidate> out;
+  MRL_RETURN_IF_ERROR(ShortlistInternal(c, query, k, ef, exact, &out));
+  return out;
+}
+
+Result<std::vector<Candidate>> EngineImpl::Rerank(const std::string& collection,
+                                                  std::span<const float> query,
+                                                  std::span<const uint64_t> ids, int32_t k) const {
+  auto found = Find(collection);
+  if (!found.ok()) return found.status();
+  const CollectionState& c = *found.value();
+  MRL_RETURN_IF_ERROR(CheckQuery(c, query, "rerank"));
+  MRL_RETURN_IF_ERROR(CheckK(k, /*allow_zero=*/true));
+  if (ids.size() > static_cast<size_t>(options_.max_batch)) {
+    return Status::OutOfRange("rerank of " + std::to_string(ids.size()) +
+                              " ids exceeds max_batch " + std::to_string(options_.max_batch));
+  }
+  Scratch& s = TlsScratch();
+  s.ids.assign(ids.begin(), ids.end());
+  std::sort(s.ids.begin(), s.ids.end());
+  s.ids.erase(std::unique(s.ids.begin(), s.ids.end()), s.ids.end());
+  const std::vector<uint64_t>& unique_ids = s.ids;  // MultiGet does not touch s.ids
+  UnpinOnExit unpin(&s);
+  MRL_RETURN_IF_ERROR(MultiGet(c, unique_ids, &s));
+
+  const size_t d = query.size();
+  s.query.assign(query.begin(), query.end());
+  PrepareForMetric(c.spec.metric, s.query.data(), d);
+  s.vec.resize(d);
+  TopK top;
+  top.Reset(k == 0 ? unique_ids.size() : static_cast<size_t>(k), &s.heap);
+  for (size_t i = 0; i < unique_ids.size(); ++i) {
+    if (s.statuses[i].IsNotFound()) continue;  // deleted or never written
+    MRL_RETURN_IF_ERROR(FromRocks(s.statuses[i], "reading point for rerank"));
+    const std::string_view v = s.values[i].ToStringView();
+    MRL_RETURN_IF_ERROR(c.codec.Check(v));
+    c.codec.DecodePrefix(v, static_cast<int32_t>(d), s.vec.data());
+    PrepareForMetric(c.spec.metric, s.vec.data(), d);
+    top.Push(unique_ids[i], ScorePrepared(c.spec.metric, s.query.data(), s.vec.data(), d));
+  }
+  top.Finish();
+  return std::vector<Candidate>(s.heap.begin(), s.heap.end());
+}
+
+Result<std::vector<Candidate>> EngineImpl::Search(const std::string& collection,
+                                                  std::span<const float> query,
+                                                  std::span<const SearchStage> stages, int32_t ef,
+                                                  bool exact) const {
+  auto found = Find(collection);
+  if (!found.ok()) return found.status();
+  const CollectionState& c = *found.value();
+  if (stages.empty() || stages.size() > kMaxStages) {
+    return Status::InvalidArgument("search needs 1 to 16 stages, got " +
+                                   std::to_string(stages.size()));
+  }
+  int32_t max_dims = 0;
+  for (const auto& st : stages) {
+    if (!c.IsNestingDim(st.dims)) {
+      return Status::InvalidArgument("search stage dims " + std::to_string(st.dims) +
+                                     " is not a nesting dim of '" + collection + "' " +
+                                     NestingString(c.spec.nesting));
+    }
+    MRL_RETURN_IF_ERROR(CheckK(st.k, /*allow_zero=*/false));
+    max_dims = std::max(max_dims, st.dims);
+  }
+  if (query.size() < static_cast<size_t>(max_dims) ||
+      query.size() > static_cast<size_t>(c.spec.dim)) {
+    return Status::InvalidArgument("search query has " + std::to_string(query.size()) +
+                                   " dims; the stages need " + std::to_string(max_dims) +
+                                   " and the collection has " + std::to_string(c.spec.dim));
+  }
+  MRL_RETURN_IF_ERROR(CheckFinite(query.first(max_dims), "search query"));
+  MRL_RETURN_IF_ERROR(CheckEf(ef));
+
+  std::vector<Candidate> cands;
+  MRL_RETURN_IF_ERROR(
+      ShortlistInternal(c, query.first(stages[0].dims), stages[0].k, ef, exact, &cands));
+  if (stages.size() == 1) return cands;
+
+  // Read every survivor once, decode the largest prefix a later stage needs, then narrow.
+  int32_t rerank_dims = 0;
+  for (size_t i = 1; i < stages.size(); ++i) rerank_dims = std::max(rerank_dims, stages[i].dims);
+  Scratch& s = TlsScratch();
+  std::vector<uint64_t> ids(cands.size());
+  for (size_t i = 0; i < cands.size(); ++i) ids[i] = cands[i].id;
+  UnpinOnExit unpin(&s);
+  MRL_RETURN_IF_ERROR(MultiGet(c, ids, &s));
+  const size_t rd = static_cast<size_t>(rerank_dims);
+  s.matrix.resize(ids.size() * rd);
+  std::vector<uint32_t> rows;  // surviving candidates: row in s.matrix
+  rows.reserve(ids.size());
+  for (size_t i = 0; i < ids.size(); ++i) {
+    if (s.statuses[i].IsNotFound()) continue;
+    MRL_RETURN_IF_ERROR(FromRocks(s.statuses[i], "reading point for rerank"));
+    const std::string_view v = s.values[i].ToStringView();
+    MRL_RETURN_IF_ERROR(c.codec.Check(v));
+    c.codec.DecodePrefix(v, rerank_dims, &s.matrix[i * rd]);
+    rows.push_back(static_cast<uint32_t>(i));
+  }
+  std::vector<uint32_t> next_rows;
+  for (size_t st = 1; st < stages.size(); ++st) {
+    const size_t d = static_cast<size_t>(stages[st].dims);
+    s.query.assign(query.begin(), query.begin() + d);
+    PrepareForMetric(c.spec.metric, s.query.data(), d);
+    s.vec.resize(d);
+    TopK top;
+    top.Reset(static_cast<size_t>(stages[st].k), &s.heap);
+    for (uint32_t r : rows) {
+      std::copy_n(&s.matrix[r * rd], d, s.vec.data());
+      PrepareForMetric(c.spec.metric, s.vec.data(), d);
+      // The heap carries the row; ids are restored below.
+      top.Push(r, ScorePrepared(c.spec.metric, s.query.data(), s.vec.data(), d));
+    }
+    top.Finish();
+    next_rows.clear();
+    cands.clear();
+    for (const auto& h : s.heap) {
+      next_rows.push_back(static_cast<uint32_t>(h.id));
+      cands.push_back(Candidate{ids[h.id], h.score});
+    }
+    rows.swap(next_rows);
+  }
+  // Rows were compared by row on equal scores; restore the engine's id tie order.
+  std::sort(cands.begin(), cands.end(), BetterCandidate);
+  return cands;
+}
+
+Result<ScanPage> EngineImpl::ScanBucket(const std::string& collection, uint32_t bucket,
+                                        std::optional<uint64_t> after, int32_t limit) const {
+  auto found = Find(collection);
+  if (!found.ok()) return found.status();
+  const CollectionState& c = *found.value();
+  if (bucket >= c.spec.num_buckets) {
+    return Status::OutOfRange("bucket " + std::to_string(bucket) + " >= num_buckets " +
+                              std::to_string(c.spec.num_buckets));
+  }
+  if (limit < 1 || limit > options_.max_batch) {
+    return Status::OutOfRange("scan limit " + std::to_string(limit) + " not in [1, " +
+                              std::to_string(options_.max_batch) + "]");
+  }
+  const std::string upper = BucketPrefix(c.id, bucket + 1);
+  rocksdb::Slice upper_slice(upper);
+  rocksdb::ReadOptions ro;
+  ro.iterate_upper_bound = &upper_slice;
+  std::unique_ptr<rocksdb::Iterator> it(storage_->db->NewIterator(ro, storage_->points));
+  if (after) {
+    const PointKey k = EncodePointKey(c.id, bucket, *after);
+    it->Seek(rocksdb::Slice(k.data(), k.size()));
+    if (it->Valid() && PointKeyId(it->key().ToStringView()) == *after) it->Next();
+  } else {
+    it->Seek(BucketPrefix(c.id, bucket));
+  }
+  ScanPage page;
+  for (; it->Valid() && page.points.size() < static_cast<size_t>(limit); it->Next()) {
+    const std::string_view v = it->value().ToStringView();
+    MRL_RETURN_IF_ERROR(c.codec.Check(v));
+    StoredPoint p;
+    p.id = PointKeyId(it->key().ToStringView());
+    p.vector.resize(static_cast<size_t>(c.spec.dim));
+    c.codec.DecodePrefix(v, c.spec.dim, p.vector.data());
+    p.payload = std::string(c.codec.Payload(v));
+    page.points.push_back(std::move(p));
+  }
+  MRL_RETURN_IF_ERROR(FromRocks(it->status(), "scanning bucket"));
+  if (it->Valid() && !page.points.empty()) page.next_after = page.points.back().id;
+  return page;
+}
+
+Status EngineImpl::ShortlistInternal(const CollectionState& c, std::span<const float> query,
+                                     int32_t k, int32_t ef, bool exact,
+                                     std::vector<Candidate>* out) const {
+  Scratch& s = TlsScratch();
+  const size_t d = query.size();
+  s.query.assign(query.begin(), query.end());
+  PrepareForMetric(c.spec.metric, s.query.data(), d);
+  if (const IndexState* ix = c.FindIndex(static_cast<int32_t>(d))) {
+    ix->index->Search(s.query.data(), k, ef, exact, out);
+    return Status::Ok();
+  }
+  // No index over these dims: scan storage.
+  const std::string upper = CollectionPrefix(c.id + 1);
+  rocksdb::Slice upper_slice(upper);
+  rocksdb::ReadOptions ro;
+  ro.iterate_upper_bound = &upper_slice;
+  ro.fill_cache = false;
+  std::unique_ptr<rocksdb::Iterator> it(storage_->db->NewIterator(ro, storage_->points));
+  s.vec.resize(d);
+  TopK top;
+  top.Reset(static_cast<size_t>(k), &s.heap);
+  for (it->Seek(CollectionPrefix(c.id)); it->Valid(); it->Next()) {
+    const std::string_view v = it->value().ToStringView();
+    MRL_RETURN_IF_ERROR(c.codec.Check(v));
+    c.codec.DecodePrefix(v, static_cast<int32_t>(d), s.vec.data());
+    PrepareForMetric(c.spec.metric, s.vec.data(), d);
+    top.Push(PointKeyId(it->key().ToStringView()),
+             ScorePrepared(c.spec.metric, s.query.data(), s.vec.data(), d));
+  }
+  MRL_RETURN_IF_ERROR(FromRocks(it->status(), "scanning collection"));
+  top.Finish();
+  out->assign(s.heap.begin(), s.heap.end());
+  return Status::Ok();
+}
+
+Status EngineImpl::MultiGet(const CollectionState& c, std::span<const uint64_t> ids,
+                            Scratch* s) const {
+  const size_t n = ids.size();
+  s->keys.resize(n);
+  s->key_slices.resize(n);
+  if (s->values.size() < n) s->values.resize(n);
+  s->statuses.assign(n, rocksdb::Status());
+  for (size_t i = 0; i < n; ++i) {
+    s->keys[i] = EncodePointKey(c.id, BucketOf(ids[i], c.spec.num_buckets), ids[i]);
+    s->key_slices[i] = rocksdb::Slice(s->keys[i].data(), s->keys[i].size());
+    s->values[i].Reset();
+  }
+  if (n == 0) return Status::Ok();
+  storage_->db->MultiGet(rocksdb::ReadOptions(), storage_->points, n, s->key_slices.data(),
+                         s->values.data(), s->statuses.data());
+  return Status::Ok();
+}
+
+}  // namespace mrl::shard::engine_internal
