@@ -10,8 +10,9 @@ std::string Str(const flatbuffers::String* s) { return s ? s->str() : std::strin
 
 }  // namespace
 
-Result<std::vector<uint8_t>> BinaryApi::Handle(wire::MessageType type, std::span<const uint8_t> body,
-                                                   const rpc::RequestContext& context) {
+Result<std::vector<uint8_t>> BinaryApi::Handle(wire::MessageType type,
+                                               std::span<const uint8_t> body,
+                                               const rpc::RequestContext& context) {
   using MT = wire::MessageType;
   switch (type) {
     case MT::PingRequest:
@@ -19,40 +20,32 @@ Result<std::vector<uint8_t>> BinaryApi::Handle(wire::MessageType type, std::span
     case MT::AuthRequest:
       return wire::PackBody(wire::AuthResponseT{});
     case MT::SearchRequest:
-    {
-      const auto& req = *wire::RootAs<wire::SearchRequest>(body);
-      return c_.WithSnapshot(Str(req.collection()), [&](const ClusterSnapshot& snap) { return Search(snap, req); });
-    }
+      return OnOneSnapshot(*wire::RootAs<wire::SearchRequest>(body),
+                           &wire::SearchRequest::collection, &BinaryApi::Search);
     case MT::UpsertRequest:
-    {
-      const auto& req = *wire::RootAs<wire::UpsertRequest>(body);
-      return c_.WithSnapshot(Str(req.collection()), [&](const ClusterSnapshot& snap) { return Upsert(snap, req); });
-    }
+      return OnOneSnapshot(*wire::RootAs<wire::UpsertRequest>(body),
+                           &wire::UpsertRequest::collection, &BinaryApi::Upsert);
     case MT::DeleteRequest:
-    {
-      const auto& req = *wire::RootAs<wire::DeleteRequest>(body);
-      return c_.WithSnapshot(Str(req.collection()), [&](const ClusterSnapshot& snap) { return Delete(snap, req); });
-    }
+      return OnOneSnapshot(*wire::RootAs<wire::DeleteRequest>(body),
+                           &wire::DeleteRequest::collection, &BinaryApi::Delete);
     case MT::GetRequest:
-    {
-      const auto& req = *wire::RootAs<wire::GetRequest>(body);
-      return c_.WithSnapshot(Str(req.collection()), [&](const ClusterSnapshot& snap) { return Get(snap, req); });
-    }
+      return OnOneSnapshot(*wire::RootAs<wire::GetRequest>(body), &wire::GetRequest::collection,
+                           &BinaryApi::Get);
     case MT::DescribeCollectionRequest:
-    {
-      const auto& req = *wire::RootAs<wire::DescribeCollectionRequest>(body);
-      return c_.WithSnapshot(Str(req.name()), [&](const ClusterSnapshot& snap) { return Describe(snap, req); });
-    }
+      return OnOneSnapshot(*wire::RootAs<wire::DescribeCollectionRequest>(body),
+                           &wire::DescribeCollectionRequest::name, &BinaryApi::Describe);
     case MT::StatsRequest:
       return Stats(context.server);
     default:
-      return Status::InvalidArgument(std::string(wire::EnumNameMessageType(type)) +
-                                     " is not served by the coordinator (shard-internal or admin: use a shard "
-                                     "or the HTTP API)");
+      return Status::InvalidArgument(
+          std::string(wire::EnumNameMessageType(type)) +
+          " is not served by the coordinator (shard-internal or admin: use a shard "
+          "or the HTTP API)");
   }
 }
 
-Result<std::vector<uint8_t>> BinaryApi::Search(const ClusterSnapshot& snap, const wire::SearchRequest& req) {
+Result<std::vector<uint8_t>> BinaryApi::Search(const ClusterSnapshot& snap,
+                                               const wire::SearchRequest& req) {
   const std::string name = Str(req.collection());
   auto found = snap.Spec(name);
   if (!found.ok()) return found.status();
@@ -63,8 +56,9 @@ Result<std::vector<uint8_t>> BinaryApi::Search(const ClusterSnapshot& snap, cons
   s.one_trip = req.one_trip();
   s.dims = req.dims();
   if (s.dims != spec.dim) {
-    return Status::InvalidArgument("queries must have the collection's " + std::to_string(spec.dim) +
-                                   " dims (got dims " + std::to_string(s.dims) + ")");
+    return Status::InvalidArgument("queries must have the collection's " +
+                                   std::to_string(spec.dim) + " dims (got dims " +
+                                   std::to_string(s.dims) + ")");
   }
   const size_t floats = req.queries() ? req.queries()->size() : 0;
   if (floats == 0 || floats % static_cast<size_t>(s.dims) != 0) {
@@ -82,7 +76,8 @@ Result<std::vector<uint8_t>> BinaryApi::Search(const ClusterSnapshot& snap, cons
     return Status::InvalidArgument("give stages (the last stage's k is the answer size)");
   }
   const int32_t k = stages->Get(stages->size() - 1)->k();
-  if (k < 1 || k > max_k_) return Status::OutOfRange("k must be in [1, " + std::to_string(max_k_) + "]");
+  if (k < 1 || k > max_k_)
+    return Status::OutOfRange("k must be in [1, " + std::to_string(max_k_) + "]");
   PlanRequest pr;
   pr.k = k;
   pr.budget = std::string(Str(req.budget()));
@@ -105,7 +100,8 @@ Result<std::vector<uint8_t>> BinaryApi::Search(const ClusterSnapshot& snap, cons
   return wire::PackBody(resp);
 }
 
-Result<std::vector<uint8_t>> BinaryApi::Upsert(const ClusterSnapshot& snap, const wire::UpsertRequest& req) {
+Result<std::vector<uint8_t>> BinaryApi::Upsert(const ClusterSnapshot& snap,
+                                               const wire::UpsertRequest& req) {
   const size_t n = req.ids() ? req.ids()->size() : 0;
   const int32_t dims = req.dims();
   if (dims <= 0) return Status::InvalidArgument("dims must be positive");
@@ -131,7 +127,8 @@ Result<std::vector<uint8_t>> BinaryApi::Upsert(const ClusterSnapshot& snap, cons
   return wire::PackBody(resp);
 }
 
-Result<std::vector<uint8_t>> BinaryApi::Delete(const ClusterSnapshot& snap, const wire::DeleteRequest& req) {
+Result<std::vector<uint8_t>> BinaryApi::Delete(const ClusterSnapshot& snap,
+                                               const wire::DeleteRequest& req) {
   std::vector<uint64_t> ids;
   if (req.ids()) ids.assign(req.ids()->begin(), req.ids()->end());
   MRL_RETURN_IF_ERROR(c_.Delete(snap, Str(req.collection()), ids, deadline_ms_));
@@ -140,7 +137,8 @@ Result<std::vector<uint8_t>> BinaryApi::Delete(const ClusterSnapshot& snap, cons
   return wire::PackBody(resp);
 }
 
-Result<std::vector<uint8_t>> BinaryApi::Get(const ClusterSnapshot& snap, const wire::GetRequest& req) {
+Result<std::vector<uint8_t>> BinaryApi::Get(const ClusterSnapshot& snap,
+                                            const wire::GetRequest& req) {
   std::vector<uint64_t> ids;
   if (req.ids()) ids.assign(req.ids()->begin(), req.ids()->end());
   auto got = c_.Get(snap, Str(req.collection()), ids, req.with_vector(), deadline_ms_);
@@ -159,18 +157,21 @@ Result<std::vector<uint8_t>> BinaryApi::Get(const ClusterSnapshot& snap, const w
   return wire::PackBody(resp);
 }
 
-Result<std::vector<uint8_t>> BinaryApi::Describe(const ClusterSnapshot& snap, const wire::DescribeCollectionRequest& req) {
+Result<std::vector<uint8_t>> BinaryApi::Describe(const ClusterSnapshot& snap,
+                                                 const wire::DescribeCollectionRequest& req) {
   auto spec = snap.Spec(Str(req.name()));
   if (!spec.ok()) return spec.status();
   wire::DescribeCollectionResponseT resp;
-  resp.collections.push_back(std::make_unique<wire::CollectionSpecT>(CollectionSpecToWire(*spec.value())));
+  resp.collections.push_back(
+      std::make_unique<wire::CollectionSpecT>(CollectionSpecToWire(*spec.value())));
   return wire::PackBody(resp);
 }
 
 Result<std::vector<uint8_t>> BinaryApi::Stats(const rpc::ServerMetrics* server) {
   wire::StatsResponseT resp;
-  resp.uptime_ms = static_cast<uint64_t>(
-      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started_).count());
+  resp.uptime_ms = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                             std::chrono::steady_clock::now() - started_)
+                                             .count());
   if (server) server->FillStats(&resp);
   resp.map_epoch = static_cast<uint32_t>(c_.Snapshot()->map.epoch());
   return wire::PackBody(resp);

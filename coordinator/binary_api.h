@@ -29,12 +29,24 @@ class BinaryApi : public rpc::FrameHandler {
                                       const rpc::RequestContext& context) override;
 
  private:
-  // Each decides on the one snapshot it is given (Coordinator::WithSnapshot).
+  // handler(snapshot, req) on one snapshot of the cluster (Coordinator::WithSnapshot), the
+  // collection named by (req.*collection)().
+  template <typename Req>
+  Result<std::vector<uint8_t>> OnOneSnapshot(
+      const Req& req, const flatbuffers::String* (Req::*collection)() const,
+      Result<std::vector<uint8_t>> (BinaryApi::*handler)(const ClusterSnapshot&, const Req&)) {
+    const std::string name = (req.*collection)() ? (req.*collection)()->str() : std::string();
+    return c_.WithSnapshot(
+        name, [&](const ClusterSnapshot& snap) { return (this->*handler)(snap, req); });
+  }
+
+  // Each decides on the one snapshot it is given.
   Result<std::vector<uint8_t>> Search(const ClusterSnapshot& snap, const wire::SearchRequest& req);
   Result<std::vector<uint8_t>> Upsert(const ClusterSnapshot& snap, const wire::UpsertRequest& req);
   Result<std::vector<uint8_t>> Delete(const ClusterSnapshot& snap, const wire::DeleteRequest& req);
   Result<std::vector<uint8_t>> Get(const ClusterSnapshot& snap, const wire::GetRequest& req);
-  Result<std::vector<uint8_t>> Describe(const ClusterSnapshot& snap, const wire::DescribeCollectionRequest& req);
+  Result<std::vector<uint8_t>> Describe(const ClusterSnapshot& snap,
+                                        const wire::DescribeCollectionRequest& req);
   Result<std::vector<uint8_t>> Stats(const rpc::ServerMetrics* server);
 
   Coordinator& c_;

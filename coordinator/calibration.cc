@@ -6,11 +6,13 @@
 
 namespace mrl::coord {
 
-Result<std::vector<CalibrationPoint>> Calibrator::Measure(int32_t queries, const PlanSearch& search) const {
+Result<std::vector<CalibrationPoint>> Calibrator::Measure(int32_t queries,
+                                                          const PlanSearch& search) const {
   if (queries < 1) return Status::InvalidArgument("calibration needs at least one sample query");
   using Clock = std::chrono::steady_clock;
   const size_t n = static_cast<size_t>(queries);
-  auto run = [&](const QueryPlan& plan, double* us_per_query) -> Result<std::vector<std::vector<ScoredId>>> {
+  auto run = [&](const QueryPlan& plan,
+                 double* us_per_query) -> Result<std::vector<std::vector<ScoredId>>> {
     const auto t0 = Clock::now();
     auto hits = search(plan);
     *us_per_query = std::chrono::duration<double, std::micro>(Clock::now() - t0).count() / queries;

@@ -23,7 +23,8 @@ namespace mrl::coord {
 class Calibrator {
  public:
   // Runs `plan` on every sample query; per query, best first.
-  using PlanSearch = std::function<Result<std::vector<std::vector<ScoredId>>>(const QueryPlan& plan)>;
+  using PlanSearch =
+      std::function<Result<std::vector<std::vector<ScoredId>>>(const QueryPlan& plan)>;
 
   // REQUIRES: k >= 1.
   Calibrator(const CollectionSpec& spec, int32_t k) : spec_(spec), k_(k) {}

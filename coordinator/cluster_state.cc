@@ -20,11 +20,13 @@ Result<const CollectionSpec*> ClusterSnapshot::Spec(const std::string& collectio
   return &it->second;
 }
 
-Result<QueryPlan> ClusterSnapshot::Budget(const std::string& collection, const std::string& budget) const {
+Result<QueryPlan> ClusterSnapshot::Budget(const std::string& collection,
+                                          const std::string& budget) const {
   auto it = budgets.find(collection);
   if (it == budgets.end() || !it->second.count(budget)) {
     return Status::FailedPrecondition("budget '" + budget + "' of '" + collection +
-                                      "' is not calibrated: POST /v1/collections/" + collection + "/calibrate");
+                                      "' is not calibrated: POST /v1/collections/" + collection +
+                                      "/calibrate");
   }
   return it->second.at(budget);
 }
@@ -36,7 +38,8 @@ Result<std::unique_ptr<ClusterState>> ClusterState::Open(const std::string& data
   if (!loaded.ok()) return loaded.status();
   std::unique_ptr<ClusterState> state(new ClusterState(data_dir, follow, std::move(on_map)));
   std::lock_guard<std::mutex> lock(state->mu_);
-  state->Publish(std::make_shared<const ClusterSnapshot>(std::move(loaded).value()), /*map_changed=*/true);
+  state->Publish(std::make_shared<const ClusterSnapshot>(std::move(loaded).value()),
+                 /*map_changed=*/true);
   return state;
 }
 
@@ -56,7 +59,8 @@ Result<ClusterSnapshot> ClusterState::Load(const std::string& data_dir) {
       const json all = json::parse(text.value());
       for (const auto& [name, j] : all.items()) {
         auto spec = CollectionSpecFromJson(j, name);
-        if (!spec.ok()) return Status::Corruption("'" + specs_path + "': " + spec.status().message());
+        if (!spec.ok())
+          return Status::Corruption("'" + specs_path + "': " + spec.status().message());
         st.specs.emplace(name, std::move(spec).value());
       }
     } catch (const json::exception& e) {
@@ -77,14 +81,16 @@ void ClusterState::Publish(std::shared_ptr<const ClusterSnapshot> next, bool map
 }
 
 Status ClusterState::FollowerRefusal() const {
-  return Status::FailedPrecondition("this coordinator follows the cluster state in '" + data_dir_ +
-                                    "'; send cluster and collection changes to the coordinator that owns it");
+  return Status::FailedPrecondition(
+      "this coordinator follows the cluster state in '" + data_dir_ +
+      "'; send cluster and collection changes to the coordinator that owns it");
 }
 
 Status ClusterState::Persist(const ClusterSnapshot& next) const {
   json specs = json::object();
   for (const auto& [name, s] : next.specs) specs[name] = CollectionSpecToJson(s);
-  MRL_RETURN_IF_ERROR(WriteFileAtomic((fs::path(data_dir_) / "collections.json").string(), specs.dump(2)));
+  MRL_RETURN_IF_ERROR(
+      WriteFileAtomic((fs::path(data_dir_) / "collections.json").string(), specs.dump(2)));
   return next.map.Save((fs::path(data_dir_) / "shard_map.json").string());
 }
 
@@ -114,7 +120,8 @@ Status ClusterState::AddCollection(const CollectionSpec& spec) {
   return Status::Ok();
 }
 
-void ClusterState::SetBudgets(const std::string& collection, std::map<std::string, QueryPlan> budgets) {
+void ClusterState::SetBudgets(const std::string& collection,
+                              std::map<std::string, QueryPlan> budgets) {
   std::lock_guard<std::mutex> lock(mu_);
   auto next = std::make_shared<ClusterSnapshot>(*snap_);
   next->budgets[collection] = std::move(budgets);
@@ -137,8 +144,8 @@ Status ClusterState::Refresh(uint64_t seen_epoch) {
     return Status::Ok();
   }
   if (current > seen_epoch) return Status::Ok();  // another call refreshed it meanwhile
-  return Status::Aborted("a shard has seen a newer shard-map epoch than " + std::to_string(current) +
-                         ", the newest in " + data_dir_);
+  return Status::Aborted("a shard has seen a newer shard-map epoch than " +
+                         std::to_string(current) + ", the newest in " + data_dir_);
 }
 
 }  // namespace mrl::coord

@@ -17,20 +17,24 @@ Coordinator::Coordinator(CoordinatorOptions options) : opt_(std::move(options)) 
   po.max_in_flight_per_connection = opt_.shard_max_in_flight;
   pool_ = std::make_unique<ShardPool>(po);
   engine_ = std::make_unique<QueryEngine>(*pool_);
-  writes_ = std::make_unique<WriteRouter>(*pool_, WriteRouterOptions{opt_.write_quorum, opt_.max_points});
+  writes_ =
+      std::make_unique<WriteRouter>(*pool_, WriteRouterOptions{opt_.write_quorum, opt_.max_points});
 }
 
 Result<std::unique_ptr<Coordinator>> Coordinator::Open(CoordinatorOptions options) {
   std::unique_ptr<Coordinator> c(new Coordinator(std::move(options)));
   ShardPool* pool = c->pool_.get();
   // The pool learns every published map: clients for new shards, the epoch on every request.
-  auto state = ClusterState::Open(c->opt_.data_dir, c->opt_.follow, [pool](const ShardMap& m) { pool->Sync(m); });
+  auto state = ClusterState::Open(c->opt_.data_dir, c->opt_.follow,
+                                  [pool](const ShardMap& m) { pool->Sync(m); });
   if (!state.ok()) return state.status();
   c->state_ = std::move(state).value();
   return c;
 }
 
-Status Coordinator::AddGroup(const std::vector<ShardInfo>& shards) { return state_->AddGroup(shards); }
+Status Coordinator::AddGroup(const std::vector<ShardInfo>& shards) {
+  return state_->AddGroup(shards);
+}
 
 Status Coordinator::CreateCollection(const CollectionSpec& spec) {
   if (state_->follow()) return state_->AddCollection(spec);  // the follower refusal
@@ -62,7 +66,8 @@ Status Coordinator::Delete(const ClusterSnapshot& snap, const std::string& colle
 
 Result<std::vector<std::optional<PointIn>>> Coordinator::Get(const ClusterSnapshot& snap,
                                                              const std::string& collection,
-                                                             const std::vector<uint64_t>& ids, bool with_vector,
+                                                             const std::vector<uint64_t>& ids,
+                                                             bool with_vector,
                                                              uint32_t deadline_ms) {
   return writes_->Get(snap, collection, ids, with_vector, deadline_ms);
 }
@@ -75,14 +80,15 @@ Result<SearchOutcome> Coordinator::Search(const ClusterSnapshot& snap, const Sea
   return r;
 }
 
-Result<std::vector<float>> Coordinator::SampleQueries(const ClusterSnapshot& snap, const CollectionSpec& spec,
-                                                      int32_t sample) {
+Result<std::vector<float>> Coordinator::SampleQueries(const ClusterSnapshot& snap,
+                                                      const CollectionSpec& spec, int32_t sample) {
   // Points read from a spread of buckets (real data, not synthetic).
   auto placement = snap.map.Placement(spec.name);
   if (!placement.ok()) return placement.status();
   std::vector<float> queries;
   int32_t got = 0;
-  for (uint32_t b = 0; b < spec.num_buckets && got < sample; b += std::max<uint32_t>(1, spec.num_buckets / 64)) {
+  for (uint32_t b = 0; b < spec.num_buckets && got < sample;
+       b += std::max<uint32_t>(1, spec.num_buckets / 64)) {
     wire::ScanBucketRequestT req;
     req.collection = spec.name;
     req.bucket = b;
@@ -100,31 +106,38 @@ Result<std::vector<float>> Coordinator::SampleQueries(const ClusterSnapshot& sna
       break;
     }
   }
-  if (got == 0) return Status::FailedPrecondition("collection '" + spec.name + "' has no points to calibrate on");
+  if (got == 0)
+    return Status::FailedPrecondition("collection '" + spec.name +
+                                      "' has no points to calibrate on");
   return queries;
 }
 
-Result<Calibration> Coordinator::Calibrate(const std::string& collection, int32_t sample, int32_t k) {
-  if (k < 1 || k > opt_.max_k) return Status::InvalidArgument("'k' must be in [1, " + std::to_string(opt_.max_k) + "]");
+Result<Calibration> Coordinator::Calibrate(const std::string& collection, int32_t sample,
+                                           int32_t k) {
+  if (k < 1 || k > opt_.max_k)
+    return Status::InvalidArgument("'k' must be in [1, " + std::to_string(opt_.max_k) + "]");
   if (sample < 1) return Status::InvalidArgument("'sample' must be positive");
-  auto measured = WithSnapshot(collection, [&](const ClusterSnapshot& snap) -> Result<std::vector<CalibrationPoint>> {
-    auto spec = snap.Spec(collection);
-    if (!spec.ok()) return spec.status();
-    auto queries = SampleQueries(snap, *spec.value(), sample);
-    if (!queries.ok()) return queries.status();
-    const int32_t n = static_cast<int32_t>(queries->size() / static_cast<size_t>(spec.value()->dim));
-    SearchSpec s;
-    s.collection = collection;
-    s.dims = spec.value()->dim;
-    s.queries = std::move(queries).value();
-    s.deadline_ms = opt_.default_deadline_ms * 50;
-    return Calibrator(*spec.value(), k).Measure(n, [&](const QueryPlan& plan) -> Result<std::vector<std::vector<ScoredId>>> {
-      s.plan = plan;
-      auto r = engine_->Search(snap.map, s);
-      if (!r.ok()) return r.status();
-      return std::move(r->hits);
-    });
-  });
+  auto measured = WithSnapshot(
+      collection, [&](const ClusterSnapshot& snap) -> Result<std::vector<CalibrationPoint>> {
+        auto spec = snap.Spec(collection);
+        if (!spec.ok()) return spec.status();
+        auto queries = SampleQueries(snap, *spec.value(), sample);
+        if (!queries.ok()) return queries.status();
+        const int32_t n =
+            static_cast<int32_t>(queries->size() / static_cast<size_t>(spec.value()->dim));
+        SearchSpec s;
+        s.collection = collection;
+        s.dims = spec.value()->dim;
+        s.queries = std::move(queries).value();
+        s.deadline_ms = opt_.default_deadline_ms * 50;
+        return Calibrator(*spec.value(), k)
+            .Measure(n, [&](const QueryPlan& plan) -> Result<std::vector<std::vector<ScoredId>>> {
+              s.plan = plan;
+              auto r = engine_->Search(snap.map, s);
+              if (!r.ok()) return r.status();
+              return std::move(r->hits);
+            });
+      });
   if (!measured.ok()) return measured.status();
   auto budgets = PickBudgets(measured.value(), DefaultBudgets());
   if (!budgets.ok()) return budgets.status();

@@ -30,26 +30,26 @@
 namespace mrl::coord {
 
 struct CoordinatorOptions {
-  std::string data_dir;          // shard_map.json and collections.json live here
-  std::string read_token;        // non-empty: GET and search need "Authorization: Bearer <read or admin>"
-  std::string admin_token;       // non-empty: writes and /v1/cluster need "Bearer <admin>"
-  std::string shard_secret;      // shared secret presented to the shards
+  std::string data_dir;    // shard_map.json and collections.json live here
+  std::string read_token;  // non-empty: GET and search need "Authorization: Bearer <read or admin>"
+  std::string admin_token;   // non-empty: writes and /v1/cluster need "Bearer <admin>"
+  std::string shard_secret;  // shared secret presented to the shards
   uint32_t default_deadline_ms = 2000;
   int32_t max_k = 1000;
-  int32_t max_queries = 256;     // query vectors per search request
-  int32_t max_points = 10000;    // points per upsert / ids per delete or get
-  int write_quorum = 0;          // replicas that must acknowledge a write; 0 = all
+  int32_t max_queries = 256;   // query vectors per search request
+  int32_t max_points = 10000;  // points per upsert / ids per delete or get
+  int write_quorum = 0;        // replicas that must acknowledge a write; 0 = all
   // Follow another coordinator's cluster state in data_dir (shared files) instead of owning it:
   // cluster and collection changes are refused; the state is reloaded whenever a shard reports
   // a newer map epoch or a collection is unknown.
   bool follow = false;
-  int shard_connections = 2;             // pipelined connections per shard (round-robin)
-  uint32_t shard_max_in_flight = 256;    // per connection; beyond: ResourceExhausted at once
+  int shard_connections = 2;           // pipelined connections per shard (round-robin)
+  uint32_t shard_max_in_flight = 256;  // per connection; beyond: ResourceExhausted at once
 };
 
 struct Calibration {
-  std::vector<CalibrationPoint> candidates;   // every plan measured
-  std::map<std::string, QueryPlan> budgets;   // the plan now serving each budget
+  std::vector<CalibrationPoint> candidates;  // every plan measured
+  std::map<std::string, QueryPlan> budgets;  // the plan now serving each budget
 };
 
 class Coordinator {
@@ -71,13 +71,14 @@ class Coordinator {
   Status CreateCollection(const CollectionSpec& spec);
 
   // Writes are acknowledged once write_quorum replicas of every touched bucket have the points.
-  Status Upsert(const ClusterSnapshot& snap, const std::string& collection, const std::vector<PointIn>& points,
-                uint32_t deadline_ms);
-  Status Delete(const ClusterSnapshot& snap, const std::string& collection, const std::vector<uint64_t>& ids,
-                uint32_t deadline_ms);
-  Result<std::vector<std::optional<PointIn>>> Get(const ClusterSnapshot& snap, const std::string& collection,
-                                                  const std::vector<uint64_t>& ids, bool with_vector,
-                                                  uint32_t deadline_ms);
+  Status Upsert(const ClusterSnapshot& snap, const std::string& collection,
+                const std::vector<PointIn>& points, uint32_t deadline_ms);
+  Status Delete(const ClusterSnapshot& snap, const std::string& collection,
+                const std::vector<uint64_t>& ids, uint32_t deadline_ms);
+  Result<std::vector<std::optional<PointIn>>> Get(const ClusterSnapshot& snap,
+                                                  const std::string& collection,
+                                                  const std::vector<uint64_t>& ids,
+                                                  bool with_vector, uint32_t deadline_ms);
   Result<SearchOutcome> Search(const ClusterSnapshot& snap, const SearchSpec& spec);
 
   // Measures the candidate plans on `sample` stored points of the collection used as queries
@@ -94,7 +95,9 @@ class Coordinator {
 
   static const Status& StatusOf(const Status& s) { return s; }
   template <typename T>
-  static const Status& StatusOf(const Result<T>& r) { return r.status(); }
+  static const Status& StatusOf(const Result<T>& r) {
+    return r.status();
+  }
 
   CoordinatorOptions opt_;
   std::unique_ptr<ShardPool> pool_;
@@ -112,7 +115,8 @@ auto Coordinator::WithSnapshot(const std::string& collection, Fn&& fn)
   const Status& st = StatusOf(r);
   const bool stale = st.code() == Status::Code::kAborted;
   // A follower learns of collections the owner created from the same files.
-  const bool unknown = state_->follow() && st.code() == Status::Code::kNotFound && !snap->specs.count(collection);
+  const bool unknown =
+      state_->follow() && st.code() == Status::Code::kNotFound && !snap->specs.count(collection);
   if (!stale && !unknown) return r;
   if (Status refreshed = state_->Refresh(snap->map.epoch()); !refreshed.ok()) {
     if (stale) return refreshed;

@@ -43,13 +43,17 @@ std::string CoordinatorMetrics::Render(uint64_t map_epoch, uint64_t map_refreshe
   }
   out += "# TYPE mrl_coordinator_searches_total counter\nmrl_coordinator_searches_total " +
          std::to_string(searches_) + "\n";
-  out += "# TYPE mrl_coordinator_map_epoch gauge\nmrl_coordinator_map_epoch " + std::to_string(map_epoch) + "\n";
-  out += "# TYPE mrl_coordinator_map_refreshes_total counter\nmrl_coordinator_map_refreshes_total " +
-         std::to_string(map_refreshes) + "\n";
+  out += "# TYPE mrl_coordinator_map_epoch gauge\nmrl_coordinator_map_epoch " +
+         std::to_string(map_epoch) + "\n";
+  out +=
+      "# TYPE mrl_coordinator_map_refreshes_total counter\nmrl_coordinator_map_refreshes_total " +
+      std::to_string(map_refreshes) + "\n";
   out += "# TYPE mrl_coordinator_queries_total counter\nmrl_coordinator_queries_total " +
          std::to_string(queries_) + "\n";
-  out += "# TYPE mrl_coordinator_shortlist_candidates_total counter\nmrl_coordinator_shortlist_candidates_total " +
-         std::to_string(candidates_) + "\n";
+  out +=
+      "# TYPE mrl_coordinator_shortlist_candidates_total "
+      "counter\nmrl_coordinator_shortlist_candidates_total " +
+      std::to_string(candidates_) + "\n";
   out += "# TYPE mrl_coordinator_shard_errors_total counter\n";
   for (const auto& [s, n] : shard_errors_) {
     out += "mrl_coordinator_shard_errors_total{shard=\"" + s + "\"} " + std::to_string(n) + "\n";
@@ -61,12 +65,13 @@ std::string CoordinatorMetrics::Render(uint64_t map_epoch, uint64_t map_refreshe
       cum += h[b];
       char le[32];
       std::snprintf(le, sizeof(le), "%.6g", std::ldexp(1.0, static_cast<int>(b) + 1) / 1e6);
-      out += "mrl_coordinator_stage_latency_seconds_bucket{stage=\"" + stage + "\",le=\"" + le + "\"} " +
-             std::to_string(cum) + "\n";
+      out += "mrl_coordinator_stage_latency_seconds_bucket{stage=\"" + stage + "\",le=\"" + le +
+             "\"} " + std::to_string(cum) + "\n";
     }
     out += "mrl_coordinator_stage_latency_seconds_bucket{stage=\"" + stage + "\",le=\"+Inf\"} " +
            std::to_string(cum) + "\n";
-    out += "mrl_coordinator_stage_latency_seconds_count{stage=\"" + stage + "\"} " + std::to_string(cum) + "\n";
+    out += "mrl_coordinator_stage_latency_seconds_count{stage=\"" + stage + "\"} " +
+           std::to_string(cum) + "\n";
   }
   return out;
 }

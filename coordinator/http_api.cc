@@ -14,17 +14,26 @@ using json = nlohmann::json;
 
 int HttpStatusOf(const Status& s) {
   switch (s.code()) {
-    case Status::Code::kOk: return 200;
+    case Status::Code::kOk:
+      return 200;
     case Status::Code::kInvalidArgument:
-    case Status::Code::kOutOfRange: return 400;
-    case Status::Code::kUnauthenticated: return 401;
-    case Status::Code::kNotFound: return 404;
+    case Status::Code::kOutOfRange:
+      return 400;
+    case Status::Code::kUnauthenticated:
+      return 401;
+    case Status::Code::kNotFound:
+      return 404;
     case Status::Code::kFailedPrecondition:
-    case Status::Code::kAborted: return 409;
-    case Status::Code::kResourceExhausted: return 429;
-    case Status::Code::kUnavailable: return 503;
-    case Status::Code::kDeadlineExceeded: return 504;
-    default: return 500;
+    case Status::Code::kAborted:
+      return 409;
+    case Status::Code::kResourceExhausted:
+      return 429;
+    case Status::Code::kUnavailable:
+      return 503;
+    case Status::Code::kDeadlineExceeded:
+      return 504;
+    default:
+      return 500;
   }
 }
 
@@ -32,18 +41,25 @@ HttpResponse JsonReply(int status, const json& j) { return {status, "application
 HttpResponse ErrorReply(const Status& s) {
   return JsonReply(HttpStatusOf(s), {{"error", s.message()}, {"code", CodeName(s.code())}});
 }
-HttpResponse ErrorReply(int status, const std::string& message) { return JsonReply(status, {{"error", message}}); }
-HttpResponse Reply(const Result<json>& r) { return r.ok() ? JsonReply(200, r.value()) : ErrorReply(r.status()); }
-HttpResponse Reply(const Status& st, const json& ok_body) { return st.ok() ? JsonReply(200, ok_body) : ErrorReply(st); }
+HttpResponse ErrorReply(int status, const std::string& message) {
+  return JsonReply(status, {{"error", message}});
+}
+HttpResponse Reply(const Result<json>& r) {
+  return r.ok() ? JsonReply(200, r.value()) : ErrorReply(r.status());
+}
+HttpResponse Reply(const Status& st, const json& ok_body) {
+  return st.ok() ? JsonReply(200, ok_body) : ErrorReply(st);
+}
 
 // Appends the rows of "vector" (one) and "vectors" (at most max_rows) to `out`, each checked to
 // have `dim` finite numbers.
-Status ParseVectors(const json& j, int32_t dim, int32_t max_rows, std::vector<float>* out, size_t* rows) {
+Status ParseVectors(const json& j, int32_t dim, int32_t max_rows, std::vector<float>* out,
+                    size_t* rows) {
   auto add = [&](const json& v) -> Status {
     if (!v.is_array()) return Status::InvalidArgument("a vector must be an array of numbers");
     if (static_cast<int32_t>(v.size()) != dim) {
-      return Status::InvalidArgument("vector has " + std::to_string(v.size()) + " dims, collection has " +
-                                     std::to_string(dim));
+      return Status::InvalidArgument("vector has " + std::to_string(v.size()) +
+                                     " dims, collection has " + std::to_string(dim));
     }
     for (const json& x : v) {
       if (!x.is_number()) return Status::InvalidArgument("vector entries must be numbers");
@@ -58,7 +74,8 @@ Status ParseVectors(const json& j, int32_t dim, int32_t max_rows, std::vector<fl
   if (j.contains("vectors")) {
     if (!j["vectors"].is_array()) return Status::InvalidArgument("'vectors' must be an array");
     if (static_cast<int32_t>(j["vectors"].size()) > max_rows) {
-      return Status::InvalidArgument("at most " + std::to_string(max_rows) + " query vectors per request");
+      return Status::InvalidArgument("at most " + std::to_string(max_rows) +
+                                     " query vectors per request");
     }
     for (const json& v : j["vectors"]) MRL_RETURN_IF_ERROR(add(v));
   }
@@ -66,10 +83,12 @@ Status ParseVectors(const json& j, int32_t dim, int32_t max_rows, std::vector<fl
 }
 
 Result<std::vector<uint64_t>> ParseIds(const json& body) {
-  if (!body.contains("ids") || !body["ids"].is_array()) return Status::InvalidArgument("'ids' (array) is required");
+  if (!body.contains("ids") || !body["ids"].is_array())
+    return Status::InvalidArgument("'ids' (array) is required");
   std::vector<uint64_t> ids;
   for (const json& id : body["ids"]) {
-    if (!id.is_number_unsigned()) return Status::InvalidArgument("ids must be non-negative integers");
+    if (!id.is_number_unsigned())
+      return Status::InvalidArgument("ids must be non-negative integers");
     ids.push_back(id.get<uint64_t>());
   }
   return ids;
@@ -82,8 +101,10 @@ Result<PlanRequest> ParsePlanRequest(const json& body, int32_t k) {
   pr.k = k;
   if (body.contains("budget")) pr.budget = body["budget"].get<std::string>();
   if (pr.budget.empty() && body.contains("funnel")) {
-    for (const json& st : body["funnel"]) pr.funnel.push_back({st.at(0).get<int32_t>(), st.at(1).get<int32_t>()});
-    if (pr.funnel.empty()) return Status::InvalidArgument("'funnel' must hold at least one [dims, k] stage");
+    for (const json& st : body["funnel"])
+      pr.funnel.push_back({st.at(0).get<int32_t>(), st.at(1).get<int32_t>()});
+    if (pr.funnel.empty())
+      return Status::InvalidArgument("'funnel' must hold at least one [dims, k] stage");
   }
   pr.exact = body.value("exact", false);
   const json p = body.value("plan", json::object());
@@ -113,7 +134,8 @@ HttpResponse HttpApi::Handle(const HttpRequest& req) {
 
 HttpResponse HttpApi::Route(const HttpRequest& req, std::string* endpoint) {
   static const std::regex kCollection(R"(/v1/collections/([A-Za-z0-9_.-]{1,64}))");
-  static const std::regex kPoints(R"(/v1/collections/([A-Za-z0-9_.-]{1,64})/points(/delete|/get)?)");
+  static const std::regex kPoints(
+      R"(/v1/collections/([A-Za-z0-9_.-]{1,64})/points(/delete|/get)?)");
   static const std::regex kSearch(R"(/v1/collections/([A-Za-z0-9_.-]{1,64})/(search|calibrate))");
   if (req.target == "/healthz") {
     *endpoint = "healthz";
@@ -124,18 +146,22 @@ HttpResponse HttpApi::Route(const HttpRequest& req, std::string* endpoint) {
     return {200, "text/plain; version=0.0.4", c_.PrometheusMetrics()};
   }
   const bool is_read = req.method == "GET" ||
-                       (req.method == "POST" && (req.target.ends_with("/search") || req.target.ends_with("/points/get")));
+                       (req.method == "POST" &&
+                        (req.target.ends_with("/search") || req.target.ends_with("/points/get")));
   std::string token;
-  if (auto it = req.headers.find("authorization"); it != req.headers.end() && it->second.starts_with("Bearer ")) {
+  if (auto it = req.headers.find("authorization");
+      it != req.headers.end() && it->second.starts_with("Bearer ")) {
     token = it->second.substr(7);
   }
   const bool admin_ok = opt_.admin_token.empty() || token == opt_.admin_token;
   const bool read_ok = admin_ok || opt_.read_token.empty() || token == opt_.read_token;
   if (!opt_.admin_token.empty() || !opt_.read_token.empty()) {
-    if (token.empty()) return ErrorReply(401, "missing token: send 'Authorization: Bearer <token>'");
+    if (token.empty())
+      return ErrorReply(401, "missing token: send 'Authorization: Bearer <token>'");
     if (is_read ? !read_ok : !admin_ok) {
-      return ErrorReply(token == opt_.read_token ? 403 : 401,
-                        token == opt_.read_token ? "the read-only token cannot do this" : "wrong token");
+      return ErrorReply(
+          token == opt_.read_token ? 403 : 401,
+          token == opt_.read_token ? "the read-only token cannot do this" : "wrong token");
     }
   }
   json body;
@@ -144,9 +170,10 @@ HttpResponse HttpApi::Route(const HttpRequest& req, std::string* endpoint) {
     if (body.is_discarded()) return ErrorReply(400, "malformed JSON body");
     if (!body.is_object()) return ErrorReply(400, "the JSON body must be an object");
   }
-  const uint32_t deadline = body.is_object() && body.contains("deadline_ms") && body["deadline_ms"].is_number_unsigned()
-                                ? body["deadline_ms"].get<uint32_t>()
-                                : opt_.default_deadline_ms;
+  const uint32_t deadline =
+      body.is_object() && body.contains("deadline_ms") && body["deadline_ms"].is_number_unsigned()
+          ? body["deadline_ms"].get<uint32_t>()
+          : opt_.default_deadline_ms;
   std::smatch m;
   try {
     if (req.target == "/v1/cluster") {
@@ -154,7 +181,8 @@ HttpResponse HttpApi::Route(const HttpRequest& req, std::string* endpoint) {
       if (req.method == "GET") return {200, "application/json", c_.Snapshot()->map.ToJson()};
       if (req.method != "POST") return ErrorReply(405, "method not allowed");
       std::vector<ShardInfo> group;
-      for (const json& s : body.at("group")) group.push_back({s.at("id").get<std::string>(), s.at("address").get<std::string>()});
+      for (const json& s : body.at("group"))
+        group.push_back({s.at("id").get<std::string>(), s.at("address").get<std::string>()});
       const Status st = c_.AddGroup(group);
       return Reply(st, {{"epoch", c_.Snapshot()->map.epoch()}});
     }
@@ -184,18 +212,22 @@ HttpResponse HttpApi::Route(const HttpRequest& req, std::string* endpoint) {
       const std::string name = m[1], op = m[2];
       if (op.empty()) {
         *endpoint = "upsert";
-        if (req.method != "PUT" && req.method != "POST") return ErrorReply(405, "method not allowed");
-        if (!body.contains("points") || !body["points"].is_array()) return ErrorReply(400, "'points' (array) is required");
-        return Reply(c_.WithSnapshot(name, [&](const ClusterSnapshot& snap) { return Upsert(snap, name, body, deadline); }));
+        if (req.method != "PUT" && req.method != "POST")
+          return ErrorReply(405, "method not allowed");
+        if (!body.contains("points") || !body["points"].is_array())
+          return ErrorReply(400, "'points' (array) is required");
+        return Reply(c_.WithSnapshot(
+            name, [&](const ClusterSnapshot& snap) { return Upsert(snap, name, body, deadline); }));
       }
       if (req.method != "POST") return ErrorReply(405, "method not allowed");
       auto ids = ParseIds(body);
       if (!ids.ok()) return ErrorReply(ids.status());
       if (op == "/delete") {
         *endpoint = "delete";
-        return Reply(c_.WithSnapshot(name, [&](const ClusterSnapshot& snap) {
-                       return c_.Delete(snap, name, ids.value(), deadline);
-                     }),
+        return Reply(c_.WithSnapshot(name,
+                                     [&](const ClusterSnapshot& snap) {
+                                       return c_.Delete(snap, name, ids.value(), deadline);
+                                     }),
                      {{"result", "acknowledged"}});
       }
       *endpoint = "get";
@@ -204,7 +236,8 @@ HttpResponse HttpApi::Route(const HttpRequest& req, std::string* endpoint) {
         auto got = c_.Get(snap, name, ids.value(), with_vector, deadline);
         if (!got.ok()) return got.status();
         json pts = json::array();
-        for (size_t i = 0; i < ids->size(); ++i) pts.push_back(PointJson(ids.value()[i], got.value()[i]));
+        for (size_t i = 0; i < ids->size(); ++i)
+          pts.push_back(PointJson(ids.value()[i], got.value()[i]));
         return json{{"points", pts}};
       }));
     }
@@ -217,13 +250,15 @@ HttpResponse HttpApi::Route(const HttpRequest& req, std::string* endpoint) {
         if (!cal.ok()) return ErrorReply(cal.status());
         json out = json::array();
         for (const auto& p : cal->candidates) {
-          out.push_back({{"plan", p.plan.name}, {"recall", p.recall}, {"latency_us", p.latency_us}});
+          out.push_back(
+              {{"plan", p.plan.name}, {"recall", p.recall}, {"latency_us", p.latency_us}});
         }
         json budgets = json::object();
         for (const auto& [b, plan] : cal->budgets) budgets[b] = plan.name;
         return JsonReply(200, {{"candidates", out}, {"budgets", budgets}});
       }
-      return Reply(c_.WithSnapshot(name, [&](const ClusterSnapshot& snap) { return Search(snap, name, body, deadline); }));
+      return Reply(c_.WithSnapshot(
+          name, [&](const ClusterSnapshot& snap) { return Search(snap, name, body, deadline); }));
     }
   } catch (const json::exception& e) {
     return ErrorReply(400, std::string("bad request: ") + e.what());
@@ -245,7 +280,8 @@ Result<json> HttpApi::Upsert(const ClusterSnapshot& snap, const std::string& nam
     size_t rows = 0;
     const json v = {{"vector", p.value("vector", json())}};
     const Status st = ParseVectors(v, spec.value()->dim, 1, &in.vector, &rows);
-    if (!st.ok()) return Status::InvalidArgument("point " + std::to_string(in.id) + ": " + st.message());
+    if (!st.ok())
+      return Status::InvalidArgument("point " + std::to_string(in.id) + ": " + st.message());
     if (p.contains("payload")) in.payload = p["payload"].dump();
     points.push_back(std::move(in));
   }
@@ -258,9 +294,11 @@ Result<json> HttpApi::Search(const ClusterSnapshot& snap, const std::string& nam
   auto spec = snap.Spec(name);
   if (!spec.ok()) return spec.status();
   const int32_t dim = spec.value()->dim;
-  if (!body.contains("k") || !body["k"].is_number_integer()) return Status::InvalidArgument("'k' (integer) is required");
+  if (!body.contains("k") || !body["k"].is_number_integer())
+    return Status::InvalidArgument("'k' (integer) is required");
   const int64_t k = body["k"].get<int64_t>();
-  if (k < 1 || k > opt_.max_k) return Status::InvalidArgument("'k' must be in [1, " + std::to_string(opt_.max_k) + "]");
+  if (k < 1 || k > opt_.max_k)
+    return Status::InvalidArgument("'k' must be in [1, " + std::to_string(opt_.max_k) + "]");
   SearchSpec s;
   s.collection = name;
   s.dims = dim;
@@ -268,7 +306,8 @@ Result<json> HttpApi::Search(const ClusterSnapshot& snap, const std::string& nam
   s.one_trip = body.value("one_trip", false);
   size_t rows = 0;
   if (body.contains("id")) {
-    if (!body["id"].is_number_unsigned()) return Status::InvalidArgument("'id' must be a non-negative integer");
+    if (!body["id"].is_number_unsigned())
+      return Status::InvalidArgument("'id' must be a non-negative integer");
     auto got = c_.Get(snap, name, {body["id"].get<uint64_t>()}, true, deadline);
     if (!got.ok()) return got.status();
     if (!got.value()[0]) return Status::NotFound("no point with id " + body["id"].dump());
@@ -280,7 +319,8 @@ Result<json> HttpApi::Search(const ClusterSnapshot& snap, const std::string& nam
   if (rows == 0) return Status::InvalidArgument("give 'vector', 'vectors' or 'id'");
   auto pr = ParsePlanRequest(body, static_cast<int32_t>(k));
   if (!pr.ok()) return pr.status();
-  auto plan = ResolvePlan(pr.value(), *spec.value(), [&](const std::string& b) { return snap.Budget(name, b); });
+  auto plan = ResolvePlan(pr.value(), *spec.value(),
+                          [&](const std::string& b) { return snap.Budget(name, b); });
   if (!plan.ok()) return plan.status();
   s.plan = std::move(plan).value();
   auto r = c_.Search(snap, s);
@@ -295,8 +335,9 @@ Result<json> HttpApi::Search(const ClusterSnapshot& snap, const std::string& nam
     ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
     const size_t chunk = static_cast<size_t>(opt_.max_points);
     for (size_t at = 0; at < ids.size(); at += chunk) {
-      const std::vector<uint64_t> part(ids.begin() + static_cast<std::ptrdiff_t>(at),
-                                       ids.begin() + static_cast<std::ptrdiff_t>(std::min(ids.size(), at + chunk)));
+      const std::vector<uint64_t> part(
+          ids.begin() + static_cast<std::ptrdiff_t>(at),
+          ids.begin() + static_cast<std::ptrdiff_t>(std::min(ids.size(), at + chunk)));
       auto got = c_.Get(snap, name, part, false, deadline);
       if (!got.ok()) return got.status();
       for (size_t i = 0; i < part.size(); ++i) {

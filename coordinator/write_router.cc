@@ -9,7 +9,8 @@ namespace mrl::coord {
 
 Status WriteRouter::CheckCount(size_t n, const char* what) const {
   if (static_cast<int64_t>(n) > opt_.max_points) {
-    return Status::InvalidArgument("at most " + std::to_string(opt_.max_points) + " " + what + " per request");
+    return Status::InvalidArgument("at most " + std::to_string(opt_.max_points) + " " + what +
+                                   " per request");
   }
   return Status::Ok();
 }
@@ -27,8 +28,9 @@ Status WriteRouter::Upsert(const ClusterSnapshot& snap, const std::string& colle
   ids.reserve(points.size());
   for (const PointIn& p : points) {
     if (static_cast<int32_t>(p.vector.size()) != dim) {
-      return Status::InvalidArgument("point " + std::to_string(p.id) + " has " + std::to_string(p.vector.size()) +
-                                     " dims, collection has " + std::to_string(dim));
+      return Status::InvalidArgument("point " + std::to_string(p.id) + " has " +
+                                     std::to_string(p.vector.size()) + " dims, collection has " +
+                                     std::to_string(dim));
     }
     ids.push_back(p.id);
   }
@@ -72,7 +74,8 @@ Status WriteRouter::Upsert(const ClusterSnapshot& snap, const std::string& colle
     const int replicas = static_cast<int>(snap.map.groups()[g].shards.size());
     if (acks[g] < WriteQuorum(opt_.write_quorum, replicas)) {
       // Retrying the same request is safe: an upsert of the same id and vector is idempotent.
-      return first_error.ok() ? Status::Unavailable("not enough replicas acknowledged") : first_error;
+      return first_error.ok() ? Status::Unavailable("not enough replicas acknowledged")
+                              : first_error;
     }
   }
   return Status::Ok();
@@ -102,7 +105,8 @@ Status WriteRouter::Delete(const ClusterSnapshot& snap, const std::string& colle
 
 Result<std::vector<std::optional<PointIn>>> WriteRouter::Get(const ClusterSnapshot& snap,
                                                              const std::string& collection,
-                                                             const std::vector<uint64_t>& ids, bool with_vector,
+                                                             const std::vector<uint64_t>& ids,
+                                                             bool with_vector,
                                                              uint32_t deadline_ms) {
   auto placement = snap.map.Placement(collection);
   if (!placement.ok()) return placement.status();

@@ -28,7 +28,7 @@ struct PointIn {
 };
 
 struct WriteRouterOptions {
-  int write_quorum = 0;       // 0 = every replica
+  int write_quorum = 0;        // 0 = every replica
   int32_t max_points = 10000;  // points per upsert, ids per delete or get
 };
 
@@ -44,9 +44,10 @@ class WriteRouter {
   Status Delete(const ClusterSnapshot& snap, const std::string& collection,
                 const std::vector<uint64_t>& ids, uint32_t deadline_ms);
   // The stored point of each id (nullopt when unknown).
-  Result<std::vector<std::optional<PointIn>>> Get(const ClusterSnapshot& snap, const std::string& collection,
-                                                  const std::vector<uint64_t>& ids, bool with_vector,
-                                                  uint32_t deadline_ms);
+  Result<std::vector<std::optional<PointIn>>> Get(const ClusterSnapshot& snap,
+                                                  const std::string& collection,
+                                                  const std::vector<uint64_t>& ids,
+                                                  bool with_vector, uint32_t deadline_ms);
 
  private:
   Status CheckCount(size_t n, const char* what) const;

@@ -10,7 +10,8 @@ namespace mrl::ops {
 Result<FloatMatrix> ReadEmbeddings(const std::string& path) {
   auto a = ReadNpy(path);
   if (!a.ok()) return a.status();
-  if (a->shape.size() != 2) return Status::InvalidArgument("'" + path + "': expected a 2-D array [N, d]");
+  if (a->shape.size() != 2)
+    return Status::InvalidArgument("'" + path + "': expected a 2-D array [N, d]");
   FloatMatrix m;
   m.rows = a->shape[0];
   m.dims = a->shape[1];
@@ -29,21 +30,27 @@ Result<std::vector<uint64_t>> ReadIds(const std::string& path, int64_t expected)
   auto a = ReadNpy(path);
   if (!a.ok()) return a.status();
   if (a->shape.size() != 1 || a->numel() != expected) {
-    return Status::InvalidArgument("'" + path + "': need " + std::to_string(expected) + " ids in a 1-D array");
+    return Status::InvalidArgument("'" + path + "': need " + std::to_string(expected) +
+                                   " ids in a 1-D array");
   }
   std::vector<uint64_t> ids(static_cast<size_t>(expected));
   for (size_t i = 0; i < ids.size(); ++i) {
     switch (a->dtype) {
-      case NpyDtype::kUInt64: ids[i] = a->as<uint64_t>()[i]; break;
+      case NpyDtype::kUInt64:
+        ids[i] = a->as<uint64_t>()[i];
+        break;
       case NpyDtype::kInt64:
-        if (a->as<int64_t>()[i] < 0) return Status::InvalidArgument("'" + path + "': ids must be non-negative");
+        if (a->as<int64_t>()[i] < 0)
+          return Status::InvalidArgument("'" + path + "': ids must be non-negative");
         ids[i] = static_cast<uint64_t>(a->as<int64_t>()[i]);
         break;
       case NpyDtype::kInt32:
-        if (a->as<int32_t>()[i] < 0) return Status::InvalidArgument("'" + path + "': ids must be non-negative");
+        if (a->as<int32_t>()[i] < 0)
+          return Status::InvalidArgument("'" + path + "': ids must be non-negative");
         ids[i] = static_cast<uint64_t>(a->as<int32_t>()[i]);
         break;
-      default: return Status::InvalidArgument("'" + path + "': ids must be int32, int64 or uint64");
+      default:
+        return Status::InvalidArgument("'" + path + "': ids must be int32, int64 or uint64");
     }
   }
   return ids;

@@ -38,7 +38,8 @@ struct PlanRun {
 // returns that thread's query function (which owns its connection); it returns the hit ids of
 // query i. The first error stops every thread and is the answer.
 using QueryFn = std::function<Result<std::vector<uint64_t>>(size_t)>;
-Result<PlanRun> RunConcurrently(size_t n, int concurrency, const std::function<Result<QueryFn>()>& make_worker) {
+Result<PlanRun> RunConcurrently(size_t n, int concurrency,
+                                const std::function<Result<QueryFn>()>& make_worker) {
   PlanRun r;
   r.hits.resize(n);
   r.latency_ms.resize(n);
@@ -73,8 +74,9 @@ Result<PlanRun> RunConcurrently(size_t n, int concurrency, const std::function<R
 }
 
 // Every query through the coordinator's HTTP API, one keep-alive connection per thread.
-Result<PlanRun> RunQueries(const std::string& url, const std::string& token, const std::string& collection,
-                           const std::vector<float>& q, int64_t d, const json& plan, int k, int concurrency) {
+Result<PlanRun> RunQueries(const std::string& url, const std::string& token,
+                           const std::string& collection, const std::vector<float>& q, int64_t d,
+                           const json& plan, int k, int concurrency) {
   return RunConcurrently(q.size() / static_cast<size_t>(d), concurrency, [&]() -> Result<QueryFn> {
     auto c = std::make_shared<HttpClient>(url, token);
     return QueryFn([&, c](size_t i) -> Result<std::vector<uint64_t>> {
@@ -82,11 +84,13 @@ Result<PlanRun> RunQueries(const std::string& url, const std::string& token, con
       req["k"] = k;
       req["vector"] = std::vector<float>(q.begin() + static_cast<std::ptrdiff_t>(i * d),
                                          q.begin() + static_cast<std::ptrdiff_t>((i + 1) * d));
-      auto answer = c->CallJson(http::verb::post, "/v1/collections/" + collection + "/search", req.dump(), "search");
+      auto answer = c->CallJson(http::verb::post, "/v1/collections/" + collection + "/search",
+                                req.dump(), "search");
       if (!answer.ok()) return answer.status();
       std::vector<uint64_t> hits;
       try {
-        for (const json& h : answer.value().at("results").at(0)) hits.push_back(h.at("id").get<uint64_t>());
+        for (const json& h : answer.value().at("results").at(0))
+          hits.push_back(h.at("id").get<uint64_t>());
       } catch (const json::exception& e) {
         return Status::Corruption(std::string("search answer: ") + e.what());
       }
@@ -96,8 +100,10 @@ Result<PlanRun> RunQueries(const std::string& url, const std::string& token, con
 }
 
 // The same through the coordinator's binary API: one connection per thread, the plan as stages.
-Result<PlanRun> RunQueriesBinary(const std::string& address, const std::string& collection, const std::vector<float>& q,
-                                 int64_t d, const std::vector<std::pair<int32_t, int32_t>>& stages, int concurrency) {
+Result<PlanRun> RunQueriesBinary(const std::string& address, const std::string& collection,
+                                 const std::vector<float>& q, int64_t d,
+                                 const std::vector<std::pair<int32_t, int32_t>>& stages,
+                                 int concurrency) {
   return RunConcurrently(q.size() / static_cast<size_t>(d), concurrency, [&]() -> Result<QueryFn> {
     auto options = BinaryClientOptions(address);
     if (!options.ok()) return options.status();
@@ -107,10 +113,12 @@ Result<PlanRun> RunQueriesBinary(const std::string& address, const std::string& 
     req->dims = static_cast<int32_t>(d);
     for (const auto& [dims, k] : stages) req->stages.emplace_back(dims, k);
     return QueryFn([&, c, req](size_t i) -> Result<std::vector<uint64_t>> {
-      req->queries.assign(q.begin() + static_cast<std::ptrdiff_t>(i * d), q.begin() + static_cast<std::ptrdiff_t>((i + 1) * d));
+      req->queries.assign(q.begin() + static_cast<std::ptrdiff_t>(i * d),
+                          q.begin() + static_cast<std::ptrdiff_t>((i + 1) * d));
       auto res = c->Call(*req, 10000);
       if (!res.ok()) return res.status();
-      if (res->results.empty() || !res->results[0]) return Status::Corruption("a search answer without results");
+      if (res->results.empty() || !res->results[0])
+        return Status::Corruption("a search answer without results");
       std::vector<uint64_t> hits;
       for (const auto& h : res->results[0]->candidates) hits.push_back(h.id());
       return hits;
@@ -120,7 +128,9 @@ Result<PlanRun> RunQueriesBinary(const std::string& address, const std::string& 
 
 double Percentile(std::vector<double> v, double p) {
   std::sort(v.begin(), v.end());
-  return v.empty() ? 0 : v[std::min(v.size() - 1, static_cast<size_t>(p * static_cast<double>(v.size())))];
+  return v.empty()
+             ? 0
+             : v[std::min(v.size() - 1, static_cast<size_t>(p * static_cast<double>(v.size())))];
 }
 
 }  // namespace
@@ -138,7 +148,8 @@ Status Eval(const EvalArgs& a, const json& stamp) {
   auto qlabels_read = ReadNpyLabels(a.query_labels);
   if (!qlabels_read.ok()) return qlabels_read.status();
   const std::vector<int64_t> qlabels = std::move(qlabels_read).value();
-  if (static_cast<int64_t>(qlabels.size()) < n) return Status::InvalidArgument(a.query_labels + ": fewer labels than queries");
+  if (static_cast<int64_t>(qlabels.size()) < n)
+    return Status::InvalidArgument(a.query_labels + ": fewer labels than queries");
   std::unordered_map<uint64_t, int64_t> label_of;
   std::vector<uint64_t> db_ids;
   {
@@ -154,22 +165,26 @@ Status Eval(const EvalArgs& a, const json& stamp) {
   std::vector<std::vector<uint64_t>> truth;
   if (!a.latency_only) {
     if (a.db_embeddings.empty()) {
-      return Status::InvalidArgument("recall@k needs --db-embeddings (the original vectors: the ground truth is full-d "
-                                     "fp32 cosine over them); or pass --latency-only");
+      return Status::InvalidArgument(
+          "recall@k needs --db-embeddings (the original vectors: the ground truth is full-d "
+          "fp32 cosine over them); or pass --latency-only");
     }
     auto dba = ReadEmbeddings(a.db_embeddings);
     if (!dba.ok()) return dba.status();
     if (dba->dims != d || static_cast<size_t>(dba->rows) != db_ids.size()) {
-      return Status::InvalidArgument(a.db_embeddings + ": expected [" + std::to_string(db_ids.size()) + ", " +
-                                     std::to_string(d) + "] (the rows of --db-ids)");
+      return Status::InvalidArgument(a.db_embeddings + ": expected [" +
+                                     std::to_string(db_ids.size()) + ", " + std::to_string(d) +
+                                     "] (the rows of --db-ids)");
     }
     const std::vector<float>& db = dba->data;
-    std::printf("[eval %6.1fs] exact ground truth: %lld queries x %zu points x %lld dims, fp32 cosine\n", elapsed(),
-                static_cast<long long>(n), db_ids.size(), static_cast<long long>(d));
+    std::printf(
+        "[eval %6.1fs] exact ground truth: %lld queries x %zu points x %lld dims, fp32 cosine\n",
+        elapsed(), static_cast<long long>(n), db_ids.size(), static_cast<long long>(d));
     std::fflush(stdout);
-    const auto rows = ExactCosineTopK(db.data(), db_ids.size(), q.data(), static_cast<size_t>(n),
-                                           static_cast<size_t>(d), static_cast<size_t>(k),
-                                           static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
+    const auto rows =
+        ExactCosineTopK(db.data(), db_ids.size(), q.data(), static_cast<size_t>(n),
+                        static_cast<size_t>(d), static_cast<size_t>(k),
+                        static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
     truth.resize(rows.size());
     for (size_t i = 0; i < rows.size(); ++i) {
       for (uint32_t r : rows[i]) truth[i].push_back(db_ids[r]);
@@ -214,23 +229,27 @@ Status Eval(const EvalArgs& a, const json& stamp) {
         return p.rfind("budget_", 0) == 0;
       });
   if (!a.latency_only && want_budgets) {
-    std::printf("[eval %6.1fs] calibrating the budgets (coordinator, 200 sampled points)\n", elapsed());
+    std::printf("[eval %6.1fs] calibrating the budgets (coordinator, 200 sampled points)\n",
+                elapsed());
     std::fflush(stdout);
     HttpClient c(a.url, a.token);
     auto cal = c.CallJson(http::verb::post, "/v1/collections/" + a.collection + "/calibrate",
                           json{{"sample", 200}, {"k", k}}.dump(), "calibrate");
     if (!cal.ok()) return cal.status();
     for (const char* b : {"fast", "balanced", "exact"}) {
-      if (!cal->contains("budgets") || !(*cal)["budgets"].contains(b) || !(*cal)["budgets"][b].is_string()) {
+      if (!cal->contains("budgets") || !(*cal)["budgets"].contains(b) ||
+          !(*cal)["budgets"][b].is_string()) {
         return Status::Corruption(std::string("calibrate: the answer names no '") + b + "' budget");
       }
       budgets[b] = (*cal)["budgets"][b];
     }
   }
-  // The paper-shaped funnel over the nesting dims below d: 16/200 -> 32/100 -> 64/50 -> 128/25 -> d/k.
+  // The paper-shaped funnel over the nesting dims below d: 16/200 -> 32/100 -> 64/50 -> 128/25 ->
+  // d/k.
   json funnel = json::array();
   std::string funnel_name = "funnel";
-  for (auto [dims, kk] : std::vector<std::pair<int64_t, int>>{{16, 200}, {32, 100}, {64, 50}, {128, 25}}) {
+  for (auto [dims, kk] :
+       std::vector<std::pair<int64_t, int>>{{16, 200}, {32, 100}, {64, 50}, {128, 25}}) {
     if (dims >= d) break;
     funnel.push_back({dims, kk});
     funnel_name += " " + std::to_string(dims) + "/" + std::to_string(kk) + " ->";
@@ -240,10 +259,13 @@ Status Eval(const EvalArgs& a, const json& stamp) {
   std::vector<std::pair<std::string, json>> plans = {
       {"exact " + std::to_string(d) + "-d scan (stored vectors)", {{"exact", true}}},
       {"adaptive Ds=16 K=200 Dr=d (paper)", paper},
-      {"adaptive, one trip", {{"plan", {{"shortlist_dims", 16}, {"shortlist_k", 200}, {"rerank_dims", d}}}, {"one_trip", true}}},
+      {"adaptive, one trip",
+       {{"plan", {{"shortlist_dims", 16}, {"shortlist_k", 200}, {"rerank_dims", d}}},
+        {"one_trip", true}}},
       {funnel_name, {{"funnel", funnel}}},
       {"budget fast (" + budgets["fast"].get<std::string>() + ")", {{"budget", "fast"}}},
-      {"budget balanced (" + budgets["balanced"].get<std::string>() + ")", {{"budget", "balanced"}}},
+      {"budget balanced (" + budgets["balanced"].get<std::string>() + ")",
+       {{"budget", "balanced"}}},
       {"budget exact (" + budgets["exact"].get<std::string>() + ")", {{"budget", "exact"}}},
   };
   if (a.latency_only) plans.clear();  // no exact pass, no calibration: latency and QPS only
@@ -251,11 +273,13 @@ Status Eval(const EvalArgs& a, const json& stamp) {
     std::vector<std::pair<std::string, json>> kept;
     for (auto& p : plans) {
       const std::string first = p.first.substr(0, p.first.find(' '));
-      const std::string key = p.first.find("(paper)") != std::string::npos ? "paper"
+      const std::string key = p.first.find("(paper)") != std::string::npos    ? "paper"
                               : p.first.find("one trip") != std::string::npos ? "one_trip"
-                              : first == "budget" ? "budget_" + p.first.substr(7, p.first.find(' ', 7) - 7)
-                                                  : first;
-      if (std::find(a.plans.begin(), a.plans.end(), key) != a.plans.end()) kept.push_back(std::move(p));
+                              : first == "budget"
+                                  ? "budget_" + p.first.substr(7, p.first.find(' ', 7) - 7)
+                                  : first;
+      if (std::find(a.plans.begin(), a.plans.end(), key) != a.plans.end())
+        kept.push_back(std::move(p));
     }
     plans = std::move(kept);
   }
@@ -267,26 +291,31 @@ Status Eval(const EvalArgs& a, const json& stamp) {
   std::vector<json> rows(plans.size());
   for (size_t oi = 0; oi < order.size(); ++oi) {
     const auto& [name, plan] = plans[order[oi]];
-    std::printf("[eval %6.1fs] plan %zu/%zu: %s (%lld queries)\n", elapsed(), oi + 1, plans.size(), name.c_str(),
-                static_cast<long long>(n));
+    std::printf("[eval %6.1fs] plan %zu/%zu: %s (%lld queries)\n", elapsed(), oi + 1, plans.size(),
+                name.c_str(), static_cast<long long>(n));
     std::fflush(stdout);
     auto run = RunQueries(a.url, a.token, a.collection, q, d, plan, k, 1);
     if (!run.ok()) return run.status().WithContext(name);
     const PlanRun& r = run.value();
     const Score sc = score(r.hits);  // outside the timed loop
-    rows[order[oi]] = {{"plan", name}, {"map_at_10", sc.map}, {"recall_at_10", sc.recall},
-                       {"p50_ms", Percentile(r.latency_ms, 0.5)}, {"p99_ms", Percentile(r.latency_ms, 0.99)},
-                       {"qps_c1", n / r.wall_s}, {"run_order", oi}};
+    rows[order[oi]] = {{"plan", name},
+                       {"map_at_10", sc.map},
+                       {"recall_at_10", sc.recall},
+                       {"p50_ms", Percentile(r.latency_ms, 0.5)},
+                       {"p99_ms", Percentile(r.latency_ms, 0.99)},
+                       {"qps_c1", n / r.wall_s},
+                       {"run_order", oi}};
   }
   json report = json::array();
   if (!plans.empty()) {
-    std::printf("\n%-62s %8s %9s %8s %8s %8s\n", "plan (queries through the coordinator)", "mAP@10", "recall@10",
-                "p50 ms", "p99 ms", "QPS");
+    std::printf("\n%-62s %8s %9s %8s %8s %8s\n", "plan (queries through the coordinator)", "mAP@10",
+                "recall@10", "p50 ms", "p99 ms", "QPS");
   }
   for (const json& row : rows) {
     std::printf("%-62s %8.2f %9.3f %8.2f %8.2f %8.0f\n", row["plan"].get<std::string>().c_str(),
-                row["map_at_10"].get<double>(), row["recall_at_10"].get<double>(), row["p50_ms"].get<double>(),
-                row["p99_ms"].get<double>(), row["qps_c1"].get<double>());
+                row["map_at_10"].get<double>(), row["recall_at_10"].get<double>(),
+                row["p50_ms"].get<double>(), row["p99_ms"].get<double>(),
+                row["qps_c1"].get<double>());
     report.push_back(row);
   }
   std::printf("\nthroughput of the paper's plan by client concurrency:\n");
@@ -298,41 +327,52 @@ Status Eval(const EvalArgs& a, const json& stamp) {
     const Score sc = score(r.hits);
     std::printf("  concurrency %3d: %8.0f QPS, p50 %.2f ms, p99 %.2f ms\n", cc, n / r.wall_s,
                 Percentile(r.latency_ms, 0.5), Percentile(r.latency_ms, 0.99));
-    conc.push_back({{"concurrency", cc}, {"qps", n / r.wall_s}, {"p50_ms", Percentile(r.latency_ms, 0.5)},
-                    {"p99_ms", Percentile(r.latency_ms, 0.99)}, {"recall_at_10", sc.recall}});
+    conc.push_back({{"concurrency", cc},
+                    {"qps", n / r.wall_s},
+                    {"p50_ms", Percentile(r.latency_ms, 0.5)},
+                    {"p99_ms", Percentile(r.latency_ms, 0.99)},
+                    {"recall_at_10", sc.recall}});
   }
   json conc_binary = json::array();
   if (!a.binary.empty()) {
     std::printf("\nthe same through the binary API (%s):\n", a.binary.c_str());
     for (int cc : a.concurrency) {
-      auto run = RunQueriesBinary(a.binary, a.collection, q, d, {{16, 200}, {static_cast<int32_t>(d), k}}, cc);
-      if (!run.ok()) return run.status().WithContext("binary API, concurrency " + std::to_string(cc));
+      auto run = RunQueriesBinary(a.binary, a.collection, q, d,
+                                  {{16, 200}, {static_cast<int32_t>(d), k}}, cc);
+      if (!run.ok())
+        return run.status().WithContext("binary API, concurrency " + std::to_string(cc));
       const PlanRun& r = run.value();
       const Score sc = score(r.hits);
-      std::printf("  concurrency %3d: %8.0f QPS, p50 %.2f ms, p99 %.2f ms, recall@10 %.3f\n", cc, n / r.wall_s,
-                  Percentile(r.latency_ms, 0.5), Percentile(r.latency_ms, 0.99), sc.recall);
-      conc_binary.push_back({{"concurrency", cc}, {"qps", n / r.wall_s}, {"p50_ms", Percentile(r.latency_ms, 0.5)},
-                             {"p99_ms", Percentile(r.latency_ms, 0.99)}, {"recall_at_10", sc.recall}});
+      std::printf("  concurrency %3d: %8.0f QPS, p50 %.2f ms, p99 %.2f ms, recall@10 %.3f\n", cc,
+                  n / r.wall_s, Percentile(r.latency_ms, 0.5), Percentile(r.latency_ms, 0.99),
+                  sc.recall);
+      conc_binary.push_back({{"concurrency", cc},
+                             {"qps", n / r.wall_s},
+                             {"p50_ms", Percentile(r.latency_ms, 0.5)},
+                             {"p99_ms", Percentile(r.latency_ms, 0.99)},
+                             {"recall_at_10", sc.recall}});
     }
   }
   std::printf("[eval %6.1fs] done\n", elapsed());
   if (!a.json_out.empty()) {
-    const json out = {{"provenance", stamp},
-                      {"queries", n},
-                      {"k", k},
-                      {"metrics",
-                       {{"map_at_10", "AP@k as the MRL paper's code: precision at each label hit among the top k, "
-                                      "summed, divided by k (common/retrieval_metrics.h); percent"},
-                        {"recall_at_10", "|top-k ∩ truth top-k| / k; truth = full-d fp32 cosine over the original "
-                                         "vectors (--db-embeddings, common/exact_search.h)"}}},
-                      {"plan_order_seed", a.seed},
-                      {"plans", report},
-                      {"concurrency", conc},
-                      {"concurrency_binary", conc_binary}};
+    const json out = {
+        {"provenance", stamp},
+        {"queries", n},
+        {"k", k},
+        {"metrics",
+         {{"map_at_10",
+           "AP@k as the MRL paper's code: precision at each label hit among the top k, "
+           "summed, divided by k (common/retrieval_metrics.h); percent"},
+          {"recall_at_10",
+           "|top-k ∩ truth top-k| / k; truth = full-d fp32 cosine over the original "
+           "vectors (--db-embeddings, common/exact_search.h)"}}},
+        {"plan_order_seed", a.seed},
+        {"plans", report},
+        {"concurrency", conc},
+        {"concurrency_binary", conc_binary}};
     MRL_RETURN_IF_ERROR(WriteFileAtomic(a.json_out, out.dump(2)));
   }
   return Status::Ok();
 }
-
 
 }  // namespace mrl::ops

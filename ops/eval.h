@@ -22,14 +22,14 @@ namespace mrl::ops {
 struct EvalArgs {
   std::string url, binary, token, collection = "embeddings";
   std::string queries, query_labels, db_embeddings, db_ids, db_labels;  // .npy paths
-  std::string json_out;    // non-empty: the figures, with `stamp` as provenance
+  std::string json_out;  // non-empty: the figures, with `stamp` as provenance
   int k = 10;
-  int limit = 0;           // the first `limit` queries; 0: all
-  int warmup = 100;        // untimed queries of the paper's plan
-  unsigned seed = 1;       // of the shuffled plan order
+  int limit = 0;      // the first `limit` queries; 0: all
+  int warmup = 100;   // untimed queries of the paper's plan
+  unsigned seed = 1;  // of the shuffled plan order
   std::vector<int> concurrency = {1, 8, 32};
-  bool latency_only = false;        // no exact pass, calibration or recall (large collections)
-  std::vector<std::string> plans;   // empty: every plan
+  bool latency_only = false;       // no exact pass, calibration or recall (large collections)
+  std::vector<std::string> plans;  // empty: every plan
 };
 
 Status Eval(const EvalArgs& args, const nlohmann::json& stamp);

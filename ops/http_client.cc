@@ -7,7 +7,8 @@ namespace beast = boost::beast;
 namespace http = beast::http;
 using json = nlohmann::json;
 
-HttpClient::HttpClient(const std::string& url, std::string token) : host_("127.0.0.1"), port_("8080"), token_(std::move(token)) {
+HttpClient::HttpClient(const std::string& url, std::string token)
+    : host_("127.0.0.1"), port_("8080"), token_(std::move(token)) {
   const size_t scheme = url.find("://");
   std::string rest = url.substr(scheme == std::string::npos ? 0 : scheme + 3);
   if (auto slash = rest.find('/'); slash != std::string::npos) rest = rest.substr(0, slash);
@@ -53,7 +54,8 @@ Result<json> HttpClient::CallJson(http::verb verb, const std::string& path, cons
   json j = json::parse(r.body, nullptr, /*allow_exceptions=*/false);
   if (r.status != 200) {
     const std::string message = j.is_object() && j.contains("error") && j["error"].is_string()
-                                    ? j["error"].get<std::string>() : r.body;
+                                    ? j["error"].get<std::string>()
+                                    : r.body;
     return Status::FailedPrecondition(what + ": HTTP " + std::to_string(r.status) + " " + message);
   }
   if (j.is_discarded()) return Status::Corruption(what + ": the coordinator's answer is not JSON");

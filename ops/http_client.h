@@ -32,8 +32,8 @@ class HttpClient {
   HttpReply Call(boost::beast::http::verb verb, const std::string& path, const std::string& body);
   // The same, as a Status: Unavailable when unreachable; the HTTP status and the server's message
   // (prefixed with `what`) otherwise; the parsed body on 200.
-  Result<nlohmann::json> CallJson(boost::beast::http::verb verb, const std::string& path, const std::string& body,
-                                  const std::string& what);
+  Result<nlohmann::json> CallJson(boost::beast::http::verb verb, const std::string& path,
+                                  const std::string& body, const std::string& what);
 
  private:
   std::string host_, port_;

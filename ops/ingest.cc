@@ -29,8 +29,8 @@ Status Ingest(HttpClient& c, const IngestArgs& a) {
     auto l = ReadNpyLabels(a.labels);
     if (!l.ok()) return l.status();
     if (static_cast<int64_t>(l->size()) != n) {
-      return Status::InvalidArgument("'" + a.labels + "' has " + std::to_string(l->size()) + " labels for " +
-                                     std::to_string(n) + " embeddings");
+      return Status::InvalidArgument("'" + a.labels + "' has " + std::to_string(l->size()) +
+                                     " labels for " + std::to_string(n) + " embeddings");
     }
     labels = std::move(l).value();
   }
@@ -43,14 +43,18 @@ Status Ingest(HttpClient& c, const IngestArgs& a) {
     for (int64_t i = 0; i < n; ++i) ids[static_cast<size_t>(i)] = static_cast<uint64_t>(i);
   }
   if (a.create) {
-    const json spec = {{"dim", d}, {"storage", a.storage}, {"indexes", {{{"dims", a.index_dims}, {"kind", "hnsw"}}}}};
-    auto r = c.CallJson(http::verb::put, "/v1/collections/" + a.collection, spec.dump(), "create collection");
+    const json spec = {{"dim", d},
+                       {"storage", a.storage},
+                       {"indexes", {{{"dims", a.index_dims}, {"kind", "hnsw"}}}}};
+    auto r = c.CallJson(http::verb::put, "/v1/collections/" + a.collection, spec.dump(),
+                        "create collection");
     if (!r.ok()) return r.status();
   }
   const auto t0 = Clock::now();
   auto progress = [&](int64_t done) {
     const double sec = std::max(1e-9, std::chrono::duration<double>(Clock::now() - t0).count());
-    std::cout << "[mrlctl] ingested " << done << " / " << n << " (" << static_cast<int64_t>(done / sec) << " points/s, "
+    std::cout << "[mrlctl] ingested " << done << " / " << n << " ("
+              << static_cast<int64_t>(done / sec) << " points/s, "
               << (a.binary.empty() ? "HTTP/JSON" : "binary API") << ")" << std::endl;
   };
   auto payload_of = [&](int64_t i) { return json{{"label", labels[static_cast<size_t>(i)]}}; };
@@ -90,12 +94,13 @@ Status Ingest(HttpClient& c, const IngestArgs& a) {
     const int64_t end = std::min(n, start + a.batch);
     json pts = json::array();
     for (int64_t i = start; i < end; ++i) {
-      json p = {{"id", ids[static_cast<size_t>(i)]}, {"vector", std::vector<float>(v.begin() + i * d, v.begin() + (i + 1) * d)}};
+      json p = {{"id", ids[static_cast<size_t>(i)]},
+                {"vector", std::vector<float>(v.begin() + i * d, v.begin() + (i + 1) * d)}};
       if (!labels.empty()) p["payload"] = payload_of(i);
       pts.push_back(std::move(p));
     }
-    auto r = c.CallJson(http::verb::put, "/v1/collections/" + a.collection + "/points", json{{"points", pts}}.dump(),
-                        "upsert at row " + std::to_string(start));
+    auto r = c.CallJson(http::verb::put, "/v1/collections/" + a.collection + "/points",
+                        json{{"points", pts}}.dump(), "upsert at row " + std::to_string(start));
     if (!r.ok()) return r.status();
     if ((start / a.batch) % 20 == 0 || end == n) progress(end);
   }

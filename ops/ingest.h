@@ -16,9 +16,9 @@ struct IngestArgs {
   std::string embeddings, ids, labels;  // .npy paths; ids default to row numbers
   std::string binary;                   // "host:port" of the binary API; empty: HTTP
   int batch = 500;
-  bool create = false;                  // PUT the collection first
-  int index_dims = 16;                  // with create: the low-d HNSW prefix
-  std::string storage = "fp16";         // with create
+  bool create = false;           // PUT the collection first
+  int index_dims = 16;           // with create: the low-d HNSW prefix
+  std::string storage = "fp16";  // with create
 };
 
 // Fails on the first batch not acknowledged, naming its row.

@@ -36,7 +36,8 @@ Result<json> ReadClusterFile(const std::string& dir) {
   auto text = ReadFile(dir + "/cluster.json");
   if (!text.ok()) return Status::NotFound("no cluster in '" + dir + "' (start one with mrlctl up)");
   json state = json::parse(text.value(), nullptr, /*allow_exceptions=*/false);
-  if (!state.is_object()) return Status::Corruption("'" + dir + "/cluster.json' is not a JSON object");
+  if (!state.is_object())
+    return Status::Corruption("'" + dir + "/cluster.json' is not a JSON object");
   return state;
 }
 
@@ -44,22 +45,34 @@ Result<json> ReadClusterFile(const std::string& dir) {
 
 Status Up(const UpOptions& o) {
   const std::string root = o.bin_dir.empty() ? SelfDir() + "/.." : o.bin_dir;
-  const std::string shard_bin = root + "/shard/mrl-shard", coord_bin = root + "/coordinator/mrl-coordinator";
+  const std::string shard_bin = root + "/shard/mrl-shard",
+                    coord_bin = root + "/coordinator/mrl-coordinator";
   if (o.shards < 1 || o.replication < 1 || o.shards % o.replication != 0) {
-    return Status::InvalidArgument(std::to_string(o.shards) + " shards do not form replica groups of " +
+    return Status::InvalidArgument(std::to_string(o.shards) +
+                                   " shards do not form replica groups of " +
                                    std::to_string(o.replication));
   }
   if (fs::exists(o.dir + "/cluster.json")) {
-    return Status::FailedPrecondition(o.dir + "/cluster.json exists: the cluster is up (mrlctl down first)");
+    return Status::FailedPrecondition(
+        o.dir + "/cluster.json exists: the cluster is up (mrlctl down first)");
   }
   std::error_code ec;
   fs::create_directories(o.dir + "/logs", ec);
   if (ec) return Status::IoError("cannot create '" + o.dir + "/logs': " + ec.message());
   json state = {{"shards", json::array()}};
-  std::vector<std::string> coord_args = {coord_bin, "--data-dir", o.dir + "/coordinator", "--port",
-                                         std::to_string(o.port), "--port-file", o.dir + "/coordinator.port",
-                                         "--binary-port", "0", "--binary-port-file", o.dir + "/coordinator.bport",
-                                         "--replication", std::to_string(o.replication)};
+  std::vector<std::string> coord_args = {coord_bin,
+                                         "--data-dir",
+                                         o.dir + "/coordinator",
+                                         "--port",
+                                         std::to_string(o.port),
+                                         "--port-file",
+                                         o.dir + "/coordinator.port",
+                                         "--binary-port",
+                                         "0",
+                                         "--binary-port-file",
+                                         o.dir + "/coordinator.bport",
+                                         "--replication",
+                                         std::to_string(o.replication)};
   for (int s = 0; s < o.shards; ++s) {
     const std::string id = "shard" + std::to_string(s), log = o.dir + "/logs/" + id + ".log";
     auto started = Start({shard_bin, "--data-dir", o.dir + "/" + id, "--port", "0", "--port-file",
@@ -83,7 +96,8 @@ Status Up(const UpOptions& o) {
   state["url"] = "http://127.0.0.1:" + std::to_string(cport);
   state["binary"] = "127.0.0.1:" + std::to_string(bport.value());
   MRL_RETURN_IF_ERROR(WriteFileAtomic(o.dir + "/cluster.json", state.dump(2)));
-  std::cout << "[mrlctl] coordinator pid " << cpid << " at " << state["url"].get<std::string>() << std::endl;
+  std::cout << "[mrlctl] coordinator pid " << cpid << " at " << state["url"].get<std::string>()
+            << std::endl;
   return Status::Ok();
 }
 
@@ -100,7 +114,8 @@ Status Down(const std::string& dir) {
   for (pid_t p : pids) {
     if (kill(p, SIGTERM) != 0) continue;
     // Not our child: poll until it is gone (graceful drain, then checkpoint).
-    for (int i = 0; i < 1200 && kill(p, 0) == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    for (int i = 0; i < 1200 && kill(p, 0) == 0; ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
     if (kill(p, 0) == 0) {
       std::cerr << "[mrlctl] pid " << p << " did not stop in 60 s; killing\n";
       kill(p, SIGKILL);
@@ -121,10 +136,12 @@ Result<std::string> CoordinatorUrl(const std::string& url, const std::string& di
   return state.value()["url"].get<std::string>();
 }
 
-std::string CoordinatorBinary(const std::string& binary, const std::string& url, const std::string& dir) {
+std::string CoordinatorBinary(const std::string& binary, const std::string& url,
+                              const std::string& dir) {
   if (!binary.empty() || !url.empty()) return binary;
   auto state = ReadClusterFile(dir);
-  if (!state.ok() || !state.value().contains("binary") || !state.value()["binary"].is_string()) return "";
+  if (!state.ok() || !state.value().contains("binary") || !state.value()["binary"].is_string())
+    return "";
   return state.value()["binary"].get<std::string>();
 }
 

@@ -11,7 +11,7 @@
 namespace mrl::ops {
 
 struct UpOptions {
-  std::string dir;      // the cluster's home: data, logs, cluster.json
+  std::string dir;  // the cluster's home: data, logs, cluster.json
   int shards = 2;
   int replication = 1;  // shards per replica group
   int port = 0;         // coordinator HTTP port; 0: the OS picks
@@ -25,6 +25,7 @@ Status Down(const std::string& dir);
 Result<std::string> CoordinatorUrl(const std::string& url, const std::string& dir);
 // Its binary API "host:port": `binary` when given; else, when no `url` was given, the one in
 // <dir>/cluster.json; else empty (HTTP only).
-std::string CoordinatorBinary(const std::string& binary, const std::string& url, const std::string& dir);
+std::string CoordinatorBinary(const std::string& binary, const std::string& url,
+                              const std::string& dir);
 
 }  // namespace mrl::ops

@@ -1,9 +1,10 @@
 // mrlctl: the operator's CLI.
 //   mrlctl up     --dir D [--shards 2] [--replication 1] [--port 0]   start a local cluster
 //   mrlctl down   --dir D                                             stop it (SIGTERM, drain)
-//   mrlctl status --url URL                                           health, shard map, collections
-//   mrlctl ingest --url URL --collection C --embeddings E.npy [--ids I.npy] [--labels L.npy]
-//   mrlctl eval   --url URL --collection C --queries Q.npy --query-labels L.npy   (plans, recall, mAP, latency)
+//   mrlctl status --url URL                                           health, shard map,
+//   collections mrlctl ingest --url URL --collection C --embeddings E.npy [--ids I.npy] [--labels
+//   L.npy] mrlctl eval   --url URL --collection C --queries Q.npy --query-labels L.npy   (plans,
+//   recall, mAP, latency)
 // The local cluster's processes, ports and URL are kept in D/cluster.json (ops/local_cluster.h).
 // Every verb returns a Status; its message is printed and the exit code is 1 (2 for usage).
 #include <CLI/CLI.hpp>
@@ -25,20 +26,24 @@ using json = nlohmann::json;
 mrl::Status PrintStatus(mrl::ops::HttpClient& c) {
   namespace http = boost::beast::http;
   const mrl::ops::HttpReply health = c.Call(http::verb::get, "/healthz", "");
-  std::cout << "coordinator: " << (health.status == 200 ? "healthy" : "DOWN (" + health.body + ")") << "\n";
+  std::cout << "coordinator: " << (health.status == 200 ? "healthy" : "DOWN (" + health.body + ")")
+            << "\n";
   if (health.status != 200) return mrl::Status::Unavailable("the coordinator is not healthy");
   auto map = c.CallJson(http::verb::get, "/v1/cluster", "", "shard map");
   if (!map.ok()) return map.status();
   auto cols = c.CallJson(http::verb::get, "/v1/collections", "", "collections");
   if (!cols.ok()) return cols.status();
   try {
-    std::cout << "shard map epoch " << map->at("epoch") << ", " << map->at("groups").size() << " replica groups\n";
+    std::cout << "shard map epoch " << map->at("epoch") << ", " << map->at("groups").size()
+              << " replica groups\n";
     for (const json& s : map->at("shards")) {
-      std::cout << "  " << s.at("id").get<std::string>() << " " << s.at("address").get<std::string>() << "\n";
+      std::cout << "  " << s.at("id").get<std::string>() << " "
+                << s.at("address").get<std::string>() << "\n";
     }
     for (const json& col : cols->at("collections")) {
-      std::cout << "collection " << col.at("name").get<std::string>() << ": dim " << col.at("dim") << ", "
-                << col.at("storage").get<std::string>() << ", " << col.at("metric").get<std::string>() << "\n";
+      std::cout << "collection " << col.at("name").get<std::string>() << ": dim " << col.at("dim")
+                << ", " << col.at("storage").get<std::string>() << ", "
+                << col.at("metric").get<std::string>() << "\n";
     }
   } catch (const json::exception& e) {
     return mrl::Status::Corruption(std::string("the coordinator's answer: ") + e.what());
@@ -75,18 +80,21 @@ int main(int argc, char** argv) {
   ingest->add_option("--index-dims", ia.index_dims, "With --create: low-d index prefix");
   ingest->add_option("--storage", ia.storage, "With --create: fp32 | fp16 | int8");
   for (auto* sub : {status, ingest}) {
-    sub->add_option("--binary", binary, "Coordinator binary API host:port (default: --dir's cluster)");
+    sub->add_option("--binary", binary,
+                    "Coordinator binary API host:port (default: --dir's cluster)");
     sub->add_option("--url", url, "Coordinator URL (default: --dir's cluster)");
     sub->add_option("--dir", dir);
     sub->add_option("--token", token, "API token");
   }
   ingest->add_option("--collection", collection);
-  auto* eval = app.add_subcommand("eval", "Run test queries through the coordinator: mAP@10, recall@10, latency, QPS per plan");
+  auto* eval = app.add_subcommand(
+      "eval", "Run test queries through the coordinator: mAP@10, recall@10, latency, QPS per plan");
   mrl::ops::EvalArgs ea;
   eval->add_option("--queries", ea.queries)->required();
   eval->add_option("--query-labels", ea.query_labels)->required();
   eval->add_option("--db-embeddings", ea.db_embeddings,
-                   "The database's original vectors [N, d] (rows of --db-ids): the exact ground truth for recall");
+                   "The database's original vectors [N, d] (rows of --db-ids): the exact ground "
+                   "truth for recall");
   eval->add_option("--db-ids", ea.db_ids)->required();
   eval->add_option("--db-labels", ea.db_labels)->required();
   eval->add_option("--k", ea.k);
@@ -94,7 +102,8 @@ int main(int argc, char** argv) {
   eval->add_option("--warmup", ea.warmup, "Untimed queries of the paper's plan before timing");
   eval->add_option("--seed", ea.seed, "Seed of the shuffled plan order");
   eval->add_option("--plans", ea.plans,
-                   "Only these plans: exact, paper, one_trip, funnel, budget_fast, budget_balanced, budget_exact "
+                   "Only these plans: exact, paper, one_trip, funnel, budget_fast, "
+                   "budget_balanced, budget_exact "
                    "(default: all; without a budget_ plan no calibration runs)");
   eval->add_option("--concurrency", ea.concurrency);
   eval->add_option("--json", ea.json_out, "Write the figures here");
@@ -102,9 +111,11 @@ int main(int argc, char** argv) {
   eval->add_option("--url", url);
   eval->add_option("--dir", dir);
   eval->add_option("--token", token);
-  eval->add_option("--binary", binary, "Coordinator binary API host:port (default: --dir's cluster)");
+  eval->add_option("--binary", binary,
+                   "Coordinator binary API host:port (default: --dir's cluster)");
   eval->add_flag("--latency-only", ea.latency_only,
-                 "Only the paper's plan by concurrency (no exact pass, calibration or recall): for large collections");
+                 "Only the paper's plan by concurrency (no exact pass, calibration or recall): for "
+                 "large collections");
   CLI11_PARSE(app, argc, argv);
   auto run = [&]() -> mrl::Status {
     if (up->parsed()) {
