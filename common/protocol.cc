@@ -165,6 +165,8 @@ ErrorCode ToErrorCode(Status::Code code) {
       return ErrorCode::Overloaded;
     case Status::Code::kAborted:
       return ErrorCode::StaleEpoch;
+    case Status::Code::kInsufficientStorage:
+      return ErrorCode::InsufficientStorage;
   }
   return ErrorCode::Internal;
 }
@@ -206,6 +208,8 @@ Status ToStatus(ErrorCode code, const std::string& message) {
       return Status::Unavailable(message);
     case ErrorCode::StaleEpoch:
       return Status::Aborted(message);
+    case ErrorCode::InsufficientStorage:
+      return Status::InsufficientStorage(message);
   }
   return Status::Internal(named);
 }

@@ -17,6 +17,7 @@ const char* CodeName(Status::Code code) {
     case Status::Code::kUnavailable: return "Unavailable";
     case Status::Code::kResourceExhausted: return "ResourceExhausted";
     case Status::Code::kAborted: return "Aborted";
+    case Status::Code::kInsufficientStorage: return "InsufficientStorage";
   }
   return "Unknown";
 }

@@ -28,6 +28,9 @@ class Status {
     kResourceExhausted,
     // A conflict with newer state (e.g. a request routed by a stale shard map): refresh, retry.
     kAborted,
+    // The shard's disk is above its high watermark (or full): writes are refused until space
+    // returns; deletes, reads and searches go on.
+    kInsufficientStorage,
   };
 
   Status() = default;
@@ -53,6 +56,9 @@ class Status {
   }
 
   static Status Aborted(std::string m) { return Status(Code::kAborted, std::move(m)); }
+  static Status InsufficientStorage(std::string m) {
+    return Status(Code::kInsufficientStorage, std::move(m));
+  }
 
   bool ok() const { return code_ == Code::kOk; }
   Code code() const { return code_; }

@@ -146,7 +146,16 @@ Result<Calibration> Coordinator::Calibrate(const std::string& collection, int32_
 }
 
 std::string Coordinator::PrometheusMetrics() const {
-  return metrics_.Render(state_->Snapshot()->map.epoch(), state_->refreshes());
+  const auto snap = state_->Snapshot();
+  std::string out = metrics_.Render(snap->map.epoch(), state_->refreshes());
+  // Shards whose disk refused a write moments ago (their watermark; writes to them are refused
+  // up front until retry_after_ms has passed).
+  out += "# TYPE mrl_coordinator_shard_refusing_writes gauge\n";
+  for (const auto& [id, info] : snap->map.shards()) {
+    out += "mrl_coordinator_shard_refusing_writes{shard=\"" + id + "\"} " +
+           (pool_->WriteRefusal(id).ok() ? "0" : "1") + "\n";
+  }
+  return out;
 }
 
 }  // namespace mrl::coord

@@ -28,6 +28,8 @@ int HttpStatusOf(const Status& s) {
       return 409;
     case Status::Code::kResourceExhausted:
       return 429;
+    case Status::Code::kInsufficientStorage:
+      return 507;
     case Status::Code::kUnavailable:
       return 503;
     case Status::Code::kDeadlineExceeded:

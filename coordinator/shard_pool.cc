@@ -54,6 +54,22 @@ void ShardPool::Report(const std::string& shard, const Status& status) {
     it->second.down = true;
     it->second.down_since = std::chrono::steady_clock::now();
   }
+  if (status.code() == Status::Code::kInsufficientStorage) {
+    it->second.write_refusal = status;
+    it->second.refused_at = std::chrono::steady_clock::now();
+  }
+}
+
+Status ShardPool::WriteRefusal(const std::string& shard) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = entries_.find(shard);
+  if (it == entries_.end() || it->second.write_refusal.ok()) return Status::Ok();
+  if (std::chrono::steady_clock::now() - it->second.refused_at >
+      std::chrono::milliseconds(options_.retry_after_ms)) {
+    it->second.write_refusal = Status::Ok();  // ask the shard again
+    return Status::Ok();
+  }
+  return it->second.write_refusal;
 }
 
 }  // namespace mrl::coord

@@ -41,8 +41,12 @@ class ShardPool {
   // the pool's use of it.
   rpc::RpcClient* Client(const std::string& shard);
   bool Healthy(const std::string& shard);
-  // Records the outcome of a call: failures that mean "the shard is gone" mark it down.
+  // Records the outcome of a call: failures that mean "the shard is gone" mark it down; an
+  // InsufficientStorage answer (its disk is above the watermark) marks it as refusing writes.
   void Report(const std::string& shard, const Status& status);
+  // The shard's last InsufficientStorage answer while it is recent (retry_after_ms): a write
+  // touching it is refused before anything of the batch is sent. Ok otherwise.
+  Status WriteRefusal(const std::string& shard);
 
  private:
   struct Entry {
@@ -50,6 +54,8 @@ class ShardPool {
     size_t next = 0;
     bool down = false;
     std::chrono::steady_clock::time_point down_since;
+    Status write_refusal;  // the last InsufficientStorage answer
+    std::chrono::steady_clock::time_point refused_at;
   };
   PoolOptions options_;
   std::mutex mu_;

@@ -48,6 +48,16 @@ Status WriteRouter::Upsert(const ClusterSnapshot& snap, const std::string& colle
       req.payloads.push_back(std::move(payload));
     }
   }
+  // A replica that refused writes for its disk moments ago would refuse this batch too: refuse
+  // it whole, before any replica applies part of it.
+  for (const auto& [g, req] : by_group) {
+    for (const std::string& s : snap.map.groups()[g].shards) {
+      const Status refusal = pool_.WriteRefusal(s);
+      if (!refusal.ok()) {
+        return refusal.WithContext("shard '" + s + "' (nothing of this batch was written)");
+      }
+    }
+  }
   struct Call {
     uint32_t group;
     std::string shard;

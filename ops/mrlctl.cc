@@ -17,10 +17,36 @@
 #include "ops/http_client.h"
 #include "ops/ingest.h"
 #include "ops/local_cluster.h"
+#include "rpc/client.h"
 
 namespace {
 
 using json = nlohmann::json;
+
+// One shard's disk and store state from its Stats (the binary protocol, straight to the shard).
+std::string ShardHealth(const std::string& address) {
+  auto options = mrl::ops::BinaryClientOptions(address);
+  if (!options.ok()) return options.status().ToString();
+  mrl::rpc::RpcClient client(options.value());
+  auto stats = client.Call(mrl::wire::StatsRequestT{}, 2000);
+  if (!stats.ok()) return "stats unavailable (" + stats.status().ToString() + ")";
+  char disk[160];
+  const double total = static_cast<double>(stats->fs_total_bytes);
+  const double free = static_cast<double>(stats->fs_free_bytes);
+  std::snprintf(disk, sizeof(disk), "disk %.2f GiB free of %.2f (%.1f%% used)", free / (1 << 30),
+                total / (1 << 30), total > 0 ? 100.0 * (total - free) / total : 0.0);
+  std::string out = disk;
+  out += stats->refusing_writes ? ", REFUSING WRITES (above its watermark)" : ", accepting writes";
+  if (stats->write_refusals > 0) {
+    out += " (" + std::to_string(stats->write_refusals) + " refused since start)";
+  }
+  if (stats->store_failed) {
+    out += "; store READ-ONLY after an I/O error at unix ms " +
+           std::to_string(stats->store_failed_since_unix_ms) + ": " + stats->store_error +
+           " (resumed by the next write once space returns)";
+  }
+  return out;
+}
 
 // Health, shard map and collections.
 mrl::Status PrintStatus(mrl::ops::HttpClient& c) {
@@ -37,8 +63,9 @@ mrl::Status PrintStatus(mrl::ops::HttpClient& c) {
     std::cout << "shard map epoch " << map->at("epoch") << ", " << map->at("groups").size()
               << " replica groups\n";
     for (const json& s : map->at("shards")) {
-      std::cout << "  " << s.at("id").get<std::string>() << " "
-                << s.at("address").get<std::string>() << "\n";
+      const std::string address = s.at("address").get<std::string>();
+      std::cout << "  " << s.at("id").get<std::string>() << " " << address << ": "
+                << ShardHealth(address) << "\n";
     }
     for (const json& col : cols->at("collections")) {
       std::cout << "collection " << col.at("name").get<std::string>() << ": dim " << col.at("dim")

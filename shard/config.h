@@ -29,6 +29,10 @@ namespace mrl::shard {
   X(int, max_batch, 10000, "points per Upsert/Delete/Get, ids per Rerank")                     \
   X(int, max_queries, 1024, "queries per Shortlist/Rerank/Search request")                     \
   X(uint32_t, drain_timeout_ms, 30000, "graceful shutdown's bound on in-flight work")          \
+  X(double, disk_refuse_above_percent, 95.0, "refuse writes above this % of the disk used (100: off)") \
+  X(double, disk_release_below_percent, 90.0, "accept writes again below this % used")         \
+  X(uint64_t, disk_min_free_mb, 0, "also refuse writes below this many MiB free (0: off)")   \
+  X(uint64_t, disk_release_free_mb, 0, "accept writes again from this many MiB free (0: 1.25x min)") \
   X(bool, verbose, true, "progress lines on stderr")
 
 struct ShardConfig {

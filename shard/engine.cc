@@ -19,6 +19,9 @@ Status EngineImpl::Init() {
                           options_.sync_writes, options_.mmap_reads);
   if (!st.ok()) return st.status();
   storage_ = std::move(st.value());
+  MRL_RETURN_IF_ERROR(ValidateDiskMarks(options_.disk));
+  disk_ = std::make_unique<DiskGuard>(options_.data_dir, "shard at '" + options_.data_dir + "'",
+                                      options_.disk);
 
   std::unique_ptr<rocksdb::Iterator> it(
       storage_->db->NewIterator(rocksdb::ReadOptions(), storage_->meta));
@@ -165,11 +168,24 @@ EngineStats EngineImpl::Stats() const {
     if (e.path().extension() == ".log") out.disk_bytes += e.file_size(ec);
   }
   out.block_cache_bytes = storage_->block_cache->GetUsage();
+  const DiskUsage du = disk_->Sample();
+  out.fs_total_bytes = du.total_bytes;
+  out.fs_free_bytes = du.free_bytes;
+  out.refusing_writes = disk_->refusing();
+  out.write_refusals = disk_->refusals();
+  {
+    std::lock_guard lock(store_mu_);
+    out.store_failed = store_failed_;
+    out.store_error = store_error_;
+    out.store_failed_since_unix_ms = store_failed_since_ms_;
+  }
   return out;
 }
 
 Status EngineImpl::Checkpoint() {
   std::lock_guard cp(checkpoint_mu_);
+  // After a disk error the WAL cannot be synced until the store has resumed.
+  MRL_RETURN_IF_ERROR(ResumeIfFailed());
   rocksdb::DB* db = storage_->db.get();
   MRL_RETURN_IF_ERROR(FromRocks(db->FlushWAL(/*sync=*/true), "syncing the WAL"));
   rocksdb::FlushOptions fo;

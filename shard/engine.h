@@ -22,6 +22,7 @@
 
 #include "common/collection_spec.h"
 #include "common/status.h"
+#include "shard/disk_guard.h"
 
 namespace mrl::shard {
 
@@ -84,6 +85,13 @@ struct EngineStats {
   uint64_t disk_bytes = 0;         // RocksDB live SST + WAL
   uint64_t block_cache_bytes = 0;  // in use
   uint64_t memtable_bytes = 0;
+  // The data filesystem and its watermark (DiskGuard), and the store's I/O error state.
+  uint64_t fs_total_bytes = 0, fs_free_bytes = 0;
+  bool refusing_writes = false;   // above the high watermark
+  uint64_t write_refusals = 0;    // writes refused by the watermark since start
+  bool store_failed = false;      // RocksDB refused a write (e.g. ENOSPC); resumed on the next write
+  std::string store_error;        // the last such error
+  int64_t store_failed_since_unix_ms = 0;
 };
 
 struct EngineOptions {
@@ -95,6 +103,7 @@ struct EngineOptions {
   int32_t max_k = 10000;          // limits that bound one request's work
   int32_t max_batch = 10000;      // points per Upsert/Delete/Get, ids per Rerank
   bool verbose = true;            // progress lines on stderr while building indexes
+  DiskMarks disk;                 // write refusal by disk usage (shard/disk_guard.h)
 };
 
 class Engine {

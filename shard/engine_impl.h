@@ -238,6 +238,12 @@ class EngineImpl final : public Engine {
 
   // REQUIRES: c.write_mu held. Adds the generation bump and writes atomically.
   Status WriteWithGeneration(CollectionState& c, rocksdb::WriteBatch* batch);
+  // After RocksDB refused a write (ENOSPC or another I/O error: its background error makes the
+  // store read-only), the next write or checkpoint calls DB::Resume() first; Ok once resumed,
+  // else the IoError says since when the store is read-only, its last error and why resuming
+  // failed (e.g. the disk is still full).
+  Status ResumeIfFailed();
+  void RecordStoreError(const Status& error);
 
   // REQUIRES: c.write_mu held. Updates the point count and the sequence numbers.
   void AfterWrite(CollectionState& c, const Existing& e, bool is_delete);
@@ -270,6 +276,11 @@ class EngineImpl final : public Engine {
   std::map<std::string, std::shared_ptr<CollectionState>> collections_;
   std::mutex admin_mu_;       // serialises create / drop
   std::mutex checkpoint_mu_;  // one checkpoint at a time
+  std::unique_ptr<DiskGuard> disk_;  // the data filesystem's watermark
+  mutable std::mutex store_mu_;      // guards the store error state below; serialises Resume
+  bool store_failed_ = false;
+  std::string store_error_;
+  int64_t store_failed_since_ms_ = 0;  // unix ms
 };
 
 }  // namespace mrl::shard::engine_internal

@@ -2,6 +2,7 @@
 // collection's generation bump) under write_mu, then the in-RAM indexes in the same order.
 #include "shard/engine_impl.h"
 
+#include <chrono>
 #include <unordered_set>
 
 namespace mrl::shard::engine_internal {
@@ -28,6 +29,8 @@ Status EngineImpl::Upsert(const std::string& collection, std::span<const PointVi
     }
   }
   if (points.empty()) return Status::Ok();
+  // Above the disk's high watermark: refused before anything is written (deletes still pass).
+  MRL_RETURN_IF_ERROR(disk_->CheckWrite());
 
   // Encode outside the lock; the index sees the decoded stored vector (what a rebuild sees).
   const int32_t max_dims = c.MaxIndexDims();
@@ -154,11 +157,42 @@ void EngineImpl::ApplyUpsertToIndexes(CollectionState& c, std::span<const PointV
 }
 
 Status EngineImpl::WriteWithGeneration(CollectionState& c, rocksdb::WriteBatch* batch) {
+  MRL_RETURN_IF_ERROR(ResumeIfFailed());
   const uint64_t gen = c.generation + 1;
   batch->Put(storage_->meta, GenerationMetaKey(c.id), EncodeU64(gen));
-  MRL_RETURN_IF_ERROR(
-      FromRocks(storage_->db->Write(storage_->write_options, batch), "writing to RocksDB"));
+  const Status written =
+      FromRocks(storage_->db->Write(storage_->write_options, batch), "writing to RocksDB");
+  if (!written.ok()) {
+    RecordStoreError(written);
+    return written;
+  }
   c.generation = gen;
+  return Status::Ok();
+}
+
+void EngineImpl::RecordStoreError(const Status& error) {
+  std::lock_guard lock(store_mu_);
+  if (!store_failed_) {
+    store_failed_since_ms_ = std::chrono::duration_cast<std::chrono::milliseconds>(
+                                 std::chrono::system_clock::now().time_since_epoch())
+                                 .count();
+    Log("store refused a write, read-only until resumed: %s", error.ToString().c_str());
+  }
+  store_failed_ = true;
+  store_error_ = error.message();
+}
+
+Status EngineImpl::ResumeIfFailed() {
+  std::lock_guard lock(store_mu_);
+  if (!store_failed_) return Status::Ok();
+  const rocksdb::Status r = storage_->db->Resume();
+  if (!r.ok()) {
+    return Status::IoError("the store is read-only since an I/O error at unix ms " +
+                           std::to_string(store_failed_since_ms_) + " (" + store_error_ +
+                           "); resuming failed: " + r.ToString());
+  }
+  Log("store resumed after its I/O error (%s)", store_error_.c_str());
+  store_failed_ = false;
   return Status::Ok();
 }
 

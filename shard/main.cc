@@ -75,6 +75,10 @@ int Run(int argc, char** argv) {
   eo.max_k = cfg.max_k;
   eo.max_batch = cfg.max_batch;
   eo.verbose = cfg.verbose;
+  eo.disk.refuse_above_percent = cfg.disk_refuse_above_percent;
+  eo.disk.release_below_percent = cfg.disk_release_below_percent;
+  eo.disk.min_free_bytes = cfg.disk_min_free_mb << 20;
+  eo.disk.release_free_bytes = cfg.disk_release_free_mb << 20;
   const auto t0 = std::chrono::steady_clock::now();
   auto engine = Engine::Open(eo);
   if (!engine.ok()) {

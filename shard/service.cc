@@ -328,6 +328,13 @@ Result<std::vector<uint8_t>> ShardService::Stats(const rpc::ServerMetrics* serve
   resp.disk_bytes = es.disk_bytes;
   resp.block_cache_bytes = es.block_cache_bytes;
   resp.memtable_bytes = es.memtable_bytes;
+  resp.fs_total_bytes = es.fs_total_bytes;
+  resp.fs_free_bytes = es.fs_free_bytes;
+  resp.refusing_writes = es.refusing_writes;
+  resp.write_refusals = es.write_refusals;
+  resp.store_failed = es.store_failed;
+  resp.store_error = es.store_error;
+  resp.store_failed_since_unix_ms = es.store_failed_since_unix_ms;
   resp.map_epoch = map_epoch();
   return wire::PackBody(resp);
 }

@@ -97,15 +97,16 @@ json VectorJson(const float* v) { return json(std::vector<float>(v, v + kDim)); 
 
 class Cluster {
  public:
-  Cluster(const std::string& name, int shards, int replication) : dir_(TempDir(name)) {
+  // shard_args[s]: extra flags of shard s.
+  Cluster(const std::string& name, int shards, int replication,
+          const std::vector<std::vector<std::string>>& shard_args = {})
+      : dir_(TempDir(name)) {
     EXPECT_TRUE(WriteFileAtomic(dir_ + "/admin", "admin-secret-1\n").ok());
     EXPECT_TRUE(WriteFileAtomic(dir_ + "/read", "reader-secret-2\n").ok());
     for (int s = 0; s < shards; ++s) {
       shards_.push_back(std::make_unique<DaemonProcess>(
           "s" + std::to_string(s), MRL_SHARD_BIN,
-          std::vector<std::string>{"--data-dir", dir_ + "/s" + std::to_string(s), "--port", "0",
-                                   "--threads", "1", "--block-cache-mb", "16"},
-          dir_));
+          ShardArgs(s, shard_args), dir_));
       shards_.back()->Start();
     }
     std::vector<std::string> args = {"--data-dir", dir_ + "/coord", "--port", "0",
@@ -119,6 +120,12 @@ class Cluster {
     }
     coord_ = std::make_unique<DaemonProcess>("coord", MRL_COORDINATOR_BIN, args, dir_);
     coord_->Start();
+  }
+  std::vector<std::string> ShardArgs(int s, const std::vector<std::vector<std::string>>& extra) const {
+    std::vector<std::string> a = {"--data-dir", dir_ + "/s" + std::to_string(s), "--port", "0",
+                                  "--threads", "1", "--block-cache-mb", "16"};
+    if (static_cast<size_t>(s) < extra.size()) a.insert(a.end(), extra[s].begin(), extra[s].end());
+    return a;
   }
   std::string Url(const std::string& path) const {
     return "http://127.0.0.1:" + std::to_string(coord_->port()) + path;
@@ -287,6 +294,50 @@ TEST(CoordinatorE2E, ReplicationTwoGivesFullAnswersWithAShardDead) {
   HttpResult w = Curl("PUT", c.Url("/v1/collections/emb/points"), json{{"points", pts}}.dump(), Cluster::kAdmin);
   EXPECT_GE(w.status, 500) << w.body;
   EXPECT_EQ(Curl("GET", c.Url("/healthz")).status, 200);
+}
+
+// A shard whose disk is above its watermark (here: a min-free mark no disk meets) refuses
+// writes with 507 InsufficientStorage naming it; once the coordinator has seen that, a batch
+// touching it is refused before any shard writes any of it; deletes, reads and searches go on.
+TEST(CoordinatorE2E, AShardAboveItsDiskWatermarkGets507AndBatchesToItAreRefusedWhole) {
+  Cluster c("e2e_disk", 2, 1, {{}, {"--disk-min-free-mb", "1099511627776"}});
+  HttpResult r = Curl("PUT", c.Url("/v1/collections/emb"),
+                      json{{"dim", kDim}, {"storage", "fp32"}, {"num_buckets", 256},
+                           {"indexes", {{{"dims", 16}, {"kind", "hnsw"}}}}}.dump(),
+                      Cluster::kAdmin);
+  ASSERT_EQ(r.status, 200) << r.body;
+  const std::vector<float> data = MakeData(80, 5);
+  auto batch = [&](int first, int n) {
+    json pts = json::array();
+    for (int i = first; i < first + n; ++i) {
+      pts.push_back({{"id", i}, {"vector", VectorJson(&data[static_cast<size_t>(i % 80) * kDim])}});
+    }
+    return json{{"points", pts}}.dump();
+  };
+  HttpResult first = Curl("PUT", c.Url("/v1/collections/emb/points"), batch(0, 40), Cluster::kAdmin);
+  ASSERT_EQ(first.status, 507) << first.body;
+  EXPECT_EQ(first.Json()["code"], "InsufficientStorage");
+  EXPECT_NE(first.body.find("shard 's1'"), std::string::npos) << first.body;
+  EXPECT_NE(first.body.find("bytes free of"), std::string::npos) << first.body;
+  // Now known: the next batch is refused before s0 writes its share of it.
+  HttpResult second = Curl("PUT", c.Url("/v1/collections/emb/points"), batch(1000, 40), Cluster::kAdmin);
+  ASSERT_EQ(second.status, 507) << second.body;
+  EXPECT_NE(second.body.find("nothing of this batch was written"), std::string::npos) << second.body;
+  json ids = json::array();
+  for (int i = 1000; i < 1040; ++i) ids.push_back(i);
+  HttpResult got = Curl("POST", c.Url("/v1/collections/emb/points/get"), json{{"ids", ids}}.dump(), Cluster::kRead);
+  ASSERT_EQ(got.status, 200) << got.body;
+  for (const json& p : got.Json()["points"]) EXPECT_FALSE(p["found"].get<bool>()) << p.dump();
+  // Deletes, searches and metrics go on.
+  HttpResult del = Curl("POST", c.Url("/v1/collections/emb/points/delete"), json{{"ids", {0, 1, 2}}}.dump(),
+                        Cluster::kAdmin);
+  EXPECT_EQ(del.status, 200) << del.body;
+  HttpResult s = Curl("POST", c.Url("/v1/collections/emb/search"),
+                      json{{"vector", VectorJson(&data[0])}, {"k", 5}, {"exact", true}}.dump(), Cluster::kRead);
+  EXPECT_EQ(s.status, 200) << s.body;
+  HttpResult m = Curl("GET", c.Url("/metrics"));
+  EXPECT_NE(m.body.find("mrl_coordinator_shard_refusing_writes{shard=\"s1\"} 1"), std::string::npos) << m.body;
+  EXPECT_NE(m.body.find("mrl_coordinator_shard_refusing_writes{shard=\"s0\"} 0"), std::string::npos) << m.body;
 }
 
 uint64_t EpochOf(const std::string& cluster_url);
