@@ -327,7 +327,8 @@ TEST(CoordinatorE2E, AShardAboveItsDiskWatermarkGets507AndBatchesToItAreRefusedW
   for (int i = 1000; i < 1040; ++i) ids.push_back(i);
   HttpResult got = Curl("POST", c.Url("/v1/collections/emb/points/get"), json{{"ids", ids}}.dump(), Cluster::kRead);
   ASSERT_EQ(got.status, 200) << got.body;
-  for (const json& p : got.Json()["points"]) EXPECT_FALSE(p["found"].get<bool>()) << p.dump();
+  const json got_json = got.Json();  // iterate a named value, not a temporary's member
+  for (const json& p : got_json["points"]) EXPECT_FALSE(p["found"].get<bool>()) << p.dump();
   // Deletes, searches and metrics go on.
   HttpResult del = Curl("POST", c.Url("/v1/collections/emb/points/delete"), json{{"ids", {0, 1, 2}}}.dump(),
                         Cluster::kAdmin);
