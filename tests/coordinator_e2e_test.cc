@@ -155,7 +155,10 @@ class Cluster {
                        {"vector", VectorJson(&data[static_cast<size_t>(i) * kDim])},
                        {"payload", {{"row", i}}}});
       }
-      r = Curl("PUT", Url("/v1/collections/emb/points"), json{{"points", pts}}.dump(), kAdmin);
+      // A generous deadline: 500 points into HNSW with fsync'ed writes can outlast the 2 s
+      // default under ASan on 2 busy cores, and a timed-out shard is marked down for 2 s.
+      r = Curl("PUT", Url("/v1/collections/emb/points"),
+               json{{"points", pts}, {"deadline_ms", 30000}}.dump(), kAdmin);
       ASSERT_EQ(r.status, 200) << r.body;
     }
   }
