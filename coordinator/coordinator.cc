@@ -148,6 +148,7 @@ Result<Calibration> Coordinator::Calibrate(const std::string& collection, int32_
 std::string Coordinator::PrometheusMetrics() const {
   const auto snap = state_->Snapshot();
   std::string out = metrics_.Render(snap->map.epoch(), state_->refreshes());
+  out += BuildInfoGauge(opt_.build);
   // Shards whose disk refused a write moments ago (their watermark; writes to them are refused
   // up front until retry_after_ms has passed).
   out += "# TYPE mrl_coordinator_shard_refusing_writes gauge\n";

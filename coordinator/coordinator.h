@@ -17,6 +17,7 @@
 #include <utility>
 #include <vector>
 
+#include "common/build_info.h"
 #include "common/collection_spec.h"
 #include "common/status.h"
 #include "coordinator/cluster_state.h"
@@ -45,6 +46,8 @@ struct CoordinatorOptions {
   bool follow = false;
   int shard_connections = 2;           // pipelined connections per shard (round-robin)
   uint32_t shard_max_in_flight = 256;  // per connection; beyond: ResourceExhausted at once
+  // /metrics' mrl_build_info gauge: what the binary was built from (main fills it).
+  BuildInfo build;
 };
 
 struct Calibration {

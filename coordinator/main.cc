@@ -12,11 +12,13 @@
 #include <sstream>
 
 #include "common/atomic_file.h"
+#include "common/build_info.h"
 #include "common/daemon.h"
 #include "coordinator/binary_api.h"
 #include "coordinator/coordinator.h"
 #include "coordinator/http_api.h"
 #include "coordinator/http_server.h"
+#include "rpc/library_versions.h"
 #include "rpc/server.h"
 
 namespace {
@@ -24,6 +26,8 @@ namespace {
 int Run(int argc, char** argv) {
   CLI::App app{"mrl-coordinator: query and write front door of an MRL serving cluster"};
   mrl::coord::CoordinatorOptions co;
+  co.build = mrl::MakeBuildInfo("mrl-coordinator", mrl::rpc::LibraryVersions());
+  app.set_version_flag("--version", mrl::VersionText(co.build));
   mrl::coord::HttpServerOptions ho;
   std::vector<std::string> shards;
   int replication = 1;
@@ -101,6 +105,7 @@ int Run(int argc, char** argv) {
   }
   const auto snapshot = coord.value()->Snapshot();
   const mrl::coord::ShardMap& map = snapshot->map;
+  std::cout << "mrl-coordinator " << mrl::VersionSummary(coord.value()->options().build) << std::endl;
   std::cout << "mrl-coordinator: shard map epoch " << map.epoch() << ", " << map.groups().size()
             << " replica groups, " << map.shards().size() << " shards" << std::endl;
   mrl::coord::Coordinator* c = coord.value().get();

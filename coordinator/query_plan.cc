@@ -81,6 +81,18 @@ Result<QueryPlan> FunnelPlan(const std::vector<Stage>& stages, int32_t k,
   return p;
 }
 
+Result<QueryPlan> OneStagePlan(int32_t dims, int32_t k, const std::vector<int32_t>& nesting) {
+  if (!InNesting(dims, nesting)) {
+    return Status::InvalidArgument("shortlist dims " + std::to_string(dims) +
+                                   " is not a nesting dim of the collection");
+  }
+  if (k < 1) return Status::InvalidArgument("k must be >= 1");
+  QueryPlan p;
+  p.stages = {{dims, k}};
+  p.name = "one-stage Ds=" + std::to_string(dims) + " (the shortlist is at Dr: no rerank)";
+  return p;
+}
+
 QueryPlan ExactPlan(int32_t d, int32_t k) {
   QueryPlan p;
   p.name = "exact";
@@ -150,9 +162,11 @@ Result<QueryPlan> ResolvePlan(const PlanRequest& r, const CollectionSpec& spec,
     plan = FunnelPlan(r.funnel, r.k, spec.nesting);
   } else {
     const int32_t default_ds = spec.indexes.empty() ? spec.nesting.front() : spec.indexes.front().dims;
-    plan = AdaptivePlan(r.shortlist_dims ? r.shortlist_dims : default_ds,
-                        r.shortlist_k ? r.shortlist_k : std::max(200, 10 * r.k),
-                        r.rerank_dims ? r.rerank_dims : spec.dim, r.k, spec.nesting);
+    const int32_t ds = r.shortlist_dims ? r.shortlist_dims : default_ds;
+    const int32_t dr = r.rerank_dims ? r.rerank_dims : spec.dim;
+    plan = ds == dr ? OneStagePlan(ds, r.k, spec.nesting)
+                    : AdaptivePlan(ds, r.shortlist_k ? r.shortlist_k : std::max(200, 10 * r.k), dr,
+                                   r.k, spec.nesting);
   }
   if (!plan.ok()) return plan;
   plan->stages.back().k = r.k;

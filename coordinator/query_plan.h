@@ -45,6 +45,8 @@ Result<QueryPlan> AdaptivePlan(int32_t ds, int32_t shortlist_k, int32_t dr, int3
 // final K = k (appended as (d_last, k) if the last K is larger).
 Result<QueryPlan> FunnelPlan(const std::vector<Stage>& stages, int32_t k,
                              const std::vector<int32_t>& nesting);
+// One stage: the index over `dims` answers top-k itself (a shortlist at Dr needs no rerank).
+Result<QueryPlan> OneStagePlan(int32_t dims, int32_t k, const std::vector<int32_t>& nesting);
 // Exact search at full dimension d.
 QueryPlan ExactPlan(int32_t d, int32_t k);
 // The paper's funnel shape: dims doubling from `first_dims` to d, K halving from `first_k`.
@@ -57,13 +59,14 @@ struct PlanRequest {
   std::string budget;            // non-empty: a calibrated budget (fast / balanced / exact)
   bool exact = false;            // the exact plan
   std::vector<Stage> funnel;     // non-empty: these stages (stage 0 shortlists)
-  // The adaptive plan {Ds, K, Dr}; 0 = the default: the first low-d index's dims (the first
-  // nesting dim without an index), max(200, 10 k), and d.
+  // The adaptive plan {Ds, K, Dr}; 0 = the default: the first index's dims (the first nesting
+  // dim without an index), max(200, 10 k), and d. Ds == Dr (e.g. a plain ANN collection whose
+  // only index is at full d) is the one-stage plan.
   int32_t shortlist_dims = 0, shortlist_k = 0, rerank_dims = 0;
   int32_t ef = 0;                // non-zero: overrides the plan's HNSW breadth
 };
 // The one plan resolution of both APIs: a budget, else exact, else the funnel, else the adaptive
-// plan; then k is the last stage's K and a non-zero ef replaces the plan's. `budget_plan` looks
+// (or, at Ds == Dr, the one-stage) plan; then k is the last stage's K and a non-zero ef replaces the plan's. `budget_plan` looks
 // a budget up (FailedPrecondition when it is not calibrated).
 Result<QueryPlan> ResolvePlan(const PlanRequest& request, const CollectionSpec& spec,
                               const std::function<Result<QueryPlan>(const std::string&)>& budget_plan);

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <functional>
 #include <limits>
@@ -28,6 +29,38 @@ using json = nlohmann::json;
 using Clock = std::chrono::steady_clock;
 namespace http = boost::beast::http;
 
+// While alive, prints "[eval  12.3s] <what()>" every `period` from its own thread, so that the
+// long stages (ground truth, calibration, each plan's queries) are never silent for long.
+class Ticker {
+ public:
+  Ticker(Clock::time_point t0, std::function<std::string()> what,
+         std::chrono::milliseconds period = std::chrono::seconds(5))
+      : thread_([this, t0, what = std::move(what), period] {
+          std::unique_lock<std::mutex> lock(mu_);
+          while (!cv_.wait_for(lock, period, [this] { return stop_; })) {
+            std::printf("[eval %6.1fs] %s\n",
+                        std::chrono::duration<double>(Clock::now() - t0).count(), what().c_str());
+            std::fflush(stdout);
+          }
+        }) {}
+  ~Ticker() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+  Ticker(const Ticker&) = delete;
+  Ticker& operator=(const Ticker&) = delete;
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stop_ = false;   // guarded by mu_
+  std::thread thread_;  // last: starts once the members above exist
+};
+
 struct PlanRun {
   std::vector<std::vector<uint64_t>> hits;
   std::vector<double> latency_ms;
@@ -38,8 +71,10 @@ struct PlanRun {
 // returns that thread's query function (which owns its connection); it returns the hit ids of
 // query i. The first error stops every thread and is the answer.
 using QueryFn = std::function<Result<std::vector<uint64_t>>(size_t)>;
+// `done`, when given, counts the queries answered (for a Ticker).
 Result<PlanRun> RunConcurrently(size_t n, int concurrency,
-                                const std::function<Result<QueryFn>()>& make_worker) {
+                                const std::function<Result<QueryFn>()>& make_worker,
+                                std::atomic<size_t>* done = nullptr) {
   PlanRun r;
   r.hits.resize(n);
   r.latency_ms.resize(n);
@@ -64,6 +99,7 @@ Result<PlanRun> RunConcurrently(size_t n, int concurrency,
         if (!hits.ok()) return fail(hits.status().WithContext("query " + std::to_string(i)));
         r.hits[i] = std::move(hits).value();
         r.latency_ms[i] = std::chrono::duration<double, std::milli>(Clock::now() - s).count();
+        if (done) ++*done;
       }
     });
   }
@@ -76,7 +112,8 @@ Result<PlanRun> RunConcurrently(size_t n, int concurrency,
 // Every query through the coordinator's HTTP API, one keep-alive connection per thread.
 Result<PlanRun> RunQueries(const std::string& url, const std::string& token,
                            const std::string& collection, const std::vector<float>& q, int64_t d,
-                           const json& plan, int k, int concurrency) {
+                           const json& plan, int k, int concurrency,
+                           std::atomic<size_t>* done = nullptr) {
   return RunConcurrently(q.size() / static_cast<size_t>(d), concurrency, [&]() -> Result<QueryFn> {
     auto c = std::make_shared<HttpClient>(url, token);
     return QueryFn([&, c](size_t i) -> Result<std::vector<uint64_t>> {
@@ -96,14 +133,14 @@ Result<PlanRun> RunQueries(const std::string& url, const std::string& token,
       }
       return hits;
     });
-  });
+  }, done);
 }
 
 // The same through the coordinator's binary API: one connection per thread, the plan as stages.
 Result<PlanRun> RunQueriesBinary(const std::string& address, const std::string& collection,
                                  const std::vector<float>& q, int64_t d,
                                  const std::vector<std::pair<int32_t, int32_t>>& stages,
-                                 int concurrency) {
+                                 int concurrency, std::atomic<size_t>* done = nullptr) {
   return RunConcurrently(q.size() / static_cast<size_t>(d), concurrency, [&]() -> Result<QueryFn> {
     auto options = BinaryClientOptions(address);
     if (!options.ok()) return options.status();
@@ -123,7 +160,7 @@ Result<PlanRun> RunQueriesBinary(const std::string& address, const std::string& 
       for (const auto& h : res->results[0]->candidates) hits.push_back(h.id());
       return hits;
     });
-  });
+  }, done);
 }
 
 double Percentile(std::vector<double> v, double p) {
@@ -181,6 +218,7 @@ Status Eval(const EvalArgs& a, const json& stamp) {
         "[eval %6.1fs] exact ground truth: %lld queries x %zu points x %lld dims, fp32 cosine\n",
         elapsed(), static_cast<long long>(n), db_ids.size(), static_cast<long long>(d));
     std::fflush(stdout);
+    const Ticker ticker(t_start, [] { return std::string("exact ground truth: still scanning"); });
     const auto rows =
         ExactCosineTopK(db.data(), db_ids.size(), q.data(), static_cast<size_t>(n),
                         static_cast<size_t>(d), static_cast<size_t>(k),
@@ -233,6 +271,13 @@ Status Eval(const EvalArgs& a, const json& stamp) {
                 elapsed());
     std::fflush(stdout);
     HttpClient c(a.url, a.token);
+    const auto cal_start = Clock::now();
+    const Ticker ticker(t_start, [cal_start] {
+      return "calibrating: waiting for the coordinator (" +
+             std::to_string(static_cast<int>(
+                 std::chrono::duration<double>(Clock::now() - cal_start).count())) +
+             " s)";
+    });
     auto cal = c.CallJson(http::verb::post, "/v1/collections/" + a.collection + "/calibrate",
                           json{{"sample", 200}, {"k", k}}.dump(), "calibrate");
     if (!cal.ok()) return cal.status();
@@ -294,7 +339,14 @@ Status Eval(const EvalArgs& a, const json& stamp) {
     std::printf("[eval %6.1fs] plan %zu/%zu: %s (%lld queries)\n", elapsed(), oi + 1, plans.size(),
                 name.c_str(), static_cast<long long>(n));
     std::fflush(stdout);
-    auto run = RunQueries(a.url, a.token, a.collection, q, d, plan, k, 1);
+    std::atomic<size_t> done{0};
+    auto run = [&] {
+      const Ticker ticker(t_start, [&, oi] {
+        return "plan " + std::to_string(oi + 1) + "/" + std::to_string(plans.size()) + ": " +
+               std::to_string(done.load()) + "/" + std::to_string(n) + " queries";
+      });
+      return RunQueries(a.url, a.token, a.collection, q, d, plan, k, 1, &done);
+    }();
     if (!run.ok()) return run.status().WithContext(name);
     const PlanRun& r = run.value();
     const Score sc = score(r.hits);  // outside the timed loop
@@ -321,7 +373,14 @@ Status Eval(const EvalArgs& a, const json& stamp) {
   std::printf("\nthroughput of the paper's plan by client concurrency:\n");
   json conc = json::array();
   for (int cc : a.concurrency) {
-    auto run = RunQueries(a.url, a.token, a.collection, q, d, paper, k, cc);
+    std::atomic<size_t> done{0};
+    auto run = [&] {
+      const Ticker ticker(t_start, [&, cc] {
+        return "concurrency " + std::to_string(cc) + ": " + std::to_string(done.load()) + "/" +
+               std::to_string(n) + " queries";
+      });
+      return RunQueries(a.url, a.token, a.collection, q, d, paper, k, cc, &done);
+    }();
     if (!run.ok()) return run.status().WithContext("concurrency " + std::to_string(cc));
     const PlanRun& r = run.value();
     const Score sc = score(r.hits);
@@ -337,8 +396,15 @@ Status Eval(const EvalArgs& a, const json& stamp) {
   if (!a.binary.empty()) {
     std::printf("\nthe same through the binary API (%s):\n", a.binary.c_str());
     for (int cc : a.concurrency) {
-      auto run = RunQueriesBinary(a.binary, a.collection, q, d,
-                                  {{16, 200}, {static_cast<int32_t>(d), k}}, cc);
+      std::atomic<size_t> done{0};
+      auto run = [&] {
+        const Ticker ticker(t_start, [&, cc] {
+          return "binary API, concurrency " + std::to_string(cc) + ": " +
+                 std::to_string(done.load()) + "/" + std::to_string(n) + " queries";
+        });
+        return RunQueriesBinary(a.binary, a.collection, q, d,
+                                {{16, 200}, {static_cast<int32_t>(d), k}}, cc, &done);
+      }();
       if (!run.ok())
         return run.status().WithContext("binary API, concurrency " + std::to_string(cc));
       const PlanRun& r = run.value();

@@ -34,7 +34,11 @@ Result<std::pair<pid_t, int>> Start(const std::vector<std::string>& args, const 
 
 Result<json> ReadClusterFile(const std::string& dir) {
   auto text = ReadFile(dir + "/cluster.json");
-  if (!text.ok()) return Status::NotFound("no cluster in '" + dir + "' (start one with mrlctl up)");
+  if (!text.ok()) {
+    return Status::NotFound("'" + dir + "' has no cluster (no " + dir +
+                            "/cluster.json): start one with mrlctl up --dir " + dir +
+                            ", or give --url of a running coordinator");
+  }
   json state = json::parse(text.value(), nullptr, /*allow_exceptions=*/false);
   if (!state.is_object())
     return Status::Corruption("'" + dir + "/cluster.json' is not a JSON object");
@@ -129,9 +133,13 @@ Status Down(const std::string& dir) {
 
 Result<std::string> CoordinatorUrl(const std::string& url, const std::string& dir) {
   if (!url.empty()) return url;
-  auto state = ReadClusterFile(dir);
-  if (!state.ok() || !state.value().contains("url") || !state.value()["url"].is_string()) {
+  if (dir.empty()) {
     return Status::InvalidArgument("give --url, or --dir of a cluster started with mrlctl up");
+  }
+  auto state = ReadClusterFile(dir);
+  if (!state.ok()) return state.status();
+  if (!state.value().contains("url") || !state.value()["url"].is_string()) {
+    return Status::Corruption("'" + dir + "/cluster.json' names no coordinator url");
   }
   return state.value()["url"].get<std::string>();
 }

@@ -8,9 +8,11 @@
 // The local cluster's processes, ports and URL are kept in D/cluster.json (ops/local_cluster.h).
 // Every verb returns a Status; its message is printed and the exit code is 1 (2 for usage).
 #include <CLI/CLI.hpp>
+#include <cstdio>
 #include <iostream>
 #include <nlohmann/json.hpp>
 
+#include "common/build_info.h"
 #include "common/provenance.h"
 #include "common/status.h"
 #include "ops/eval.h"
@@ -18,6 +20,7 @@
 #include "ops/ingest.h"
 #include "ops/local_cluster.h"
 #include "rpc/client.h"
+#include "rpc/library_versions.h"
 
 namespace {
 
@@ -45,6 +48,7 @@ std::string ShardHealth(const std::string& address) {
            std::to_string(stats->store_failed_since_unix_ms) + ": " + stats->store_error +
            " (resumed by the next write once space returns)";
   }
+  if (!stats->version.empty()) out += "; mrl-shard " + stats->version;
   return out;
 }
 
@@ -81,7 +85,11 @@ mrl::Status PrintStatus(mrl::ops::HttpClient& c) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Progress lines reach a pipe (tee, CI logs) as they are printed, not at exit.
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);
   CLI::App app{"mrlctl: operate an MRL serving cluster"};
+  app.set_version_flag("--version", mrl::VersionText(mrl::MakeBuildInfo(
+                                        "mrlctl", mrl::rpc::LibraryVersions())));
   app.require_subcommand(1);
   std::string dir = "runs/cluster", url, token, collection = "embeddings";
   mrl::ops::UpOptions uo;

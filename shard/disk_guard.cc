@@ -26,25 +26,28 @@ Result<DiskUsage> StatFilesystem(const std::string& path) {
     return Status::IoError("statvfs '" + path + "': " + std::strerror(errno));
   }
   DiskUsage u;
-  u.total_bytes = static_cast<uint64_t>(s.f_blocks) * s.f_frsize;
+  // As df(1) computes Use%: blocks in use plus those an unprivileged writer may still take, so
+  // root's reserve (and space a VM's host holds back) count neither as used nor as free.
   u.free_bytes = static_cast<uint64_t>(s.f_bavail) * s.f_frsize;
+  u.total_bytes = static_cast<uint64_t>(s.f_blocks - s.f_bfree) * s.f_frsize + u.free_bytes;
   return u;
 }
 
 bool DiskWatermark::Observe(const DiskUsage& u) {
   const double used = u.used_percent();
-  const bool full_percent =
-      marks_.refuse_above_percent < 100 && used >= marks_.refuse_above_percent;
-  const bool full_bytes = marks_.min_free_bytes > 0 && u.free_bytes < marks_.min_free_bytes;
-  if (!refusing_) {
-    refusing_ = full_percent || full_bytes;
+  if (marks_.refuse_above_percent >= 100) {
+    by_percent_ = false;
   } else {
-    const bool clear_percent =
-        marks_.refuse_above_percent >= 100 || used < marks_.release_below_percent;
-    const bool clear_bytes = marks_.min_free_bytes == 0 || u.free_bytes >= marks_.release_bytes();
-    refusing_ = !(clear_percent && clear_bytes);
+    by_percent_ =
+        by_percent_ ? used >= marks_.release_below_percent : used >= marks_.refuse_above_percent;
   }
-  return refusing_;
+  if (marks_.min_free_bytes == 0) {
+    by_bytes_ = false;
+  } else {
+    by_bytes_ =
+        by_bytes_ ? u.free_bytes < marks_.release_bytes() : u.free_bytes < marks_.min_free_bytes;
+  }
+  return refusing();
 }
 
 std::string DiskWatermark::Explain(const DiskUsage& u) const {

@@ -32,7 +32,7 @@ struct DiskMarks {
 Status ValidateDiskMarks(const DiskMarks& marks);
 
 struct DiskUsage {
-  uint64_t total_bytes = 0;
+  uint64_t total_bytes = 0;  // used + free, as df(1)'s Use% counts them
   uint64_t free_bytes = 0;  // available to an unprivileged writer (f_bavail)
   double used_percent() const {
     return total_bytes == 0 ? 0
@@ -45,15 +45,17 @@ Result<DiskUsage> StatFilesystem(const std::string& path);
 class DiskWatermark {
  public:
   explicit DiskWatermark(DiskMarks marks) : marks_(marks) {}
-  // Moves between accepting and refusing (with the marks' hysteresis); returns refusing().
+  // Moves between accepting and refusing; returns refusing(). Each mark has its own hysteresis:
+  // one that tripped releases at its own release level, so a refusal caused by the byte mark
+  // ends once the bytes are back even on a disk that sits between the two percent marks.
   bool Observe(const DiskUsage& usage);
-  bool refusing() const { return refusing_; }
+  bool refusing() const { return by_percent_ || by_bytes_; }
   // "N bytes free of M (U% used); writes are refused above R% used until below L%"
   std::string Explain(const DiskUsage& usage) const;
 
  private:
   const DiskMarks marks_;
-  bool refusing_ = false;
+  bool by_percent_ = false, by_bytes_ = false;
 };
 
 class DiskGuard {

@@ -148,6 +148,7 @@ EngineStats EngineImpl::Stats() const {
         si.memory_bytes = ix->index->memory_bytes();
         si.sequence = ix->sequence.load();
         si.loaded = ix->loaded;
+        si.rebuild_reason = ix->rebuild_reason;
         sc.indexes.push_back(si);
       }
       out.collections.push_back(std::move(sc));

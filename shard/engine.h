@@ -78,6 +78,7 @@ struct EngineStats {
       uint64_t memory_bytes = 0;  // estimate of RAM held
       uint64_t sequence = 0;      // RocksDB sequence number it reflects
       bool loaded = false;        // loaded from its persisted file at Open (not rebuilt)
+      std::string rebuild_reason;  // when rebuilt: which check failed (missing, stale, checksum)
     };
     std::vector<Index> indexes;
   };

@@ -43,6 +43,7 @@ struct IndexState {
   std::unique_ptr<LowDIndex> index;
   std::atomic<uint64_t> sequence{0};
   bool loaded = false;  // loaded from a persisted file at Open, not rebuilt
+  std::string rebuild_reason;  // why not (missing, stale, checksum, ...); empty when loaded
 };
 
 struct CollectionState {
@@ -253,6 +254,8 @@ class EngineImpl final : public Engine {
   Status OpenIndexes(CollectionState* c, std::unordered_set<std::string>* keep);
 
   Status Rebuild(CollectionState* c, const std::vector<IndexState*>& stale);
+  // Why no file of `spec` exists for c's generation: "stale: ..." or "missing: ...".
+  std::string MissingIndexReason(const CollectionState& c, const IndexSpec& spec) const;
 
   // Removes index files (and leftover temporaries) whose name starts with `prefix` and is not
   // in `keep`.
@@ -260,6 +263,14 @@ class EngineImpl final : public Engine {
                               const std::string& prefix);
 
   static const char* KindName(IndexKind k) { return k == IndexKind::kHnsw ? "hnsw" : "exact"; }
+
+  // Always printed: a state the operator should know about (an index rebuilt on open).
+  template <typename... Args>
+  void Warn(const char* fmt, Args... args) const {
+    std::fprintf(stderr, "[shard-engine] WARNING: ");
+    std::fprintf(stderr, fmt, args...);
+    std::fprintf(stderr, "\n");
+  }
 
   template <typename... Args>
   void Log(const char* fmt, Args... args) const {

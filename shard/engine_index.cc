@@ -26,13 +26,14 @@ Status EngineImpl::OpenIndexes(CollectionState* c, std::unordered_set<std::strin
         Log("collection '%s': loaded index d=%d (%s, %" PRIu64 " points) from %s",
             c->spec.name.c_str(), spec.dims, KindName(spec.kind), is->index->size(), name.c_str());
       } else {
-        Log("collection '%s': cannot load %s (%s): rebuilding", c->spec.name.c_str(), name.c_str(),
-            loaded.status().ToString().c_str());
+        is->rebuild_reason = loaded.status().message();
       }
     } else {
-      Log("collection '%s': no index d=%d persisted for generation %" PRIu64
-          " (crash or writes after the last checkpoint): rebuilding from RocksDB",
-          c->spec.name.c_str(), spec.dims, c->generation);
+      is->rebuild_reason = MissingIndexReason(*c, spec);
+    }
+    if (!is->loaded) {
+      Warn("collection '%s': index d=%d (%s) not loaded: %s; rebuilding it from RocksDB",
+           c->spec.name.c_str(), spec.dims, KindName(spec.kind), is->rebuild_reason.c_str());
     }
     if (!is->index) {
       is->index = MakeLowDIndex(spec, c->index_metric(), 1024);
@@ -47,6 +48,27 @@ Status EngineImpl::OpenIndexes(CollectionState* c, std::unordered_set<std::strin
     return Status::Ok();
   }
   return Rebuild(c, stale);
+}
+
+std::string EngineImpl::MissingIndexReason(const CollectionState& c, const IndexSpec& spec) const {
+  // Files of this index for other generations: the persisted one is stale.
+  const std::string stem = IndexFileStem(c.id, spec.dims);
+  const std::string ext = spec.kind == IndexKind::kHnsw ? ".hnsw" : ".exact";
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(index_dir_, ec)) {
+    const std::string f = e.path().filename().string();
+    if (f.rfind(stem, 0) != 0 || f.size() <= stem.size() + ext.size() ||
+        f.compare(f.size() - ext.size(), ext.size(), ext) != 0) {
+      continue;
+    }
+    const std::string gen = f.substr(stem.size(), f.size() - stem.size() - ext.size());
+    if (gen.empty() || gen.find_first_not_of("0123456789") != std::string::npos) continue;
+    return "stale: the last checkpoint saved it at generation " + gen +
+           ", RocksDB is at generation " + std::to_string(c.generation) +
+           " (writes after the last checkpoint, or a crash)";
+  }
+  return "missing: no index file for generation " + std::to_string(c.generation) +
+         " (never checkpointed, or removed)";
 }
 
 Status EngineImpl::Rebuild(CollectionState* c, const std::vector<IndexState*>& stale) {
@@ -119,7 +141,12 @@ void EngineImpl::RemoveIndexFilesExcept(const std::unordered_set<std::string>& k
   std::error_code ec;
   for (const auto& e : fs::directory_iterator(index_dir_, ec)) {
     const std::string name = e.path().filename().string();
-    if (name.rfind(prefix, 0) != 0 || keep.count(name)) continue;
+    // A kept file keeps its checksum sidecar.
+    const std::string sum = ".sum";
+    const bool sidecar = name.size() > sum.size() &&
+                         name.compare(name.size() - sum.size(), sum.size(), sum) == 0;
+    const std::string file = sidecar ? name.substr(0, name.size() - sum.size()) : name;
+    if (name.rfind(prefix, 0) != 0 || keep.count(file)) continue;
     fs::remove(e.path(), ec);
   }
 }

@@ -54,8 +54,13 @@ class LowDIndex {
 std::unique_ptr<LowDIndex> MakeLowDIndex(const IndexSpec& spec, IndexMetric metric,
                                          size_t capacity);
 
-// Loads an index written by Save for the same spec and metric. Corruption when the file does not
-// match (wrong kind, dims or HNSW parameters, truncated).
+// Save writes, next to the file, IndexChecksumPath(path): its size and CRC-32, published before
+// the file itself.
+std::string IndexChecksumPath(const std::string& index_path);
+
+// Loads an index written by Save for the same spec and metric. Corruption naming the failed
+// check: no checksum file, truncated, checksum mismatch, or a file that does not match the spec
+// (wrong kind, dims or HNSW parameters).
 Result<std::unique_ptr<LowDIndex>> LoadLowDIndex(const std::string& path, const IndexSpec& spec,
                                                  IndexMetric metric);
 

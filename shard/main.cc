@@ -10,9 +10,12 @@
 #include <sstream>
 
 #include <CLI/CLI.hpp>
+#include <rocksdb/version.h>
 
 #include "common/atomic_file.h"
+#include "common/build_info.h"
 #include "common/daemon.h"
+#include "rpc/library_versions.h"
 #include "rpc/server.h"
 #include "shard/config.h"
 #include "shard/engine.h"
@@ -25,9 +28,18 @@ std::string FlagName(std::string field) {
   return "--" + field;
 }
 
+mrl::BuildInfo ShardBuildInfo() {
+  std::vector<mrl::LibraryVersion> libs = {
+      {"RocksDB", mrl::DottedVersion(ROCKSDB_MAJOR, ROCKSDB_MINOR, ROCKSDB_PATCH)}};
+  for (auto& l : mrl::rpc::LibraryVersions()) libs.push_back(std::move(l));
+  return mrl::MakeBuildInfo("mrl-shard", std::move(libs));
+}
+
 int Run(int argc, char** argv) {
   using namespace mrl::shard;
   CLI::App app{"mrl-shard: one shard of the MRL serving system"};
+  const mrl::BuildInfo build = ShardBuildInfo();
+  app.set_version_flag("--version", mrl::VersionText(build));
   std::string config_file;
   app.add_option("--config", config_file, "JSON config file (flags override it)");
   ShardConfig flags;
@@ -61,6 +73,7 @@ int Run(int argc, char** argv) {
     std::cerr << "mrl-shard: bad port " << cfg.port << "\n";
     return 2;
   }
+  std::cout << "mrl-shard " << mrl::VersionSummary(build) << std::endl;
   std::cout << "mrl-shard config: " << ConfigToJson(cfg) << std::endl;
 
   // Every thread started from here on inherits the blocked mask; main collects the signal.
@@ -94,7 +107,8 @@ int Run(int argc, char** argv) {
     std::cout << "mrl-shard collection " << c.name << ": " << c.points << " points";
     for (const auto& i : c.indexes) {
       std::cout << ", index dims=" << i.dims << " size=" << i.size << " seq=" << i.sequence
-                << (i.loaded ? " (loaded from disk)" : " (built from RocksDB)");
+                << (i.loaded ? " (loaded from disk)"
+                             : " (built from RocksDB: " + i.rebuild_reason + ")");
     }
     std::cout << std::endl;
   }
@@ -102,6 +116,7 @@ int Run(int argc, char** argv) {
   ServiceLimits limits;
   limits.max_queries = cfg.max_queries;
   limits.epoch_file = (std::filesystem::path(cfg.data_dir) / "map_epoch").string();
+  limits.version = mrl::VersionSummary(build);
   auto opened_service = ShardService::Open(*engine.value(), limits);
   if (!opened_service.ok()) {
     std::cerr << "mrl-shard: " << opened_service.status().ToString() << std::endl;

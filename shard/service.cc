@@ -329,6 +329,7 @@ Result<std::vector<uint8_t>> ShardService::Stats(const rpc::ServerMetrics* serve
   resp.block_cache_bytes = es.block_cache_bytes;
   resp.memtable_bytes = es.memtable_bytes;
   resp.fs_total_bytes = es.fs_total_bytes;
+  resp.version = limits_.version;
   resp.fs_free_bytes = es.fs_free_bytes;
   resp.refusing_writes = es.refusing_writes;
   resp.write_refusals = es.write_refusals;

@@ -24,6 +24,8 @@ struct ServiceLimits {
   int32_t max_queries = 1024;  // queries per Shortlist/Rerank/Search request
   // Where the newest shard-map epoch seen is kept across restarts (empty: in memory only).
   std::string epoch_file;
+  // StatsResponse.version: what this binary was built from (VersionSummary, common/build_info.h).
+  std::string version;
 };
 
 class ShardService : public rpc::FrameHandler {

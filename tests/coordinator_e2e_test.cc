@@ -74,11 +74,12 @@ std::vector<float> MakeData(int n, uint64_t seed) {
   return v;
 }
 
-std::vector<uint64_t> BruteForceCosine(const std::vector<float>& db, const float* q, int k) {
+std::vector<uint64_t> BruteForceCosine(const std::vector<float>& db, const float* q, int k,
+                                       int n = kPoints) {
   std::vector<std::pair<double, uint64_t>> s;
   double qq = 0;
   for (int d = 0; d < kDim; ++d) qq += double(q[d]) * q[d];
-  for (int i = 0; i < kPoints; ++i) {
+  for (int i = 0; i < n; ++i) {
     const float* x = &db[static_cast<size_t>(i) * kDim];
     double xq = 0, xx = 0;
     for (int d = 0; d < kDim; ++d) {
@@ -142,15 +143,16 @@ class Cluster {
   }
   DaemonProcess& coord() { return *coord_; }
 
-  void CreateAndLoad(const std::vector<float>& data) {
+  // Collection "emb": the first n points of `data`, one HNSW index over `index_dims`.
+  void CreateAndLoad(const std::vector<float>& data, int index_dims = 16, int n = kPoints) {
     HttpResult r = Curl("PUT", Url("/v1/collections/emb"),
                         json{{"dim", kDim}, {"storage", "fp32"}, {"num_buckets", 256},
-                             {"indexes", {{{"dims", 16}, {"kind", "hnsw"}}}}}.dump(),
+                             {"indexes", {{{"dims", index_dims}, {"kind", "hnsw"}}}}}.dump(),
                         kAdmin);
     ASSERT_EQ(r.status, 200) << r.body;
-    for (int start = 0; start < kPoints; start += 500) {
+    for (int start = 0; start < n; start += 500) {
       json pts = json::array();
-      for (int i = start; i < start + 500; ++i) {
+      for (int i = start; i < std::min(n, start + 500); ++i) {
         pts.push_back({{"id", static_cast<uint64_t>(i) * 7 + 3},
                        {"vector", VectorJson(&data[static_cast<size_t>(i) * kDim])},
                        {"payload", {{"row", i}}}});
@@ -275,6 +277,25 @@ TEST(CoordinatorE2E, ExactAdaptiveBudgetsPartialAnswersAndBadInput) {
   EXPECT_NEAR(part.Json()["coverage"].get<double>(), 2.0 / 3.0, 0.01);
   EXPECT_EQ(part.Json()["results"][0].size(), 10u);
   EXPECT_LT(secs, 3.0);
+}
+
+// Issue 22 item 1: a plain ANN collection (its one index at full d) answers a default search
+// with one stage, and on a small set that stage's answer is brute force's top-k.
+TEST(CoordinatorE2E, AFullDimIndexAnswersADefaultSearchInOneStage) {
+  Cluster c("e2e_plain", 2, 1);
+  constexpr int kSmall = 600;
+  const std::vector<float> data = MakeData(kSmall, 11);
+  c.CreateAndLoad(data, kDim, kSmall);
+  const std::vector<float> queries = MakeData(20, 12);
+  for (int q = 0; q < 20; ++q) {
+    const float* qv = &queries[static_cast<size_t>(q) * kDim];
+    HttpResult r = Curl("POST", c.Url("/v1/collections/emb/search"),
+                        json{{"vector", VectorJson(qv)}, {"k", 10}}.dump(), Cluster::kRead);
+    ASSERT_EQ(r.status, 200) << r.body;
+    const json j = r.Json();
+    EXPECT_NE(j["plan"].get<std::string>().find("one-stage"), std::string::npos) << r.body;
+    EXPECT_EQ(Ids(j["results"][0]), BruteForceCosine(data, qv, 10, kSmall)) << "query " << q;
+  }
 }
 
 TEST(CoordinatorE2E, ReplicationTwoGivesFullAnswersWithAShardDead) {
@@ -517,6 +538,18 @@ TEST(CoordinatorE2E, ShardsRefuseAStaleMapEpochAndTheFollowerRefreshes) {
                          c.dir());
   follower.Start();
   const std::string furl = "http://127.0.0.1:" + std::to_string(follower.port());
+  // What each process was built from: the coordinator's build-info gauge, each shard's Stats.
+  const std::string build_metrics = Curl("GET", c.Url("/metrics")).body;
+  EXPECT_NE(build_metrics.find("mrl_build_info{program=\"mrl-coordinator\",version=\""),
+            std::string::npos)
+      << build_metrics.substr(0, 2000);
+  EXPECT_NE(build_metrics.find("flatbuffers=\""), std::string::npos);
+  for (int s = 0; s < 2; ++s) {
+    auto st = ShardStats(c.shard(s), 0);
+    ASSERT_TRUE(st.ok()) << st.status().ToString();
+    EXPECT_NE(st->version.find("RocksDB "), std::string::npos) << st->version;
+    EXPECT_NE(st->version.find("(git "), std::string::npos) << st->version;
+  }
   const std::vector<float> queries = MakeData(3, 6);
   const json search = json{{"vector", VectorJson(&queries[0])}, {"k", 10}, {"exact", true}};
   HttpResult r = Curl("POST", furl + "/v1/collections/emb/search", search.dump(), Cluster::kRead);

@@ -199,6 +199,42 @@ TEST(QueryPlan, ResolvePlanIsOneRuleForBothApis) {
   EXPECT_EQ(ResolvePlan(e, spec, budgets).status().code(), Status::Code::kInvalidArgument);
 }
 
+// A plain ANN collection (its only index at full d, embeddings not MRL-trained) used to answer a
+// default search with "Ds must be smaller than Dr"; its shortlist is already at Dr: one stage.
+TEST(QueryPlan, ADefaultSearchOfAFullDimIndexIsOneStage) {
+  CollectionSpec spec;
+  spec.name = "b";
+  spec.dim = 768;
+  spec.nesting = {768};
+  spec.indexes = {IndexSpec{768}};
+  auto none = [](const std::string&) -> Result<QueryPlan> { return Status::NotFound("none"); };
+  PlanRequest r;
+  r.k = 10;
+  auto p = ResolvePlan(r, spec, none);
+  ASSERT_TRUE(p.ok()) << p.status().ToString();
+  ASSERT_EQ(p->stages.size(), 1u);
+  EXPECT_EQ(p->stages[0].dims, 768);
+  EXPECT_EQ(p->stages[0].k, 10);
+  EXPECT_FALSE(p->exact);
+  EXPECT_NE(p->name.find("one-stage"), std::string::npos) << p->name;
+  // The same where an MRL collection's request names Ds == Dr.
+  CollectionSpec mrl = spec;
+  mrl.dim = 2048;
+  mrl.nesting = {8, 16, 32, 64, 128, 256, 512, 1024, 2048};
+  mrl.indexes = {IndexSpec{16}, IndexSpec{512}};
+  r.shortlist_dims = 512;
+  r.rerank_dims = 512;
+  p = ResolvePlan(r, mrl, none);
+  ASSERT_TRUE(p.ok()) << p.status().ToString();
+  ASSERT_EQ(p->stages.size(), 1u);
+  EXPECT_EQ(p->stages[0].dims, 512);
+  // Ds > Dr is still an error; so is a one-stage dim outside the nesting.
+  r.shortlist_dims = 1024;
+  EXPECT_EQ(ResolvePlan(r, mrl, none).status().code(), Status::Code::kInvalidArgument);
+  r.shortlist_dims = r.rerank_dims = 100;
+  EXPECT_EQ(ResolvePlan(r, mrl, none).status().code(), Status::Code::kInvalidArgument);
+}
+
 TEST(QueryPlan, BudgetsPickTheFastestPlanReachingTheirRecall) {
   std::vector<CalibrationPoint> pts = {
       {AdaptivePlan(16, 20, 2048, 10, {16, 2048}).value(), 0.80, 50},

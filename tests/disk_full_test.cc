@@ -32,6 +32,23 @@ TEST(DiskWatermark, RefusesAboveTheMarkAndReleasesBelowTheLowerOne) {
       << w.Explain({total, 150});
 }
 
+// The CI machine's disk sat at 90.2% used, between the default percent marks (95/90), when the
+// byte mark tripped: a refusal must end when the mark that caused it releases.
+TEST(DiskWatermark, EachMarkReleasesByItself) {
+  shard::DiskWatermark w({.refuse_above_percent = 95,
+                          .release_below_percent = 90,
+                          .min_free_bytes = 80,
+                          .release_free_bytes = 90});
+  const uint64_t total = 1000;
+  EXPECT_FALSE(w.Observe({total, 95}));   // 90.5% used: between the percent marks
+  EXPECT_TRUE(w.Observe({total, 79}));    // the byte mark trips (92.1% used)
+  EXPECT_TRUE(w.Observe({total, 89}));    // not yet back to its release level
+  EXPECT_FALSE(w.Observe({total, 95}));   // bytes back; 90.5% is below the 95% refuse mark
+  EXPECT_TRUE(w.Observe({total, 50}));    // 95%: now both marks trip
+  EXPECT_TRUE(w.Observe({total, 95}));    // bytes released, percent still above 90%
+  EXPECT_FALSE(w.Observe({total, 101}));  // 89.9%: both released
+}
+
 TEST(DiskWatermark, ByteMarkAndOffSwitch) {
   shard::DiskWatermark w({.refuse_above_percent = 100,
                           .release_below_percent = 100,
@@ -263,8 +280,10 @@ TEST(DiskFullNoRoot, ByteWatermarkRefusesAndReleasesWhenTheBallastIsFreed) {
   ASSERT_GT(free_mb, 1024u) << "too little disk for this test";
   // 128 MiB to fill (RocksDB preallocates its WAL: up to ~70 MiB of it at once), 256 to free.
   const uint64_t min_free = free_mb - 128, release = min_free + 64;
+  // Only the byte mark: the percent marks depend on how full the machine's disk already is.
   ShardProcess shard(dir, {"--disk-min-free-mb", std::to_string(min_free), "--disk-release-free-mb",
-                           std::to_string(release)});
+                           std::to_string(release), "--disk-refuse-above-percent", "100",
+                           "--disk-release-below-percent", "100"});
   shard.Start();
   ASSERT_TRUE(shard.Client()->Call(CollectionRequest("c")).ok());
   FullDiskEpisode episode(shard, "c");

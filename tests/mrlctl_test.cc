@@ -1,6 +1,7 @@
 // mrlctl as an operator runs it: up (2 shards + coordinator), ingest from .npy files, eval (every
 // plan through the coordinator, HTTP and binary API), down. Checks the figures it writes.
 #include <gtest/gtest.h>
+#include <sys/wait.h>
 
 #include <algorithm>
 #include <cmath>
@@ -123,6 +124,55 @@ TEST(Mrlctl, UpIngestEvalDownOnClusteredData) {
   EXPECT_NEAR(plans[1]["map_at_10"].get<double>(), expected_map, 3.0);
   ASSERT_EQ(r["concurrency_binary"].size(), 2u);
   EXPECT_GE(r["concurrency_binary"][0]["recall_at_10"].get<double>(), 0.9);
+}
+
+// Runs `cmd` (stderr with stdout); returns {exit status, output}.
+std::pair<int, std::string> RunCapture(const std::string& cmd) {
+  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
+  std::string out;
+  char buf[4096];
+  size_t got;
+  while ((got = fread(buf, 1, sizeof(buf), p)) > 0) out.append(buf, got);
+  const int st = pclose(p);
+  return {WIFEXITED(st) ? WEXITSTATUS(st) : -1, out};
+}
+
+// Issue 22 item 5: --dir naming a directory without a cluster says so.
+TEST(Mrlctl, StatusOfADirWithoutAClusterSaysSo) {
+  const std::string dir = test_util::TempDir("mrlctl_nocluster");
+  const auto [rc, out] = RunCapture(std::string(MRL_MRLCTL_BIN) + " status --dir " + dir);
+  EXPECT_NE(rc, 0);
+  EXPECT_NE(out.find("'" + dir + "' has no cluster (no " + dir + "/cluster.json)"),
+            std::string::npos)
+      << out;
+  EXPECT_EQ(out.find("give --url"), out.find("give --url of a running coordinator")) << out;
+}
+
+// Issue 22 item 6: every binary's --version names the version, the commit it was built from,
+// the build type and the libraries it was compiled against.
+TEST(Mrlctl, EveryBinaryPrintsItsVersionCommitBuildTypeAndLibraries) {
+  const auto [git_rc, head] =
+      RunCapture(std::string("git -C '") + MRL_SOURCE_DIR + "' rev-parse --short=7 HEAD");
+  std::vector<std::pair<std::string, std::vector<std::string>>> binaries = {
+      {MRL_SHARD_BIN, {"mrl-shard ", "RocksDB ", "Boost ", "FlatBuffers "}},
+      {MRL_COORDINATOR_BIN, {"mrl-coordinator ", "Boost ", "FlatBuffers "}},
+      {MRL_MRLCTL_BIN, {"mrlctl ", "Boost ", "FlatBuffers "}},
+#ifdef MRL_TRAINER_BIN
+      {MRL_TRAINER_BIN, {"mrl-trainer ", "LibTorch 1", "MPI"}},
+      {MRL_EMBED_BIN, {"mrl-embed ", "LibTorch "}},
+#endif
+  };
+  for (const auto& [bin, needles] : binaries) {
+    const auto [rc, out] = RunCapture(bin + " --version");
+    EXPECT_EQ(rc, 0) << bin << ": " << out;
+    std::printf("%s", out.c_str());
+    for (const std::string& n : needles) EXPECT_NE(out.find(n), std::string::npos) << n << " in " << out;
+    EXPECT_NE(out.find(" build"), std::string::npos) << out;  // "..., Release build"
+    EXPECT_NE(out.find("(git "), std::string::npos) << out;
+    if (git_rc == 0) {  // built from this checkout: the commit is in the version
+      EXPECT_NE(out.find(head.substr(0, 7)), std::string::npos) << head << " in " << out;
+    }
+  }
 }
 
 }  // namespace

@@ -1,5 +1,8 @@
 // Shard engine: persistence and restarts (clean and crashed), bad input, bucket scans, drop and
 // recreate, concurrent readers and writers. Real RocksDB in temporary directories.
+#include <filesystem>
+#include <fstream>
+
 #include "tests/shard_engine_fixture.h"
 
 namespace mrl::shard {
@@ -120,6 +123,91 @@ TEST(PersistenceDeathTest, CrashAfterCheckpointRebuildsAndAgreesWithStorage) {
     ASSERT_TRUE(h.ok());
     for (const auto& c : *h) EXPECT_EQ(db.count(c.id), 1u);
   }
+}
+
+// Issue 22 item 4: an index rebuilt on open says which check failed, in the stats (and, at
+// warning level, in the log): truncated, checksum mismatch, no checksum file, stale, missing.
+TEST(Persistence, ARebuiltIndexSaysWhyItsCheckpointWasNotUsed) {
+  namespace fs = std::filesystem;
+  const std::string dir = TempDir("rebuild_reason");
+  const size_t n = 1500;
+  const auto data = Clustered(n, kDim, 61);
+  auto index_file = [&](const std::string& ext) {
+    for (const auto& e : fs::recursive_directory_iterator(dir)) {
+      if (e.path().extension() == ext) return e.path().string();
+    }
+    return std::string();
+  };
+  // Opens, checks every index's size and returns {hnsw reason, exact reason}.
+  auto reasons = [&](bool checkpoint_after) {
+    auto e = OpenOrDie(Options(dir));
+    EXPECT_TRUE(e);
+    std::map<IndexKind, std::string> out;
+    const auto stats = e->Stats();
+    for (const auto& ix : FindStats(stats, "c")->indexes) {
+      EXPECT_EQ(ix.size, n);
+      EXPECT_EQ(ix.loaded, ix.rebuild_reason.empty()) << ix.rebuild_reason;
+      out[ix.kind] = ix.rebuild_reason;
+    }
+    if (checkpoint_after) EXPECT_TRUE(e->Checkpoint().ok());
+    return out;
+  };
+  {
+    auto e = OpenOrDie(Options(dir));
+    ASSERT_TRUE(e);
+    ASSERT_TRUE(
+        e->CreateCollection(Spec("c", Metric::kCosine, StorageType::kFp32, {Hnsw(16), Exact(8)}))
+            .ok());
+    UpsertAll(*e, "c", data, n);
+    ASSERT_TRUE(e->Checkpoint().ok());
+  }
+  auto r = reasons(false);
+  EXPECT_EQ(r[IndexKind::kHnsw], "");
+  EXPECT_EQ(r[IndexKind::kExact], "");
+
+  // Truncated HNSW file; random bytes (same size) in the exact one.
+  const std::string hnsw = index_file(".hnsw"), exact = index_file(".exact");
+  ASSERT_FALSE(hnsw.empty());
+  ASSERT_FALSE(exact.empty());
+  fs::resize_file(hnsw, fs::file_size(hnsw) / 2);
+  {
+    std::fstream f(exact, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(static_cast<std::streamoff>(fs::file_size(exact) / 2));
+    std::mt19937 rng(7);
+    for (int i = 0; i < 64; ++i) f.put(static_cast<char>(rng()));
+  }
+  r = reasons(true);
+  EXPECT_NE(r[IndexKind::kHnsw].find("truncated"), std::string::npos) << r[IndexKind::kHnsw];
+  EXPECT_NE(r[IndexKind::kExact].find("checksum mismatch"), std::string::npos)
+      << r[IndexKind::kExact];
+
+  // The checkpoint after the rebuild wrote good files again; then one loses its sum file.
+  r = reasons(false);
+  EXPECT_EQ(r[IndexKind::kHnsw], "");
+  EXPECT_EQ(r[IndexKind::kExact], "");
+  fs::remove(index_file(".hnsw") + ".sum");
+  r = reasons(true);
+  EXPECT_NE(r[IndexKind::kHnsw].find("no checksum file"), std::string::npos)
+      << r[IndexKind::kHnsw];
+  EXPECT_EQ(r[IndexKind::kExact], "");
+
+  // Writes after the last checkpoint (no checkpoint at close): stale.
+  {
+    auto e = OpenOrDie(Options(dir));
+    ASSERT_TRUE(e);
+    UpsertAll(*e, "c", data, 10);  // the same ids again: n stays n
+  }
+  r = reasons(false);
+  EXPECT_NE(r[IndexKind::kHnsw].find("stale"), std::string::npos) << r[IndexKind::kHnsw];
+  EXPECT_NE(r[IndexKind::kExact].find("stale"), std::string::npos) << r[IndexKind::kExact];
+
+  // No index file at all: missing.
+  for (const std::string& ext : {".hnsw", ".exact"}) {
+    for (std::string f = index_file(ext); !f.empty(); f = index_file(ext)) fs::remove(f);
+  }
+  r = reasons(false);
+  EXPECT_NE(r[IndexKind::kHnsw].find("missing"), std::string::npos) << r[IndexKind::kHnsw];
+  EXPECT_NE(r[IndexKind::kExact].find("missing"), std::string::npos) << r[IndexKind::kExact];
 }
 
 // ---- bad input ------------------------------------------------------------------------------

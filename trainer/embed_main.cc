@@ -8,6 +8,7 @@
 // writes <out>_embeddings.npy [N*copies, d], <out>_labels.npy (int64) and <out>_ids.npy (uint64,
 // id = copy * N + index).
 #include <torch/torch.h>
+#include <torch/version.h>
 
 #include <CLI/CLI.hpp>
 #include <chrono>
@@ -16,6 +17,7 @@
 #include <fstream>
 #include <thread>
 
+#include "common/build_info.h"
 #include "common/atomic_file.h"
 #include "common/npy.h"
 #include "trainer/config.h"
@@ -105,6 +107,9 @@ mrl::Status Run(const std::string& run_dir, std::string checkpoint, const std::s
 
 int main(int argc, char** argv) {
   CLI::App app{"mrl-embed: embed a dataset (with augmented copies) using a trained run"};
+  app.set_version_flag("--version", mrl::VersionText(mrl::MakeBuildInfo(
+      "mrl-embed", {{"LibTorch", mrl::DottedVersion(TORCH_VERSION_MAJOR, TORCH_VERSION_MINOR,
+                                                  TORCH_VERSION_PATCH)}})));
   std::string run_dir, checkpoint, split = "train", dtype = "f2", out;
   int64_t copies = 1, limit = 0, max_shift = 2;
   int threads = 0;

@@ -1,18 +1,49 @@
 // mrl-trainer: trains Matryoshka (MRL / MRL-E / FF-k) embeddings, evaluates every nesting dim,
 // exports embeddings and the model. Usage: mrl-trainer [--config FILE] [--set key=value]...
 #include <torch/torch.h>
+#include <torch/version.h>
+#if defined(MRL_WITH_MPI)
+#include <mpi.h>
+#endif
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <thread>
 
+#include "common/build_info.h"
 #include "common/provenance.h"
 #include "trainer/config.h"
 #include "trainer/mpi_comm.h"
 #include "trainer/run.h"
 
+namespace {
+
+mrl::BuildInfo TrainerBuildInfo() {
+  std::vector<mrl::LibraryVersion> libs = {
+      {"LibTorch", mrl::DottedVersion(TORCH_VERSION_MAJOR, TORCH_VERSION_MINOR, TORCH_VERSION_PATCH)},
+      {"CUDA", torch::cuda::is_available() ? "available" : "not available"}};
+#if defined(MRL_WITH_MPI)
+#if defined(OMPI_MAJOR_VERSION)
+  libs.push_back({"Open MPI", mrl::DottedVersion(OMPI_MAJOR_VERSION, OMPI_MINOR_VERSION,
+                                                 OMPI_RELEASE_VERSION)});
+#else
+  libs.push_back({"MPI", std::to_string(MPI_VERSION) + "." + std::to_string(MPI_SUBVERSION)});
+#endif
+#else
+  libs.push_back({"MPI", "not built in"});
+#endif
+#if defined(MRL_WITH_NCCL)
+  libs.push_back({"NCCL", "built in"});
+#endif
+  return mrl::MakeBuildInfo("mrl-trainer", std::move(libs));
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);  // progress reaches a pipe as it is printed
   CLI::App app{"mrl-trainer: Matryoshka Representation Learning trainer"};
+  app.set_version_flag("--version", [] { return mrl::VersionText(TrainerBuildInfo()); });
   std::string config_path, out_dir, head;
   std::vector<std::string> overrides;
   int64_t epochs = 0, dim = 0, train_limit = -1;

@@ -4,12 +4,14 @@
 #include <CLI/CLI.hpp>
 #include <cstdio>
 
+#include "common/build_info.h"
 #include "common/npy.h"
 #include "trainer/idx.h"
 #include "trainer/shard_writer.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"mrl-make-shards: write Fashion-MNIST or .npy features as tar shards"};
+  app.set_version_flag("--version", mrl::VersionText(mrl::MakeBuildInfo("mrl-make-shards", {})));
   std::string from = "fmnist", split = "train", fmnist_dir = "/usr/share/datasets/fashion-mnist";
   std::string features, labels;
   mrl::ShardWriteOptions o;
