@@ -23,9 +23,10 @@ ALLOWED = {
     "common": set(),  # knows nothing of any daemon (schemas' generated headers: see ALIAS)
     "rpc": {"common"},
     "shard": {"rpc", "common"},
-    "coordinator": {"rpc", "common"},  # talks to shards only through rpc/ and the wire schemas
+    "meta": {"common"},  # the metadata store (embedded file, etcd): no daemon, no wire format
+    "coordinator": {"rpc", "meta", "common"},  # shards only through rpc/ and the wire schemas
     "trainer": {"common"},
-    "ops": {"rpc", "common"},  # mrlctl: the coordinator's HTTP and binary APIs, no daemon code
+    "ops": {"rpc", "meta", "common"},  # mrlctl: the coordinator's APIs, the meta store; no daemon code
     "bench": ANY,
     "tests": ANY,
     "fuzz": ANY,

@@ -25,6 +25,12 @@ PACKAGES=(
   python3 python3-torch python3-numpy python3-matplotlib
 )
 
+# Only the test suite needs these (ops/test.sh passes --tests): the main job and `mrlctl up` run
+# without etcd.
+if [ "${1:-}" = "--tests" ]; then
+  PACKAGES+=(etcd-server)
+fi
+
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
