@@ -259,16 +259,21 @@ Status EmbeddedStore::KeepAlive(int64_t lease) {
 
 Status EmbeddedStore::RevokeLease(int64_t lease) {
   std::lock_guard<std::mutex> lock(mu_);
-  if (!leases_.erase(lease)) {
+  if (!leases_.count(lease)) {
     return Status::NotFound("lease " + std::to_string(lease) + " not found");
   }
+  return DropLeaseLocked(lease);
+}
+
+Status EmbeddedStore::DropLeaseLocked(int64_t lease) {
+  leases_.erase(lease);
   std::vector<WatchEvent> events;
   for (auto it = kvs_.begin(); it != kvs_.end();) {
     auto next = std::next(it);
     if (it->second.lease == lease) DeleteKeyLocked(it, &events);
     it = next;
   }
-  if (!events.empty()) ++revision_;
+  if (!events.empty()) ++revision_;  // persisted with the revision its deletions get
   Status st = PersistLocked();
   if (!events.empty()) --revision_;
   PublishLocked(std::move(events));
@@ -288,19 +293,8 @@ void EmbeddedStore::ExpiryLoop() {
         next = std::min(next, l.expires);
       }
     }
-    for (int64_t id : expired) {
-      leases_.erase(id);
-      std::vector<WatchEvent> events;
-      for (auto it = kvs_.begin(); it != kvs_.end();) {
-        auto nx = std::next(it);
-        if (it->second.lease == id) DeleteKeyLocked(it, &events);
-        it = nx;
-      }
-      if (!events.empty()) ++revision_;
-      (void)PersistLocked();  // the next change persists it if this write fails
-      if (!events.empty()) --revision_;
-      PublishLocked(std::move(events));
-    }
+    // A failed write leaves the file behind the memory state; the next change rewrites it.
+    for (int64_t id : expired) (void)DropLeaseLocked(id);
     cv_.wait_until(lock, next, [this] { return stop_; });
   }
 }

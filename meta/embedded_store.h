@@ -49,6 +49,7 @@ class EmbeddedStore final : public Store {
   void DeleteKeyLocked(std::map<std::string, KeyValue>::iterator it,
                        std::vector<WatchEvent>* out);  // REQUIRES: mu_
   void PublishLocked(std::vector<WatchEvent> events);  // REQUIRES: mu_
+  Status DropLeaseLocked(int64_t lease);               // deletes it and its keys; REQUIRES: mu_
   void ExpiryLoop();
   void DispatchLoop();
 

@@ -79,6 +79,7 @@ struct WatchEvent {
 };
 
 // A running watch; destroying it cancels it (no callback runs after the destructor returns).
+// Destroy it outside its own callback, and before the store.
 class Watch {
  public:
   virtual ~Watch() = default;
