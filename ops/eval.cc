@@ -20,6 +20,7 @@
 #include "common/retrieval_metrics.h"
 #include "ops/embeddings_file.h"
 #include "ops/http_client.h"
+#include "ops/ticker.h"
 #include "rpc/client.h"
 
 namespace mrl::ops {
@@ -28,38 +29,6 @@ namespace {
 using json = nlohmann::json;
 using Clock = std::chrono::steady_clock;
 namespace http = boost::beast::http;
-
-// While alive, prints "[eval  12.3s] <what()>" every `period` from its own thread, so that the
-// long stages (ground truth, calibration, each plan's queries) are never silent for long.
-class Ticker {
- public:
-  Ticker(Clock::time_point t0, std::function<std::string()> what,
-         std::chrono::milliseconds period = std::chrono::seconds(5))
-      : thread_([this, t0, what = std::move(what), period] {
-          std::unique_lock<std::mutex> lock(mu_);
-          while (!cv_.wait_for(lock, period, [this] { return stop_; })) {
-            std::printf("[eval %6.1fs] %s\n",
-                        std::chrono::duration<double>(Clock::now() - t0).count(), what().c_str());
-            std::fflush(stdout);
-          }
-        }) {}
-  ~Ticker() {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      stop_ = true;
-    }
-    cv_.notify_all();
-    thread_.join();
-  }
-  Ticker(const Ticker&) = delete;
-  Ticker& operator=(const Ticker&) = delete;
-
- private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool stop_ = false;   // guarded by mu_
-  std::thread thread_;  // last: starts once the members above exist
-};
 
 struct PlanRun {
   std::vector<std::vector<uint64_t>> hits;

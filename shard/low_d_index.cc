@@ -20,95 +20,11 @@
 #include <thread>
 #include <unordered_map>
 
-#include <zlib.h>
-
 #include "common/atomic_file.h"
 #include "common/distance.h"
+#include "shard/index_checksum.h"
 
 namespace mrl::shard {
-
-namespace {
-
-// An index file's checksum sidecar, "<file>.sum": "crc32 <hex> size <bytes>\n", written before
-// the file itself is published, so a published file always has the sum of its own bytes.
-struct FileSum {
-  uint32_t crc = 0;
-  uint64_t size = 0;
-};
-
-void Extend(FileSum* sum, const char* data, size_t n) {
-  sum->crc = static_cast<uint32_t>(
-      crc32(sum->crc, reinterpret_cast<const Bytef*>(data), static_cast<uInt>(n)));
-  sum->size += n;
-}
-
-FileSum SumOf(std::string_view bytes) {
-  FileSum sum;
-  constexpr size_t kStep = 1u << 30;  // zlib takes uInt lengths
-  for (size_t at = 0; at < bytes.size(); at += kStep) {
-    Extend(&sum, bytes.data() + at, std::min(kStep, bytes.size() - at));
-  }
-  return sum;
-}
-
-// Streams the file in 1 MiB reads (an index may be larger than the RAM to spare).
-Result<FileSum> SumOfFile(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return Status::IoError("open '" + path + "': " + std::strerror(errno));
-  FileSum sum;
-  std::string buf(1u << 20, '\0');
-  for (;;) {
-    const ssize_t n = ::read(fd, buf.data(), buf.size());
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      const int e = errno;
-      ::close(fd);
-      return Status::IoError("read '" + path + "': " + std::strerror(e));
-    }
-    if (n == 0) break;
-    Extend(&sum, buf.data(), static_cast<size_t>(n));
-  }
-  ::close(fd);
-  return sum;
-}
-
-Status WriteSum(const std::string& index_path, const FileSum& sum) {
-  char buf[64];
-  std::snprintf(buf, sizeof(buf), "crc32 %08x size %llu\n", sum.crc,
-                static_cast<unsigned long long>(sum.size));
-  return WriteFileAtomic(IndexChecksumPath(index_path), buf);
-}
-
-// Corruption naming the check that failed: no sum file, truncated (size), or checksum.
-Status VerifySum(const std::string& path) {
-  auto line = ReadFile(IndexChecksumPath(path));
-  if (!line.ok()) {
-    return Status::Corruption("index '" + path + "': no checksum file (" +
-                              IndexChecksumPath(path) + ")");
-  }
-  unsigned crc = 0;
-  unsigned long long size = 0;
-  if (std::sscanf(line->c_str(), "crc32 %x size %llu", &crc, &size) != 2) {
-    return Status::Corruption("index '" + path + "': unreadable checksum file");
-  }
-  auto got = SumOfFile(path);
-  if (!got.ok()) return got.status();
-  if (got->size != size) {
-    return Status::Corruption("index '" + path + "': truncated: " + std::to_string(got->size) +
-                              " bytes, the checkpoint wrote " + std::to_string(size));
-  }
-  if (got->crc != crc) {
-    char buf[96];
-    std::snprintf(buf, sizeof(buf), "checksum mismatch: crc32 %08x, the checkpoint wrote %08x",
-                  got->crc, crc);
-    return Status::Corruption("index '" + path + "': " + buf);
-  }
-  return Status::Ok();
-}
-
-}  // namespace
-
-std::string IndexChecksumPath(const std::string& index_path) { return index_path + ".sum"; }
 
 void TopK::Reset(size_t k, std::vector<Candidate>* heap) {
   k_ = k;
@@ -228,7 +144,7 @@ class ExactIndex final : public LowDIndex {
     buf.append(reinterpret_cast<const char*>(&n), 8);
     buf.append(reinterpret_cast<const char*>(ids_.data()), n * 8);
     buf.append(reinterpret_cast<const char*>(data_.data()), data_.size() * 4);
-    MRL_RETURN_IF_ERROR(WriteSum(path, SumOf(buf)));
+    MRL_RETURN_IF_ERROR(WriteChecksumOf(path, buf));
     return WriteFileAtomic(path, buf);
   }
 
@@ -485,8 +401,7 @@ class HnswIndex final : public LowDIndex {
                              "' (disk full?): " + std::to_string(written) + " of " +
                              std::to_string(expected) + " bytes");
     }
-    auto sum = SumOfFile(tmp);
-    Status st = sum.ok() ? WriteSum(path, *sum) : sum.status();
+    Status st = WriteChecksumOfFile(path, tmp);
     if (!st.ok()) {
       ::unlink(tmp.c_str());
       return st;
@@ -524,7 +439,7 @@ std::unique_ptr<LowDIndex> MakeLowDIndex(const IndexSpec& spec, IndexMetric metr
 
 Result<std::unique_ptr<LowDIndex>> LoadLowDIndex(const std::string& path, const IndexSpec& spec,
                                                  IndexMetric metric) {
-  MRL_RETURN_IF_ERROR(VerifySum(path));
+  MRL_RETURN_IF_ERROR(VerifyChecksum(path));
   if (spec.kind == IndexKind::kExact) {
     auto bytes = ReadFile(path);
     if (!bytes.ok()) return bytes.status();

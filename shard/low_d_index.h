@@ -54,10 +54,8 @@ class LowDIndex {
 std::unique_ptr<LowDIndex> MakeLowDIndex(const IndexSpec& spec, IndexMetric metric,
                                          size_t capacity);
 
-// Save writes, next to the file, IndexChecksumPath(path): its size and CRC-32, published before
+// Save writes, next to the file, its checksum sidecar (shard/index_checksum.h), published before
 // the file itself.
-std::string IndexChecksumPath(const std::string& index_path);
-
 // Loads an index written by Save for the same spec and metric. Corruption naming the failed
 // check: no checksum file, truncated, checksum mismatch, or a file that does not match the spec
 // (wrong kind, dims or HNSW parameters).
