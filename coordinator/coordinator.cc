@@ -156,7 +156,58 @@ std::string Coordinator::PrometheusMetrics() const {
     out += "mrl_coordinator_shard_refusing_writes{shard=\"" + id + "\"} " +
            (pool_->WriteRefusal(id).ok() ? "0" : "1") + "\n";
   }
+  out += ShardDiskMetrics(*snap);
   return out;
+}
+
+std::string Coordinator::ShardDiskMetrics(const ClusterSnapshot& snap) const {
+  // Each shard's own Stats, asked of every shard at once for this scrape (500 ms at most): its
+  // data filesystem, its watermark and whether its store is read-only after an I/O error.
+  std::vector<std::pair<std::string, std::future<Result<wire::StatsResponseT>>>> asks;
+  for (const auto& [id, info] : snap.map.shards()) {
+    asks.emplace_back(id, pool_->Client(id)->CallFuture(wire::StatsRequestT{}, 500));
+  }
+  auto label = [](const std::string& v) {
+    std::string e;
+    for (char c : v) {
+      if (c == '"' || c == '\\') e += '\\';
+      e += c == '\n' ? ' ' : c;
+    }
+    return e;
+  };
+  std::string up, total, free_bytes, refusing, refusals, failed, since, error;
+  for (auto& [id, f] : asks) {
+    auto st = f.get();
+    const std::string l = "{shard=\"" + id + "\"} ";
+    up += "mrl_shard_up" + l + (st.ok() ? "1" : "0") + "\n";
+    if (!st.ok()) continue;
+    total += "mrl_shard_fs_total_bytes" + l + std::to_string(st->fs_total_bytes) + "\n";
+    free_bytes += "mrl_shard_fs_free_bytes" + l + std::to_string(st->fs_free_bytes) + "\n";
+    refusing += "mrl_shard_refusing_writes" + l + (st->refusing_writes ? "1" : "0") + "\n";
+    refusals += "mrl_shard_write_refusals_total" + l + std::to_string(st->write_refusals) + "\n";
+    failed += "mrl_shard_store_failed" + l + (st->store_failed ? "1" : "0") + "\n";
+    since += "mrl_shard_store_failed_since_unix_ms" + l +
+             std::to_string(st->store_failed ? st->store_failed_since_unix_ms : 0) + "\n";
+    if (st->store_failed) {
+      error += "mrl_shard_store_error_info{shard=\"" + id + "\",error=\"" + label(st->store_error) +
+               "\"} 1\n";
+    }
+  }
+  return "# HELP mrl_shard_up 1 when the shard answered its Stats to this scrape (500 ms).\n"
+         "# TYPE mrl_shard_up gauge\n" +
+         up +
+         "# HELP mrl_shard_fs_free_bytes Free bytes of the shard's data filesystem (df's "
+         "available).\n"
+         "# TYPE mrl_shard_fs_free_bytes gauge\n" +
+         free_bytes + "# TYPE mrl_shard_fs_total_bytes gauge\n" + total +
+         "# HELP mrl_shard_refusing_writes 1 while the shard's disk is above its high watermark.\n"
+         "# TYPE mrl_shard_refusing_writes gauge\n" +
+         refusing + "# TYPE mrl_shard_write_refusals_total counter\n" + refusals +
+         "# HELP mrl_shard_store_failed 1 while the shard's RocksDB is read-only after an I/O "
+         "error.\n"
+         "# TYPE mrl_shard_store_failed gauge\n" +
+         failed + "# TYPE mrl_shard_store_failed_since_unix_ms gauge\n" + since +
+         (error.empty() ? "" : "# TYPE mrl_shard_store_error_info gauge\n" + error);
 }
 
 }  // namespace mrl::coord

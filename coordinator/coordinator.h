@@ -89,9 +89,13 @@ class Coordinator {
   Result<Calibration> Calibrate(const std::string& collection, int32_t sample, int32_t k);
 
   CoordinatorMetrics& metrics() { return metrics_; }
+  // The coordinator's metrics, its build info, and each shard's disk and store state (asked of
+  // the shards at scrape time: mrl_shard_fs_free_bytes, mrl_shard_refusing_writes,
+  // mrl_shard_store_failed, ...).
   std::string PrometheusMetrics() const;
 
  private:
+  std::string ShardDiskMetrics(const ClusterSnapshot& snap) const;
   explicit Coordinator(CoordinatorOptions options);
   Result<std::vector<float>> SampleQueries(const ClusterSnapshot& snap, const CollectionSpec& spec,
                                            int32_t sample);

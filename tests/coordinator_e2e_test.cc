@@ -4,6 +4,8 @@
 // dead shard, and bad requests get 4xx while the server keeps serving.
 #include <gtest/gtest.h>
 
+#include <cstring>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -363,6 +365,16 @@ TEST(CoordinatorE2E, AShardAboveItsDiskWatermarkGets507AndBatchesToItAreRefusedW
   HttpResult m = Curl("GET", c.Url("/metrics"));
   EXPECT_NE(m.body.find("mrl_coordinator_shard_refusing_writes{shard=\"s1\"} 1"), std::string::npos) << m.body;
   EXPECT_NE(m.body.find("mrl_coordinator_shard_refusing_writes{shard=\"s0\"} 0"), std::string::npos) << m.body;
+  // Each shard's own disk and store state, asked of it at scrape time.
+  EXPECT_NE(m.body.find("mrl_shard_refusing_writes{shard=\"s1\"} 1"), std::string::npos) << m.body;
+  EXPECT_NE(m.body.find("mrl_shard_refusing_writes{shard=\"s0\"} 0"), std::string::npos) << m.body;
+  EXPECT_NE(m.body.find("mrl_shard_up{shard=\"s1\"} 1"), std::string::npos) << m.body;
+  EXPECT_NE(m.body.find("mrl_shard_store_failed{shard=\"s1\"} 0"), std::string::npos) << m.body;
+  const size_t fb = m.body.find("mrl_shard_fs_free_bytes{shard=\"s0\"} ");
+  ASSERT_NE(fb, std::string::npos) << m.body;
+  EXPECT_GT(std::stoull(m.body.substr(fb + std::strlen("mrl_shard_fs_free_bytes{shard=\"s0\"} "))), 0u);
+  EXPECT_EQ(m.body.find("mrl_shard_write_refusals_total{shard=\"s1\"} 0\n"), std::string::npos)
+      << m.body;  // s1 refused writes
 }
 
 uint64_t EpochOf(const std::string& cluster_url);
