@@ -5,6 +5,9 @@
 #include <nlohmann/json.hpp>
 
 #include "common/atomic_file.h"
+#include "coordinator/cluster_keys.h"
+#include "meta/embedded_store.h"
+#include "meta/etcd_store.h"
 
 namespace mrl::coord {
 namespace {
@@ -12,7 +15,15 @@ namespace {
 using json = nlohmann::json;
 namespace fs = std::filesystem;
 
+bool StartsWith(const std::string& s, const std::string& p) { return s.rfind(p, 0) == 0; }
+
 }  // namespace
+
+struct ClusterState::Cache {
+  std::map<std::string, meta::KeyValue> kvs;  // every key of the store's prefix
+  std::string signature;                      // (key, mod revision) of what the snapshot holds
+  int64_t map_mod = -1;                       // the map key's mod revision in the snapshot
+};
 
 Result<const CollectionSpec*> ClusterSnapshot::Spec(const std::string& collection) const {
   auto it = specs.find(collection);
@@ -31,27 +42,99 @@ Result<QueryPlan> ClusterSnapshot::Budget(const std::string& collection,
   return it->second.at(budget);
 }
 
+ClusterState::ClusterState(ClusterStateOptions options, MapListener on_map)
+    : opt_(std::move(options)), on_map_(std::move(on_map)), cache_(std::make_unique<Cache>()) {}
+
 Result<std::unique_ptr<ClusterState>> ClusterState::Open(const std::string& data_dir, bool follow,
                                                          MapListener on_map) {
-  MRL_RETURN_IF_ERROR(EnsureWritableDir(data_dir));
-  auto loaded = Load(data_dir);
-  if (!loaded.ok()) return loaded.status();
-  std::unique_ptr<ClusterState> state(new ClusterState(data_dir, follow, std::move(on_map)));
-  std::lock_guard<std::mutex> lock(state->mu_);
-  state->Publish(std::make_shared<const ClusterSnapshot>(std::move(loaded).value()),
-                 /*map_changed=*/true);
-  return state;
+  ClusterStateOptions o;
+  o.data_dir = data_dir;
+  o.follow = follow;
+  return Open(std::move(o), std::move(on_map));
 }
 
-Result<ClusterSnapshot> ClusterState::Load(const std::string& data_dir) {
-  ClusterSnapshot st;
-  const std::string map_path = (fs::path(data_dir) / "shard_map.json").string();
+Result<std::unique_ptr<ClusterState>> ClusterState::Open(ClusterStateOptions options,
+                                                         MapListener on_map) {
+  if (options.session_ttl_s < 2) return Status::InvalidArgument("session TTL must be >= 2 s");
+  if (options.id.empty()) options.id = RandomCoordinatorId();
+  if (!ValidCoordinatorId(options.id)) {
+    return Status::InvalidArgument("coordinator id '" + options.id +
+                                   "': want 1-64 of [A-Za-z0-9_.:-]");
+  }
+  std::unique_ptr<ClusterState> s(new ClusterState(std::move(options), std::move(on_map)));
+  const ClusterStateOptions& o = s->opt_;
+  s->embedded_ = !StartsWith(o.meta_url, "etcd://");
+  if (s->embedded_) {
+    if (o.data_dir.empty()) return Status::InvalidArgument("the embedded store needs a data dir");
+    MRL_RETURN_IF_ERROR(EnsureWritableDir(o.data_dir));
+  }
+  if (!(s->embedded_ && o.follow)) {  // the embedded follower reads the owner's file instead
+    auto store = meta::OpenStore(o.meta_url.empty() ? "file:" + o.data_dir : o.meta_url);
+    if (!store.ok()) return store.status();
+    s->store_ = std::move(store).value();
+  }
+  if (s->embedded_ && !o.follow) MRL_RETURN_IF_ERROR(s->ImportLegacyFiles());
+  Status loaded = s->Reload(/*at_open=*/true);
+  if (!loaded.ok()) {
+    // etcd away at start is not fatal: the watch loop reads the state once it answers.
+    if (s->embedded_ || loaded.code() != Status::Code::kUnavailable) return loaded;
+    std::cerr << "mrl-coordinator: WARNING: " << loaded.message()
+              << "; serving an empty cluster until the metadata store answers" << std::endl;
+    std::lock_guard<std::mutex> lock(s->mu_);
+    s->snap_ = std::make_shared<const ClusterSnapshot>();
+  }
+  if (s->store_) {
+    ClusterState* self = s.get();
+    s->watch_thread_ = std::thread([self, fresh = loaded.ok()] {
+      if (!fresh) {
+        std::lock_guard<std::mutex> lock(self->watch_mu_);
+        self->watch_ended_ = true;  // re-read first
+      }
+      self->WatchLoop();
+    });
+  }
+  return s;
+}
+
+ClusterState::~ClusterState() {
+  {
+    std::lock_guard<std::mutex> lock(session_mu_);
+    stop_ = true;
+  }
+  session_cv_.notify_all();
+  if (session_thread_.joinable()) session_thread_.join();
+  {
+    std::lock_guard<std::mutex> lock(watch_mu_);
+    watch_ended_ = true;
+  }
+  watch_cv_.notify_all();
+  if (watch_thread_.joinable()) watch_thread_.join();
+  std::unique_ptr<meta::Watch> w;
+  {
+    std::lock_guard<std::mutex> lock(watch_mu_);
+    w = std::move(watch_);
+  }
+  w.reset();
+  // Resign: revoking the session lease deletes the leader key, so another coordinator leads at
+  // once instead of after the TTL.
+  if (store_ && lease_ != 0) (void)store_->RevokeLease(lease_);
+}
+
+Status ClusterState::ImportLegacyFiles() {
+  auto have = store_->GetPrefix("");
+  if (!have.ok()) return have.status();
+  for (const auto& kv : have->kvs) {
+    if (kv.key == kMapKey || StartsWith(kv.key, kCollectionsPrefix)) return Status::Ok();
+  }
+  const std::string map_path = (fs::path(opt_.data_dir) / "shard_map.json").string();
+  const std::string specs_path = (fs::path(opt_.data_dir) / "collections.json").string();
+  if (!fs::exists(map_path) && !fs::exists(specs_path)) return Status::Ok();
+  std::vector<meta::Op> ops;
   if (fs::exists(map_path)) {
     auto m = ShardMap::Load(map_path);
     if (!m.ok()) return m.status();
-    st.map = std::move(m).value();
+    ops.push_back(meta::Op::Put(kMapKey, m->ToJson()));
   }
-  const std::string specs_path = (fs::path(data_dir) / "collections.json").string();
   if (fs::exists(specs_path)) {
     auto text = ReadFile(specs_path);
     if (!text.ok()) return text.status();
@@ -61,13 +144,186 @@ Result<ClusterSnapshot> ClusterState::Load(const std::string& data_dir) {
         auto spec = CollectionSpecFromJson(j, name);
         if (!spec.ok())
           return Status::Corruption("'" + specs_path + "': " + spec.status().message());
-        st.specs.emplace(name, std::move(spec).value());
+        ops.push_back(meta::Op::Put(kCollectionsPrefix + name, j.dump()));
       }
     } catch (const json::exception& e) {
       return Status::Corruption("'" + specs_path + "': " + e.what());
     }
   }
+  auto r = store_->Txn({meta::Compare::Absent(kMapKey)}, ops);
+  if (!r.ok()) return r.status();
+  std::cerr << "mrl-coordinator: imported shard_map.json and collections.json of "
+            << opt_.data_dir << " into " << store_->Describe() << std::endl;
+  return Status::Ok();
+}
+
+Status ClusterState::Reload(bool at_open) {
+  Result<meta::ReadResult> r =
+      store_ ? store_->GetPrefix("") : meta::EmbeddedStore::ReadSnapshot(opt_.data_dir);
+  if (!r.ok()) {
+    NoteStoreError(r.status());
+    return r.status().WithContext("reading the cluster state from " +
+                                  (store_ ? store_->Describe() : opt_.data_dir + "/meta.json"));
+  }
+  NoteStoreOk();
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!at_open && r->revision < revision_) return Status::Ok();  // a newer state is here already
+  auto fresh = std::make_unique<Cache>();
+  for (auto& kv : r->kvs) fresh->kvs.emplace(kv.key, std::move(kv));
+  fresh->signature = cache_->signature;
+  fresh->map_mod = cache_->map_mod;
+  std::swap(cache_, fresh);
+  revision_ = r->revision;
+  Status st = RebuildLocked(/*log_epoch=*/!at_open);
+  if (!st.ok()) std::swap(cache_, fresh);  // keep what was served
   return st;
+}
+
+Status ClusterState::RebuildLocked(bool log_epoch) {
+  auto next = std::make_shared<ClusterSnapshot>();
+  std::string signature;
+  int64_t map_mod = 0;
+  LeaderInfo leader;
+  std::vector<std::string> sessions;
+  std::map<std::string, std::string> budget_values;
+  for (const auto& [key, kv] : cache_->kvs) {
+    const bool state_key = key == kMapKey || StartsWith(key, kCollectionsPrefix) ||
+                           StartsWith(key, kBudgetsPrefix);
+    if (state_key) signature += key + "@" + std::to_string(kv.mod_revision) + ";";
+    if (key == kMapKey) {
+      auto m = ShardMap::FromJson(kv.value);
+      if (!m.ok()) return Status::Corruption("metadata key '" + key + "': " + m.status().message());
+      next->map = std::move(m).value();
+      map_mod = kv.mod_revision;
+    } else if (StartsWith(key, kCollectionsPrefix)) {
+      const std::string name = key.substr(kCollectionsPrefix.size());
+      const json j = json::parse(kv.value, nullptr, /*allow_exceptions=*/false);
+      auto spec = CollectionSpecFromJson(j, name);
+      if (!spec.ok())
+        return Status::Corruption("metadata key '" + key + "': " + spec.status().message());
+      next->specs.emplace(name, std::move(spec).value());
+    } else if (StartsWith(key, kBudgetsPrefix)) {
+      budget_values[key.substr(kBudgetsPrefix.size())] = kv.value;
+    } else if (key == kLeaderKey) {
+      leader = ParseLeader(kv);
+    } else if (StartsWith(key, kSessionsPrefix)) {
+      sessions.push_back(key.substr(kSessionsPrefix.size()));
+    }
+  }
+  for (const auto& [collection, value] : budget_values) {
+    if (!next->specs.count(collection)) continue;  // a dropped collection's measurements
+    auto b = BudgetsFromJson(value);
+    if (!b.ok()) {
+      return Status::Corruption("metadata key '" + kBudgetsPrefix + collection +
+                                "': " + b.status().message());
+    }
+    next->budgets[collection] = std::move(b).value();
+  }
+  {
+    std::lock_guard<std::mutex> lock(session_mu_);
+    current_ = leader;
+    coordinators_ = std::move(sessions);
+  }
+  if (snap_ && signature == cache_->signature) return Status::Ok();
+  const bool map_changed = !snap_ || map_mod != cache_->map_mod;
+  if (log_epoch && snap_ && next->map.epoch() != snap_->map.epoch()) {
+    std::cerr << "mrl-coordinator: shard map epoch " << snap_->map.epoch() << " -> "
+              << next->map.epoch() << " (from " << (store_ ? store_->Describe() : opt_.data_dir)
+              << ")" << std::endl;
+  }
+  cache_->signature = std::move(signature);
+  cache_->map_mod = map_mod;
+  snap_ = std::move(next);
+  if (map_changed && on_map_) on_map_(snap_->map);
+  return Status::Ok();
+}
+
+void ClusterState::OnWatch(const Status& st, const std::vector<meta::WatchEvent>& events) {
+  if (!st.ok()) {
+    NoteStoreError(st);
+    {
+      std::lock_guard<std::mutex> lock(watch_mu_);
+      watch_ended_ = true;
+    }
+    watch_cv_.notify_all();
+    return;
+  }
+  NoteStoreOk();
+  bool leadership_news = false;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const meta::WatchEvent& e : events) {
+      auto it = cache_->kvs.find(e.kv.key);
+      const int64_t have = it == cache_->kvs.end() ? 0 : it->second.mod_revision;
+      if (e.kv.mod_revision > have || it == cache_->kvs.end()) {
+        if (e.type == meta::WatchEvent::Type::kPut) {
+          cache_->kvs[e.kv.key] = e.kv;
+        } else if (it != cache_->kvs.end()) {
+          cache_->kvs.erase(it);
+        }
+      }
+      revision_ = std::max(revision_, e.kv.mod_revision);
+      leadership_news |= e.kv.key == kLeaderKey;
+    }
+    Status rebuilt = RebuildLocked(/*log_epoch=*/true);
+    if (!rebuilt.ok()) {
+      std::cerr << "mrl-coordinator: ERROR: ignoring a change of the cluster state: "
+                << rebuilt.message() << " (serving epoch " << snap_->map.epoch() << ")"
+                << std::endl;
+    }
+  }
+  if (leadership_news) session_cv_.notify_all();
+}
+
+void ClusterState::WatchLoop() {
+  int backoff_ms = 100;
+  for (;;) {
+    std::unique_ptr<meta::Watch> old;
+    bool reread = false;
+    {
+      std::unique_lock<std::mutex> lock(watch_mu_);
+      watch_cv_.wait(lock, [&] { return watch_ended_ || !watch_; });
+      {
+        std::lock_guard<std::mutex> s(session_mu_);
+        if (stop_) return;
+      }
+      reread = watch_ended_;
+      old = std::move(watch_);
+    }
+    old.reset();  // outside watch_mu_: its callback takes that lock
+    if (reread) {
+      ++watch_restarts_;
+      Status st = Reload(/*at_open=*/false);
+      if (!st.ok()) {
+        {
+          std::unique_lock<std::mutex> lock(session_mu_);
+          session_cv_.wait_for(lock, std::chrono::milliseconds(backoff_ms), [&] { return stop_; });
+        }
+        backoff_ms = std::min(backoff_ms * 2, 2000);
+        std::lock_guard<std::mutex> w(watch_mu_);
+        watch_ended_ = true;
+        continue;
+      }
+    }
+    int64_t from = 0;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      from = revision_;
+    }
+    auto w = store_->WatchPrefix(
+        "", from, [this](const Status& st, const std::vector<meta::WatchEvent>& events) {
+          OnWatch(st, events);
+        });
+    std::lock_guard<std::mutex> lock(watch_mu_);
+    if (!w.ok()) {
+      NoteStoreError(w.status());
+      watch_ended_ = true;
+      continue;
+    }
+    backoff_ms = 100;
+    watch_ = std::move(w).value();
+    watch_ended_ = false;
+  }
 }
 
 std::shared_ptr<const ClusterSnapshot> ClusterState::Snapshot() const {
@@ -75,77 +331,181 @@ std::shared_ptr<const ClusterSnapshot> ClusterState::Snapshot() const {
   return snap_;
 }
 
-void ClusterState::Publish(std::shared_ptr<const ClusterSnapshot> next, bool map_changed) {
-  snap_ = std::move(next);
-  if (map_changed && on_map_) on_map_(snap_->map);
-}
-
 Status ClusterState::FollowerRefusal() const {
   return Status::FailedPrecondition(
-      "this coordinator follows the cluster state in '" + data_dir_ +
-      "'; send cluster and collection changes to the coordinator that owns it");
+      "this coordinator follows the cluster state in " +
+      (store_ ? store_->Describe() : "'" + opt_.data_dir + "'") +
+      "; send cluster and collection changes to the coordinator that owns it");
 }
 
-Status ClusterState::Persist(const ClusterSnapshot& next) const {
-  json specs = json::object();
-  for (const auto& [name, s] : next.specs) specs[name] = CollectionSpecToJson(s);
-  MRL_RETURN_IF_ERROR(
-      WriteFileAtomic((fs::path(data_dir_) / "collections.json").string(), specs.dump(2)));
-  return next.map.Save((fs::path(data_dir_) / "shard_map.json").string());
+Status ClusterState::Change(
+    const std::string& what,
+    const std::function<Status(ClusterSnapshot*, std::vector<meta::Op>*)>& mutate) {
+  if (opt_.follow) return FollowerRefusal();
+  std::lock_guard<std::mutex> serial(change_mu_);
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    MRL_RETURN_IF_ERROR(AdmitChange(what));
+    int64_t fence = 0;
+    {
+      std::lock_guard<std::mutex> lock(session_mu_);
+      fence = leader_revision_;
+    }
+    std::shared_ptr<const ClusterSnapshot> snap;
+    int64_t map_mod = 0;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      snap = snap_;
+      auto it = cache_->kvs.find(kMapKey);
+      map_mod = it == cache_->kvs.end() ? 0 : it->second.mod_revision;
+    }
+    ClusterSnapshot next = *snap;
+    std::vector<meta::Op> ops;
+    MRL_RETURN_IF_ERROR(mutate(&next, &ops));
+    if (ops.empty()) return Status::Ok();  // nothing to change
+    auto r = store_->Txn({meta::Compare::ModRevisionIs(kLeaderKey, fence),
+                          meta::Compare::ModRevisionIs(kMapKey, map_mod)},
+                         ops);
+    if (!r.ok()) {
+      NoteStoreError(r.status());
+      return Status::Unavailable(
+          what + ": the metadata store did not confirm the change (" + r.status().message() +
+          "); it may or may not have been applied (see mrlctl status); searches and writes go on "
+          "with shard map epoch " + std::to_string(snap->map.epoch()));
+    }
+    NoteStoreOk();
+    if (r->succeeded) {
+      std::lock_guard<std::mutex> lock(mu_);
+      for (const meta::Op& op : ops) {
+        meta::KeyValue& kv = cache_->kvs[op.key];
+        if (kv.create_revision == 0) kv.create_revision = r->revision;
+        kv.key = op.key;
+        kv.value = op.value;
+        kv.mod_revision = r->revision;
+        ++kv.version;
+      }
+      revision_ = std::max(revision_, r->revision);
+      return RebuildLocked(/*log_epoch=*/false);
+    }
+    // A compare failed: deposed (the leader key moved), or the map moved under us.
+    auto leader = store_->Get(kLeaderKey);
+    if (!leader.ok()) return leader.status().WithContext(what);
+    const int64_t now_rev = leader->kvs.empty() ? 0 : leader->kvs[0].mod_revision;
+    if (now_rev != fence) {
+      ++fenced_;
+      std::lock_guard<std::mutex> lock(session_mu_);
+      current_ = leader->kvs.empty() ? LeaderInfo{} : ParseLeader(leader->kvs[0]);
+      std::cerr << "mrl-coordinator: FENCED: refused to write the cluster state (" << what
+                << "): this coordinator led at leader-key revision " << fence
+                << ", the key is now at revision " << now_rev << " held by '"
+                << (current_.id.empty() ? "nobody" : current_.id) << "'" << std::endl;
+      LoseLeadership("fenced by a newer leader key");
+      keepalive_now_ = true;  // its session has probably expired: find out now
+      session_cv_.notify_all();
+      return NotLeaderRefusal();
+    }
+    MRL_RETURN_IF_ERROR(Reload(/*at_open=*/false));
+  }
+  return Status::Aborted(what + ": the shard map changed meanwhile twice; retry");
 }
 
 Status ClusterState::AddGroup(const std::vector<ShardInfo>& shards) {
-  if (follow_) return FollowerRefusal();
-  std::lock_guard<std::mutex> lock(mu_);
-  if (!snap_->specs.empty()) {
-    return Status::FailedPrecondition(
-        "adding a group to a cluster with collections needs a rebalance (not supported yet)");
-  }
-  auto next = std::make_shared<ClusterSnapshot>(*snap_);
-  MRL_RETURN_IF_ERROR(next->map.AddGroup(shards));
-  MRL_RETURN_IF_ERROR(Persist(*next));
-  Publish(std::move(next), /*map_changed=*/true);
-  return Status::Ok();
+  return Change("adding a replica group", [&](ClusterSnapshot* next, std::vector<meta::Op>* ops) {
+    if (!next->specs.empty()) {
+      return Status::FailedPrecondition(
+          "adding a group to a cluster with collections needs a rebalance (not supported yet)");
+    }
+    MRL_RETURN_IF_ERROR(next->map.AddGroup(shards));
+    ops->push_back(meta::Op::Put(kMapKey, next->map.ToJson()));
+    return Status::Ok();
+  });
 }
 
 Status ClusterState::AddCollection(const CollectionSpec& spec) {
-  if (follow_) return FollowerRefusal();
-  std::lock_guard<std::mutex> lock(mu_);
-  if (snap_->specs.count(spec.name)) return Status::Ok();  // created before (idempotent)
-  auto next = std::make_shared<ClusterSnapshot>(*snap_);
-  MRL_RETURN_IF_ERROR(next->map.PlaceCollection(spec.name, spec.num_buckets));
-  next->specs.emplace(spec.name, spec);
-  MRL_RETURN_IF_ERROR(Persist(*next));
-  Publish(std::move(next), /*map_changed=*/true);  // later requests carry the new epoch
-  return Status::Ok();
+  return Change("creating collection '" + spec.name + "'",
+                [&](ClusterSnapshot* next, std::vector<meta::Op>* ops) {
+                  if (next->specs.count(spec.name)) return Status::Ok();  // idempotent
+                  MRL_RETURN_IF_ERROR(next->map.PlaceCollection(spec.name, spec.num_buckets));
+                  ops->push_back(meta::Op::Put(kMapKey, next->map.ToJson()));
+                  ops->push_back(meta::Op::Put(kCollectionsPrefix + spec.name,
+                                               CollectionSpecToJson(spec).dump()));
+                  return Status::Ok();
+                });
 }
 
-void ClusterState::SetBudgets(const std::string& collection,
-                              std::map<std::string, QueryPlan> budgets) {
-  std::lock_guard<std::mutex> lock(mu_);
-  auto next = std::make_shared<ClusterSnapshot>(*snap_);
-  next->budgets[collection] = std::move(budgets);
-  Publish(std::move(next), /*map_changed=*/false);
+Status ClusterState::SetBudgets(const std::string& collection,
+                                std::map<std::string, QueryPlan> budgets) {
+  return Change("storing the budgets of '" + collection + "'",
+                [&](ClusterSnapshot* next, std::vector<meta::Op>* ops) {
+                  if (!next->specs.count(collection))
+                    return Status::NotFound("unknown collection '" + collection + "'");
+                  ops->push_back(meta::Op::Put(kBudgetsPrefix + collection, BudgetsToJson(budgets)));
+                  return Status::Ok();
+                });
 }
 
 Status ClusterState::Refresh(uint64_t seen_epoch) {
-  auto loaded = Load(data_dir_);
-  if (!loaded.ok()) return loaded.status().WithContext("refreshing the shard map");
-  std::lock_guard<std::mutex> lock(mu_);
-  const uint64_t current = snap_->map.epoch();
-  if (loaded->map.epoch() > current) {
-    std::cerr << "mrl-coordinator: shard map epoch " << current << " -> " << loaded->map.epoch()
-              << " (reloaded from " << data_dir_ << ")" << std::endl;
-    auto next = std::make_shared<ClusterSnapshot>(std::move(loaded).value());
-    next->budgets = snap_->budgets;  // measured here; still valid for the collections that remain
-    std::erase_if(next->budgets, [&](const auto& b) { return !next->specs.count(b.first); });
+  const uint64_t before = Snapshot()->map.epoch();
+  if (before > seen_epoch) return Status::Ok();  // another call (or the watch) moved past it
+  MRL_RETURN_IF_ERROR(Reload(/*at_open=*/false).WithContext("refreshing the shard map"));
+  const uint64_t now = Snapshot()->map.epoch();
+  if (now > before) {
     ++refreshes_;
-    Publish(std::move(next), /*map_changed=*/true);
     return Status::Ok();
   }
-  if (current > seen_epoch) return Status::Ok();  // another call refreshed it meanwhile
-  return Status::Aborted("a shard has seen a newer shard-map epoch than " +
-                         std::to_string(current) + ", the newest in " + data_dir_);
+  if (now > seen_epoch) return Status::Ok();
+  return Status::Aborted("a shard has seen a newer shard-map epoch than " + std::to_string(now) +
+                         ", the newest in " +
+                         (store_ ? store_->Describe() : opt_.data_dir + "/meta.json"));
+}
+
+void ClusterState::NoteStoreError(const Status& st) {
+  std::lock_guard<std::mutex> lock(status_mu_);
+  if (reachable_) {
+    std::cerr << "mrl-coordinator: WARNING: metadata store: " << st.message()
+              << " (serving the last cluster state; changes are refused until it answers)"
+              << std::endl;
+  }
+  reachable_ = false;
+  last_error_ = st.message();
+}
+
+void ClusterState::NoteStoreOk() {
+  std::lock_guard<std::mutex> lock(status_mu_);
+  if (!reachable_) std::cerr << "mrl-coordinator: metadata store answers again" << std::endl;
+  reachable_ = true;
+}
+
+MetaState ClusterState::Meta() const {
+  MetaState m;
+  m.store = store_ ? store_->Describe() : "embedded file:" + opt_.data_dir + "/meta.json (follower)";
+  m.self_id = opt_.id;
+  m.follow = opt_.follow;
+  {
+    std::lock_guard<std::mutex> lock(session_mu_);
+    m.self_address = address_;
+    m.leader = leader_;
+    m.current = current_;
+    m.coordinators = coordinators_;
+  }
+  {
+    std::lock_guard<std::mutex> lock(status_mu_);
+    m.reachable = reachable_;
+    m.last_error = last_error_;
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    m.revision = revision_;
+  }
+  m.watch_restarts = watch_restarts_.load();
+  m.lease_losses = lease_losses_.load();
+  m.fenced_writes = fenced_.load();
+  if (auto* etcd = dynamic_cast<meta::EtcdStore*>(store_.get())) m.store_requests = etcd->exchanges();
+  return m;
+}
+
+std::vector<meta::EtcdMember> ClusterState::StoreMembers() const {
+  auto* etcd = dynamic_cast<meta::EtcdStore*>(store_.get());
+  return etcd ? etcd->Members() : std::vector<meta::EtcdMember>{};
 }
 
 }  // namespace mrl::coord

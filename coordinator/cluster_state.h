@@ -4,26 +4,40 @@
 // different epochs; a change publishes a new snapshot, and requests holding the old one finish
 // with it.
 //
-// Persistence: the map (shard_map.json) and the specs (collections.json) live in data_dir,
-// each written atomically, map last. Budgets are not persisted: they are measurements of the
-// running cluster (POST .../calibrate). A follower never writes; it reloads data_dir when a
-// shard reports a newer epoch (Refresh).
+// Where it lives: the metadata store (meta/store.h; docs/metadata.md has the key layout). The
+// embedded store in data_dir by default (one coordinator; no etcd), or etcd (--meta
+// etcd://...), where any number of coordinators serve the same cluster:
+// - every coordinator reads the state at open and then watches the store's prefix, so a change
+//   made by any of them is served by all within the watch's delay; after a lost or compacted
+//   watch it re-reads the prefix and watches again;
+// - each holds a session (a leased key coordinators/<id>, kept alive every ttl/3) and campaigns
+//   for the leased key `leader`; only the leader changes the cluster, and every change is one
+//   transaction that also compares the leader key's mod revision, so a deposed leader's write
+//   fails (fencing) instead of overwriting the new leader's;
+// - a store that cannot be reached stops changes only: the last snapshot keeps serving searches
+//   and writes, and nothing exits; the session and the watch recover by themselves.
+// A follower (`follow`) never campaigns. With the embedded store it reads the owner's
+// data_dir/meta.json when a shard reports a newer epoch (Refresh) instead of watching.
 //
 // Thread safety: every method may be called concurrently.
 #pragma once
 
 #include <atomic>
+#include <condition_variable>
 #include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "common/collection_spec.h"
 #include "common/status.h"
 #include "coordinator/query_plan.h"
 #include "coordinator/shard_map.h"
+#include "meta/etcd_store.h"
+#include "meta/store.h"
 
 namespace mrl::coord {
 
@@ -38,46 +52,136 @@ struct ClusterSnapshot {
   Result<QueryPlan> Budget(const std::string& collection, const std::string& budget) const;
 };
 
+struct ClusterStateOptions {
+  std::string data_dir;  // the embedded store's directory (and older versions' state files)
+  std::string meta_url;  // "" = the embedded store in data_dir; or etcd://h:p,.../prefix
+  bool follow = false;   // never lead (and, embedded, read the owner's file on Refresh)
+  std::string id;        // this coordinator in its session and the leader key ("" = a random one)
+  // Session lease TTL. It must outlive an etcd leader election (~1-3 s with etcd's defaults)
+  // plus a keep-alive's retry budget (5 s), and it is how long a dead leader blocks changes.
+  int session_ttl_s = 10;
+};
+
+// Who leads, as the store says.
+struct LeaderInfo {
+  std::string id;       // "" = nobody holds the leader key
+  std::string address;  // its HTTP address, for a refusal's redirect
+  int64_t revision = 0;  // the leader key's mod revision (the fencing token)
+};
+
+struct MetaState {
+  std::string store;  // meta::Store::Describe()
+  std::string self_id, self_address;
+  bool follow = false;
+  bool leader = false;  // this coordinator leads now
+  LeaderInfo current;   // the leader the store named last
+  bool reachable = true;  // the last call to the store succeeded
+  std::string last_error;
+  int64_t revision = 0;  // the store revision the snapshot reflects
+  uint64_t watch_restarts = 0, lease_losses = 0, fenced_writes = 0;
+  uint64_t store_requests = 0;  // etcd: HTTP exchanges so far (0 for the embedded store)
+  std::vector<std::string> coordinators;  // live sessions (coordinators/<id>), as last read
+};
+
 class ClusterState {
  public:
   // Called with every newly published map, under the state's lock (so calls arrive in epoch
   // order): the coordinator connects to new shards and stamps requests with the new epoch.
   using MapListener = std::function<void(const ShardMap&)>;
 
-  // Loads data_dir (creating it when absent; an empty cluster when it holds no state).
-  // Corruption names the file that does not parse.
+  // Opens the store, reads the state (imports shard_map.json and collections.json of older
+  // versions from data_dir once) and starts the watch. Corruption names the key or file that
+  // does not parse. No session yet: StartSession.
+  static Result<std::unique_ptr<ClusterState>> Open(ClusterStateOptions options, MapListener on_map);
+  // The embedded store in data_dir.
   static Result<std::unique_ptr<ClusterState>> Open(const std::string& data_dir, bool follow,
                                                     MapListener on_map);
+  ~ClusterState();  // ends the session (revokes its lease: another coordinator leads at once)
+
+  // Registers this coordinator (its HTTP address, for redirects) and starts campaigning, unless
+  // it follows. With the embedded store it leads before this returns.
+  void StartSession(const std::string& address);
+  // Waits up to timeout_ms for this coordinator to lead.
+  bool AwaitLeadership(int timeout_ms);
 
   std::shared_ptr<const ClusterSnapshot> Snapshot() const;
-  bool follow() const { return follow_; }
+  bool follow() const { return opt_.follow; }
   uint64_t refreshes() const { return refreshes_.load(); }
+  MetaState Meta() const;
+  // etcd only: each member's health and which one leads (empty for the embedded store).
+  std::vector<meta::EtcdMember> StoreMembers() const;
 
-  // Changes (the owner only; a follower gets FailedPrecondition). Each persists, then publishes.
+  // Changes (the leader only: a follower or a non-leader gets FailedPrecondition naming the
+  // leader; an unreachable store, Unavailable). Each is one fenced transaction, then published.
   Status AddGroup(const std::vector<ShardInfo>& shards);
   // Places the collection's buckets and records its spec; Ok without change when it exists.
   Status AddCollection(const CollectionSpec& spec);
-  void SetBudgets(const std::string& collection, std::map<std::string, QueryPlan> budgets);
+  Status SetBudgets(const std::string& collection, std::map<std::string, QueryPlan> budgets);
+  // Ok when this coordinator may change the cluster now; else the refusal a change would get.
+  Status CheckLeader() const;
+  // CheckLeader, with a refusal logged (what: "creating collection 'x'").
+  Status AdmitChange(const std::string& what) const;
 
   // A shard has seen an epoch newer than `seen_epoch` (or a follower met an unknown collection):
-  // reload data_dir. Ok when the reload (or a concurrent one) moved past `seen_epoch`; Aborted
-  // when data_dir holds nothing newer.
+  // re-read the store. Ok when the reload (or a concurrent one) moved past `seen_epoch`; Aborted
+  // when the store holds nothing newer.
   Status Refresh(uint64_t seen_epoch);
 
  private:
-  ClusterState(std::string data_dir, bool follow, MapListener on_map)
-      : data_dir_(std::move(data_dir)), follow_(follow), on_map_(std::move(on_map)) {}
-  static Result<ClusterSnapshot> Load(const std::string& data_dir);
+  struct Cache;  // the store's keys this state is built from
+  explicit ClusterState(ClusterStateOptions options, MapListener on_map);
+  Status Reload(bool at_open);                    // read the prefix, rebuild, publish
+  Status ImportLegacyFiles();                     // older versions' files -> the store, once
+  void OnWatch(const Status& st, const std::vector<meta::WatchEvent>& events);
+  void WatchLoop();                               // (re)starts the watch after it ends
+  void SessionLoop();                             // lease keep-alive and the campaign
+  bool Campaign();                                // one try; true when leading
+  void LoseLeadership(const std::string& why);    // REQUIRES: session_mu_
+  // Rebuilds the snapshot from the cache; publishes when anything changed. REQUIRES: mu_
+  Status RebuildLocked(bool log_epoch);
+  // The fenced transaction of a change: `mutate` edits a copy of the snapshot and names the
+  // keys it touched; retried once on a concurrent change of the map.
+  Status Change(const std::string& what,
+                const std::function<Status(ClusterSnapshot*, std::vector<meta::Op>*)>& mutate);
   Status FollowerRefusal() const;
-  Status Persist(const ClusterSnapshot& next) const;
-  void Publish(std::shared_ptr<const ClusterSnapshot> next, bool map_changed);  // REQUIRES: mu_
+  Status NotLeaderRefusal() const;  // REQUIRES: session_mu_
+  void NoteStoreError(const Status& st);
+  void NoteStoreOk();
 
-  const std::string data_dir_;
-  const bool follow_;
+  const ClusterStateOptions opt_;
   const MapListener on_map_;
-  mutable std::mutex mu_;  // guards snap_; serialises changes
+  std::unique_ptr<meta::Store> store_;  // null for the embedded follower (reads the file)
+  bool embedded_ = true;
+
+  mutable std::mutex mu_;  // guards snap_, cache_, revision_
   std::shared_ptr<const ClusterSnapshot> snap_;
-  std::atomic<uint64_t> refreshes_{0};
+  std::unique_ptr<Cache> cache_;
+  int64_t revision_ = 0;
+  std::mutex change_mu_;  // serialises changes
+
+  mutable std::mutex session_mu_;  // guards the session and leadership fields
+  std::condition_variable session_cv_;
+  std::string address_;
+  int64_t lease_ = 0;
+  std::chrono::steady_clock::time_point last_ack_{};
+  bool leader_ = false;
+  int64_t leader_revision_ = 0;  // the leader key's mod revision when this one won
+  LeaderInfo current_;
+  std::vector<std::string> coordinators_;
+  bool session_started_ = false;
+  bool keepalive_now_ = false;  // check the lease at once (after being fenced)
+  bool stop_ = false;
+
+  mutable std::mutex status_mu_;
+  bool reachable_ = true;
+  std::string last_error_;
+  std::atomic<uint64_t> refreshes_{0}, watch_restarts_{0}, lease_losses_{0}, fenced_{0};
+
+  std::mutex watch_mu_;  // guards watch_, watch_ended_
+  std::condition_variable watch_cv_;
+  std::unique_ptr<meta::Watch> watch_;
+  bool watch_ended_ = false;
+  std::thread watch_thread_, session_thread_;
 };
 
 }  // namespace mrl::coord

@@ -25,8 +25,13 @@ Result<std::unique_ptr<Coordinator>> Coordinator::Open(CoordinatorOptions option
   std::unique_ptr<Coordinator> c(new Coordinator(std::move(options)));
   ShardPool* pool = c->pool_.get();
   // The pool learns every published map: clients for new shards, the epoch on every request.
-  auto state = ClusterState::Open(c->opt_.data_dir, c->opt_.follow,
-                                  [pool](const ShardMap& m) { pool->Sync(m); });
+  ClusterStateOptions so;
+  so.data_dir = c->opt_.data_dir;
+  so.meta_url = c->opt_.meta_url;
+  so.follow = c->opt_.follow;
+  so.id = c->opt_.coordinator_id;
+  so.session_ttl_s = c->opt_.session_ttl_s;
+  auto state = ClusterState::Open(so, [pool](const ShardMap& m) { pool->Sync(m); });
   if (!state.ok()) return state.status();
   c->state_ = std::move(state).value();
   return c;
@@ -37,7 +42,8 @@ Status Coordinator::AddGroup(const std::vector<ShardInfo>& shards) {
 }
 
 Status Coordinator::CreateCollection(const CollectionSpec& spec) {
-  if (state_->follow()) return state_->AddCollection(spec);  // the follower refusal
+  // Refused before any shard is asked when this coordinator may not change the cluster.
+  MRL_RETURN_IF_ERROR(state_->AdmitChange("creating collection '" + spec.name + "'"));
   const auto snap = state_->Snapshot();
   if (snap->map.groups().empty()) return Status::FailedPrecondition("the cluster has no shards");
   wire::CreateCollectionRequestT req;
@@ -117,6 +123,8 @@ Result<Calibration> Coordinator::Calibrate(const std::string& collection, int32_
   if (k < 1 || k > opt_.max_k)
     return Status::InvalidArgument("'k' must be in [1, " + std::to_string(opt_.max_k) + "]");
   if (sample < 1) return Status::InvalidArgument("'sample' must be positive");
+  // The budgets it picks are cluster state (every coordinator serves them): the leader's job.
+  MRL_RETURN_IF_ERROR(state_->AdmitChange("calibrating '" + collection + "'"));
   auto measured = WithSnapshot(
       collection, [&](const ClusterSnapshot& snap) -> Result<std::vector<CalibrationPoint>> {
         auto spec = snap.Spec(collection);
@@ -141,7 +149,7 @@ Result<Calibration> Coordinator::Calibrate(const std::string& collection, int32_
   if (!measured.ok()) return measured.status();
   auto budgets = PickBudgets(measured.value(), DefaultBudgets());
   if (!budgets.ok()) return budgets.status();
-  state_->SetBudgets(collection, budgets.value());
+  MRL_RETURN_IF_ERROR(state_->SetBudgets(collection, budgets.value()));
   return Calibration{std::move(measured).value(), std::move(budgets).value()};
 }
 
@@ -149,6 +157,7 @@ std::string Coordinator::PrometheusMetrics() const {
   const auto snap = state_->Snapshot();
   std::string out = metrics_.Render(snap->map.epoch(), state_->refreshes());
   out += BuildInfoGauge(opt_.build);
+  out += MetaMetrics(state_->Meta());
   // Shards whose disk refused a write moments ago (their watermark; writes to them are refused
   // up front until retry_after_ms has passed).
   out += "# TYPE mrl_coordinator_shard_refusing_writes gauge\n";

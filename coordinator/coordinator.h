@@ -44,6 +44,10 @@ struct CoordinatorOptions {
   // cluster and collection changes are refused; the state is reloaded whenever a shard reports
   // a newer map epoch or a collection is unknown.
   bool follow = false;
+  // Where the cluster state lives: "" = the embedded store in data_dir; etcd://h:p,.../prefix.
+  std::string meta_url;
+  std::string coordinator_id;  // in the store's session and leader keys ("" = random)
+  int session_ttl_s = 10;      // docs/metadata.md: why 10
   int shard_connections = 2;           // pipelined connections per shard (round-robin)
   uint32_t shard_max_in_flight = 256;  // per connection; beyond: ResourceExhausted at once
   // /metrics' mrl_build_info gauge: what the binary was built from (main fills it).
@@ -61,6 +65,7 @@ class Coordinator {
 
   const CoordinatorOptions& options() const { return opt_; }
   std::shared_ptr<const ClusterSnapshot> Snapshot() const { return state_->Snapshot(); }
+  ClusterState& state() { return *state_; }
 
   // fn(snapshot) -> Status or Result<T>; rerun once on a fresh snapshot when its answer says the
   // snapshot was stale (Aborted from a shard) or, on a follower, that `collection` is unknown.

@@ -76,4 +76,26 @@ std::string CoordinatorMetrics::Render(uint64_t map_epoch, uint64_t map_refreshe
   return out;
 }
 
+std::string MetaMetrics(const MetaState& m) {
+  auto line = [](const std::string& name, const std::string& type, const std::string& help,
+                 uint64_t v) {
+    return "# HELP " + name + " " + help + "\n# TYPE " + name + " " + type + "\n" + name + " " +
+           std::to_string(v) + "\n";
+  };
+  return line("mrl_meta_leader", "gauge", "1 while this coordinator leads cluster changes.",
+              m.leader ? 1 : 0) +
+         line("mrl_meta_store_reachable", "gauge", "1 when the last metadata store call succeeded.",
+              m.reachable ? 1 : 0) +
+         line("mrl_meta_revision", "gauge", "The store revision the served cluster state reflects.",
+              static_cast<uint64_t>(m.revision)) +
+         line("mrl_meta_watch_restarts_total", "counter",
+              "Watches of the cluster state that ended and were re-established after a re-read.",
+              m.watch_restarts) +
+         line("mrl_meta_lease_losses_total", "counter", "Session leases that expired.",
+              m.lease_losses) +
+         line("mrl_meta_fenced_writes_total", "counter",
+              "Cluster changes refused because a newer leader holds the leader key.",
+              m.fenced_writes);
+}
+
 }  // namespace mrl::coord

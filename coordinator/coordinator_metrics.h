@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "common/status.h"
+#include "coordinator/cluster_state.h"
 #include "coordinator/query_engine.h"
 
 namespace mrl::coord {
@@ -33,5 +34,10 @@ class CoordinatorMetrics {
   std::map<std::string, uint64_t> shard_errors_;
   uint64_t candidates_ = 0, searches_ = 0, queries_ = 0;
 };
+
+// The metadata store as this coordinator sees it: mrl_meta_leader (1 while it leads),
+// mrl_meta_store_reachable, mrl_meta_revision, mrl_meta_watch_restarts_total,
+// mrl_meta_lease_losses_total, mrl_meta_fenced_writes_total.
+std::string MetaMetrics(const MetaState& m);
 
 }  // namespace mrl::coord

@@ -52,6 +52,46 @@ HttpResponse Reply(const Result<json>& r) {
 HttpResponse Reply(const Status& st, const json& ok_body) {
   return st.ok() ? JsonReply(200, ok_body) : ErrorReply(st);
 }
+// A cluster change's answer: a refusal on a coordinator that does not lead names the leader
+// ("leader": its URL) so a client can send the change there.
+HttpResponse ChangeReply(ClusterState& state, const Status& st, const json& ok_body) {
+  if (st.ok()) return JsonReply(200, ok_body);
+  HttpResponse r = ErrorReply(st);
+  const MetaState m = state.Meta();
+  if (!m.leader && !m.current.address.empty()) {
+    json j = json::parse(r.body);
+    j["leader"] = m.current.address;
+    j["leader_id"] = m.current.id;
+    r.body = j.dump();
+  }
+  return r;
+}
+
+json MetaJson(ClusterState& state) {
+  const MetaState m = state.Meta();
+  json members = json::array();
+  for (const auto& e : state.StoreMembers()) {
+    json mj = {{"endpoint", e.endpoint}, {"healthy", e.healthy}, {"leader", e.leader}};
+    if (!e.healthy) mj["error"] = e.error;
+    members.push_back(mj);
+  }
+  return {{"store", m.store},
+          {"self", {{"id", m.self_id}, {"address", m.self_address}, {"leader", m.leader},
+                    {"follow", m.follow}}},
+          {"leader", m.current.id.empty() ? json(nullptr)
+                                          : json{{"id", m.current.id},
+                                                 {"address", m.current.address},
+                                                 {"revision", m.current.revision}}},
+          {"coordinators", m.coordinators},
+          {"reachable", m.reachable},
+          {"last_error", m.last_error},
+          {"revision", m.revision},
+          {"watch_restarts", m.watch_restarts},
+          {"lease_losses", m.lease_losses},
+          {"fenced_writes", m.fenced_writes},
+          {"store_requests", m.store_requests},
+          {"members", members}};
+}
 
 // Appends the rows of "vector" (one) and "vectors" (at most max_rows) to `out`, each checked to
 // have `dim` finite numbers.
@@ -186,7 +226,12 @@ HttpResponse HttpApi::Route(const HttpRequest& req, std::string* endpoint) {
       for (const json& s : body.at("group"))
         group.push_back({s.at("id").get<std::string>(), s.at("address").get<std::string>()});
       const Status st = c_.AddGroup(group);
-      return Reply(st, {{"epoch", c_.Snapshot()->map.epoch()}});
+      return ChangeReply(c_.state(), st, {{"epoch", c_.Snapshot()->map.epoch()}});
+    }
+    if (req.target == "/v1/meta") {
+      *endpoint = "meta";
+      if (req.method != "GET") return ErrorReply(405, "method not allowed");
+      return JsonReply(200, MetaJson(c_.state()));
     }
     if (req.target == "/v1/collections") {
       *endpoint = "collections";
@@ -208,7 +253,7 @@ HttpResponse HttpApi::Route(const HttpRequest& req, std::string* endpoint) {
       if (req.method != "PUT") return ErrorReply(405, "method not allowed");
       auto spec = CollectionSpecFromJson(body, name);
       if (!spec.ok()) return ErrorReply(spec.status());
-      return Reply(c_.CreateCollection(spec.value()), {{"result", "created"}});
+      return ChangeReply(c_.state(), c_.CreateCollection(spec.value()), {{"result", "created"}});
     }
     if (std::regex_match(req.target, m, kPoints)) {
       const std::string name = m[1], op = m[2];
@@ -249,7 +294,7 @@ HttpResponse HttpApi::Route(const HttpRequest& req, std::string* endpoint) {
       if (req.method != "POST") return ErrorReply(405, "method not allowed");
       if (m[2] == "calibrate") {
         auto cal = c_.Calibrate(name, body.value("sample", 200), body.value("k", 10));
-        if (!cal.ok()) return ErrorReply(cal.status());
+        if (!cal.ok()) return ChangeReply(c_.state(), cal.status(), {});
         json out = json::array();
         for (const auto& p : cal->candidates) {
           out.push_back(

@@ -33,7 +33,19 @@ int Run(int argc, char** argv) {
   int replication = 1;
   std::string port_file, read_token_file, admin_token_file, shard_secret_file;
   int port = 0;
-  app.add_option("--data-dir", co.data_dir, "Where the shard map and collection specs are kept")->required();
+  app.add_option("--data-dir", co.data_dir,
+                 "The coordinator's directory (the embedded metadata store, unless --meta)")->required();
+  app.add_option("--meta", co.meta_url,
+                 "Where the cluster state lives: etcd://host:port[,host:port...][/prefix] (every "
+                 "coordinator on it serves; one leads changes). Default: the embedded store in --data-dir");
+  app.add_option("--coordinator-id", co.coordinator_id,
+                 "This coordinator's name in the metadata store (default: a random one)");
+  app.add_option("--session-ttl-s", co.session_ttl_s,
+                 "Session lease TTL: how long a dead leader blocks changes (must outlive an etcd election)")
+      ->check(CLI::Range(2, 300));
+  std::string advertise;
+  app.add_option("--advertise", advertise,
+                 "The URL other coordinators and mrlctl reach this one at (default: scheme://host:port)");
   app.add_option("--host", ho.host, "HTTP listen address");
   app.add_option("--port", port, "HTTP port (0: the OS picks; see --port-file)");
   app.add_option("--port-file", port_file, "Write the bound port here once listening");
@@ -81,7 +93,30 @@ int Run(int argc, char** argv) {
     std::cerr << "mrl-coordinator: " << coord.status().ToString() << "\n";
     return 1;
   }
-  if (!shards.empty() && coord.value()->Snapshot()->map.groups().empty()) {
+  std::cout << "mrl-coordinator " << mrl::VersionSummary(coord.value()->options().build) << std::endl;
+  mrl::coord::Coordinator* c = coord.value().get();
+  mrl::coord::HttpApi api(*c);
+  mrl::coord::HttpServer server(ho, [&api](const mrl::coord::HttpRequest& r) { return api.Handle(r); });
+  mrl::Status st = server.Start();
+  if (!st.ok()) {
+    std::cerr << "mrl-coordinator: " << st.ToString() << "\n";
+    return 1;
+  }
+  std::cout << "mrl-coordinator listening on " << (server.tls() ? "https://" : "http://") << ho.host << ":" << server.port()
+            << (co.admin_token.empty() ? " (no API tokens)" : " (token auth)") << std::endl;
+  if (advertise.empty()) {
+    advertise = std::string(server.tls() ? "https://" : "http://") + ho.host + ":" +
+                std::to_string(server.port());
+  }
+  c->state().StartSession(advertise);
+  if (!shards.empty() && c->Snapshot()->map.groups().empty()) {
+    // The first start's groups are a cluster change: wait to lead (at once with the embedded
+    // store; with etcd, until a previous leader's session has expired).
+    if (!c->state().AwaitLeadership((co.session_ttl_s + 5) * 1000)) {
+      std::cerr << "mrl-coordinator: " << c->state().CheckLeader().ToString()
+                << ": cannot register --shard groups" << std::endl;
+      return 1;
+    }
     if (replication < 1 || shards.size() % static_cast<size_t>(replication) != 0) {
       std::cerr << "mrl-coordinator: " << shards.size() << " shards do not form groups of " << replication << "\n";
       return 2;
@@ -96,28 +131,19 @@ int Run(int argc, char** argv) {
         }
         group.push_back({shards[j].substr(0, eq), shards[j].substr(eq + 1)});
       }
-      mrl::Status st = coord.value()->AddGroup(group);
+      mrl::Status st = c->AddGroup(group);
       if (!st.ok()) {
         std::cerr << "mrl-coordinator: " << st.ToString() << "\n";
         return 2;
       }
     }
   }
-  const auto snapshot = coord.value()->Snapshot();
-  const mrl::coord::ShardMap& map = snapshot->map;
-  std::cout << "mrl-coordinator " << mrl::VersionSummary(coord.value()->options().build) << std::endl;
-  std::cout << "mrl-coordinator: shard map epoch " << map.epoch() << ", " << map.groups().size()
-            << " replica groups, " << map.shards().size() << " shards" << std::endl;
-  mrl::coord::Coordinator* c = coord.value().get();
-  mrl::coord::HttpApi api(*c);
-  mrl::coord::HttpServer server(ho, [&api](const mrl::coord::HttpRequest& r) { return api.Handle(r); });
-  mrl::Status st = server.Start();
-  if (!st.ok()) {
-    std::cerr << "mrl-coordinator: " << st.ToString() << "\n";
-    return 1;
+  {
+    const auto snapshot = c->Snapshot();
+    std::cout << "mrl-coordinator: shard map epoch " << snapshot->map.epoch() << ", "
+              << snapshot->map.groups().size() << " replica groups, " << snapshot->map.shards().size()
+              << " shards; metadata " << c->state().Meta().store << std::endl;
   }
-  std::cout << "mrl-coordinator listening on " << (server.tls() ? "https://" : "http://") << ho.host << ":" << server.port()
-            << (co.admin_token.empty() ? " (no API tokens)" : " (token auth)") << std::endl;
   std::unique_ptr<mrl::coord::BinaryApi> binary;
   std::unique_ptr<mrl::rpc::Server> binary_server;
   if (binary_port >= 0) {

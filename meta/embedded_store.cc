@@ -51,6 +51,15 @@ Result<std::unique_ptr<EmbeddedStore>> EmbeddedStore::Open(const std::string& di
   return s;
 }
 
+Result<ReadResult> EmbeddedStore::ReadSnapshot(const std::string& dir) {
+  EmbeddedStore s((fs::path(dir) / "meta.json").string());  // no threads: Open starts them
+  MRL_RETURN_IF_ERROR(s.Load());
+  ReadResult out;
+  out.revision = s.revision_;
+  for (auto& [key, kv] : s.kvs_) out.kvs.push_back(kv);
+  return out;
+}
+
 EmbeddedStore::~EmbeddedStore() {
   {
     std::lock_guard<std::mutex> lock(mu_);

@@ -21,6 +21,9 @@ class EmbeddedStore final : public Store {
   static constexpr size_t kHistory = 10000;
 
   static Result<std::unique_ptr<EmbeddedStore>> Open(const std::string& dir);
+  // What DIR/meta.json holds now, read without opening the store (a follower process reading the
+  // owner's file); an empty result when there is no file.
+  static Result<ReadResult> ReadSnapshot(const std::string& dir);
   ~EmbeddedStore() override;
 
   Result<ReadResult> Get(const std::string& key) override;

@@ -350,6 +350,7 @@ Result<json> EtcdStore::Call(const std::string& path, const json& body) {
   Status last;
   for (size_t tries = 0;; ++tries) {
     const size_t ep = current_.load();
+    ++exchanges_;
     auto r = Exchange(ep, path, text, options_.request_timeout_ms);
     if (r.ok() || r.status().code() != Status::Code::kUnavailable) return r;
     last = r.status();

@@ -61,6 +61,8 @@ class EtcdStore final : public Store {
   std::vector<EtcdMember> Members();
 
   const EtcdOptions& options() const { return options_; }
+  // HTTP exchanges of KV and lease calls so far, retries included (not watches, not Members).
+  uint64_t exchanges() const { return exchanges_.load(); }
 
   // One exchange with one endpoint: the parsed JSON answer, or the error (internal; public for
   // the watch thread).
@@ -76,6 +78,7 @@ class EtcdStore final : public Store {
 
   const EtcdOptions options_;
   std::atomic<size_t> current_{0};  // the endpoint that answered last
+  std::atomic<uint64_t> exchanges_{0};
 };
 
 }  // namespace mrl::meta

@@ -11,6 +11,7 @@
 
 #include "common/atomic_file.h"
 #include "common/process.h"
+#include "ops/local_etcd.h"
 
 namespace mrl::ops {
 namespace {
@@ -56,14 +57,29 @@ Status Up(const UpOptions& o) {
                                    " shards do not form replica groups of " +
                                    std::to_string(o.replication));
   }
-  if (fs::exists(o.dir + "/cluster.json")) {
+  if (fs::exists(o.dir + "/cluster.json")) {  // (one without a coordinator: a failed up)
     return Status::FailedPrecondition(
         o.dir + "/cluster.json exists: the cluster is up (mrlctl down first)");
   }
   std::error_code ec;
   fs::create_directories(o.dir + "/logs", ec);
   if (ec) return Status::IoError("cannot create '" + o.dir + "/logs': " + ec.message());
-  json state = {{"shards", json::array()}};
+  json state = {{"shards", json::array()}, {"etcd_pids", json::array()}};
+  std::string meta_url = o.meta;
+  if (o.meta == "etcd") {
+    std::cout << "[mrlctl] starting a local 3-member etcd cluster in " << o.dir << "/etcd"
+              << std::endl;
+    auto etcd = LocalEtcd::Start(o.dir + "/etcd", 3, 60);
+    if (!etcd.ok()) return etcd.status().WithContext("mrlctl up --meta etcd");
+    meta_url = etcd.value()->Url("mrl");
+    for (pid_t p : etcd.value()->Detach()) state["etcd_pids"].push_back(p);
+    std::cout << "[mrlctl] etcd at " << meta_url << std::endl;
+    // Written now: a failure below still leaves `mrlctl down` able to stop the members.
+    MRL_RETURN_IF_ERROR(WriteFileAtomic(o.dir + "/cluster.json", state.dump(2)));
+  } else if (!o.meta.empty() && o.meta.rfind("etcd://", 0) != 0) {
+    return Status::InvalidArgument("--meta '" + o.meta + "': want etcd or etcd://host:port,...");
+  }
+  state["meta"] = meta_url.empty() ? "embedded" : meta_url;
   std::vector<std::string> coord_args = {coord_bin,
                                          "--data-dir",
                                          o.dir + "/coordinator",
@@ -77,6 +93,12 @@ Status Up(const UpOptions& o) {
                                          o.dir + "/coordinator.bport",
                                          "--replication",
                                          std::to_string(o.replication)};
+  if (!meta_url.empty()) {
+    coord_args.push_back("--meta");
+    coord_args.push_back(meta_url);
+    coord_args.push_back("--coordinator-id");
+    coord_args.push_back("coordinator0");
+  }
   for (int s = 0; s < o.shards; ++s) {
     const std::string id = "shard" + std::to_string(s), log = o.dir + "/logs/" + id + ".log";
     auto started = Start({shard_bin, "--data-dir", o.dir + "/" + id, "--port", "0", "--port-file",
@@ -110,8 +132,11 @@ Status Down(const std::string& dir) {
   if (!state.ok()) return state.status();
   std::vector<pid_t> pids;
   try {
-    pids.push_back(state.value()["coordinator"]["pid"].get<pid_t>());
+    if (state.value().contains("coordinator"))
+      pids.push_back(state.value()["coordinator"]["pid"].get<pid_t>());
     for (const json& s : state.value()["shards"]) pids.push_back(s["pid"].get<pid_t>());
+    // etcd last: the coordinator resigns its session on the way out.
+    for (const json& p : state.value().value("etcd_pids", json::array())) pids.push_back(p.get<pid_t>());
   } catch (const json::exception& e) {
     return Status::Corruption("'" + dir + "/cluster.json': " + e.what());
   }

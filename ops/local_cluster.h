@@ -16,6 +16,9 @@ struct UpOptions {
   int replication = 1;  // shards per replica group
   int port = 0;         // coordinator HTTP port; 0: the OS picks
   std::string bin_dir;  // build directory with shard/ and coordinator/; empty: mrlctl's own
+  // The cluster state's store: "" = the coordinator's embedded one; "etcd" = a local 3-member
+  // etcd cluster started in dir/etcd (needs etcd-server); "etcd://..." = that etcd.
+  std::string meta;
 };
 
 Status Up(const UpOptions& options);

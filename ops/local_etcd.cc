@@ -93,6 +93,15 @@ LocalEtcd::~LocalEtcd() {
   }
 }
 
+std::vector<pid_t> LocalEtcd::Detach() {
+  std::vector<pid_t> pids;
+  for (auto& m : members_) {
+    if (m.pid > 0) pids.push_back(m.pid);
+    m.pid = -1;
+  }
+  return pids;
+}
+
 std::string LocalEtcd::endpoint(int i) const {
   return "127.0.0.1:" + std::to_string(members_[static_cast<size_t>(i)].client_port);
 }
@@ -173,7 +182,15 @@ Status LocalEtcd::Restart(int i, double timeout_s) {
   if (running(i))
     return Status::FailedPrecondition(members_[static_cast<size_t>(i)].name + " runs");
   MRL_RETURN_IF_ERROR(Spawn(static_cast<size_t>(i), false));
+  if (timeout_s <= 0) return Status::Ok();
   return WaitReady(static_cast<size_t>(i), timeout_s);
+}
+
+Status LocalEtcd::AwaitReady(double timeout_s) const {
+  for (size_t i = 0; i < members_.size(); ++i) {
+    if (members_[i].pid > 0) MRL_RETURN_IF_ERROR(WaitReady(i, timeout_s));
+  }
+  return Status::Ok();
 }
 
 int LocalEtcd::Leader() const {

@@ -31,11 +31,17 @@ class LocalEtcd {
 
   // Sends `sig` to member i; SIGKILL and SIGTERM also wait for its exit.
   Status Signal(int i, int sig);
-  // Starts member i again (same name, ports, data dir) and waits until it answers.
+  // Starts member i again (same name, ports, data dir) and waits until it answers (timeout_s
+  // <= 0: does not wait; a member alone cannot answer while a quorum is down: restart the others,
+  // then AwaitReady).
   Status Restart(int i, double timeout_s = 30);
+  // Waits until every running member answers.
+  Status AwaitReady(double timeout_s = 30) const;
   bool running(int i) const { return members_[static_cast<size_t>(i)].pid > 0; }
   // The member that leads now (-1 if none answers or none leads).
   int Leader() const;
+  // Leaves the members running past this object (`mrlctl up`): their pids, for `mrlctl down`.
+  std::vector<pid_t> Detach();
 
  private:
   struct Member {

@@ -63,6 +63,39 @@ mrl::Status PrintStatus(mrl::ops::HttpClient& c) {
   if (!map.ok()) return map.status();
   auto cols = c.CallJson(http::verb::get, "/v1/collections", "", "collections");
   if (!cols.ok()) return cols.status();
+  // The metadata store: where the state lives, who leads, etcd's members.
+  auto meta = c.CallJson(http::verb::get, "/v1/meta", "", "metadata store");
+  if (meta.ok()) {
+    try {
+      const json& m = meta.value();
+      std::cout << "metadata: " << m.at("store").get<std::string>()
+                << (m.at("reachable").get<bool>()
+                        ? ""
+                        : " UNREACHABLE (" + m.at("last_error").get<std::string>() + ")")
+                << ", revision " << m.at("revision") << "\n";
+      std::cout << "  leader: "
+                << (m.at("leader").is_object()
+                        ? m["leader"].at("id").get<std::string>() + " at " +
+                              m["leader"].at("address").get<std::string>()
+                        : std::string("none"))
+                << "; this coordinator " << m.at("self").at("id").get<std::string>()
+                << (m["self"].at("leader").get<bool>() ? " leads" : " follows") << "\n";
+      std::string list;
+      for (const json& id : m.at("coordinators")) list += (list.empty() ? "" : ", ") + id.get<std::string>();
+      std::cout << "  coordinators: " << (list.empty() ? "-" : list) << "\n";
+      for (const json& e : m.at("members")) {
+        std::cout << "  etcd " << e.at("endpoint").get<std::string>() << ": "
+                  << (e.at("healthy").get<bool>()
+                          ? (e.at("leader").get<bool>() ? "healthy, leader" : "healthy")
+                          : "DOWN (" + e.value("error", std::string()) + ")")
+                  << "\n";
+      }
+    } catch (const json::exception& e) {
+      return mrl::Status::Corruption(std::string("the coordinator's /v1/meta: ") + e.what());
+    }
+  } else {
+    std::cout << "metadata: " << meta.status().ToString() << "\n";
+  }
   try {
     std::cout << "shard map epoch " << map->at("epoch") << ", " << map->at("groups").size()
               << " replica groups\n";
@@ -99,6 +132,9 @@ int main(int argc, char** argv) {
   up->add_option("--replication", uo.replication);
   up->add_option("--port", uo.port, "Coordinator HTTP port (0: any)");
   up->add_option("--bin-dir", uo.bin_dir, "Build directory holding shard/ and coordinator/");
+  up->add_option("--meta", uo.meta,
+                 "Cluster state store: the coordinator's embedded one (default), 'etcd' (a local "
+                 "3-member etcd cluster in --dir/etcd; needs etcd-server), or etcd://host:port,...");
   auto* down = app.add_subcommand("down", "Stop the local cluster in --dir");
   down->add_option("--dir", dir);
   auto* status = app.add_subcommand("status", "Health, shard map and collections");

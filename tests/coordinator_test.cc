@@ -411,12 +411,13 @@ TEST(ClusterState, AHeldSnapshotStaysWholeWhileChangesPublishNewOnes) {
   auto state = ClusterState::Open(dir, false, [&](const ShardMap& m) { published.push_back(m.epoch()); });
   ASSERT_TRUE(state.ok()) << state.status().ToString();
   ClusterState& cs = *state.value();
+  cs.StartSession("");
   ASSERT_TRUE(cs.AddGroup({{"s1", "127.0.0.1:1"}}).ok());
   const auto before = cs.Snapshot();
   CollectionSpec spec = SixteenDims();
   spec.num_buckets = 64;
   ASSERT_TRUE(cs.AddCollection(spec).ok());
-  cs.SetBudgets("c", {{"exact", ExactPlan(16, 10)}});
+  ASSERT_TRUE(cs.SetBudgets("c", {{"exact", ExactPlan(16, 10)}}).ok());
   const auto after = cs.Snapshot();
   // The old snapshot: no collection, no placement, no budget, the old epoch.
   EXPECT_TRUE(before->specs.empty());
@@ -442,6 +443,7 @@ TEST(ClusterState, PersistsForAFollowerThatRefusesChangesAndReloadsOnANewerEpoch
   const std::string dir = TempDir("cluster_state_follower");
   auto owner = ClusterState::Open(dir, false, nullptr);
   ASSERT_TRUE(owner.ok());
+  owner.value()->StartSession("");
   ASSERT_TRUE(owner.value()->AddGroup({{"s1", "127.0.0.1:1"}}).ok());
   auto follower = ClusterState::Open(dir, true, nullptr);
   ASSERT_TRUE(follower.ok());

@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/wait.h>
 
 #include <chrono>
 #include <filesystem>
@@ -78,6 +79,13 @@ class DaemonProcess {
   }
 
   bool running() const { return pid_ > 0; }
+  // Still running (not exited, not killed) without having been restarted since Start.
+  bool Alive() const {
+    if (pid_ <= 0) return false;
+    int status = 0;
+    return waitpid(pid_, &status, WNOHANG) == 0;
+  }
+  int starts() const { return starts_; }
   uint16_t port() const { return port_; }
   std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
   std::string Log() const { return Slurp(log_); }

@@ -1,6 +1,7 @@
 // mrlctl as an operator runs it: up (2 shards + coordinator), ingest from .npy files, eval (every
 // plan through the coordinator, HTTP and binary API), down. Checks the figures it writes.
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <sys/wait.h>
 
 #include <algorithm>
@@ -10,6 +11,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -151,6 +153,33 @@ TEST(Mrlctl, StatusOfADirWithoutAClusterSaysSo) {
             std::string::npos)
       << out;
   EXPECT_EQ(out.find("give --url"), out.find("give --url of a running coordinator")) << out;
+}
+
+// Issue 18: `mrlctl up --meta etcd` starts a local 3-member etcd cluster and a coordinator on it;
+// `mrlctl status` shows the store, its members' health and the leader; `down` stops etcd too.
+TEST(Mrlctl, UpWithMetaEtcdShowsTheStoreMembersAndLeaderInStatus) {
+  const std::string dir = test_util::TempDir("mrlctl_etcd") + "/c";
+  const std::string bin = MRL_MRLCTL_BIN;
+  auto [rc, out] = RunCapture(bin + " up --dir " + dir + " --shards 2 --meta etcd");
+  ASSERT_EQ(rc, 0) << out;
+  EXPECT_NE(out.find("etcd at etcd://127.0.0.1:"), std::string::npos) << out;
+  auto [src, status] = RunCapture(bin + " status --dir " + dir);
+  EXPECT_EQ(src, 0) << status;
+  EXPECT_NE(status.find("metadata: etcd 127.0.0.1:"), std::string::npos) << status;
+  EXPECT_NE(status.find("leader: coordinator0 at http://127.0.0.1:"), std::string::npos) << status;
+  EXPECT_NE(status.find("this coordinator coordinator0 leads"), std::string::npos) << status;
+  EXPECT_NE(status.find("healthy, leader"), std::string::npos) << status;
+  size_t healthy = 0;  // lines "  etcd 127.0.0.1:P: healthy[, leader]"
+  std::istringstream lines(status);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.rfind("  etcd ", 0) == 0 && line.find(": healthy") != std::string::npos) ++healthy;
+  }
+  EXPECT_EQ(healthy, 3u) << status;
+  const nlohmann::json state = nlohmann::json::parse(test_util::Slurp(dir + "/cluster.json"));
+  ASSERT_EQ(state["etcd_pids"].size(), 3u);
+  auto [drc, down] = RunCapture(bin + " down --dir " + dir);
+  EXPECT_EQ(drc, 0) << down;
+  for (const nlohmann::json& p : state["etcd_pids"]) EXPECT_NE(::kill(p.get<pid_t>(), 0), 0) << "etcd still runs";
 }
 
 // Issue 22 item 6: every binary's --version names the version, the commit it was built from,
