@@ -190,7 +190,8 @@ class MetaCluster : public ::testing::Test {
       for (size_t i = at; i < std::min(ids.size(), at + 500); ++i) batch.push_back(ids[i]);
       auto r = Call("POST", c, "/v1/collections/emb/points/get", json{{"ids", batch}});
       ASSERT_EQ(r.status, 200) << r.body;
-      for (const json& p : json::parse(r.body)["points"]) {
+      const json got = json::parse(r.body);  // (a range-for over a temporary's member dangles)
+      for (const json& p : got["points"]) {
         EXPECT_TRUE(p["found"].get<bool>()) << "acknowledged write lost: " << p.dump();
       }
     }
