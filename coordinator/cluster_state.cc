@@ -173,9 +173,13 @@ Status ClusterState::Reload(bool at_open) {
   fresh->signature = cache_->signature;
   fresh->map_mod = cache_->map_mod;
   std::swap(cache_, fresh);
+  const int64_t served_revision = revision_;
   revision_ = r->revision;
   Status st = RebuildLocked(/*log_epoch=*/!at_open);
-  if (!st.ok()) std::swap(cache_, fresh);  // keep what was served
+  if (!st.ok()) {  // keep what was served, and the revision it reflects
+    std::swap(cache_, fresh);
+    revision_ = served_revision;
+  }
   return st;
 }
 
