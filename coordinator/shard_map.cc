@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 #include <regex>
 #include <set>
+#include <utility>
 
 #include "common/atomic_file.h"
 #include "common/bucket.h"
@@ -15,6 +16,14 @@ using json = nlohmann::json;
 bool ValidName(const std::string& s) {
   static const std::regex kName("[A-Za-z0-9_.-]{1,64}");
   return std::regex_match(s, kName);
+}
+
+const char* PhaseName(BucketMovePhase p) {
+  return p == BucketMovePhase::kDualWrite ? "dual_write" : "flipped";
+}
+
+std::string BucketName(const std::string& collection, uint32_t bucket) {
+  return "bucket " + std::to_string(bucket) + " of '" + collection + "'";
 }
 
 }  // namespace
@@ -76,15 +85,128 @@ Result<const CollectionPlacement*> ShardMap::Placement(const std::string& collec
   return &it->second;
 }
 
-Result<std::vector<std::string>> ShardMap::ReplicasOfBucket(const std::string& collection,
-                                                            uint32_t bucket) const {
+Result<const CollectionPlacement*> ShardMap::BucketPlacement(const std::string& collection,
+                                                             uint32_t bucket) const {
   auto p = Placement(collection);
   if (!p.ok()) return p.status();
   if (bucket >= p.value()->num_buckets) {
     return Status::OutOfRange("bucket " + std::to_string(bucket) + " >= " +
                               std::to_string(p.value()->num_buckets));
   }
+  return p.value();
+}
+
+Result<CollectionPlacement*> ShardMap::MutableBucket(const std::string& collection,
+                                                     uint32_t bucket) {
+  auto p = BucketPlacement(collection, bucket);
+  if (!p.ok()) return p.status();
+  return &collections_.find(collection)->second;
+}
+
+Result<std::vector<std::string>> ShardMap::ReplicasOfBucket(const std::string& collection,
+                                                            uint32_t bucket) const {
+  auto p = BucketPlacement(collection, bucket);
+  if (!p.ok()) return p.status();
   return groups_[p.value()->group_of_bucket[bucket]].shards;
+}
+
+Result<std::vector<uint32_t>> ShardMap::WriteGroupsOfBucket(const std::string& collection,
+                                                            uint32_t bucket) const {
+  auto p = BucketPlacement(collection, bucket);
+  if (!p.ok()) return p.status();
+  const uint32_t owner = p.value()->group_of_bucket[bucket];
+  auto it = p.value()->moving.find(bucket);
+  if (it == p.value()->moving.end()) return std::vector<uint32_t>{owner};
+  const BucketMove& m = it->second;
+  return std::vector<uint32_t>{owner, owner == m.source_group ? m.target_group : m.source_group};
+}
+
+Result<std::optional<BucketMove>> ShardMap::MoveOf(const std::string& collection,
+                                                   uint32_t bucket) const {
+  auto p = BucketPlacement(collection, bucket);
+  if (!p.ok()) return p.status();
+  auto it = p.value()->moving.find(bucket);
+  if (it == p.value()->moving.end()) return std::optional<BucketMove>();
+  return std::optional<BucketMove>(it->second);
+}
+
+Status ShardMap::BeginDualWrite(const std::string& collection, uint32_t bucket,
+                                uint32_t target_group) {
+  auto p = MutableBucket(collection, bucket);
+  if (!p.ok()) return p.status();
+  CollectionPlacement& c = *p.value();
+  if (target_group >= groups_.size()) {
+    return Status::NotFound("group " + std::to_string(target_group) + " is not in the map");
+  }
+  if (c.moving.count(bucket)) {
+    return Status::FailedPrecondition(BucketName(collection, bucket) + " is already moving");
+  }
+  if (c.group_of_bucket[bucket] == target_group) {
+    return Status::FailedPrecondition(BucketName(collection, bucket) + " already lives on group " +
+                                      std::to_string(target_group));
+  }
+  c.moving[bucket] = {c.group_of_bucket[bucket], target_group, BucketMovePhase::kDualWrite};
+  ++epoch_;
+  return Status::Ok();
+}
+
+Status ShardMap::Flip(const std::string& collection, uint32_t bucket) {
+  auto p = MutableBucket(collection, bucket);
+  if (!p.ok()) return p.status();
+  CollectionPlacement& c = *p.value();
+  auto it = c.moving.find(bucket);
+  if (it == c.moving.end() || it->second.phase != BucketMovePhase::kDualWrite) {
+    return Status::FailedPrecondition("flip: " + BucketName(collection, bucket) +
+                                      " is not in dual write");
+  }
+  it->second.phase = BucketMovePhase::kFlipped;
+  c.group_of_bucket[bucket] = it->second.target_group;
+  ++epoch_;
+  return Status::Ok();
+}
+
+Status ShardMap::FinishMove(const std::string& collection, uint32_t bucket) {
+  auto p = MutableBucket(collection, bucket);
+  if (!p.ok()) return p.status();
+  CollectionPlacement& c = *p.value();
+  auto it = c.moving.find(bucket);
+  if (it == c.moving.end() || it->second.phase != BucketMovePhase::kFlipped) {
+    return Status::FailedPrecondition("finish: " + BucketName(collection, bucket) +
+                                      " has not flipped");
+  }
+  c.moving.erase(it);
+  ++epoch_;
+  return Status::Ok();
+}
+
+Status ShardMap::CancelMove(const std::string& collection, uint32_t bucket) {
+  auto p = MutableBucket(collection, bucket);
+  if (!p.ok()) return p.status();
+  CollectionPlacement& c = *p.value();
+  auto it = c.moving.find(bucket);
+  if (it == c.moving.end() || it->second.phase != BucketMovePhase::kDualWrite) {
+    return Status::FailedPrecondition("cancel: " + BucketName(collection, bucket) +
+                                      " is not in dual write (after a flip, reverse the move)");
+  }
+  c.moving.erase(it);
+  ++epoch_;
+  return Status::Ok();
+}
+
+Status ShardMap::ReverseMove(const std::string& collection, uint32_t bucket) {
+  auto p = MutableBucket(collection, bucket);
+  if (!p.ok()) return p.status();
+  CollectionPlacement& c = *p.value();
+  auto it = c.moving.find(bucket);
+  if (it == c.moving.end() || it->second.phase != BucketMovePhase::kFlipped) {
+    return Status::FailedPrecondition("reverse: " + BucketName(collection, bucket) +
+                                      " has not flipped");
+  }
+  BucketMove& m = it->second;
+  std::swap(m.source_group, m.target_group);
+  m.phase = BucketMovePhase::kDualWrite;
+  ++epoch_;
+  return Status::Ok();
 }
 
 Result<QueryRoute> ShardMap::RouteQuery(const std::string& collection,
@@ -131,6 +253,17 @@ std::string ShardMap::ToJson() const {
   j["collections"] = json::object();
   for (const auto& [name, p] : collections_) {
     j["collections"][name] = {{"num_buckets", p.num_buckets}, {"group_of_bucket", p.group_of_bucket}};
+    // Written only while a bucket moves, so a map at rest reads exactly as before moves existed.
+    if (!p.moving.empty()) {
+      json moving = json::array();
+      for (const auto& [b, m] : p.moving) {
+        moving.push_back({{"bucket", b},
+                          {"source", m.source_group},
+                          {"target", m.target_group},
+                          {"phase", PhaseName(m.phase)}});
+      }
+      j["collections"][name]["moving"] = std::move(moving);
+    }
   }
   return j.dump(2);
 }
@@ -160,6 +293,32 @@ Result<ShardMap> ShardMap::FromJson(const std::string& text) {
       }
       for (uint32_t g : p.group_of_bucket) {
         if (g >= m.groups_.size()) return Status::Corruption("collection '" + name + "': bad group");
+      }
+      // Maps written before moves existed have no "moving": every bucket at rest.
+      if (c.contains("moving")) {
+        for (const json& mv : c.at("moving")) {
+          const uint32_t b = mv.at("bucket").get<uint32_t>();
+          BucketMove bm;
+          bm.source_group = mv.at("source").get<uint32_t>();
+          bm.target_group = mv.at("target").get<uint32_t>();
+          const std::string phase = mv.at("phase").get<std::string>();
+          if (phase == "dual_write") {
+            bm.phase = BucketMovePhase::kDualWrite;
+          } else if (phase == "flipped") {
+            bm.phase = BucketMovePhase::kFlipped;
+          } else {
+            return Status::Corruption("collection '" + name + "': moving bucket " +
+                                      std::to_string(b) + ": unknown phase '" + phase + "'");
+          }
+          const uint32_t owner =
+              bm.phase == BucketMovePhase::kDualWrite ? bm.source_group : bm.target_group;
+          if (b >= p.num_buckets || bm.source_group >= m.groups_.size() ||
+              bm.target_group >= m.groups_.size() || bm.source_group == bm.target_group ||
+              p.group_of_bucket[b] != owner || !p.moving.emplace(b, bm).second) {
+            return Status::Corruption("collection '" + name + "': moving bucket " +
+                                      std::to_string(b) + " contradicts the bucket table");
+          }
+        }
       }
       m.collections_[name] = std::move(p);
     }

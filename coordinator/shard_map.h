@@ -6,11 +6,18 @@
 // Placement: shards are arranged in replica groups of `replication` shards holding identical
 // data; a collection's buckets are dealt round-robin to the groups. A query therefore asks one
 // healthy member of every group, and a shard's data is exactly its group's buckets.
+//
+// A bucket in motion (docs/architecture.md, "Moving a bucket: the state machine"): while a move
+// is in DUAL_WRITE (and its COPY and VERIFY) the source group owns the bucket's queries and
+// writes go to source and target; after FLIP the target owns queries and writes still go to
+// both until FinishMove, so a reverse move after FLIP finds the source complete. In every
+// epoch each bucket has exactly one query owner: group_of_bucket[b].
 #pragma once
 
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -27,9 +34,28 @@ struct ReplicaGroup {
   std::vector<std::string> shards;  // shard ids; all hold the same buckets
 };
 
+// Where a moving bucket stands in the map (the move record, coordinator/move.h, has the rest).
+enum class BucketMovePhase {
+  kDualWrite,  // source owns queries; writes to source and target
+  kFlipped,    // target owns queries; writes to target and source (until FinishMove)
+};
+
+struct BucketMove {
+  uint32_t source_group = 0;
+  uint32_t target_group = 0;
+  BucketMovePhase phase = BucketMovePhase::kDualWrite;
+  bool operator==(const BucketMove& o) const {
+    return source_group == o.source_group && target_group == o.target_group && phase == o.phase;
+  }
+};
+
 struct CollectionPlacement {
   uint32_t num_buckets = 0;
-  std::vector<uint32_t> group_of_bucket;  // [num_buckets] -> index into groups()
+  // [num_buckets] -> index into groups(): the group that owns the bucket's queries, moving or
+  // not (the source before FLIP, the target after).
+  std::vector<uint32_t> group_of_bucket;
+  // Buckets in motion; empty for a collection at rest.
+  std::map<uint32_t, BucketMove> moving;
 };
 
 // One shard to ask per replica group for a query, and what is left uncovered.
@@ -62,9 +88,38 @@ class ShardMap {
   Status RemoveCollection(const std::string& collection);
   Result<const CollectionPlacement*> Placement(const std::string& collection) const;
 
-  // Shards that must receive a write to `bucket` (every replica).
+  // The replicas of the group that owns `bucket`'s queries. For a bucket at rest these are also
+  // every shard a write must reach; for a moving bucket, writes go to WriteGroupsOfBucket.
   Result<std::vector<std::string>> ReplicasOfBucket(const std::string& collection,
                                                     uint32_t bucket) const;
+  // The groups a write to `bucket` must reach: {owner} at rest; {source, target} while moving,
+  // the query owner first. NotFound: unknown collection; OutOfRange: bucket >= num_buckets.
+  Result<std::vector<uint32_t>> WriteGroupsOfBucket(const std::string& collection,
+                                                    uint32_t bucket) const;
+  // The move of `bucket`, or nullopt when it is at rest. Errors as WriteGroupsOfBucket.
+  Result<std::optional<BucketMove>> MoveOf(const std::string& collection, uint32_t bucket) const;
+
+  // ---- A bucket's move (each an atomic map change; errors leave the map as it was) ----------
+  // Errors common to all four: NotFound (unknown collection or group), OutOfRange (bucket >=
+  // num_buckets), FailedPrecondition (the bucket is not in the phase the change starts from).
+  //
+  // At rest -> DUAL_WRITE towards `target_group`; the owner stays. epoch + 1, so shards refuse
+  // writes routed by the older map, which would miss the target.
+  // REQUIRES: target_group != the bucket's owner (else FailedPrecondition).
+  Status BeginDualWrite(const std::string& collection, uint32_t bucket, uint32_t target_group);
+  // DUAL_WRITE -> FLIPPED: the target owns queries. epoch + 1.
+  Status Flip(const std::string& collection, uint32_t bucket);
+  // FLIPPED -> at rest on the target: writes stop reaching the source. epoch + 1, so the source
+  // refuses writes routed by the older map before it drops the range (a write racing the drop
+  // would leave a stray point there).
+  Status FinishMove(const std::string& collection, uint32_t bucket);
+  // DUAL_WRITE -> at rest on the source (abort before FLIP). epoch + 1, so the target refuses
+  // writes routed by the older map before its copy is discarded.
+  Status CancelMove(const std::string& collection, uint32_t bucket);
+  // FLIPPED (source S, target T) -> DUAL_WRITE from T back to S (abort after FLIP): the owner and
+  // the write groups stay the same, so nothing is lost; epoch + 1 like every map change, so
+  // other coordinators reload it.
+  Status ReverseMove(const std::string& collection, uint32_t bucket);
   // The shard to ask in each group that owns buckets of `collection`: the first healthy member
   // starting at member (rotation mod size), so load spreads over replicas.
   Result<QueryRoute> RouteQuery(const std::string& collection,
@@ -83,9 +138,15 @@ class ShardMap {
   std::map<std::string, ShardInfo> shards_;
   std::vector<ReplicaGroup> groups_;
   std::map<std::string, CollectionPlacement> collections_;
+
+  // The placement of `collection` with `bucket` checked to be in range.
+  Result<CollectionPlacement*> MutableBucket(const std::string& collection, uint32_t bucket);
+  Result<const CollectionPlacement*> BucketPlacement(const std::string& collection,
+                                                     uint32_t bucket) const;
 };
 
-// Replica group -> positions (into `ids`) of the ids whose bucket it owns, in input order.
+// Replica group -> positions (into `ids`) of the ids whose bucket it owns, in input order (the
+// query owner; a write router for moving buckets adds their target groups).
 std::map<uint32_t, std::vector<size_t>> GroupByReplicaSet(const CollectionPlacement& placement,
                                                          const std::vector<uint64_t>& ids);
 // Acknowledgements a write to a group of `replicas` needs: all when write_quorum is 0, else
