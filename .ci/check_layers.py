@@ -22,7 +22,7 @@ ANY = "*"
 ALLOWED = {
     "common": set(),  # knows nothing of any daemon (schemas' generated headers: see ALIAS)
     "rpc": {"common"},
-    "shard": {"rpc", "common"},
+    "shard": {"rpc", "meta", "common"},  # meta: its registration (a leased key) only
     "meta": {"common"},  # the metadata store (embedded file, etcd): no daemon, no wire format
     "coordinator": {"rpc", "meta", "common"},  # shards only through rpc/ and the wire schemas
     "trainer": {"common"},

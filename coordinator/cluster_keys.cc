@@ -1,9 +1,9 @@
 #include "coordinator/cluster_keys.h"
 
 #include <nlohmann/json.hpp>
-#include <random>
 
 #include "coordinator/cluster_state.h"
+#include "meta/leased_key.h"
 
 namespace mrl::coord {
 
@@ -57,24 +57,24 @@ Result<std::map<std::string, QueryPlan>> BudgetsFromJson(const std::string& text
   return out;
 }
 
-bool ValidCoordinatorId(const std::string& id) {
-  if (id.empty() || id.size() > 64) return false;
-  for (char c : id) {
-    const bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-                    c == '_' || c == '.' || c == ':' || c == '-';
-    if (!ok) return false;
+ShardRegistrationInfo ParseShardRegistration(const std::string& id, const meta::KeyValue& kv) {
+  ShardRegistrationInfo r;
+  r.id = id;
+  r.lease = kv.lease;
+  r.mod_revision = kv.mod_revision;
+  const json j = json::parse(kv.value, nullptr, /*allow_exceptions=*/false);
+  if (!j.is_object() || !j.contains("address") || !j["address"].is_string()) {
+    r.state = "unparseable";
+    return r;
   }
-  return true;
+  r.address = j["address"].get<std::string>();
+  r.state = j.value("state", std::string("unknown"));
+  r.version = j.value("version", std::string());
+  return r;
 }
 
-std::string RandomCoordinatorId() {
-  std::random_device rd;
-  std::mt19937_64 g((static_cast<uint64_t>(rd()) << 32) ^ rd());
-  static const char* kHex = "0123456789abcdef";
-  std::string id = "coord-";
-  uint64_t v = g();
-  for (int i = 0; i < 12; ++i, v >>= 4) id += kHex[v & 15];
-  return id;
-}
+bool ValidCoordinatorId(const std::string& id) { return meta::ValidMemberId(id); }
+
+std::string RandomCoordinatorId() { return meta::RandomMemberId("coord-"); }
 
 }  // namespace mrl::coord

@@ -92,7 +92,7 @@ void ClusterState::SessionLoop() {
         }
       }
     }
-    if (lease != 0 && !leading && !opt_.follow) Campaign();
+    if (lease != 0 && !leading && !opt_.follow && Campaign() && on_lead_) on_lead_();
     std::unique_lock<std::mutex> lock(session_mu_);
     // Woken early by a change of the leader key (the watch) or by the destructor.
     const std::string seen = current_.id;

@@ -189,10 +189,11 @@ Status ClusterState::RebuildLocked(bool log_epoch) {
   int64_t map_mod = 0;
   LeaderInfo leader;
   std::vector<std::string> sessions;
+  std::vector<ShardRegistrationInfo> registrations;
   std::map<std::string, std::string> budget_values;
   for (const auto& [key, kv] : cache_->kvs) {
     const bool state_key = key == kMapKey || StartsWith(key, kCollectionsPrefix) ||
-                           StartsWith(key, kBudgetsPrefix);
+                           StartsWith(key, kBudgetsPrefix) || StartsWith(key, kMovesPrefix);
     if (state_key) signature += key + "@" + std::to_string(kv.mod_revision) + ";";
     if (key == kMapKey) {
       auto m = ShardMap::FromJson(kv.value);
@@ -212,6 +213,10 @@ Status ClusterState::RebuildLocked(bool log_epoch) {
       leader = ParseLeader(kv);
     } else if (StartsWith(key, kSessionsPrefix)) {
       sessions.push_back(key.substr(kSessionsPrefix.size()));
+    } else if (StartsWith(key, kMovesPrefix)) {
+      next->moves[key.substr(kMovesPrefix.size())] = {kv.value, kv.mod_revision};
+    } else if (StartsWith(key, kShardsPrefix)) {
+      registrations.push_back(ParseShardRegistration(key.substr(kShardsPrefix.size()), kv));
     }
   }
   for (const auto& [collection, value] : budget_values) {
@@ -227,6 +232,7 @@ Status ClusterState::RebuildLocked(bool log_epoch) {
     std::lock_guard<std::mutex> lock(session_mu_);
     current_ = leader;
     coordinators_ = std::move(sessions);
+    registrations_ = std::move(registrations);
   }
   if (snap_ && signature == cache_->signature) return Status::Ok();
   const bool map_changed = !snap_ || map_mod != cache_->map_mod;
@@ -344,7 +350,8 @@ Status ClusterState::FollowerRefusal() const {
 
 Status ClusterState::Change(
     const std::string& what,
-    const std::function<Status(ClusterSnapshot*, std::vector<meta::Op>*)>& mutate) {
+    const std::function<Status(ClusterSnapshot*, std::vector<meta::Op>*)>& mutate,
+    const std::vector<meta::Compare>& guards) {
   if (opt_.follow) return FollowerRefusal();
   std::lock_guard<std::mutex> serial(change_mu_);
   for (int attempt = 0; attempt < 2; ++attempt) {
@@ -366,9 +373,10 @@ Status ClusterState::Change(
     std::vector<meta::Op> ops;
     MRL_RETURN_IF_ERROR(mutate(&next, &ops));
     if (ops.empty()) return Status::Ok();  // nothing to change
-    auto r = store_->Txn({meta::Compare::ModRevisionIs(kLeaderKey, fence),
-                          meta::Compare::ModRevisionIs(kMapKey, map_mod)},
-                         ops);
+    std::vector<meta::Compare> compares = {meta::Compare::ModRevisionIs(kLeaderKey, fence),
+                                           meta::Compare::ModRevisionIs(kMapKey, map_mod)};
+    compares.insert(compares.end(), guards.begin(), guards.end());
+    auto r = store_->Txn(compares, ops);
     if (!r.ok()) {
       NoteStoreError(r.status());
       return Status::Unavailable(
@@ -380,6 +388,10 @@ Status ClusterState::Change(
     if (r->succeeded) {
       std::lock_guard<std::mutex> lock(mu_);
       for (const meta::Op& op : ops) {
+        if (op.kind != meta::Op::Kind::kPut) {  // (no change deletes a prefix)
+          cache_->kvs.erase(op.key);
+          continue;
+        }
         meta::KeyValue& kv = cache_->kvs[op.key];
         if (kv.create_revision == 0) kv.create_revision = r->revision;
         kv.key = op.key;
@@ -422,6 +434,41 @@ Status ClusterState::AddGroup(const std::vector<ShardInfo>& shards) {
     ops->push_back(meta::Op::Put(kMapKey, next->map.ToJson()));
     return Status::Ok();
   });
+}
+
+Result<int64_t> ClusterState::RecordMove(const std::string& id, const std::string& value,
+                                         int64_t expected_revision,
+                                         const std::function<Status(ShardMap*)>& map_change) {
+  if (!ValidCoordinatorId(id)) {
+    return Status::InvalidArgument("move id '" + id + "' must be 1-64 of [A-Za-z0-9_.:-]");
+  }
+  const std::string key = kMovesPrefix + id;
+  const meta::Compare guard = expected_revision == 0
+                                  ? meta::Compare::Absent(key)
+                                  : meta::Compare::ModRevisionIs(key, expected_revision);
+  Status st = Change(
+      "recording move '" + id + "'",
+      [&](ClusterSnapshot* next, std::vector<meta::Op>* ops) {
+        auto it = next->moves.find(id);
+        const int64_t now = it == next->moves.end() ? 0 : it->second.mod_revision;
+        if (now != expected_revision) {
+          return Status::Aborted("move '" + id + "' is at journal revision " +
+                                 std::to_string(now) + ", not " +
+                                 std::to_string(expected_revision) +
+                                 ": it changed meanwhile; re-read the journal");
+        }
+        if (map_change) {
+          MRL_RETURN_IF_ERROR(map_change(&next->map));
+          ops->push_back(meta::Op::Put(kMapKey, next->map.ToJson()));
+        }
+        ops->push_back(value.empty() ? meta::Op::Delete(key) : meta::Op::Put(key, value));
+        return Status::Ok();
+      },
+      {guard});
+  if (!st.ok()) return st;
+  const auto snap = Snapshot();
+  auto it = snap->moves.find(id);
+  return it == snap->moves.end() ? 0 : it->second.mod_revision;
 }
 
 Status ClusterState::AddCollection(const CollectionSpec& spec) {
@@ -490,6 +537,7 @@ MetaState ClusterState::Meta() const {
     m.leader = leader_;
     m.current = current_;
     m.coordinators = coordinators_;
+    m.shards = registrations_;
   }
   {
     std::lock_guard<std::mutex> lock(status_mu_);
@@ -509,7 +557,17 @@ MetaState ClusterState::Meta() const {
 
 std::vector<meta::EtcdMember> ClusterState::StoreMembers() const {
   auto* etcd = dynamic_cast<meta::EtcdStore*>(store_.get());
-  return etcd ? etcd->Members() : std::vector<meta::EtcdMember>{};
+  if (!etcd) return {};
+  // Asked of every member (one status request each): at most once a second, however often
+  // /v1/meta and `mrlctl status` are polled. One caller asks at a time; the others wait for it.
+  std::lock_guard<std::mutex> lock(members_mu_);
+  const auto now = std::chrono::steady_clock::now();
+  if (members_at_ == std::chrono::steady_clock::time_point{} ||
+      now - members_at_ >= std::chrono::seconds(1)) {
+    members_ = etcd->Members();
+    members_at_ = std::chrono::steady_clock::now();
+  }
+  return members_;
 }
 
 }  // namespace mrl::coord

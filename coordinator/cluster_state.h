@@ -23,6 +23,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <functional>
 #include <map>
@@ -41,8 +42,16 @@
 
 namespace mrl::coord {
 
+// One entry of the move journal (moves/<id>): the value is the move record's JSON (its codec
+// belongs to the move executor); mod_revision is the compare-and-swap token of its next change.
+struct JournalEntry {
+  std::string value;
+  int64_t mod_revision = 0;
+};
+
 struct ClusterSnapshot {
   ShardMap map;
+  std::map<std::string, JournalEntry> moves;  // move id -> its journal entry
   std::map<std::string, CollectionSpec> specs;
   std::map<std::string, std::map<std::string, QueryPlan>> budgets;  // collection -> name -> plan
 
@@ -69,6 +78,14 @@ struct LeaderInfo {
   int64_t revision = 0;  // the leader key's mod revision (the fencing token)
 };
 
+// A shard's registration (shards/<id>, kept alive by the shard under its own lease).
+struct ShardRegistrationInfo {
+  std::string id, address;
+  std::string state;  // "serving", "read_only", "draining"; "unparseable" for a bad value
+  std::string version;
+  int64_t lease = 0, mod_revision = 0;
+};
+
 struct MetaState {
   std::string store;  // meta::Store::Describe()
   std::string self_id, self_address;
@@ -81,6 +98,7 @@ struct MetaState {
   uint64_t watch_restarts = 0, lease_losses = 0, fenced_writes = 0;
   uint64_t store_requests = 0;  // etcd: HTTP exchanges so far (0 for the embedded store)
   std::vector<std::string> coordinators;  // live sessions (coordinators/<id>), as last read
+  std::vector<ShardRegistrationInfo> shards;  // live shard registrations, as last read
 };
 
 class ClusterState {
@@ -108,7 +126,8 @@ class ClusterState {
   bool follow() const { return opt_.follow; }
   uint64_t refreshes() const { return refreshes_.load(); }
   MetaState Meta() const;
-  // etcd only: each member's health and which one leads (empty for the embedded store).
+  // etcd only: each member's health and which one leads (empty for the embedded store); asked
+  // of the members at most once a second (a cached answer in between).
   std::vector<meta::EtcdMember> StoreMembers() const;
 
   // Changes (the leader only: a follower or a non-leader gets FailedPrecondition naming the
@@ -117,6 +136,20 @@ class ClusterState {
   // Places the collection's buckets and records its spec; Ok without change when it exists.
   Status AddCollection(const CollectionSpec& spec);
   Status SetBudgets(const std::string& collection, std::map<std::string, QueryPlan> budgets);
+  // The move journal: writes moves/<id> = value (an empty value deletes the entry) when the
+  // entry's mod revision is still `expected_revision` (0: the entry is absent), and, when
+  // `map_change` is given, the map it edits (epoch and all) in the same transaction, so a phase
+  // change and the map change it implies are applied together or not at all. Fenced like every
+  // change. The entry's new mod revision (the token of its next change), or: Aborted when the
+  // entry moved on meanwhile (re-read the journal), FailedPrecondition on a non-leader, the
+  // map_change's own error, Unavailable when the store did not confirm.
+  Result<int64_t> RecordMove(const std::string& id, const std::string& value,
+                             int64_t expected_revision,
+                             const std::function<Status(ShardMap*)>& map_change = nullptr);
+  // Called on the session thread, with no lock held, each time this coordinator becomes the
+  // leader: the move executor resumes the journal from there (its entries are in Snapshot()).
+  // Set it before StartSession.
+  void SetLeadershipListener(std::function<void()> on_lead) { on_lead_ = std::move(on_lead); }
   // Ok when this coordinator may change the cluster now; else the refusal a change would get.
   Status CheckLeader() const;
   // CheckLeader, with a refusal logged (what: "creating collection 'x'").
@@ -141,8 +174,10 @@ class ClusterState {
   Status RebuildLocked(bool log_epoch);
   // The fenced transaction of a change: `mutate` edits a copy of the snapshot and names the
   // keys it touched; retried once on a concurrent change of the map.
+  // `guards` are compared too (a journal entry's revision).
   Status Change(const std::string& what,
-                const std::function<Status(ClusterSnapshot*, std::vector<meta::Op>*)>& mutate);
+                const std::function<Status(ClusterSnapshot*, std::vector<meta::Op>*)>& mutate,
+                const std::vector<meta::Compare>& guards = {});
   Status FollowerRefusal() const;
   Status NotLeaderRefusal() const;  // REQUIRES: session_mu_
   void NoteStoreError(const Status& st);
@@ -150,6 +185,7 @@ class ClusterState {
 
   const ClusterStateOptions opt_;
   const MapListener on_map_;
+  std::function<void()> on_lead_;
   std::unique_ptr<meta::Store> store_;  // null for the embedded follower (reads the file)
   bool embedded_ = true;
 
@@ -168,6 +204,7 @@ class ClusterState {
   int64_t leader_revision_ = 0;  // the leader key's mod revision when this one won
   LeaderInfo current_;
   std::vector<std::string> coordinators_;
+  std::vector<ShardRegistrationInfo> registrations_;
   bool session_started_ = false;
   bool keepalive_now_ = false;  // check the lease at once (after being fenced)
   bool stop_ = false;
@@ -176,6 +213,10 @@ class ClusterState {
   bool reachable_ = true;
   std::string last_error_;
   std::atomic<uint64_t> refreshes_{0}, watch_restarts_{0}, lease_losses_{0}, fenced_{0};
+
+  mutable std::mutex members_mu_;  // guards the StoreMembers cache
+  mutable std::vector<meta::EtcdMember> members_;
+  mutable std::chrono::steady_clock::time_point members_at_{};
 
   std::mutex watch_mu_;  // guards watch_, watch_ended_
   std::condition_variable watch_cv_;

@@ -95,7 +95,10 @@ std::string MetaMetrics(const MetaState& m) {
               m.lease_losses) +
          line("mrl_meta_fenced_writes_total", "counter",
               "Cluster changes refused because a newer leader holds the leader key.",
-              m.fenced_writes);
+              m.fenced_writes) +
+         line("mrl_meta_registered_shards", "gauge",
+              "Shards whose registration (shards/<id>, under the shard's lease) is live.",
+              m.shards.size());
 }
 
 }  // namespace mrl::coord

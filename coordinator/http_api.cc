@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <regex>
+#include <set>
 #include <unordered_map>
 
 namespace mrl::coord {
@@ -75,6 +76,40 @@ json MetaJson(ClusterState& state) {
     if (!e.healthy) mj["error"] = e.error;
     members.push_back(mj);
   }
+  // Shard registrations, joined to the map by address: which map member (and group) each is, and
+  // which map members have none (a shard that runs without --meta, is down, or is cut off).
+  const auto snap = state.Snapshot();
+  std::map<std::string, std::pair<std::string, int>> by_address;  // address -> (map id, group)
+  for (size_t g = 0; g < snap->map.groups().size(); ++g) {
+    for (const auto& id : snap->map.groups()[g].shards) {
+      auto addr = snap->map.AddressOf(id);
+      if (addr.ok()) by_address[*addr] = {id, static_cast<int>(g)};
+    }
+  }
+  json shards = json::array();
+  std::set<std::string> registered;
+  for (const auto& r : m.shards) {
+    json sj = {{"id", r.id},         {"address", r.address}, {"state", r.state},
+               {"version", r.version}, {"lease", r.lease},     {"revision", r.mod_revision}};
+    auto it = by_address.find(r.address);
+    if (it != by_address.end()) {
+      sj["map_shard"] = it->second.first;
+      sj["group"] = it->second.second;
+      registered.insert(it->second.first);
+    } else {
+      sj["map_shard"] = nullptr;  // registered, but not (yet) in the shard map
+    }
+    shards.push_back(sj);
+  }
+  json moves = json::object();  // the move journal: id -> its record
+  for (const auto& [id, entry] : snap->moves) {
+    json v = json::parse(entry.value, nullptr, /*allow_exceptions=*/false);
+    moves[id] = v.is_discarded() ? json(entry.value) : v;
+  }
+  json unregistered = json::array();
+  for (const auto& [address, member] : by_address) {
+    if (!registered.count(member.first)) unregistered.push_back(member.first);
+  }
   return {{"store", m.store},
           {"self", {{"id", m.self_id}, {"address", m.self_address}, {"leader", m.leader},
                     {"follow", m.follow}}},
@@ -83,6 +118,9 @@ json MetaJson(ClusterState& state) {
                                                  {"address", m.current.address},
                                                  {"revision", m.current.revision}}},
           {"coordinators", m.coordinators},
+          {"shards", shards},
+          {"unregistered_shards", unregistered},
+          {"moves", moves},
           {"reachable", m.reachable},
           {"last_error", m.last_error},
           {"revision", m.revision},

@@ -101,9 +101,13 @@ Status Up(const UpOptions& o) {
   }
   for (int s = 0; s < o.shards; ++s) {
     const std::string id = "shard" + std::to_string(s), log = o.dir + "/logs/" + id + ".log";
-    auto started = Start({shard_bin, "--data-dir", o.dir + "/" + id, "--port", "0", "--port-file",
-                          o.dir + "/" + id + ".port"},
-                         log, o.dir + "/" + id + ".port", 600);
+    std::vector<std::string> shard_args = {shard_bin, "--data-dir", o.dir + "/" + id, "--port",
+                                           "0", "--port-file", o.dir + "/" + id + ".port"};
+    if (!meta_url.empty()) {  // each shard registers under its own lease (docs/metadata.md)
+      for (const std::string& a : {std::string("--meta"), meta_url, std::string("--shard-id"), id})
+        shard_args.push_back(a);
+    }
+    auto started = Start(shard_args, log, o.dir + "/" + id + ".port", 600);
     if (!started.ok()) return started.status().WithContext(id);
     const auto [pid, port] = started.value();
     std::cout << "[mrlctl] " << id << " pid " << pid << " on 127.0.0.1:" << port << std::endl;

@@ -83,6 +83,22 @@ mrl::Status PrintStatus(mrl::ops::HttpClient& c) {
       std::string list;
       for (const json& id : m.at("coordinators")) list += (list.empty() ? "" : ", ") + id.get<std::string>();
       std::cout << "  coordinators: " << (list.empty() ? "-" : list) << "\n";
+      // Shard registrations (mrl-shard --meta): live under each shard's lease.
+      for (const json& s : m.value("shards", json::array())) {
+        std::cout << "  shard " << s.at("id").get<std::string>() << " at "
+                  << s.at("address").get<std::string>() << ": " << s.at("state").get<std::string>()
+                  << (s.at("map_shard").is_string()
+                          ? " (map " + s["map_shard"].get<std::string>() + ", group " +
+                                std::to_string(s.at("group").get<int>()) + ")"
+                          : std::string(" (not in the shard map)"))
+                  << "\n";
+      }
+      const json unregistered = m.value("unregistered_shards", json::array());
+      if (!m.value("shards", json::array()).empty() && !unregistered.empty()) {
+        std::string names;
+        for (const json& id : unregistered) names += (names.empty() ? "" : ", ") + id.get<std::string>();
+        std::cout << "  map members with no live registration: " << names << "\n";
+      }
       for (const json& e : m.at("members")) {
         std::cout << "  etcd " << e.at("endpoint").get<std::string>() << ": "
                   << (e.at("healthy").get<bool>()

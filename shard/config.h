@@ -33,6 +33,10 @@ namespace mrl::shard {
   X(double, disk_release_below_percent, 90.0, "accept writes again below this % used")         \
   X(uint64_t, disk_min_free_mb, 0, "also refuse writes below this many MiB free (0: off)")   \
   X(uint64_t, disk_release_free_mb, 0, "accept writes again from this many MiB free (0: 1.25x min)") \
+  X(std::string, meta, "", "register in this metadata store: etcd://h:p,.../prefix (\"\": none)") \
+  X(std::string, shard_id, "", "id in the store (\"\": the one kept in data_dir/shard_id)")    \
+  X(std::string, advertise, "", "host:port coordinators reach this shard at (\"\": host:port)") \
+  X(int, meta_ttl_s, 10, "registration lease TTL: a dead shard's key outlives it this long")  \
   X(bool, verbose, true, "progress lines on stderr")
 
 struct ShardConfig {

@@ -19,6 +19,7 @@
 #include "rpc/server.h"
 #include "shard/config.h"
 #include "shard/engine.h"
+#include "shard/registration.h"
 #include "shard/service.h"
 
 namespace {
@@ -150,10 +151,52 @@ int Run(int argc, char** argv) {
     }
   }
 
+  // Registration in the shared metadata store (optional): after the port is known, so the
+  // address it advertises answers.
+  std::unique_ptr<ShardRegistration> registration;
+  if (!cfg.meta.empty()) {
+    auto id = ResolveShardId(cfg.shard_id, cfg.data_dir);
+    if (!id.ok()) {
+      std::cerr << "mrl-shard: " << id.status().ToString() << "\n";
+      return 2;
+    }
+    if (cfg.advertise.empty() && (cfg.host == "0.0.0.0" || cfg.host == "::")) {
+      std::cerr << "mrl-shard: --advertise host:port is needed with --meta when listening on "
+                << cfg.host << "\n";
+      return 2;
+    }
+    RegistrationOptions ro;
+    ro.meta_url = cfg.meta;
+    ro.id = *id;
+    ro.address = cfg.advertise.empty() ? cfg.host + ":" + std::to_string(server.port())
+                                       : cfg.advertise;
+    ro.version = limits.version;
+    ro.ttl_s = cfg.meta_ttl_s;
+    Engine* eng = engine.value().get();
+    auto started = ShardRegistration::Start(ro, [eng] {
+      const EngineStats s = eng->Stats();
+      return s.refusing_writes || s.store_failed;
+    });
+    if (!started.ok()) {
+      std::cerr << "mrl-shard: " << started.status().ToString() << "\n";
+      return 2;
+    }
+    registration = std::move(started).value();
+    std::cout << "mrl-shard registering as " << registration->key() << " (" << ro.address
+              << ") on " << registration->Describe() << std::endl;
+  }
+
   const int sig = mrl::WaitForTerminationSignal(signals);
   std::cout << "mrl-shard: signal " << sig << ", draining" << std::endl;
+  if (registration) registration->SetDraining();
   server.Shutdown();
   st = engine.value()->Checkpoint();
+  if (registration) {
+    const mrl::Status released = registration->Release();
+    if (!released.ok()) {
+      std::cerr << "mrl-shard: registration left to its TTL: " << released.ToString() << "\n";
+    }
+  }
   if (!st.ok()) {
     std::cerr << "mrl-shard: checkpoint failed: " << st.ToString() << "\n";
     return 1;

@@ -4,12 +4,16 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 
+#include <atomic>
 #include <chrono>
+#include <functional>
+#include <mutex>
 #include <thread>
 
 #include "common/atomic_file.h"
 #include "coordinator/cluster_keys.h"
 #include "coordinator/cluster_state.h"
+#include "meta/leased_key.h"
 #include "meta/store.h"
 #include "ops/local_etcd.h"
 #include "tests/test_util.h"
@@ -130,6 +134,68 @@ TEST_P(BothStores, ChangesOutliveTheProcessAndAReopenLeadsAtOnce) {
   std::printf("reopened and leading in %.3f s\n", SecondsSince(t0));
   ASSERT_TRUE(again->AddCollection(Spec("d")).ok());
   EXPECT_EQ(again->Snapshot()->map.epoch(), 3u);
+}
+
+// The move journal (moves/<id>): each phase change is one fenced compare-and-swap on the entry's
+// revision, optionally with the map change it implies in the same transaction; a stale revision
+// is refused without a change; a non-leader cannot write it.
+TEST_P(BothStores, TheMoveJournalIsCompareAndSwappedWithTheMapInOneTransaction) {
+  auto s = OpenState(dir_, url_, "c1");
+  ASSERT_NE(s, nullptr);
+  int leads = 0;
+  s->SetLeadershipListener([&] { ++leads; });
+  s->StartSession("http://127.0.0.1:1");
+  ASSERT_TRUE(s->AwaitLeadership(10000));
+  EXPECT_TRUE(Eventually([&] { return leads == 1; }, 2));
+  ASSERT_TRUE(s->AddGroup({{"s1", "127.0.0.1:7001"}}).ok());
+  const uint64_t epoch = s->Snapshot()->map.epoch();
+
+  auto planned = s->RecordMove("m1", R"({"phase":"PLANNED"})", 0);
+  ASSERT_TRUE(planned.ok()) << planned.status().ToString();
+  EXPECT_GT(*planned, 0);
+  // Absent expected, but it exists now: refused, nothing written.
+  auto again = s->RecordMove("m1", R"({"phase":"OTHER"})", 0);
+  EXPECT_EQ(again.status().code(), Status::Code::kAborted) << again.status().ToString();
+  EXPECT_EQ(s->Snapshot()->moves.at("m1").value, R"({"phase":"PLANNED"})");
+
+  // The next phase together with a map change: one transaction, one revision for both keys.
+  auto dual = s->RecordMove("m1", R"({"phase":"DUAL_WRITE"})", *planned, [](ShardMap* m) {
+    return m->AddGroup({{"s2", "127.0.0.1:7002"}});
+  });
+  ASSERT_TRUE(dual.ok()) << dual.status().ToString();
+  EXPECT_GT(*dual, *planned);
+  auto snap = s->Snapshot();
+  EXPECT_EQ(snap->map.epoch(), epoch + 1);
+  EXPECT_EQ(snap->moves.at("m1").value, R"({"phase":"DUAL_WRITE"})");
+  EXPECT_EQ(snap->moves.at("m1").mod_revision, *dual);
+
+  // A stale token: refused, and neither the entry nor the map changes.
+  auto stale = s->RecordMove("m1", R"({"phase":"COPY"})", *planned,
+                             [](ShardMap* m) { return m->AddGroup({{"s3", "127.0.0.1:7003"}}); });
+  EXPECT_EQ(stale.status().code(), Status::Code::kAborted) << stale.status().ToString();
+  EXPECT_EQ(s->Snapshot()->map.epoch(), epoch + 1);
+  // A map change that fails writes nothing either.
+  auto bad = s->RecordMove("m1", R"({"phase":"COPY"})", *dual,
+                           [](ShardMap*) { return Status::FailedPrecondition("no"); });
+  EXPECT_EQ(bad.status().code(), Status::Code::kFailedPrecondition);
+  EXPECT_EQ(s->Snapshot()->moves.at("m1").mod_revision, *dual);
+  EXPECT_EQ(s->RecordMove("bad id!", "{}", 0).status().code(), Status::Code::kInvalidArgument);
+
+  // Done: the entry is deleted (also by compare-and-swap), and the deletion outlives the process.
+  ASSERT_TRUE(s->RecordMove("m1", "", *dual).ok());
+  EXPECT_EQ(s->Snapshot()->moves.count("m1"), 0u);
+  ASSERT_TRUE(s->RecordMove("m2", R"({"phase":"COPY"})", 0).ok());
+  s.reset();
+  auto reopened = OpenState(GetParam() == "etcd" ? TempDir("cs_journal2") : dir_, url_, "c2");
+  ASSERT_NE(reopened, nullptr);
+  EXPECT_EQ(reopened->Snapshot()->moves.count("m1"), 0u);
+  ASSERT_EQ(reopened->Snapshot()->moves.count("m2"), 1u);
+  EXPECT_EQ(reopened->Snapshot()->moves.at("m2").value, R"({"phase":"COPY"})");
+  // No session yet, so nobody leads: refused (Unavailable, "retry"), the entry unchanged.
+  const int64_t m2 = reopened->Snapshot()->moves.at("m2").mod_revision;
+  auto refused = reopened->RecordMove("m2", "", m2);
+  EXPECT_EQ(refused.status().code(), Status::Code::kUnavailable) << refused.status().ToString();
+  EXPECT_EQ(reopened->Snapshot()->moves.at("m2").mod_revision, m2);
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, BothStores, ::testing::Values("embedded", "etcd"),
@@ -275,6 +341,93 @@ TEST(ClusterStateEtcd, EtcdAwayRefusesChangesOnlyAndRecoveryNeedsNoRestart) {
       << after.ToString();
   std::printf("a change succeeded %.1f s after etcd resumed\n", SecondsSince(t1));
   EXPECT_TRUE(a->Snapshot()->Spec("after").ok());
+}
+
+// Two coordinators on etcd: the follower sees every journal change through its watch; when the
+// leader resigns, the other is told it leads (the executor's cue to resume) and continues the
+// journal from the revision it watched, while the old leader's write is refused.
+TEST(ClusterStateEtcd, TheJournalPropagatesAndTheNextLeaderResumesIt) {
+  const std::string url = FreshEtcdUrl();
+  ASSERT_FALSE(url.empty());
+  auto a = OpenState(TempDir("cs_ja"), url, "a", 4);
+  auto b = OpenState(TempDir("cs_jb"), url, "b", 4);
+  ASSERT_TRUE(a && b);
+  std::atomic<int> b_leads{0};
+  b->SetLeadershipListener([&] { ++b_leads; });
+  a->StartSession("http://127.0.0.1:1");
+  ASSERT_TRUE(a->AwaitLeadership(10000));
+  b->StartSession("http://127.0.0.1:2");
+  auto r1 = a->RecordMove("m1", R"({"phase":"COPY","cursor":17})", 0);
+  ASSERT_TRUE(r1.ok()) << r1.status().ToString();
+  const auto t0 = Clock::now();
+  ASSERT_TRUE(Eventually([&] {
+    auto snap = b->Snapshot();
+    return snap->moves.count("m1") && snap->moves.at("m1").mod_revision == *r1;
+  }, 5));
+  std::printf("journal entry served by the other coordinator after %.3f s\n", SecondsSince(t0));
+  EXPECT_EQ(b->RecordMove("m1", "{}", *r1).status().code(), Status::Code::kFailedPrecondition);
+  EXPECT_EQ(b_leads.load(), 0);
+
+  a.reset();  // resigns: b leads at once and is told so
+  ASSERT_TRUE(b->AwaitLeadership(10000));
+  EXPECT_TRUE(Eventually([&] { return b_leads.load() == 1; }, 2));
+  const JournalEntry seen = b->Snapshot()->moves.at("m1");
+  EXPECT_EQ(seen.value, R"({"phase":"COPY","cursor":17})");
+  auto r2 = b->RecordMove("m1", R"({"phase":"VERIFY"})", seen.mod_revision);
+  ASSERT_TRUE(r2.ok()) << r2.status().ToString();
+  EXPECT_GT(*r2, *r1);
+}
+
+// meta::LeasedKey (a shard's registration) on the embedded store: registered under a lease, a
+// changed value is put again on Update, a lease lost behind its back is replaced by a new one
+// with the key put again, and Release deletes the key at once.
+TEST(LeasedKey, RegistersFollowsItsValueRecoversALostLeaseAndReleases) {
+  auto opened = meta::OpenStore("file:" + TempDir("leased_key"));
+  ASSERT_TRUE(opened.ok()) << opened.status().ToString();
+  meta::Store& store = *opened.value();
+  std::mutex mu;
+  std::string value = "serving";
+  meta::LeasedKey key(&store, {"shards/a", 2, "test"}, [&] {
+    std::lock_guard<std::mutex> lock(mu);
+    return value;
+  });
+  auto read = [&]() -> std::string {
+    auto r = store.Get("shards/a");
+    return r.ok() && !r->kvs.empty() ? r->kvs[0].value : "";
+  };
+  auto wait_for = [&](const std::function<bool()>& done) {
+    for (int i = 0; i < 300 && !done(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    return done();
+  };
+  ASSERT_TRUE(wait_for([&] { return read() == "serving"; }));
+  const int64_t first_lease = key.state().lease;
+  EXPECT_NE(first_lease, 0);
+  EXPECT_EQ(store.Get("shards/a")->kvs[0].lease, first_lease);
+
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    value = "draining";
+  }
+  key.Update();
+  EXPECT_TRUE(wait_for([&] { return read() == "draining"; })) << read();
+
+  // Kept alive past several TTLs.
+  std::this_thread::sleep_for(std::chrono::milliseconds(4500));
+  EXPECT_EQ(read(), "draining");
+  EXPECT_EQ(key.state().registrations, 1u);
+
+  // The lease revoked behind its back (as etcd expiring it while the holder was paused): the key
+  // is gone, then put again under a new lease at the next keep-alive.
+  ASSERT_TRUE(store.RevokeLease(first_lease).ok());
+  EXPECT_EQ(read(), "");
+  EXPECT_TRUE(wait_for([&] { return read() == "draining" && key.state().registrations == 2; }))
+      << key.state().last_error;
+  EXPECT_NE(key.state().lease, first_lease);
+
+  ASSERT_TRUE(key.Release().ok());
+  EXPECT_EQ(read(), "");
+  EXPECT_FALSE(key.state().registered);
+  EXPECT_TRUE(key.Release().ok());  // idempotent
 }
 
 }  // namespace

@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <functional>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -109,7 +110,9 @@ class MetaCluster : public ::testing::Test {
       shards_.push_back(std::make_unique<DaemonProcess>(
           "s" + std::to_string(s), MRL_SHARD_BIN,
           std::vector<std::string>{"--data-dir", dir_ + "/s" + std::to_string(s), "--port", "0",
-                                   "--threads", "1", "--block-cache-mb", "16"},
+                                   "--threads", "1", "--block-cache-mb", "16", "--meta",
+                                   etcd_->Url("mrl"), "--shard-id", "s" + std::to_string(s),
+                                   "--meta-ttl-s", std::to_string(kTtl)},
           dir_));
       shards_.back()->Start();
     }
@@ -161,6 +164,27 @@ class MetaCluster : public ::testing::Test {
   std::string LeaderOf(int c) {
     const json m = Meta(c);
     return m.is_object() && m["leader"].is_object() ? m["leader"]["id"].get<std::string>() : "";
+  }
+  // The state of shard `id`'s registration as coordinator c reports it ("" when absent), and
+  // the map member it was matched to (by address) in *map_shard.
+  std::string Registration(int c, const std::string& id, std::string* map_shard = nullptr) {
+    const json m = Meta(c);
+    if (!m.is_object() || !m.contains("shards")) return "";
+    for (const json& s : m["shards"]) {
+      if (s.value("id", std::string()) != id) continue;
+      if (map_shard) *map_shard = s["map_shard"].is_string() ? s["map_shard"].get<std::string>() : "";
+      return s.value("state", std::string());
+    }
+    return "";
+  }
+  // Polls `done` every 20 ms for up to `seconds`: the seconds it took, or -1.
+  static double WaitFor(double seconds, const std::function<bool()>& done) {
+    const auto t0 = Clock::now();
+    while (Since(t0) < seconds) {
+      if (done()) return Since(t0);
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return -1;
   }
   uint64_t Epoch(int c) {
     auto r = Call("GET", c, "/v1/cluster");
@@ -311,6 +335,66 @@ TEST_F(MetaCluster, AllEtcdMembersDownFor30sFailsNoQueryOrWrite) {
   ExpectAllAcked(l0, 1);
   ExpectAllAcked(l1, 0);
   ExpectNothingRestarted();
+  // The shards rode the outage out too: each is registered again (its lease kept alive, or
+  // replaced once etcd expired it), and none restarted.
+  const double back_s = WaitFor(2 * kTtl + 5, [&] {
+    return Registration(1, "s0") == "serving" && Registration(1, "s1") == "serving" &&
+           Registration(1, "s2") == "serving";
+  });
+  std::printf("shard registrations all live %.2f s after the change\n", back_s);
+  EXPECT_GE(back_s, 0) << Meta(1).dump();
+}
+
+// Shards register under their own lease (mrl-shard --meta): every coordinator sees each one with
+// its state and map member; a shard paused past its TTL loses its key and registers again when
+// resumed; a killed shard's key vanishes within the TTL; a cleanly stopped one's at once.
+TEST_F(MetaCluster, ShardRegistrationsFollowEachShardsLifeUnderItsLease) {
+  double all_s = WaitFor(10, [&] {
+    for (const char* id : {"s0", "s1", "s2"}) {
+      std::string member;
+      if (Registration(1, id, &member) != "serving" || member != id) return false;
+    }
+    return true;
+  });
+  std::printf("3 shards registered and matched to the map (seen by c1) after %.2f s more\n", all_s);
+  ASSERT_GE(all_s, 0) << Meta(1).dump();
+  EXPECT_EQ(Registration(0, "s1"), "serving");
+
+  // Paused past the TTL: gone; resumed: registered again under a new lease.
+  shards_[0]->Signal(SIGSTOP);
+  auto t0 = Clock::now();
+  const double paused_gone_s = WaitFor(kTtl + 3, [&] { return Registration(1, "s0").empty(); });
+  std::this_thread::sleep_for(std::chrono::duration<double>(std::max(0.0, kTtl + 1 - Since(t0))));
+  shards_[0]->Signal(SIGCONT);
+  const double back_s = WaitFor(kTtl + 3, [&] { return Registration(1, "s0") == "serving"; });
+  std::printf("s0 paused: its key gone after %.2f s (TTL %d s); resumed: registered again after "
+              "%.2f s\n", paused_gone_s, kTtl, back_s);
+  EXPECT_GE(paused_gone_s, 0);
+  EXPECT_LE(paused_gone_s, kTtl + 2.0);
+  EXPECT_GE(back_s, 0);
+  EXPECT_NE(shards_[0]->Log().find("registering again"), std::string::npos) << shards_[0]->Log();
+
+  // kill -9: the key outlives the shard by at most the TTL, and the map member shows as
+  // unregistered.
+  t0 = Clock::now();
+  shards_[2]->Kill(SIGKILL);
+  const double killed_gone_s = WaitFor(kTtl + 3, [&] { return Registration(1, "s2").empty(); });
+  const json unregistered = Meta(1)["unregistered_shards"];
+  std::printf("s2 killed: its key gone after %.2f s; unregistered map members: %s\n",
+              killed_gone_s, unregistered.dump().c_str());
+  EXPECT_GE(killed_gone_s, 0);
+  EXPECT_LE(killed_gone_s, kTtl + 2.0);
+  EXPECT_EQ(unregistered, json::array({"s2"}));
+
+  // SIGTERM: drains, then revokes its lease: the key goes at once.
+  shards_[1]->Signal(SIGTERM);
+  const int code = shards_[1]->Wait();
+  const double stopped_gone_s = WaitFor(kTtl + 3, [&] { return Registration(1, "s1").empty(); });
+  std::printf("s1 stopped (exit %d): its key gone %.2f s after the exit\n", code, stopped_gone_s);
+  EXPECT_EQ(code, 0) << shards_[1]->Log();
+  EXPECT_GE(stopped_gone_s, 0);
+  EXPECT_LE(stopped_gone_s, 1.0);
+  EXPECT_NE(shards_[1]->Log().find("released (lease"), std::string::npos) << shards_[1]->Log();
 }
 
 // A leader paused (SIGSTOP) past its TTL loses the leader key to the other coordinator; resumed,

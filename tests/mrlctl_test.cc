@@ -5,6 +5,7 @@
 #include <sys/wait.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -13,6 +14,7 @@
 #include <random>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "common/npy.h"
@@ -175,6 +177,17 @@ TEST(Mrlctl, UpWithMetaEtcdShowsTheStoreMembersAndLeaderInStatus) {
     if (line.rfind("  etcd ", 0) == 0 && line.find(": healthy") != std::string::npos) ++healthy;
   }
   EXPECT_EQ(healthy, 3u) << status;
+  // Each shard registers under its own lease (in the background: poll status a few times).
+  const std::string reg0 = "shard shard0 at 127.0.0.1:", reg1 = "shard shard1 at 127.0.0.1:";
+  for (int i = 0; i < 20 && (status.find(reg0) == std::string::npos ||
+                             status.find(reg1) == std::string::npos);
+       ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(250));
+    status = RunCapture(bin + " status --dir " + dir).second;
+  }
+  EXPECT_NE(status.find(reg0), std::string::npos) << status;
+  EXPECT_NE(status.find(": serving (map shard0, group 0)"), std::string::npos) << status;
+  EXPECT_NE(status.find(": serving (map shard1, group 1)"), std::string::npos) << status;
   const nlohmann::json state = nlohmann::json::parse(test_util::Slurp(dir + "/cluster.json"));
   ASSERT_EQ(state["etcd_pids"].size(), 3u);
   auto [drc, down] = RunCapture(bin + " down --dir " + dir);
