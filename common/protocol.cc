@@ -26,10 +26,16 @@ bool CandidatesAligned(const Lists* lists) {
 
 bool WideVectorsAligned(MessageType type, const uint8_t* body) {
   switch (type) {
-    case MessageType::UpsertRequest:
-      return Aligned(flatbuffers::GetRoot<UpsertRequest>(body)->ids());
-    case MessageType::DeleteRequest:
-      return Aligned(flatbuffers::GetRoot<DeleteRequest>(body)->ids());
+    case MessageType::UpsertRequest: {
+      const auto* req = flatbuffers::GetRoot<UpsertRequest>(body);
+      return Aligned(req->ids()) && Aligned(req->versions());
+    }
+    case MessageType::DeleteRequest: {
+      const auto* req = flatbuffers::GetRoot<DeleteRequest>(body);
+      return Aligned(req->ids()) && Aligned(req->versions());
+    }
+    case MessageType::ScanBucketResponse:
+      return Aligned(flatbuffers::GetRoot<ScanBucketResponse>(body)->tombstones());
     case MessageType::GetRequest:
       return Aligned(flatbuffers::GetRoot<GetRequest>(body)->ids());
     case MessageType::RerankRequest: {
@@ -63,7 +69,8 @@ bool WideVectorsAligned(MessageType type, const uint8_t* body) {
 
 bool IsKnownType(uint16_t type) {
   return type >= static_cast<uint16_t>(MessageType::MIN) + 1 &&
-         type <= static_cast<uint16_t>(MessageType::MAX);
+         type <= static_cast<uint16_t>(MessageType::MAX) &&
+         EnumNameMessageType(static_cast<MessageType>(type))[0] != '\0';  // skips unused values
 }
 
 bool IsRequestType(uint16_t type) {

@@ -29,7 +29,9 @@ namespace mrl::wire {
   X(Search)              \
   X(Stats)               \
   X(ScanBucket)          \
-  X(DropBucket)
+  X(DropBucket)          \
+  X(BucketChecksum)      \
+  X(PurgeTombstones)
 
 // Maps an object-API type (FooRequestT) or table type (FooRequest) to its MessageType.
 template <typename T>
@@ -61,7 +63,8 @@ MRL_WIRE_TRAITS_(Error)
 #undef MRL_WIRE_RPC_TRAITS_
 #undef MRL_WIRE_TRAITS_
 
-// True for every type this protocol version defines (requests, responses and Error).
+// True for every type this protocol version defines (requests, responses and Error); false for
+// the unused values between them.
 bool IsKnownType(uint16_t type);
 bool IsRequestType(uint16_t type);
 // The response type of a request type (REQUIRES: IsRequestType).

@@ -7,6 +7,8 @@
 #include <set>
 #include <utility>
 
+#include "common/move_checksum.h"
+
 namespace mrl::coord {
 namespace {
 
@@ -15,14 +17,6 @@ using json = nlohmann::json;
 constexpr MovePhase kAllPhases[] = {MovePhase::kPlanned, MovePhase::kDualWrite, MovePhase::kCopy,
                                     MovePhase::kVerify,  MovePhase::kFlip,      MovePhase::kCleanup,
                                     MovePhase::kDone,    MovePhase::kAborted};
-
-// splitmix64's finaliser: a cheap bijective 64-bit mix.
-uint64_t Mix(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ULL;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-  return x ^ (x >> 31);
-}
 
 std::string Describe(const MoveRecord& r) {
   return "move '" + r.id + "' (bucket " + std::to_string(r.bucket) + " of '" + r.collection +
@@ -125,7 +119,7 @@ const char* MoveStepName(MoveStep::Kind kind) {
 
 void VerifyFigures::Add(uint64_t id, uint64_t version) {
   ++count;
-  checksum += Mix(Mix(id) ^ version);
+  checksum += MoveChecksumTerm(id, version);  // shared with the shards' BucketChecksum
 }
 
 std::string ToJson(const MoveRecord& r) {

@@ -39,7 +39,8 @@ const char* MovePhaseName(MovePhase phase);  // "PLANNED", "DUAL_WRITE", ...
 // Count and order-independent checksum of a bucket's (id, version) pairs, tombstones included:
 // two replicas agree iff they hold the same points at the same versions (up to hash collisions).
 // The checksum is a sum mod 2^64 of a 64-bit mix of each pair, so the order of a scan does not
-// matter and, unlike XOR, a pair seen twice does not cancel out.
+// matter and, unlike XOR, a pair seen twice does not cancel out. The mix is
+// common/move_checksum.h's MoveChecksumTerm, the one a shard's BucketChecksum uses.
 struct VerifyFigures {
   uint64_t count = 0;
   uint64_t checksum = 0;

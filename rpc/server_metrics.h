@@ -17,7 +17,7 @@ namespace mrl::rpc {
 
 class ServerMetrics {
  public:
-  static constexpr int kTypes = 32;
+  static constexpr int kTypes = static_cast<int>(wire::MessageType::MAX) + 1;
   static constexpr int kBuckets = 32;  // bucket i: [2^i, 2^(i+1)) microseconds
 
   // One request of `type` answered after `micros` (from receipt), `ok` or with an error.

@@ -117,6 +117,7 @@ Status EngineImpl::DropCollection(const std::string& name) {
     std::lock_guard w(c->write_mu);
     rocksdb::WriteBatch batch;
     batch.DeleteRange(storage_->points, CollectionPrefix(c->id), CollectionPrefix(c->id + 1));
+    batch.DeleteRange(storage_->tombstones, CollectionPrefix(c->id), CollectionPrefix(c->id + 1));
     batch.Delete(storage_->meta, CollectionMetaKey(name));
     batch.Delete(storage_->meta, GenerationMetaKey(c->id));
     rocksdb::WriteOptions wo = storage_->write_options;
@@ -155,7 +156,7 @@ EngineStats EngineImpl::Stats() const {
     }
   }
   rocksdb::DB* db = storage_->db.get();
-  for (auto* cf : {storage_->points, storage_->meta}) {
+  for (auto* cf : {storage_->points, storage_->meta, storage_->tombstones}) {
     uint64_t v = 0;
     if (db->GetIntProperty(cf, rocksdb::DB::Properties::kTotalSstFilesSize, &v)) {
       out.disk_bytes += v;
@@ -192,7 +193,8 @@ Status EngineImpl::Checkpoint() {
   rocksdb::FlushOptions fo;
   fo.wait = true;
   MRL_RETURN_IF_ERROR(
-      FromRocks(db->Flush(fo, {storage_->points, storage_->meta}), "flushing memtables"));
+      FromRocks(db->Flush(fo, {storage_->points, storage_->meta, storage_->tombstones}),
+                "flushing memtables"));
   std::vector<std::shared_ptr<CollectionState>> all;
   {
     std::shared_lock lock(mu_);

@@ -40,12 +40,38 @@ struct PointView {
   uint64_t id = 0;
   std::span<const float> vector;  // exactly dim floats, all finite
   std::string_view payload;       // optional, <= max_payload_bytes
+  uint64_t version = 0;           // 0: unversioned (always applies); see Engine::Upsert
 };
 
 struct StoredPoint {
   uint64_t id = 0;
   std::vector<float> vector;  // decoded to fp32 (empty unless asked for)
   std::string payload;
+  uint64_t version = 0;  // 0: written unversioned (or before versions existed)
+};
+
+// A versioned delete's mark: `id` was deleted at `version`; no write of a version <= it applies.
+struct Tombstone {
+  uint64_t id = 0;
+  uint64_t version = 0;
+};
+
+// What a write did with its points or ids: applied, or skipped as stale (a version not newer
+// than the stored point's or the id's tombstone's; a replayed write is one).
+struct WriteCounts {
+  uint32_t applied = 0;
+  uint32_t skipped = 0;
+};
+
+// A bucket's figures for a move's VERIFY: count and order-independent checksum of (id, version)
+// with common/move_checksum.h's hash (the coordinator's VerifyFigures), over the live points,
+// and apart over the tombstones. Checksums add mod 2^64, so points + tombstones together are
+// the figures of their union.
+struct BucketFigures {
+  uint64_t count = 0;
+  uint64_t checksum = 0;
+  uint64_t tombstone_count = 0;
+  uint64_t tombstone_checksum = 0;
 };
 
 // Higher score = closer for every metric (L2 is reported as the negated squared distance).
@@ -62,8 +88,12 @@ struct SearchStage {
   int32_t k = 0;
 };
 
+// One page of a bucket scan: up to `limit` ids in id order, each with its point, its tombstone
+// or (an unversioned point written over a tombstone) both; points and tombstones are read from
+// one RocksDB snapshot.
 struct ScanPage {
-  std::vector<StoredPoint> points;  // in id order, with vectors
+  std::vector<StoredPoint> points;     // in id order, with vectors and versions
+  std::vector<Tombstone> tombstones;   // in id order, same id range as the page
   std::optional<uint64_t> next_after;  // resume cursor; empty when the bucket is exhausted
 };
 
@@ -122,9 +152,31 @@ class Engine {
 
   // Atomic (one WriteBatch) and durable per sync_writes before it returns OK; the indexes have
   // the points when it returns. All points are validated first: a bad one rejects the batch.
-  virtual Status Upsert(const std::string& collection, std::span<const PointView> points) = 0;
+  //
+  // Versions ("newest wins", for live bucket moves): a point of version v > 0 applies only if v
+  // is greater than both its stored point's version and its id's tombstone's; otherwise it is
+  // skipped as stale (v equal to the stored version is a replayed write: a no-op). An applied
+  // versioned point replaces the stored one and clears the id's tombstone, so each id holds the
+  // newest event it has seen whatever the arrival order. Version 0 (unversioned) always applies
+  // and leaves the tombstone alone, as before versions. Points of one batch are decided in
+  // order, each against the state the earlier ones left. Skipped points touch neither RocksDB
+  // nor the indexes. `counts` (may be null) gets applied + skipped == points.size().
+  virtual Status Upsert(const std::string& collection, std::span<const PointView> points,
+                        WriteCounts* counts) = 0;
+  Status Upsert(const std::string& collection, std::span<const PointView> points) {
+    return Upsert(collection, points, nullptr);
+  }
   // Unknown ids are ignored (delete is idempotent). A deleted id is never returned again.
-  virtual Status Delete(const std::string& collection, std::span<const uint64_t> ids) = 0;
+  // `versions` is empty (every delete unversioned) or has one entry per id (InvalidArgument
+  // otherwise; 0 = unversioned). A delete of version v > 0 applies only if v is greater than the
+  // stored point's version and the id's tombstone's: it removes the point and records the
+  // tombstone {id -> v}, so a later write of an older version cannot resurrect it; otherwise it
+  // is skipped as stale. An unversioned delete removes the point and records nothing.
+  virtual Status Delete(const std::string& collection, std::span<const uint64_t> ids,
+                        std::span<const uint64_t> versions, WriteCounts* counts) = 0;
+  Status Delete(const std::string& collection, std::span<const uint64_t> ids) {
+    return Delete(collection, ids, {}, nullptr);
+  }
   // One entry per id, nullopt for unknown ids.
   virtual Result<std::vector<std::optional<StoredPoint>>> Get(const std::string& collection,
                                                               std::span<const uint64_t> ids,
@@ -148,10 +200,18 @@ class Engine {
                                                 std::span<const SearchStage> stages,
                                                 int32_t ef = 0, bool exact = false) const = 0;
 
-  // Rebalancing support: the points of one bucket in id order, from a consistent snapshot.
+  // Rebalancing support: the points and tombstones of one bucket in id order, each page from one
+  // snapshot; ids > `after` (all when nullopt), at most `limit` ids per page.
   virtual Result<ScanPage> ScanBucket(const std::string& collection, uint32_t bucket,
                                       std::optional<uint64_t> after, int32_t limit) const = 0;
+  // The bucket's figures from one snapshot (BucketFigures above).
+  virtual Result<BucketFigures> BucketChecksum(const std::string& collection,
+                                               uint32_t bucket) const = 0;
+  // Drops the bucket's points (and their index rows) and its tombstones. Idempotent.
   virtual Status DropBucket(const std::string& collection, uint32_t bucket) = 0;
+  // Drops the bucket's tombstones only (after a move has completed and no older copy can
+  // arrive). Idempotent; points and indexes untouched.
+  virtual Status PurgeTombstones(const std::string& collection, uint32_t bucket) = 0;
 
   virtual EngineStats Stats() const = 0;
   // Flushes RocksDB and persists every index with the sequence number it reflects. Called by

@@ -26,6 +26,7 @@
 #include <shared_mutex>
 #include <string>
 #include <thread>
+#include <unordered_map>
 #include <unordered_set>
 #include <vector>
 
@@ -158,9 +159,14 @@ class EngineImpl final : public Engine {
 
   // ---- writes -----------------------------------------------------------------------------
 
-  Status Upsert(const std::string& collection, std::span<const PointView> points) override;
+  using Engine::Delete;
+  using Engine::Upsert;
 
-  Status Delete(const std::string& collection, std::span<const uint64_t> ids) override;
+  Status Upsert(const std::string& collection, std::span<const PointView> points,
+                WriteCounts* counts) override;
+
+  Status Delete(const std::string& collection, std::span<const uint64_t> ids,
+                std::span<const uint64_t> versions, WriteCounts* counts) override;
 
   // ---- reads ------------------------------------------------------------------------------
 
@@ -182,7 +188,12 @@ class EngineImpl final : public Engine {
   Result<ScanPage> ScanBucket(const std::string& collection, uint32_t bucket,
                               std::optional<uint64_t> after, int32_t limit) const override;
 
+  Result<BucketFigures> BucketChecksum(const std::string& collection,
+                                       uint32_t bucket) const override;
+
   Status DropBucket(const std::string& collection, uint32_t bucket) override;
+
+  Status PurgeTombstones(const std::string& collection, uint32_t bucket) override;
 
   // ---- stats and checkpoints --------------------------------------------------------------
 
@@ -237,8 +248,25 @@ class EngineImpl final : public Engine {
   void ApplyUpsertToIndexes(CollectionState& c, std::span<const PointView> points,
                             const std::vector<float>& prefixes, int32_t max_dims);
 
-  // REQUIRES: c.write_mu held. Adds the generation bump and writes atomically.
-  Status WriteWithGeneration(CollectionState& c, rocksdb::WriteBatch* batch);
+  // REQUIRES: c.write_mu held. Adds the generation bump and writes atomically. A batch that
+  // changes no point (tombstones only) is written without the bump: the persisted indexes of
+  // the current generation stay valid.
+  Status WriteWithGeneration(CollectionState& c, rocksdb::WriteBatch* batch,
+                             bool points_changed = true);
+
+  // The newest event of each id as far as versions go: the stored point's version (0 when
+  // absent or unversioned) and the tombstone's (0 when none). REQUIRES: c.write_mu held.
+  struct IdVersions {
+    bool present = false;
+    uint64_t point = 0;
+    uint64_t tombstone = 0;
+    uint64_t newest() const { return std::max(point, tombstone); }
+  };
+  using VersionMap = std::unordered_map<uint64_t, IdVersions>;
+  Status ReadVersions(const CollectionState& c, std::vector<uint64_t> ids, VersionMap* out) const;
+
+  // Bucket range checks shared by the bucket calls.
+  Status CheckBucket(const CollectionState& c, uint32_t bucket) const;
   // After RocksDB refused a write (ENOSPC or another I/O error: its background error makes the
   // store read-only), the next write or checkpoint calls DB::Resume() first; Ok once resumed,
   // else the IoError says since when the store is read-only, its last error and why resuming

@@ -1,5 +1,6 @@
 // The engine's read paths: Get, Shortlist (index, or an exact scan of storage), Rerank (one
-// MultiGet), the staged Search, and bucket scans. Per-thread scratch: no allocation per candidate.
+// MultiGet) and the staged Search (bucket scans: engine_bucket.cc). Per-thread scratch: no
+// allocation per candidate.
 #include "shard/engine_impl.h"
 
 namespace mrl::shard::engine_internal {
@@ -25,6 +26,7 @@ Result<std::vector<std::optional<StoredPoint>>> EngineImpl::Get(const std::strin
     MRL_RETURN_IF_ERROR(c.codec.Check(v));
     StoredPoint p;
     p.id = ids[i];
+    p.version = ValueCodec::Version(v);
     p.payload = std::string(c.codec.Payload(v));
     if (with_vector) {
       p.vector.resize(static_cast<size_t>(c.spec.dim));
@@ -169,47 +171,6 @@ Result<std::vector<Candidate>> EngineImpl::Search(const std::string& collection,
   // Rows were compared by row on equal scores; restore the engine's id tie order.
   std::sort(cands.begin(), cands.end(), BetterCandidate);
   return cands;
-}
-
-Result<ScanPage> EngineImpl::ScanBucket(const std::string& collection, uint32_t bucket,
-                                        std::optional<uint64_t> after, int32_t limit) const {
-  auto found = Find(collection);
-  if (!found.ok()) return found.status();
-  const CollectionState& c = *found.value();
-  if (bucket >= c.spec.num_buckets) {
-    return Status::OutOfRange("bucket " + std::to_string(bucket) + " >= num_buckets " +
-                              std::to_string(c.spec.num_buckets));
-  }
-  if (limit < 1 || limit > options_.max_batch) {
-    return Status::OutOfRange("scan limit " + std::to_string(limit) + " not in [1, " +
-                              std::to_string(options_.max_batch) + "]");
-  }
-  const std::string upper = BucketPrefix(c.id, bucket + 1);
-  rocksdb::Slice upper_slice(upper);
-  rocksdb::ReadOptions ro;
-  ro.iterate_upper_bound = &upper_slice;
-  std::unique_ptr<rocksdb::Iterator> it(storage_->db->NewIterator(ro, storage_->points));
-  if (after) {
-    const PointKey k = EncodePointKey(c.id, bucket, *after);
-    it->Seek(rocksdb::Slice(k.data(), k.size()));
-    if (it->Valid() && PointKeyId(it->key().ToStringView()) == *after) it->Next();
-  } else {
-    it->Seek(BucketPrefix(c.id, bucket));
-  }
-  ScanPage page;
-  for (; it->Valid() && page.points.size() < static_cast<size_t>(limit); it->Next()) {
-    const std::string_view v = it->value().ToStringView();
-    MRL_RETURN_IF_ERROR(c.codec.Check(v));
-    StoredPoint p;
-    p.id = PointKeyId(it->key().ToStringView());
-    p.vector.resize(static_cast<size_t>(c.spec.dim));
-    c.codec.DecodePrefix(v, c.spec.dim, p.vector.data());
-    p.payload = std::string(c.codec.Payload(v));
-    page.points.push_back(std::move(p));
-  }
-  MRL_RETURN_IF_ERROR(FromRocks(it->status(), "scanning bucket"));
-  if (it->Valid() && !page.points.empty()) page.next_after = page.points.back().id;
-  return page;
 }
 
 Status EngineImpl::ShortlistInternal(const CollectionState& c, std::span<const float> query,

@@ -1,5 +1,7 @@
-// The engine's write path: validate, encode outside the lock, one atomic WriteBatch (with the
-// collection's generation bump) under write_mu, then the in-RAM indexes in the same order.
+// The engine's write path: validate, encode outside the lock, decide versioned writes against the
+// stored versions and tombstones, one atomic WriteBatch (with the collection's generation bump)
+// under write_mu, then the in-RAM indexes in the same order. Bucket-wide calls (scan, checksum,
+// DropBucket, PurgeTombstones) are in engine_bucket.cc.
 #include "shard/engine_impl.h"
 
 #include <chrono>
@@ -7,7 +9,11 @@
 
 namespace mrl::shard::engine_internal {
 
-Status EngineImpl::Upsert(const std::string& collection, std::span<const PointView> points) {
+Status EngineImpl::Upsert(const std::string& collection, std::span<const PointView> points,
+                          WriteCounts* counts) {
+  WriteCounts ignored;
+  WriteCounts& out = counts ? *counts : ignored;
+  out = WriteCounts{};
   auto found = Find(collection);
   if (!found.ok()) return found.status();
   CollectionState& c = *found.value();
@@ -32,30 +38,69 @@ Status EngineImpl::Upsert(const std::string& collection, std::span<const PointVi
   // Above the disk's high watermark: refused before anything is written (deletes still pass).
   MRL_RETURN_IF_ERROR(disk_->CheckWrite());
 
-  // Encode outside the lock; the index sees the decoded stored vector (what a rebuild sees).
+  // Encode outside the lock; the index sees the decoded stored vector (what a rebuild sees). An
+  // unversioned batch (every point applies) goes straight into the WriteBatch; a versioned one
+  // is decided under the lock, against the versions stored then.
+  const size_t n = points.size();
   const int32_t max_dims = c.MaxIndexDims();
-  std::vector<float> prefixes(points.size() * static_cast<size_t>(max_dims));
+  const size_t md = static_cast<size_t>(max_dims);
+  std::vector<float> prefixes(n * md);
+  const bool versioned =
+      std::any_of(points.begin(), points.end(), [](const PointView& p) { return p.version != 0; });
   rocksdb::WriteBatch batch;
-  std::string value;
-  for (size_t i = 0; i < points.size(); ++i) {
+  std::vector<std::string> values(versioned ? n : 1);
+  std::vector<PointKey> keys(n);
+  for (size_t i = 0; i < n; ++i) {
     const auto& p = points[i];
-    c.codec.Encode(p.vector, p.payload, &value);
-    const PointKey key = EncodePointKey(c.id, BucketOf(p.id, c.spec.num_buckets), p.id);
-    batch.Put(storage_->points, rocksdb::Slice(key.data(), key.size()), value);
-    if (max_dims > 0) c.codec.DecodePrefix(value, max_dims, &prefixes[i * max_dims]);
+    std::string& value = values[versioned ? i : 0];
+    c.codec.Encode(p.vector, p.payload, p.version, &value);
+    keys[i] = EncodePointKey(c.id, BucketOf(p.id, c.spec.num_buckets), p.id);
+    if (!versioned) {
+      batch.Put(storage_->points, rocksdb::Slice(keys[i].data(), kPointKeySize), value);
+    }
+    if (max_dims > 0) c.codec.DecodePrefix(value, max_dims, &prefixes[i * md]);
   }
 
   std::lock_guard w(c.write_mu);
   if (c.dropped) return Status::NotFound("unknown collection '" + collection + "'");
+  std::vector<PointView> kept;  // the applied points of a versioned batch, in batch order
+  std::vector<float> kept_prefixes;
+  if (versioned) {
+    VersionMap known;
+    std::vector<uint64_t> ids(n);
+    for (size_t i = 0; i < n; ++i) ids[i] = points[i].id;
+    MRL_RETURN_IF_ERROR(ReadVersions(c, std::move(ids), &known));
+    for (size_t i = 0; i < n; ++i) {
+      const PointView& p = points[i];
+      IdVersions& st = known[p.id];
+      if (p.version != 0 && p.version <= st.newest()) continue;  // stale, or a replay
+      const rocksdb::Slice key(keys[i].data(), kPointKeySize);
+      batch.Put(storage_->points, key, values[i]);
+      if (p.version != 0 && st.tombstone != 0) {
+        batch.Delete(storage_->tombstones, key);  // the point is now the id's newest event
+        st.tombstone = 0;
+      }
+      st.present = true;
+      st.point = p.version;
+      kept.push_back(p);
+      kept_prefixes.insert(kept_prefixes.end(), prefixes.begin() + i * md,
+                           prefixes.begin() + (i + 1) * md);
+    }
+    out.skipped = static_cast<uint32_t>(n - kept.size());
+    if (kept.empty()) return Status::Ok();  // all stale: nothing to write
+  }
+  const std::span<const PointView> applied = versioned ? std::span<const PointView>(kept) : points;
+  const std::vector<float>& applied_prefixes = versioned ? kept_prefixes : prefixes;
   Existing existing;
   if (c.indexes.empty()) {
-    auto ex = CountExisting(c, points.size(), [&](size_t i) { return points[i].id; });
+    auto ex = CountExisting(c, applied.size(), [&](size_t i) { return applied[i].id; });
     if (!ex.ok()) return ex.status();
     existing = ex.value();
   }
   MRL_RETURN_IF_ERROR(WriteWithGeneration(c, &batch));
+  out.applied = static_cast<uint32_t>(applied.size());
   try {
-    ApplyUpsertToIndexes(c, points, prefixes, max_dims);
+    ApplyUpsertToIndexes(c, applied, applied_prefixes, max_dims);
   } catch (const std::exception& e) {
     return Status::Internal(std::string("index update failed after the write: ") + e.what());
   }
@@ -63,7 +108,11 @@ Status EngineImpl::Upsert(const std::string& collection, std::span<const PointVi
   return Status::Ok();
 }
 
-Status EngineImpl::Delete(const std::string& collection, std::span<const uint64_t> ids) {
+Status EngineImpl::Delete(const std::string& collection, std::span<const uint64_t> ids,
+                          std::span<const uint64_t> versions, WriteCounts* counts) {
+  WriteCounts ignored;
+  WriteCounts& out = counts ? *counts : ignored;
+  out = WriteCounts{};
   auto found = Find(collection);
   if (!found.ok()) return found.status();
   CollectionState& c = *found.value();
@@ -71,59 +120,104 @@ Status EngineImpl::Delete(const std::string& collection, std::span<const uint64_
     return Status::OutOfRange("delete batch of " + std::to_string(ids.size()) +
                               " ids exceeds max_batch " + std::to_string(options_.max_batch));
   }
+  if (!versions.empty() && versions.size() != ids.size()) {
+    return Status::InvalidArgument("delete versions must be empty or one per id (got " +
+                                   std::to_string(versions.size()) + " versions for " +
+                                   std::to_string(ids.size()) + " ids)");
+  }
   if (ids.empty()) return Status::Ok();
-  rocksdb::WriteBatch batch;
-  for (uint64_t id : ids) {
-    const PointKey key = EncodePointKey(c.id, BucketOf(id, c.spec.num_buckets), id);
-    batch.Delete(storage_->points, rocksdb::Slice(key.data(), key.size()));
+  const bool versioned =
+      std::any_of(versions.begin(), versions.end(), [](uint64_t v) { return v != 0; });
+  std::vector<PointKey> keys(ids.size());
+  for (size_t i = 0; i < ids.size(); ++i) {
+    keys[i] = EncodePointKey(c.id, BucketOf(ids[i], c.spec.num_buckets), ids[i]);
   }
   std::lock_guard w(c.write_mu);
   if (c.dropped) return Status::NotFound("unknown collection '" + collection + "'");
+  VersionMap known;
+  if (versioned) {
+    MRL_RETURN_IF_ERROR(ReadVersions(c, std::vector<uint64_t>(ids.begin(), ids.end()), &known));
+  }
+  rocksdb::WriteBatch batch;
+  std::vector<uint64_t> removed;  // ids whose point this batch deletes (index rows to drop)
+  bool tombstones_changed = false;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    const uint64_t v = versions.empty() ? 0 : versions[i];
+    const rocksdb::Slice key(keys[i].data(), kPointKeySize);
+    if (v == 0) {  // unversioned: as before versions, and no tombstone
+      batch.Delete(storage_->points, key);
+      removed.push_back(ids[i]);
+      if (versioned) {
+        known[ids[i]].present = false;
+        known[ids[i]].point = 0;
+      }
+      ++out.applied;
+      continue;
+    }
+    IdVersions& st = known[ids[i]];
+    if (v <= st.newest()) {  // stale, or a replay
+      ++out.skipped;
+      continue;
+    }
+    if (st.present) {
+      batch.Delete(storage_->points, key);
+      removed.push_back(ids[i]);
+    }
+    batch.Put(storage_->tombstones, key, EncodeU64(v));
+    tombstones_changed = true;
+    st = IdVersions{false, 0, v};
+    ++out.applied;
+  }
+  if (removed.empty() && !tombstones_changed) return Status::Ok();  // all stale
   Existing existing;
   if (c.indexes.empty()) {
-    auto ex = CountExisting(c, ids.size(), [&](size_t i) { return ids[i]; });
+    auto ex = CountExisting(c, removed.size(), [&](size_t i) { return removed[i]; });
     if (!ex.ok()) return ex.status();
     existing = ex.value();
   }
-  MRL_RETURN_IF_ERROR(WriteWithGeneration(c, &batch));
+  MRL_RETURN_IF_ERROR(WriteWithGeneration(c, &batch, /*points_changed=*/!removed.empty()));
   for (auto& ix : c.indexes) {
-    for (uint64_t id : ids) ix->index->Remove(id);
+    for (uint64_t id : removed) ix->index->Remove(id);
   }
   AfterWrite(c, existing, /*is_delete=*/true);
   return Status::Ok();
 }
 
-Status EngineImpl::DropBucket(const std::string& collection, uint32_t bucket) {
-  auto found = Find(collection);
-  if (!found.ok()) return found.status();
-  CollectionState& c = *found.value();
-  if (bucket >= c.spec.num_buckets) {
-    return Status::OutOfRange("bucket " + std::to_string(bucket) + " >= num_buckets " +
-                              std::to_string(c.spec.num_buckets));
+Status EngineImpl::ReadVersions(const CollectionState& c, std::vector<uint64_t> ids,
+                                VersionMap* out) const {
+  std::sort(ids.begin(), ids.end());
+  ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+  const size_t n = ids.size();
+  std::vector<PointKey> keys(n);
+  std::vector<rocksdb::Slice> slices(n);
+  for (size_t i = 0; i < n; ++i) {
+    keys[i] = EncodePointKey(c.id, BucketOf(ids[i], c.spec.num_buckets), ids[i]);
+    slices[i] = rocksdb::Slice(keys[i].data(), kPointKeySize);
   }
-  std::lock_guard w(c.write_mu);
-  if (c.dropped) return Status::NotFound("unknown collection '" + collection + "'");
-  const std::string lower = BucketPrefix(c.id, bucket);
-  const std::string upper = BucketPrefix(c.id, bucket + 1);
-  std::vector<uint64_t> ids;
-  {
-    rocksdb::Slice upper_slice(upper);
-    rocksdb::ReadOptions ro;
-    ro.iterate_upper_bound = &upper_slice;
-    std::unique_ptr<rocksdb::Iterator> it(storage_->db->NewIterator(ro, storage_->points));
-    for (it->Seek(lower); it->Valid(); it->Next()) {
-      ids.push_back(PointKeyId(it->key().ToStringView()));
+  std::vector<rocksdb::PinnableSlice> points(n), tombstones(n);
+  std::vector<rocksdb::Status> point_st(n), tombstone_st(n);
+  const rocksdb::ReadOptions ro;
+  storage_->db->MultiGet(ro, storage_->points, n, slices.data(), points.data(), point_st.data());
+  storage_->db->MultiGet(ro, storage_->tombstones, n, slices.data(), tombstones.data(),
+                         tombstone_st.data());
+  out->reserve(n);
+  for (size_t i = 0; i < n; ++i) {
+    IdVersions v;
+    if (point_st[i].ok()) {
+      const std::string_view value = points[i].ToStringView();
+      MRL_RETURN_IF_ERROR(c.codec.Check(value));
+      v.present = true;
+      v.point = ValueCodec::Version(value);
+    } else if (!point_st[i].IsNotFound()) {
+      return FromRocks(point_st[i], "reading point " + std::to_string(ids[i]));
     }
-    MRL_RETURN_IF_ERROR(FromRocks(it->status(), "scanning bucket"));
+    if (tombstone_st[i].ok()) {
+      MRL_RETURN_IF_ERROR(DecodeTombstone(tombstones[i].ToStringView(), &v.tombstone));
+    } else if (!tombstone_st[i].IsNotFound()) {
+      return FromRocks(tombstone_st[i], "reading tombstone " + std::to_string(ids[i]));
+    }
+    (*out)[ids[i]] = v;
   }
-  if (ids.empty()) return Status::Ok();
-  rocksdb::WriteBatch batch;
-  batch.DeleteRange(storage_->points, lower, upper);
-  MRL_RETURN_IF_ERROR(WriteWithGeneration(c, &batch));
-  for (auto& ix : c.indexes) {
-    for (uint64_t id : ids) ix->index->Remove(id);
-  }
-  AfterWrite(c, Existing{ids.size(), ids.size()}, /*is_delete=*/true);
   return Status::Ok();
 }
 
@@ -156,10 +250,11 @@ void EngineImpl::ApplyUpsertToIndexes(CollectionState& c, std::span<const PointV
   }
 }
 
-Status EngineImpl::WriteWithGeneration(CollectionState& c, rocksdb::WriteBatch* batch) {
+Status EngineImpl::WriteWithGeneration(CollectionState& c, rocksdb::WriteBatch* batch,
+                                       bool points_changed) {
   MRL_RETURN_IF_ERROR(ResumeIfFailed());
-  const uint64_t gen = c.generation + 1;
-  batch->Put(storage_->meta, GenerationMetaKey(c.id), EncodeU64(gen));
+  const uint64_t gen = c.generation + (points_changed ? 1 : 0);
+  if (points_changed) batch->Put(storage_->meta, GenerationMetaKey(c.id), EncodeU64(gen));
   const Status written =
       FromRocks(storage_->db->Write(storage_->write_options, batch), "writing to RocksDB");
   if (!written.ok()) {

@@ -42,6 +42,16 @@ Result<size_t> QueryCount(int32_t dims, size_t floats, int32_t max_queries) {
   return n;
 }
 
+// A write's versions: none, or one per id.
+Status CheckVersions(const char* what, size_t versions, size_t ids) {
+  if (versions != 0 && versions != ids) {
+    return Status::InvalidArgument(std::string(what) + ": versions must be empty or one per id (" +
+                                   std::to_string(versions) + " versions for " +
+                                   std::to_string(ids) + " ids)");
+  }
+  return Status::Ok();
+}
+
 flatbuffers::Offset<wire::CandidateList> PackCandidates(flatbuffers::FlatBufferBuilder& fbb,
                                                         const std::vector<Candidate>& cands) {
   std::vector<wire::Candidate> out;
@@ -125,6 +135,10 @@ Result<std::vector<uint8_t>> ShardService::Handle(wire::MessageType type,
       return ScanBucket(*wire::RootAs<wire::ScanBucketRequest>(body));
     case MT::DropBucketRequest:
       return DropBucket(*wire::RootAs<wire::DropBucketRequest>(body));
+    case MT::BucketChecksumRequest:
+      return BucketChecksum(*wire::RootAs<wire::BucketChecksumRequest>(body));
+    case MT::PurgeTombstonesRequest:
+      return PurgeTombstones(*wire::RootAs<wire::PurgeTombstonesRequest>(body));
     default:
       return Status::InvalidArgument(std::string("not a request: ") +
                                      wire::EnumNameMessageType(type));
@@ -173,9 +187,12 @@ Result<std::vector<uint8_t>> ShardService::Upsert(const wire::UpsertRequest& req
   if (payloads && payloads->size() != 0 && payloads->size() != ids.size()) {
     return Status::InvalidArgument("payloads must be empty or one per id");
   }
+  const auto versions = Span(req.versions());
+  MRL_RETURN_IF_ERROR(CheckVersions("upsert", versions.size(), ids.size()));
   std::vector<PointView> points(ids.size());
   for (size_t i = 0; i < ids.size(); ++i) {
     points[i].id = ids[i];
+    if (!versions.empty()) points[i].version = versions[i];
     points[i].vector = vectors.subspan(i * dims, dims);
     if (payloads && payloads->size() != 0) {
       const auto* data = payloads->Get(i)->data();
@@ -185,17 +202,23 @@ Result<std::vector<uint8_t>> ShardService::Upsert(const wire::UpsertRequest& req
       }
     }
   }
-  MRL_RETURN_IF_ERROR(engine_.Upsert(std::string(Str(req.collection())), points));
+  WriteCounts counts;
+  MRL_RETURN_IF_ERROR(engine_.Upsert(std::string(Str(req.collection())), points, &counts));
   wire::UpsertResponseT resp;
   resp.count = static_cast<uint32_t>(ids.size());
+  resp.skipped = counts.skipped;
   return wire::PackBody(resp);
 }
 
 Result<std::vector<uint8_t>> ShardService::Delete(const wire::DeleteRequest& req) {
   const auto ids = Span(req.ids());
-  MRL_RETURN_IF_ERROR(engine_.Delete(std::string(Str(req.collection())), ids));
+  const auto versions = Span(req.versions());
+  MRL_RETURN_IF_ERROR(CheckVersions("delete", versions.size(), ids.size()));
+  WriteCounts counts;
+  MRL_RETURN_IF_ERROR(engine_.Delete(std::string(Str(req.collection())), ids, versions, &counts));
   wire::DeleteResponseT resp;
   resp.count = static_cast<uint32_t>(ids.size());
+  resp.skipped = counts.skipped;
   return wire::PackBody(resp);
 }
 
@@ -217,7 +240,7 @@ Result<std::vector<uint8_t>> ShardService::Get(const wire::GetRequest& req) {
                        ? 0
                        : fbb.CreateVector(reinterpret_cast<const uint8_t*>(p->payload.data()),
                                           p->payload.size());
-    points.push_back(wire::CreatePoint(fbb, ids[i], true, vec, payload));
+    points.push_back(wire::CreatePoint(fbb, ids[i], true, vec, payload, p->version));
   }
   fbb.Finish(wire::CreateGetResponse(fbb, fbb.CreateVector(points)));
   return Finish(fbb);
@@ -354,16 +377,38 @@ Result<std::vector<uint8_t>> ShardService::ScanBucket(const wire::ScanBucketRequ
                        ? 0
                        : fbb.CreateVector(reinterpret_cast<const uint8_t*>(p.payload.data()),
                                           p.payload.size());
-    points.push_back(wire::CreatePoint(fbb, p.id, true, vec, payload));
+    points.push_back(wire::CreatePoint(fbb, p.id, true, vec, payload, p.version));
   }
-  fbb.Finish(wire::CreateScanBucketResponse(
-      fbb, fbb.CreateVector(points), page->next_after.has_value(), page->next_after.value_or(0)));
+  auto points_offset = fbb.CreateVector(points);
+  std::vector<wire::Tombstone> tombstones;
+  tombstones.reserve(page->tombstones.size());
+  for (const Tombstone& t : page->tombstones) tombstones.emplace_back(t.id, t.version);
+  auto tombstones_offset = fbb.CreateVectorOfStructs(tombstones);
+  fbb.Finish(wire::CreateScanBucketResponse(fbb, points_offset, page->next_after.has_value(),
+                                            page->next_after.value_or(0), tombstones_offset));
   return Finish(fbb);
 }
 
 Result<std::vector<uint8_t>> ShardService::DropBucket(const wire::DropBucketRequest& req) {
   MRL_RETURN_IF_ERROR(engine_.DropBucket(std::string(Str(req.collection())), req.bucket()));
   return wire::PackBody(wire::DropBucketResponseT{});
+}
+
+Result<std::vector<uint8_t>> ShardService::BucketChecksum(const wire::BucketChecksumRequest& req) {
+  auto f = engine_.BucketChecksum(std::string(Str(req.collection())), req.bucket());
+  if (!f.ok()) return f.status();
+  wire::BucketChecksumResponseT resp;
+  resp.count = f->count;
+  resp.checksum = f->checksum;
+  resp.tombstone_count = f->tombstone_count;
+  resp.tombstone_checksum = f->tombstone_checksum;
+  return wire::PackBody(resp);
+}
+
+Result<std::vector<uint8_t>> ShardService::PurgeTombstones(
+    const wire::PurgeTombstonesRequest& req) {
+  MRL_RETURN_IF_ERROR(engine_.PurgeTombstones(std::string(Str(req.collection())), req.bucket()));
+  return wire::PackBody(wire::PurgeTombstonesResponseT{});
 }
 
 }  // namespace mrl::shard

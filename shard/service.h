@@ -61,6 +61,8 @@ class ShardService : public rpc::FrameHandler {
   Result<std::vector<uint8_t>> Stats(const rpc::ServerMetrics* server);
   Result<std::vector<uint8_t>> ScanBucket(const wire::ScanBucketRequest& req);
   Result<std::vector<uint8_t>> DropBucket(const wire::DropBucketRequest& req);
+  Result<std::vector<uint8_t>> BucketChecksum(const wire::BucketChecksumRequest& req);
+  Result<std::vector<uint8_t>> PurgeTombstones(const wire::PurgeTombstonesRequest& req);
 
   Status CheckEpoch(uint32_t epoch);
 

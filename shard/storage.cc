@@ -56,7 +56,10 @@ std::string BucketPrefix(uint32_t collection_id, uint32_t bucket) {
 
 ValueCodec::ValueCodec(StorageType storage, int32_t dim) : storage_(storage), dim_(dim) {}
 
-size_t ValueCodec::header_bytes() const { return storage_ == StorageType::kInt8 ? 5 : 1; }
+size_t ValueCodec::header_bytes(std::string_view value) const {
+  const bool versioned = (static_cast<uint8_t>(value[0]) & kVersionedFlag) != 0;
+  return 1 + (versioned ? 8 : 0) + (storage_ == StorageType::kInt8 ? 4 : 0);
+}
 
 size_t ValueCodec::vector_bytes() const {
   const size_t d = static_cast<size_t>(dim_);
@@ -71,12 +74,14 @@ size_t ValueCodec::vector_bytes() const {
   return 4 * d;
 }
 
-void ValueCodec::Encode(std::span<const float> v, std::string_view payload,
+void ValueCodec::Encode(std::span<const float> v, std::string_view payload, uint64_t version,
                         std::string* out) const {
-  out->resize(min_value_bytes() + payload.size());
+  const size_t header = 1 + (version != 0 ? 8 : 0) + (storage_ == StorageType::kInt8 ? 4 : 0);
+  out->resize(header + vector_bytes() + payload.size());
   char* p = out->data();
-  p[0] = static_cast<char>(storage_);
-  char* vec = p + header_bytes();
+  p[0] = static_cast<char>(static_cast<uint8_t>(storage_) | (version != 0 ? kVersionedFlag : 0));
+  if (version != 0) std::memcpy(p + 1, &version, 8);  // little-endian hosts only (x86, arm64)
+  char* vec = p + header;
   switch (storage_) {
     case StorageType::kFp32:
       std::memcpy(vec, v.data(), 4 * v.size());
@@ -86,24 +91,31 @@ void ValueCodec::Encode(std::span<const float> v, std::string_view payload,
       break;
     case StorageType::kInt8: {
       const float scale = EncodeInt8(v.data(), v.size(), reinterpret_cast<int8_t*>(vec));
-      std::memcpy(p + 1, &scale, 4);
+      std::memcpy(vec - 4, &scale, 4);
       break;
     }
   }
-  if (!payload.empty()) std::memcpy(p + min_value_bytes(), payload.data(), payload.size());
+  if (!payload.empty()) std::memcpy(vec + vector_bytes(), payload.data(), payload.size());
 }
 
 Status ValueCodec::Check(std::string_view value) const {
-  if (value.size() < min_value_bytes() ||
-      static_cast<uint8_t>(value[0]) != static_cast<uint8_t>(storage_)) {
+  if (value.empty() ||
+      (static_cast<uint8_t>(value[0]) & ~kVersionedFlag) != static_cast<uint8_t>(storage_) ||
+      value.size() < header_bytes(value) + vector_bytes()) {
     return Status::Corruption("stored point value has " + std::to_string(value.size()) +
                               " bytes or a storage type that does not match the collection");
   }
   return Status::Ok();
 }
 
+uint64_t ValueCodec::Version(std::string_view value) {
+  uint64_t v = 0;
+  if ((static_cast<uint8_t>(value[0]) & kVersionedFlag) != 0) std::memcpy(&v, value.data() + 1, 8);
+  return v;
+}
+
 void ValueCodec::DecodePrefix(std::string_view value, int32_t n, float* out) const {
-  const char* vec = value.data() + header_bytes();
+  const char* vec = value.data() + header_bytes(value);
   const size_t m = static_cast<size_t>(n);
   switch (storage_) {
     case StorageType::kFp32:
@@ -114,11 +126,20 @@ void ValueCodec::DecodePrefix(std::string_view value, int32_t n, float* out) con
       break;
     case StorageType::kInt8: {
       float scale;
-      std::memcpy(&scale, value.data() + 1, 4);
+      std::memcpy(&scale, vec - 4, 4);
       DecodeInt8(reinterpret_cast<const int8_t*>(vec), m, scale, out);
       break;
     }
   }
+}
+
+Status DecodeTombstone(std::string_view value, uint64_t* version) {
+  if (value.size() != 8) {
+    return Status::Corruption("stored tombstone has " + std::to_string(value.size()) +
+                              " bytes, not 8");
+  }
+  std::memcpy(version, value.data(), 8);
+  return Status::Ok();
 }
 
 // The record is the spec's JSON (common/collection_spec.h) plus the collection's id. Records
@@ -195,6 +216,9 @@ Result<std::unique_ptr<Storage>> Storage::Open(const std::string& dir, size_t bl
 
   rocksdb::ColumnFamilyOptions meta_cf;
   meta_cf.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
+  // Tombstones: 16-byte keys, 8-byte values, read by point lookups on versioned writes.
+  rocksdb::ColumnFamilyOptions tombstones_cf;
+  tombstones_cf.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
 
   rocksdb::DBOptions db_options;
   db_options.create_if_missing = true;
@@ -203,13 +227,16 @@ Result<std::unique_ptr<Storage>> Storage::Open(const std::string& dir, size_t bl
   db_options.allow_mmap_reads = mmap_reads;
 
   std::vector<rocksdb::ColumnFamilyDescriptor> cfs = {
-      {rocksdb::kDefaultColumnFamilyName, points_cf}, {"meta", meta_cf}};
+      {rocksdb::kDefaultColumnFamilyName, points_cf},
+      {"meta", meta_cf},
+      {"tombstones", tombstones_cf}};
   rocksdb::DB* raw = nullptr;
   rocksdb::Status s = rocksdb::DB::Open(db_options, dir, cfs, &st->handles, &raw);
   if (!s.ok()) return FromRocks(s, "opening RocksDB at '" + dir + "'");
   st->db.reset(raw);
   st->points = st->handles[0];
   st->meta = st->handles[1];
+  st->tombstones = st->handles[2];
   st->write_options.sync = sync_writes;
   return st;
 }

@@ -2,13 +2,24 @@
 //
 // Column family "default" holds points:
 //   key   = collection_id (u32 BE) | bucket (u32 BE) | id (u64 BE)      16 bytes
-//   value = storage type (u8) | [int8 only: scale, f32 LE] | vector | payload
+//   value = type byte (u8) | [versioned: version, u64 LE] | [int8 only: scale, f32 LE] | vector
+//           | payload
 // so that one collection, and one bucket of it, is one contiguous key range in id order.
+// The type byte's low 7 bits are the storage type; its top bit (kVersionedFlag) says that an
+// 8-byte version follows. A value without the flag (every value written before versions, and
+// every unversioned write now) decodes as version 0, so older data directories read unchanged.
 // The vector is the full d coordinates: fp32 or fp16 little-endian, or int8.
+//
+// Column family "tombstones" holds the versions of versioned deletes (shard/engine.h, Delete):
+//   key   = the point key above (collection | bucket | id)
+//   value = version (u64 LE)
+// apart from the points, so scans, index builds and point counts never see them; a bucket's
+// tombstones are one contiguous range too (ScanBucket carries them, DropBucket drops them).
 //
 // Column family "meta" holds the collection definitions and per-collection write generations:
 //   "collection/<name>"      -> JSON {id, spec}
-//   "generation/<id u32 BE>" -> u64 LE, incremented by every write batch of that collection
+//   "generation/<id u32 BE>" -> u64 LE, incremented by every write batch of that collection that
+//                               changes its points (a tombstone-only batch leaves it)
 //   "next_collection_id"     -> u32 LE; ids are never reused, so a re-created collection never
 //                               meets an old collection's keys or index files.
 #pragma once
@@ -40,27 +51,45 @@ std::string CollectionPrefix(uint32_t collection_id);
 // 8 bytes: every key of the bucket starts with it.
 std::string BucketPrefix(uint32_t collection_id, uint32_t bucket);
 
+// Set in a point value's type byte when an 8-byte version follows it.
+inline constexpr uint8_t kVersionedFlag = 0x80;
+
 // Encodes and decodes point values for one collection's storage type and dim.
+// Thread safety: immutable after construction.
 class ValueCodec {
  public:
   ValueCodec(StorageType storage, int32_t dim);
 
-  size_t header_bytes() const;  // type byte (+ scale)
   size_t vector_bytes() const;  // encoded vector
-  size_t min_value_bytes() const { return header_bytes() + vector_bytes(); }
 
+  // version 0 writes the unversioned layout (no flag, byte for byte what older shards wrote).
   // REQUIRES: v.size() == dim
-  void Encode(std::span<const float> v, std::string_view payload, std::string* out) const;
+  void Encode(std::span<const float> v, std::string_view payload, uint64_t version,
+              std::string* out) const;
+  void Encode(std::span<const float> v, std::string_view payload, std::string* out) const {
+    Encode(v, payload, 0, out);
+  }
   // Corruption if `value` is too short or of another storage type.
   Status Check(std::string_view value) const;
+  // The point's version; 0 for an unversioned value. REQUIRES: Check(value) ok.
+  static uint64_t Version(std::string_view value);
   // Decodes the first n coordinates. REQUIRES: Check(value) ok, n <= dim.
   void DecodePrefix(std::string_view value, int32_t n, float* out) const;
-  std::string_view Payload(std::string_view value) const { return value.substr(min_value_bytes()); }
+  // REQUIRES: Check(value) ok.
+  std::string_view Payload(std::string_view value) const {
+    return value.substr(header_bytes(value) + vector_bytes());
+  }
 
  private:
+  // Type byte, version when flagged, int8 scale. REQUIRES: !value.empty()
+  size_t header_bytes(std::string_view value) const;
+
   StorageType storage_;
   int32_t dim_;
 };
+
+// A tombstone's value: the delete's version, u64 LE. Corruption unless 8 bytes.
+Status DecodeTombstone(std::string_view value, uint64_t* version);
 
 std::string EncodeCollectionRecord(uint32_t collection_id, const CollectionSpec& spec);
 Status DecodeCollectionRecord(std::string_view bytes, uint32_t* collection_id,
@@ -76,11 +105,13 @@ uint64_t DecodeU64(std::string_view bytes);  // 0 unless 8 bytes
 
 Status FromRocks(const rocksdb::Status& s, const std::string& what);
 
-// The RocksDB instance with its two column families.
+// The RocksDB instance with its three column families ("tombstones" is created on the first
+// open of a directory written before it existed).
 struct Storage {
   std::unique_ptr<rocksdb::DB> db;
   rocksdb::ColumnFamilyHandle* points = nullptr;  // owned by db's handles below
   rocksdb::ColumnFamilyHandle* meta = nullptr;
+  rocksdb::ColumnFamilyHandle* tombstones = nullptr;
   std::vector<rocksdb::ColumnFamilyHandle*> handles;
   std::shared_ptr<rocksdb::Cache> block_cache;
   rocksdb::WriteOptions write_options;

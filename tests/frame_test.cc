@@ -309,6 +309,13 @@ TEST(ProtocolTest, RequestTypesMapToTheirResponses) {
   EXPECT_FALSE(IsRequestType(static_cast<uint16_t>(MessageType::Error)));
   EXPECT_EQ(ResponseTypeOf(MessageType::SearchRequest), MessageType::SearchResponse);
   EXPECT_EQ(ResponseTypeOf(MessageType::DropBucketRequest), MessageType::DropBucketResponse);
+  for (auto req : {MessageType::BucketChecksumRequest, MessageType::PurgeTombstonesRequest}) {
+    EXPECT_TRUE(IsRequestType(static_cast<uint16_t>(req))) << EnumNameMessageType(req);
+    EXPECT_TRUE(IsKnownType(static_cast<uint16_t>(ResponseTypeOf(req))));
+  }
+  EXPECT_EQ(ResponseTypeOf(MessageType::BucketChecksumRequest),
+            MessageType::BucketChecksumResponse);
+  EXPECT_FALSE(IsKnownType(30));  // the unused value between Error and BucketChecksumRequest
   static_assert(MessageTraits<ResponseOf<GetRequestT>::type>::kType == MessageType::GetResponse);
 }
 

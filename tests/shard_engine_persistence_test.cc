@@ -149,7 +149,9 @@ TEST(Persistence, ARebuiltIndexSaysWhyItsCheckpointWasNotUsed) {
       EXPECT_EQ(ix.loaded, ix.rebuild_reason.empty()) << ix.rebuild_reason;
       out[ix.kind] = ix.rebuild_reason;
     }
-    if (checkpoint_after) EXPECT_TRUE(e->Checkpoint().ok());
+    if (checkpoint_after) {
+      EXPECT_TRUE(e->Checkpoint().ok());
+    }
     return out;
   };
   {
@@ -202,7 +204,7 @@ TEST(Persistence, ARebuiltIndexSaysWhyItsCheckpointWasNotUsed) {
   EXPECT_NE(r[IndexKind::kExact].find("stale"), std::string::npos) << r[IndexKind::kExact];
 
   // No index file at all: missing.
-  for (const std::string& ext : {".hnsw", ".exact"}) {
+  for (const char* ext : {".hnsw", ".exact"}) {
     for (std::string f = index_file(ext); !f.empty(); f = index_file(ext)) fs::remove(f);
   }
   r = reasons(false);

@@ -3,6 +3,11 @@
 // shard_server_protocol_test.cc (same executable).
 #include "tests/shard_server_fixture.h"
 
+#include <map>
+
+#include "common/bucket.h"
+#include "common/move_checksum.h"
+
 namespace mrl {
 namespace {
 
@@ -240,6 +245,114 @@ TEST_F(ShardServerTest, KillNineLosesNoAcknowledgedUpsert) {
     EXPECT_EQ(l->candidates.size(), std::min<size_t>(200, present.size()));
     for (uint64_t id : Ids(*l)) EXPECT_TRUE(present_set.count(id)) << id;
   }
+}
+
+// ---- Versions and tombstones (live bucket moves) -------------------------------------------
+
+// Versions travel in UpsertRequest / DeleteRequest, stale writes come back as `skipped`, a bad
+// versions length is a typed InvalidArgument that writes nothing, and ScanBucket,
+// BucketChecksum and PurgeTombstones carry versions and tombstones.
+TEST_F(ShardServerTest, VersionedWritesScanAndChecksumOverTheWire) {
+  StartShard();
+  auto client = shard_->Client();
+  ASSERT_TRUE(client->Call(CollectionRequest("c", wire::IndexKind::Exact)).ok());
+  const auto vecs = RandomVectors(8, kDim, 9);
+  auto up = UpsertOf("c", {1, 2}, vecs.data());
+  up.versions = {2, 2};
+  auto r = client->Call(up);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->count, 2u);
+  EXPECT_EQ(r->skipped, 0u);
+  up = UpsertOf("c", {1, 2}, &vecs[2 * kDim]);
+  up.versions = {1, 3};  // 1 is older than the stored 2
+  r = client->Call(up);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->skipped, 1u);
+
+  // Versions of the wrong length: InvalidArgument, nothing written.
+  up = UpsertOf("c", {7, 8}, &vecs[4 * kDim]);
+  up.versions = {5};
+  r = client->Call(up);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), Status::Code::kInvalidArgument);
+  EXPECT_NE(r.status().message().find("versions"), std::string::npos) << r.status().message();
+  wire::DeleteRequestT del;
+  del.collection = "c";
+  del.ids = {1, 2};
+  del.versions = {9};
+  auto d = client->Call(del);
+  ASSERT_FALSE(d.ok());
+  EXPECT_EQ(d.status().code(), Status::Code::kInvalidArgument);
+
+  del.ids = {1};
+  del.versions = {5};
+  d = client->Call(del);
+  ASSERT_TRUE(d.ok()) << d.status().ToString();
+  EXPECT_EQ(d->count, 1u);
+  EXPECT_EQ(d->skipped, 0u);
+  d = client->Call(del);  // replayed
+  ASSERT_TRUE(d.ok());
+  EXPECT_EQ(d->skipped, 1u);
+  up = UpsertOf("c", {1}, vecs.data());
+  up.versions = {4};  // older than the delete: no resurrection
+  r = client->Call(up);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->skipped, 1u);
+
+  wire::GetRequestT get;
+  get.collection = "c";
+  get.ids = {1, 2, 7, 8};
+  get.with_vector = true;
+  auto got = client->Call(get);
+  ASSERT_TRUE(got.ok());
+  EXPECT_FALSE(got->points[0]->found);
+  ASSERT_TRUE(got->points[1]->found);
+  EXPECT_EQ(got->points[1]->version, 3u);
+  EXPECT_EQ(got->points[1]->vector, std::vector<float>(&vecs[3 * kDim], &vecs[4 * kDim]));
+  EXPECT_FALSE(got->points[2]->found);
+  EXPECT_FALSE(got->points[3]->found);
+
+  // Every bucket scanned: point 2 at version 3, tombstone {1 -> 5}; the checksum agrees.
+  std::map<uint64_t, uint64_t> live, dead;
+  for (uint32_t b = 0; b < 64; ++b) {
+    wire::ScanBucketRequestT scan;
+    scan.collection = "c";
+    scan.bucket = b;
+    scan.limit = 100;
+    auto page = client->Call(scan);
+    ASSERT_TRUE(page.ok()) << page.status().ToString();
+    EXPECT_FALSE(page->has_next);
+    uint64_t count = 0, checksum = 0;
+    for (const auto& p : page->points) {
+      live[p->id] = p->version;
+      ++count;
+      checksum += MoveChecksumTerm(p->id, p->version);
+    }
+    for (const auto& t : page->tombstones) dead[t.id()] = t.version();
+    wire::BucketChecksumRequestT cr;
+    cr.collection = "c";
+    cr.bucket = b;
+    auto figures = client->Call(cr);
+    ASSERT_TRUE(figures.ok()) << figures.status().ToString();
+    EXPECT_EQ(figures->count, count) << "bucket " << b;
+    EXPECT_EQ(figures->checksum, checksum) << "bucket " << b;
+    EXPECT_EQ(figures->tombstone_count, b == BucketOfId(1, 64) ? 1u : 0u) << "bucket " << b;
+  }
+  EXPECT_EQ(live, (std::map<uint64_t, uint64_t>{{2, 3}}));
+  EXPECT_EQ(dead, (std::map<uint64_t, uint64_t>{{1, 5}}));
+
+  wire::PurgeTombstonesRequestT purge;
+  purge.collection = "c";
+  purge.bucket = BucketOfId(1, 64);
+  ASSERT_TRUE(client->Call(purge).ok());
+  wire::BucketChecksumRequestT cr;
+  cr.collection = "c";
+  cr.bucket = purge.bucket;
+  auto figures = client->Call(cr);
+  ASSERT_TRUE(figures.ok());
+  EXPECT_EQ(figures->tombstone_count, 0u);
+  cr.bucket = 64;
+  EXPECT_EQ(client->Call(cr).status().code(), Status::Code::kOutOfRange);
 }
 
 // ---- Raw sockets: what a broken or hostile peer can send ----------------------------------
