@@ -1,5 +1,7 @@
 #include "ops/http_client.h"
 
+#include <iostream>
+
 namespace mrl::ops {
 
 namespace asio = boost::asio;
@@ -49,9 +51,22 @@ HttpReply HttpClient::Call(http::verb verb, const std::string& path, const std::
 
 Result<json> HttpClient::CallJson(http::verb verb, const std::string& path, const std::string& body,
                                   const std::string& what) {
-  const HttpReply r = Call(verb, path, body);
+  HttpReply r = Call(verb, path, body);
   if (r.status == 0) return Status::Unavailable(what + ": " + r.body);
   json j = json::parse(r.body, nullptr, /*allow_exceptions=*/false);
+  // A cluster change sent to a coordinator that does not lead is refused with 409 and the
+  // leader's URL (docs/metadata.md): send it there, once (the leader's own answer stands).
+  if (r.status == 409 && j.is_object() && j.contains("leader") && j["leader"].is_string() &&
+      !j["leader"].get<std::string>().empty()) {
+    const std::string leader = j["leader"].get<std::string>();
+    std::cerr << "mrlctl: " << host_ << ":" << port_ << " does not lead cluster changes; sending "
+              << what << " to the leader '" << j.value("leader_id", std::string()) << "' at "
+              << leader << std::endl;
+    HttpClient to_leader(leader, token_);
+    r = to_leader.Call(verb, path, body);
+    if (r.status == 0) return Status::Unavailable(what + " (at the leader): " + r.body);
+    j = json::parse(r.body, nullptr, /*allow_exceptions=*/false);
+  }
   if (r.status != 200) {
     const std::string message = j.is_object() && j.contains("error") && j["error"].is_string()
                                     ? j["error"].get<std::string>()

@@ -31,7 +31,9 @@ class HttpClient {
   // One request; reconnects once when the kept-alive connection has gone.
   HttpReply Call(boost::beast::http::verb verb, const std::string& path, const std::string& body);
   // The same, as a Status: Unavailable when unreachable; the HTTP status and the server's message
-  // (prefixed with `what`) otherwise; the parsed body on 200.
+  // (prefixed with `what`) otherwise; the parsed body on 200. A 409 naming the leader (a change
+  // sent to a coordinator that does not lead) is sent again to the leader, once, with a line on
+  // stderr.
   Result<nlohmann::json> CallJson(boost::beast::http::verb verb, const std::string& path,
                                   const std::string& body, const std::string& what);
 

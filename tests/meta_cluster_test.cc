@@ -360,6 +360,15 @@ TEST_F(MetaCluster, ShardRegistrationsFollowEachShardsLifeUnderItsLease) {
   ASSERT_GE(all_s, 0) << Meta(1).dump();
   EXPECT_EQ(Registration(0, "s1"), "serving");
 
+  // mrlctl's client sends a change refused by the follower (409 naming the leader) to the leader.
+  const uint64_t epoch = Epoch(1);
+  ops::HttpClient via_follower(Url(1), "");
+  auto created = via_follower.CallJson(http::verb::put, "/v1/collections/via_follower",
+                                       json{{"dim", kDim}, {"num_buckets", 64}}.dump(),
+                                       "creating collection 'via_follower'");
+  EXPECT_TRUE(created.ok()) << created.status().ToString();
+  EXPECT_TRUE(WaitFor(5, [&] { return Epoch(1) == epoch + 1; }) >= 0);
+
   // Paused past the TTL: gone; resumed: registered again under a new lease.
   shards_[0]->Signal(SIGSTOP);
   auto t0 = Clock::now();
