@@ -1,54 +1,22 @@
 #include "meta/etcd_store.h"
 
-#include <sys/socket.h>
-
-#include <utility>  // before Boost.Asio: its awaitable.hpp uses std::exchange without it (Boost 1.74, C++20)
-
-#include <boost/asio.hpp>
-#include <boost/beast/core.hpp>
-#include <boost/beast/http.hpp>
 #include <chrono>
-#include <condition_variable>
-#include <cstdlib>
-#include <deque>
-#include <iostream>
-#include <map>
 #include <thread>
 
+#include "common/atomic_file.h"
 #include "meta/base64.h"
 #include "meta/etcd_http.h"
+#include "meta/etcd_json.h"
+#include "meta/etcd_watch.h"
 
 namespace mrl::meta {
 
-namespace asio = boost::asio;
-namespace beast = boost::beast;
-namespace http = beast::http;
 using json = nlohmann::json;
-using tcp = asio::ip::tcp;
+using etcd_json::B64Field;
+using etcd_json::Int;
 using Clock = std::chrono::steady_clock;
 
 namespace {
-
-int64_t Int(const json& j, const char* field) {
-  if (!j.contains(field)) return 0;  // proto3 JSON omits zero values
-  const json& v = j.at(field);
-  if (v.is_string()) {  // member ids are uint64s beyond int64's range: keep their bits
-    const std::string t = v.get<std::string>();
-    char* end = nullptr;
-    const int64_t n = t.rfind('-', 0) == 0
-                          ? std::strtoll(t.c_str(), &end, 10)
-                          : static_cast<int64_t>(std::strtoull(t.c_str(), &end, 10));
-    return end != nullptr && *end == '\0' ? n : 0;
-  }
-  if (v.is_number()) return v.get<int64_t>();
-  return 0;
-}
-
-std::string B64Field(const json& j, const char* field) {
-  if (!j.contains(field) || !j.at(field).is_string()) return "";
-  auto d = Base64Decode(j.at(field).get<std::string>());
-  return d.ok() ? std::move(d).value() : std::string();
-}
 
 // gRPC status codes the gateway returns in {"error", "code", "message"}.
 Status FromGrpc(int code, const std::string& message) {
@@ -65,6 +33,9 @@ Status FromGrpc(int code, const std::string& message) {
       return Status::Unavailable("etcd: " + message);
     case 4:
       return Status::DeadlineExceeded("etcd: " + message);
+    case 7:
+    case 16:
+      return Status::Unauthenticated("etcd: " + message);
     default:
       return Status::Internal("etcd (grpc code " + std::to_string(code) + "): " + message);
   }
@@ -110,211 +81,45 @@ json OpJson(const Op& op, const std::string& prefix) {
   return {};
 }
 
-// The watch: a thread reading /v3/watch's stream (one JSON message per line), reconnecting on
-// any endpoint from the revision after the last one delivered.
-class EtcdWatch final : public Watch {
- public:
-  EtcdWatch(EtcdStore* store, std::string prefix, int64_t after, WatchCallback cb)
-      : store_(store), prefix_(std::move(prefix)), next_(after + 1), cb_(std::move(cb)) {
-    thread_ = std::thread([this] { Loop(); });
-  }
-  ~EtcdWatch() override {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      stop_ = true;
-      if (fd_ >= 0) ::shutdown(fd_, SHUT_RDWR);  // unblocks the read
-    }
-    cv_.notify_all();
-    thread_.join();
-  }
-
- private:
-  void Loop() {
-    int backoff_ms = 50;
-    size_t endpoint = 0;
-    const auto& opts = store_->options();
-    while (!Stopped()) {
-      const Status st = StreamOnce(opts.endpoints[endpoint % opts.endpoints.size()]);
-      if (ended_ || Stopped()) return;
-      if (!st.ok() && !warned_) {
-        std::cerr << "[meta] etcd watch of '" << prefix_ << "': " << st.ToString()
-                  << "; reconnecting (from revision " << next_ << ")" << std::endl;
-        warned_ = true;
-      }
-      ++endpoint;
-      std::unique_lock<std::mutex> lock(mu_);
-      cv_.wait_for(lock, std::chrono::milliseconds(backoff_ms), [this] { return stop_; });
-      backoff_ms = std::min(1000, backoff_ms * 2);
-    }
-  }
-
-  bool Stopped() {
-    std::lock_guard<std::mutex> lock(mu_);
-    return stop_;
-  }
-
-  // Handles one stream message; false when the watch ended (compacted).
-  bool OnMessage(const json& m) {
-    if (!m.contains("result")) {
-      if (m.contains("error")) throw std::runtime_error(m["error"].dump());
-      return true;
-    }
-    const json& r = m["result"];
-    if (r.value("canceled", false)) {
-      const int64_t compact = Int(r, "compact_revision");
-      if (compact > 0) {
-        cb_(Status::OutOfRange("etcd compacted revision " + std::to_string(next_) +
-                               " (oldest kept: " + std::to_string(compact) + "): re-read"),
-            {});
-        ended_ = true;
-        return false;
-      }
-      throw std::runtime_error("watch canceled: " + r.value("cancel_reason", std::string()));
-    }
-    if (!r.contains("events")) return true;
-    std::vector<WatchEvent> batch;
-    const std::string& full = store_->options().prefix;
-    for (const json& e : r["events"]) {
-      WatchEvent ev;
-      ev.type = e.value("type", std::string("PUT")) == "DELETE" ? WatchEvent::Type::kDelete
-                                                                : WatchEvent::Type::kPut;
-      const json& kv = e.at("kv");
-      ev.kv.key = B64Field(kv, "key").substr(full.size());
-      ev.kv.value = B64Field(kv, "value");
-      ev.kv.create_revision = Int(kv, "create_revision");
-      ev.kv.mod_revision = Int(kv, "mod_revision");
-      ev.kv.version = Int(kv, "version");
-      ev.kv.lease = Int(kv, "lease");
-      if (!batch.empty() && batch.back().kv.mod_revision != ev.kv.mod_revision) {
-        cb_(Status::Ok(), batch);
-        next_ = batch.back().kv.mod_revision + 1;
-        batch.clear();
-      }
-      batch.push_back(std::move(ev));
-    }
-    if (!batch.empty()) {
-      cb_(Status::Ok(), batch);
-      next_ = batch.back().kv.mod_revision + 1;
-    }
-    return true;
-  }
-
-  Status StreamOnce(const std::string& endpoint) {
-    const auto [host, port] = etcd_http::HostPort(endpoint);
-    asio::io_context io;
-    tcp::socket sock(io);
-    beast::error_code ec;
-    tcp::resolver resolver(io);
-    auto eps = resolver.resolve(host, port, ec);
-    if (ec) return Status::Unavailable("resolve " + endpoint + ": " + ec.message());
-    asio::connect(sock, eps, ec);
-    if (ec) return Status::Unavailable("connect " + endpoint + ": " + ec.message());
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      if (stop_) return Status::Ok();
-      fd_ = sock.native_handle();
-    }
-    struct ClearFd {
-      EtcdWatch* w;
-      ~ClearFd() {
-        std::lock_guard<std::mutex> lock(w->mu_);
-        w->fd_ = -1;
-      }
-    } clear{this};
-    const std::string key = store_->options().prefix + prefix_;
-    const json body = {{"create_request",
-                        {{"key", Base64Encode(key)},
-                         {"range_end", Base64Encode(PrefixEnd(key))},
-                         {"start_revision", std::to_string(next_)}}}};
-    http::request<http::string_body> req{http::verb::post, "/v3/watch", 11};
-    req.set(http::field::host, host);
-    req.set(http::field::content_type, "application/json");
-    req.body() = body.dump();
-    req.prepare_payload();
-    http::write(sock, req, ec);
-    if (ec) return Status::Unavailable("watch request to " + endpoint + ": " + ec.message());
-    beast::flat_buffer buf;
-    http::response_parser<http::buffer_body> parser;
-    parser.body_limit(boost::none);
-    http::read_header(sock, buf, parser, ec);
-    if (ec) return Status::Unavailable("watch answer from " + endpoint + ": " + ec.message());
-    if (parser.get().result_int() != 200) {
-      return Status::Unavailable("watch on " + endpoint + ": HTTP " +
-                                 std::to_string(parser.get().result_int()));
-    }
-    std::string pending;
-    char chunk[16384];
-    try {
-      while (!parser.is_done()) {
-        parser.get().body().data = chunk;
-        parser.get().body().size = sizeof(chunk);
-        http::read_some(sock, buf, parser, ec);
-        if (ec == http::error::need_buffer) ec = {};
-        if (ec) return Status::Unavailable("watch stream from " + endpoint + ": " + ec.message());
-        pending.append(chunk, sizeof(chunk) - parser.get().body().size);
-        for (size_t nl; (nl = pending.find('\n')) != std::string::npos;) {
-          const std::string line = pending.substr(0, nl);
-          pending.erase(0, nl + 1);
-          if (line.find_first_not_of(" \r\t") == std::string::npos) continue;
-          const json m = json::parse(line, nullptr, /*allow_exceptions=*/false);
-          if (m.is_discarded()) return Status::Corruption("watch stream: a line that is not JSON");
-          if (!OnMessage(m)) return Status::Ok();
-          warned_ = false;
-        }
-      }
-    } catch (const std::exception& e) {
-      return Status::Unavailable(std::string("watch on ") + endpoint + ": " + e.what());
-    }
-    return Status::Unavailable("watch stream from " + endpoint + " ended");
-  }
-
-  EtcdStore* const store_;
-  const std::string prefix_;
-  int64_t next_;  // the first revision not yet delivered (watch thread only)
-  const WatchCallback cb_;
-  bool ended_ = false;   // watch thread only
-  bool warned_ = false;  // watch thread only
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool stop_ = false;  // guarded by mu_
-  int fd_ = -1;        // guarded by mu_: the socket being read
-  std::thread thread_;
-};
-
 }  // namespace
 
-Result<EtcdOptions> ParseEtcdUrl(const std::string& url) {
-  const std::string scheme = "etcd://";
-  if (url.rfind(scheme, 0) != 0) return Status::InvalidArgument("not an etcd:// url: " + url);
-  std::string rest = url.substr(scheme.size());
-  EtcdOptions o;
-  if (const size_t slash = rest.find('/'); slash != std::string::npos) {
-    o.prefix = rest.substr(slash);
-    if (o.prefix.back() != '/') o.prefix += '/';
-    rest = rest.substr(0, slash);
-  }
-  size_t at = 0;
-  while (at <= rest.size()) {
-    const size_t comma = rest.find(',', at);
-    const std::string ep =
-        rest.substr(at, comma == std::string::npos ? std::string::npos : comma - at);
-    const size_t colon = ep.rfind(':');
-    if (ep.empty() || colon == std::string::npos || colon == 0 || colon + 1 == ep.size() ||
-        ep.find_first_not_of("0123456789", colon + 1) != std::string::npos) {
-      return Status::InvalidArgument("etcd endpoint '" + ep + "' in '" + url + "': want host:port");
-    }
-    o.endpoints.push_back(ep);
-    if (comma == std::string::npos) break;
-    at = comma + 1;
-  }
-  if (o.endpoints.empty()) return Status::InvalidArgument("no etcd endpoint in '" + url + "'");
-  return o;
+bool IsTokenRejection(const std::string& message) {
+  return message.find("invalid auth token") != std::string::npos ||
+         message.find("revision of auth store is old") != std::string::npos;
 }
 
 Result<std::unique_ptr<EtcdStore>> EtcdStore::Open(EtcdOptions options) {
   if (options.endpoints.empty()) return Status::InvalidArgument("etcd: no endpoints");
   if (options.prefix.empty() || options.prefix.back() != '/') options.prefix += '/';
-  return std::unique_ptr<EtcdStore>(new EtcdStore(std::move(options)));
+  if (options.user.empty() != options.password_file.empty()) {
+    return Status::InvalidArgument(
+        "etcd: a user needs a password_file, and a password_file a user");
+  }
+  std::string password;
+  if (!options.password_file.empty()) {
+    auto text = ReadFile(options.password_file);
+    if (!text.ok()) {
+      return Status::InvalidArgument("etcd password_file '" + options.password_file +
+                                     "': " + text.status().message());
+    }
+    password = std::move(text).value();
+    if (!password.empty() && password.back() == '\n') password.pop_back();
+    if (!password.empty() && password.back() == '\r') password.pop_back();
+    if (password.empty()) {
+      return Status::InvalidArgument("etcd password_file '" + options.password_file + "' is empty");
+    }
+  }
+  if (!options.ca_file.empty() || !options.cert_file.empty() || !options.key_file.empty()) {
+    options.tls = true;
+  }
+  std::shared_ptr<etcd_http::Client> client = etcd_http::Client::Plain();
+  if (options.tls) {
+    auto c = etcd_http::Client::Tls({options.ca_file, options.cert_file, options.key_file});
+    if (!c.ok()) return c.status();
+    client = std::move(c).value();
+  }
+  return std::unique_ptr<EtcdStore>(
+      new EtcdStore(std::move(options), std::move(client), std::move(password)));
 }
 
 EtcdStore::~EtcdStore() = default;
@@ -322,25 +127,100 @@ EtcdStore::~EtcdStore() = default;
 std::string EtcdStore::Describe() const {
   std::string eps;
   for (const auto& e : options_.endpoints) eps += (eps.empty() ? "" : ",") + e;
-  return "etcd " + eps + " prefix " + options_.prefix;
+  std::string d = "etcd " + eps + " prefix " + options_.prefix;
+  if (options_.tls) {
+    d += " tls on (ca " + (options_.ca_file.empty() ? "system" : options_.ca_file);
+    if (!options_.cert_file.empty()) d += ", client cert " + options_.cert_file;
+    d += ")";
+  } else {
+    d += " tls off";
+  }
+  if (!options_.user.empty()) d += " user " + options_.user;
+  return d;
+}
+
+Result<json> EtcdStore::ExchangeOnce(size_t endpoint, const std::string& path,
+                                     const std::string& body, const std::string& token,
+                                     int timeout_ms, bool* token_rejected) {
+  const std::string& ep = options_.endpoints[endpoint % options_.endpoints.size()];
+  int status = 0;
+  auto text = client_->Post(ep, {path, body, token}, timeout_ms, &status);
+  if (!text.ok()) return text.status();
+  json j = json::parse(text.value(), nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) {
+    if (status == 200) return Status::Corruption("etcd " + ep + path + ": answer is not JSON");
+    return Status::Internal("etcd " + ep + path + ": HTTP " + std::to_string(status) + ": " +
+                            text.value().substr(0, 300));
+  }
+  if (status != 200 || j.contains("error")) {
+    const int code =
+        j.is_object() && j.contains("code") && j["code"].is_number() ? j["code"].get<int>() : 14;
+    const std::string msg = j.is_object() && j.contains("message") && j["message"].is_string()
+                                ? j["message"].get<std::string>()
+                                : text.value();
+    if (token_rejected != nullptr) *token_rejected = IsTokenRejection(msg);
+    MRL_RETURN_IF_ERROR(AuthRefusal(ep, msg));
+    return FromGrpc(code, msg + " (" + ep + ")");
+  }
+  return j;
+}
+
+Status EtcdStore::AuthRefusal(const std::string& endpoint, const std::string& why) const {
+  const bool no_user = why.find("user name is empty") != std::string::npos;
+  const bool denied = why.find("permission denied") != std::string::npos;
+  if (!no_user && !denied) return Status::Ok();
+  if (options_.user.empty()) {
+    return Status::Unauthenticated("etcd " + endpoint + " requires authentication (" + why +
+                                   ", to a call without credentials): give user= and "
+                                   "password_file= in the store URL");
+  }
+  return Status::Unauthenticated("etcd " + endpoint + ": user '" + options_.user +
+                                 "' lacks a permission (" + why + ")");
+}
+
+Result<std::string> EtcdStore::Token(size_t endpoint, int timeout_ms) {
+  if (options_.user.empty()) return std::string();
+  std::lock_guard<std::mutex> lock(auth_mu_);
+  if (!token_.empty()) return token_;
+  const json body = {{"name", options_.user}, {"password", password_}};
+  auto a = ExchangeOnce(endpoint, "/v3/auth/authenticate", body.dump(), "", timeout_ms, nullptr);
+  if (!a.ok()) {
+    if (a.status().code() == Status::Code::kUnavailable) return a.status();  // fail over
+    return Status::Unauthenticated("etcd authentication failed for user '" + options_.user +
+                                   "': " + a.status().message());
+  }
+  std::string token = a->value("token", std::string());
+  if (token.empty()) {
+    return Status::Unauthenticated("etcd authentication for user '" + options_.user +
+                                   "': no token in the answer");
+  }
+  token_ = std::move(token);
+  ++authentications_;
+  return token_;
+}
+
+void EtcdStore::ForgetToken(const std::string& token) {
+  std::lock_guard<std::mutex> lock(auth_mu_);
+  if (token_ == token) token_.clear();
 }
 
 Result<json> EtcdStore::Exchange(size_t endpoint, const std::string& path, const std::string& body,
                                  int timeout_ms) {
-  const std::string& ep = options_.endpoints[endpoint % options_.endpoints.size()];
-  int status = 0;
-  auto text = etcd_http::Post(ep, path, body, timeout_ms, &status);
-  if (!text.ok()) return text.status();
-  json j = json::parse(text.value(), nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded()) return Status::Corruption("etcd " + ep + path + ": answer is not JSON");
-  if (status != 200 || j.contains("error")) {
-    const int code = j.is_object() && j.contains("code") ? j["code"].get<int>() : 14;
-    const std::string msg = j.is_object() && j.contains("message") && j["message"].is_string()
-                                ? j["message"].get<std::string>()
-                                : text.value();
-    return FromGrpc(code, msg + " (" + ep + ")");
+  const auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
+  auto left = [&] {
+    return std::max<int>(1, static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                                 deadline - Clock::now())
+                                                 .count()));
+  };
+  for (int attempt = 0;; ++attempt) {
+    auto token = Token(endpoint, left());
+    if (!token.ok()) return token.status();
+    bool rejected = false;
+    auto a = ExchangeOnce(endpoint, path, body, token.value(), left(), &rejected);
+    // A token etcd no longer accepts (expired, or older than an auth change): renew it, once.
+    if (!rejected || attempt > 0) return a;
+    ForgetToken(token.value());
   }
-  return j;
 }
 
 Result<json> EtcdStore::Call(const std::string& path, const json& body) {
@@ -448,7 +328,19 @@ std::vector<EtcdMember> EtcdStore::Members() {
   for (size_t i = 0; i < options_.endpoints.size(); ++i) {
     EtcdMember m;
     m.endpoint = options_.endpoints[i];
-    auto a = Exchange(i, "/v3/maintenance/status", "{}", options_.request_timeout_ms);
+    // The token held, if any, but never a new one: asking for one needs a quorum, and a member
+    // without one still answers its status (etcd 3.4 wants no token for it).
+    std::string token;
+    {
+      std::lock_guard<std::mutex> lock(auth_mu_);
+      token = token_;
+    }
+    bool rejected = false;
+    auto a = ExchangeOnce(i, "/v3/maintenance/status", "{}", token, options_.request_timeout_ms,
+                          &rejected);
+    if (rejected) {
+      a = ExchangeOnce(i, "/v3/maintenance/status", "{}", "", options_.request_timeout_ms, nullptr);
+    }
     if (!a.ok()) {
       m.error = a.status().message();
     } else {

@@ -36,7 +36,7 @@ Result<std::unique_ptr<Store>> OpenStore(const std::string& url) {
   if (dir.empty() || dir.find("://") != std::string::npos) {
     return Status::InvalidArgument(
         "metadata store '" + url +
-        "': want file:DIR, a directory, or etcd://host:port[,...][/prefix]");
+        "': want file:DIR, a directory, or etcd://host:port[,...][/prefix][?ca=...&user=...]");
   }
   auto s = EmbeddedStore::Open(dir);
   if (!s.ok()) return s.status();

@@ -120,7 +120,8 @@ class Store {
 };
 
 // "file:DIR" (or a plain directory path): EmbeddedStore in DIR. "etcd://h:p[,h:p...][/prefix]":
-// EtcdStore, every key under the prefix (default "/mrl/"). InvalidArgument for anything else.
+// EtcdStore, every key under the prefix (default "/mrl/"), with TLS and user/password from the
+// URL's parameters (meta/etcd_store.h, ParseEtcdUrl). InvalidArgument for anything else.
 Result<std::unique_ptr<Store>> OpenStore(const std::string& url);
 
 // The smallest key greater than every key starting with `prefix` (etcd's range_end).

@@ -1,6 +1,8 @@
-// The metadata store suite: one set of tests, two backends (the embedded file store and a real
-// 3-member etcd cluster started here on loopback ports), then etcd's own failure cases: a member
-// killed (the leader included), every member stopped, a watch across an outage.
+// The metadata store suite: one set of tests, three backends (the embedded file store, a real
+// 3-member etcd cluster started here on loopback ports, and another one with TLS, client
+// certificates and authentication on), then etcd's own failure cases: a member killed (the leader
+// included), every member stopped, a watch across an outage. TLS and auth's own cases:
+// meta_store_security_test.cc.
 #include <gtest/gtest.h>
 #include <signal.h>
 
@@ -15,53 +17,16 @@
 #include "meta/etcd_store.h"
 #include "meta/store.h"
 #include "ops/local_etcd.h"
+#include "tests/meta_store_fixture.h"
 #include "tests/test_util.h"
 
 namespace mrl::meta {
 namespace {
 
-using Clock = std::chrono::steady_clock;
-
-// Collects a watch's deliveries.
-struct Events {
-  std::mutex mu;
-  std::condition_variable cv;
-  std::vector<WatchEvent> got;
-  std::vector<int64_t> batch_revisions;  // one per delivery
-  Status error;
-  WatchCallback Callback() {
-    return [this](const Status& st, const std::vector<WatchEvent>& evs) {
-      std::lock_guard<std::mutex> lock(mu);
-      if (!st.ok()) error = st;
-      for (const WatchEvent& e : evs) got.push_back(e);
-      if (!evs.empty()) batch_revisions.push_back(evs.front().kv.mod_revision);
-      cv.notify_all();
-    };
-  }
-  // Waits until `n` events arrived (or an error); false on timeout.
-  bool WaitFor(size_t n, double seconds = 10) {
-    std::unique_lock<std::mutex> lock(mu);
-    return cv.wait_for(lock, std::chrono::duration<double>(seconds),
-                       [&] { return got.size() >= n || !error.ok(); });
-  }
-  bool WaitForError(double seconds = 10) {
-    std::unique_lock<std::mutex> lock(mu);
-    return cv.wait_for(lock, std::chrono::duration<double>(seconds), [&] { return !error.ok(); });
-  }
-};
-
-// The etcd cluster is shared by every etcd test of this binary (starting one takes ~2 s).
-ops::LocalEtcd* SharedEtcd() {
-  static std::unique_ptr<ops::LocalEtcd> etcd = [] {
-    auto e = ops::LocalEtcd::Start(test_util::TempDir("etcd"), 3, 60);
-    if (!e.ok()) {
-      ADD_FAILURE() << "cannot start a local etcd cluster: " << e.status().ToString();
-      return std::unique_ptr<ops::LocalEtcd>();
-    }
-    return std::move(e).value();
-  }();
-  return etcd.get();
-}
+using store_test::Clock;
+using store_test::Events;
+using store_test::SharedEtcd;
+using store_test::SharedSecureEtcd;
 
 class StoreTest : public ::testing::TestWithParam<std::string> {
  protected:
@@ -71,7 +36,7 @@ class StoreTest : public ::testing::TestWithParam<std::string> {
       dir_ = test_util::TempDir("meta_embedded");
       url_ = "file:" + dir_;
     } else {
-      ops::LocalEtcd* etcd = SharedEtcd();
+      ops::LocalEtcd* etcd = GetParam() == "etcd_tls_auth" ? SharedSecureEtcd() : SharedEtcd();
       ASSERT_NE(etcd, nullptr);
       url_ = etcd->Url("test" + std::to_string(n++) + "_" + std::to_string(::getpid()));
     }
@@ -258,7 +223,8 @@ TEST_P(StoreTest, AWatchFromACompactedRevisionSaysReRead) {
   EXPECT_NE(ev.error.message().find("re-read"), std::string::npos);
 }
 
-INSTANTIATE_TEST_SUITE_P(Backends, StoreTest, ::testing::Values("embedded", "etcd"),
+INSTANTIATE_TEST_SUITE_P(Backends, StoreTest,
+                         ::testing::Values("embedded", "etcd", "etcd_tls_auth"),
                          [](const auto& info) { return info.param; });
 
 TEST(MetaStoreUrl, ParsesEtcdUrlsAndRefusesBadOnes) {
@@ -276,6 +242,7 @@ TEST(MetaStoreUrl, ParsesEtcdUrlsAndRefusesBadOnes) {
   EXPECT_EQ(PrefixEnd("a/"), "a0");
 }
 
+// TLS and credentials come from the URL's parameters; the password only from a file.
 // ---- etcd's failure cases (its own cluster: these kill members) ---------------------------
 
 class EtcdFailures : public ::testing::Test {
