@@ -105,7 +105,7 @@ ClusterState::~ClusterState() {
   if (session_thread_.joinable()) session_thread_.join();
   {
     std::lock_guard<std::mutex> lock(watch_mu_);
-    watch_ended_ = true;
+    watch_stop_ = true;  // (not watch_ended_: the loop may be about to reset that one)
   }
   watch_cv_.notify_all();
   if (watch_thread_.joinable()) watch_thread_.join();
@@ -292,11 +292,8 @@ void ClusterState::WatchLoop() {
     bool reread = false;
     {
       std::unique_lock<std::mutex> lock(watch_mu_);
-      watch_cv_.wait(lock, [&] { return watch_ended_ || !watch_; });
-      {
-        std::lock_guard<std::mutex> s(session_mu_);
-        if (stop_) return;
-      }
+      watch_cv_.wait(lock, [&] { return watch_stop_ || watch_ended_ || !watch_; });
+      if (watch_stop_) return;
       reread = watch_ended_;
       old = std::move(watch_);
     }

@@ -222,6 +222,7 @@ class ClusterState {
   std::condition_variable watch_cv_;
   std::unique_ptr<meta::Watch> watch_;
   bool watch_ended_ = false;
+  bool watch_stop_ = false;  // the destructor runs: WatchLoop returns
   std::thread watch_thread_, session_thread_;
 };
 

@@ -399,7 +399,8 @@ TEST(LeasedKey, RegistersFollowsItsValueRecoversALostLeaseAndReleases) {
     for (int i = 0; i < 300 && !done(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
     return done();
   };
-  ASSERT_TRUE(wait_for([&] { return read() == "serving"; }));
+  // (state() says registered only once the put has returned, a moment after the key is visible)
+  ASSERT_TRUE(wait_for([&] { return read() == "serving" && key.state().registered; }));
   const int64_t first_lease = key.state().lease;
   EXPECT_NE(first_lease, 0);
   EXPECT_EQ(store.Get("shards/a")->kvs[0].lease, first_lease);
