@@ -142,11 +142,11 @@ TEST_P(BothStores, ChangesOutliveTheProcessAndAReopenLeadsAtOnce) {
 TEST_P(BothStores, TheMoveJournalIsCompareAndSwappedWithTheMapInOneTransaction) {
   auto s = OpenState(dir_, url_, "c1");
   ASSERT_NE(s, nullptr);
-  int leads = 0;
+  std::atomic<int> leads{0};
   s->SetLeadershipListener([&] { ++leads; });
   s->StartSession("http://127.0.0.1:1");
   ASSERT_TRUE(s->AwaitLeadership(10000));
-  EXPECT_TRUE(Eventually([&] { return leads == 1; }, 2));
+  EXPECT_TRUE(Eventually([&] { return leads.load() == 1; }, 2));
   ASSERT_TRUE(s->AddGroup({{"s1", "127.0.0.1:7001"}}).ok());
   const uint64_t epoch = s->Snapshot()->map.epoch();
 
