@@ -423,19 +423,33 @@ Status ClusterState::Change(
 
 Status ClusterState::AddGroup(const std::vector<ShardInfo>& shards) {
   return Change("adding a replica group", [&](ClusterSnapshot* next, std::vector<meta::Op>* ops) {
-    if (!next->specs.empty()) {
-      return Status::FailedPrecondition(
-          "adding a group to a cluster with collections needs a rebalance (not supported yet)");
-    }
     MRL_RETURN_IF_ERROR(next->map.AddGroup(shards));
     ops->push_back(meta::Op::Put(kMapKey, next->map.ToJson()));
     return Status::Ok();
   });
 }
 
+Status ClusterState::RetireGroup(uint32_t group) {
+  return Change("retiring group " + std::to_string(group),
+                [&](ClusterSnapshot* next, std::vector<meta::Op>* ops) {
+                  MRL_RETURN_IF_ERROR(next->map.RetireGroup(group));
+                  ops->push_back(meta::Op::Put(kMapKey, next->map.ToJson()));
+                  return Status::Ok();
+                });
+}
+
 Result<int64_t> ClusterState::RecordMove(const std::string& id, const std::string& value,
                                          int64_t expected_revision,
                                          const std::function<Status(ShardMap*)>& map_change) {
+  return RecordMoveWith(id, expected_revision, [&](ShardMap* map) -> Result<std::string> {
+    if (map_change) MRL_RETURN_IF_ERROR(map_change(map));
+    return value;
+  }, map_change != nullptr);
+}
+
+Result<int64_t> ClusterState::RecordMoveWith(
+    const std::string& id, int64_t expected_revision,
+    const std::function<Result<std::string>(ShardMap*)>& change, bool changes_map) {
   if (!ValidCoordinatorId(id)) {
     return Status::InvalidArgument("move id '" + id + "' must be 1-64 of [A-Za-z0-9_.:-]");
   }
@@ -454,11 +468,13 @@ Result<int64_t> ClusterState::RecordMove(const std::string& id, const std::strin
                                  std::to_string(expected_revision) +
                                  ": it changed meanwhile; re-read the journal");
         }
-        if (map_change) {
-          MRL_RETURN_IF_ERROR(map_change(&next->map));
+        const uint64_t epoch = next->map.epoch();
+        auto value = change(&next->map);
+        if (!value.ok()) return value.status();
+        if (changes_map && next->map.epoch() != epoch) {
           ops->push_back(meta::Op::Put(kMapKey, next->map.ToJson()));
         }
-        ops->push_back(value.empty() ? meta::Op::Delete(key) : meta::Op::Put(key, value));
+        ops->push_back(value->empty() ? meta::Op::Delete(key) : meta::Op::Put(key, *value));
         return Status::Ok();
       },
       {guard});

@@ -146,6 +146,14 @@ class ClusterState {
   Result<int64_t> RecordMove(const std::string& id, const std::string& value,
                              int64_t expected_revision,
                              const std::function<Status(ShardMap*)>& map_change = nullptr);
+  // RecordMove whose value is computed by `change` from the map after it edited it (a phase
+  // change records the epoch its map change produced); the map is written only when
+  // `changes_map` and its epoch moved. `change` may run twice (a retry on a concurrent change).
+  Result<int64_t> RecordMoveWith(const std::string& id, int64_t expected_revision,
+                                 const std::function<Result<std::string>(ShardMap*)>& change,
+                                 bool changes_map);
+  // Removes a drained group's members from the map (ShardMap::RetireGroup).
+  Status RetireGroup(uint32_t group);
   // Called on the session thread, with no lock held, each time this coordinator becomes the
   // leader: the move executor resumes the journal from there (its entries are in Snapshot()).
   // Set it before StartSession.

@@ -34,12 +34,45 @@ Result<std::unique_ptr<Coordinator>> Coordinator::Open(CoordinatorOptions option
   auto state = ClusterState::Open(so, [pool](const ShardMap& m) { pool->Sync(m); });
   if (!state.ok()) return state.status();
   c->state_ = std::move(state).value();
+  c->moves_ = std::make_unique<MoveExecutor>(*c->state_, *c->pool_, c->opt_.moves);
+  // A new leader resumes the journal at once (its records are in the snapshot).
+  MoveExecutor* moves = c->moves_.get();
+  c->state_->SetLeadershipListener([moves] { moves->Wake(); });
+  c->moves_->Start();
   return c;
 }
 
-Status Coordinator::AddGroup(const std::vector<ShardInfo>& shards) {
-  return state_->AddGroup(shards);
+Coordinator::~Coordinator() { moves_.reset(); }
+
+Result<uint32_t> Coordinator::AddGroup(const std::vector<ShardInfo>& shards) {
+  MRL_RETURN_IF_ERROR(state_->AddGroup(shards));
+  const auto snap = state_->Snapshot();
+  uint32_t group = 0;
+  for (uint32_t g = 0; g < snap->map.groups().size(); ++g) {
+    if (!shards.empty() && !snap->map.groups()[g].shards.empty() &&
+        snap->map.groups()[g].shards.front() == shards.front().id) {
+      group = g;
+    }
+  }
+  // The new shards get every collection now, so they are ready for moves (a move also makes
+  // sure of it before it starts: this is not the only chance).
+  for (const auto& [name, spec] : snap->specs) {
+    wire::CreateCollectionRequestT req;
+    req.spec = std::make_unique<wire::CollectionSpecT>(CollectionSpecToWire(spec));
+    for (const ShardInfo& s : shards) {
+      auto r = pool_->Client(s.id)->Call(req, opt_.default_deadline_ms * 5);
+      pool_->Report(s.id, r.status());
+      if (!r.ok()) {
+        return r.status().WithContext("group " + std::to_string(group) +
+                                      " was added, but creating '" + name + "' on shard '" +
+                                      s.id + "' failed (moves to it will retry)");
+      }
+    }
+  }
+  return group;
 }
+
+Status Coordinator::RetireGroup(uint32_t group) { return state_->RetireGroup(group); }
 
 Status Coordinator::CreateCollection(const CollectionSpec& spec) {
   // Refused before any shard is asked when this coordinator may not change the cluster.

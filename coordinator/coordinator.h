@@ -22,6 +22,7 @@
 #include "common/status.h"
 #include "coordinator/cluster_state.h"
 #include "coordinator/coordinator_metrics.h"
+#include "coordinator/move_executor.h"
 #include "coordinator/query_engine.h"
 #include "coordinator/query_plan.h"
 #include "coordinator/shard_map.h"
@@ -50,6 +51,7 @@ struct CoordinatorOptions {
   int session_ttl_s = 10;      // docs/metadata.md: why 10
   int shard_connections = 2;           // pipelined connections per shard (round-robin)
   uint32_t shard_max_in_flight = 256;  // per connection; beyond: ResourceExhausted at once
+  MoveExecutorOptions moves;  // limits and throttle of bucket moves
   // /metrics' mrl_build_info gauge: what the binary was built from (main fills it).
   BuildInfo build;
 };
@@ -62,6 +64,7 @@ struct Calibration {
 class Coordinator {
  public:
   static Result<std::unique_ptr<Coordinator>> Open(CoordinatorOptions options);
+  ~Coordinator();  // stops the move executor first (it uses the state and the pool)
 
   const CoordinatorOptions& options() const { return opt_; }
   std::shared_ptr<const ClusterSnapshot> Snapshot() const { return state_->Snapshot(); }
@@ -73,8 +76,14 @@ class Coordinator {
   auto WithSnapshot(const std::string& collection, Fn&& fn)
       -> decltype(fn(std::declval<const ClusterSnapshot&>()));
 
-  // Cluster administration (the owner only).
-  Status AddGroup(const std::vector<ShardInfo>& shards);
+  // Cluster administration (the leader only).
+  // Adds a replica group (to an empty or a running cluster; buckets reach it by moves) and
+  // creates every collection on its shards. The new group's index.
+  Result<uint32_t> AddGroup(const std::vector<ShardInfo>& shards);
+  // Removes a drained group's members from the map (ShardMap::RetireGroup's refusals).
+  Status RetireGroup(uint32_t group);
+  // Bucket moves, rebalance and drain run here (move_executor.h).
+  MoveExecutor& moves() { return *moves_; }
   // On every shard first (idempotent there), then recorded in the cluster state.
   Status CreateCollection(const CollectionSpec& spec);
 
@@ -117,6 +126,7 @@ class Coordinator {
   std::unique_ptr<QueryEngine> engine_;
   std::unique_ptr<WriteRouter> writes_;
   CoordinatorMetrics metrics_;
+  std::unique_ptr<MoveExecutor> moves_;  // last: destroyed first
 };
 
 template <typename Fn>

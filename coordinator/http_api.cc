@@ -8,6 +8,8 @@
 #include <set>
 #include <unordered_map>
 
+#include "coordinator/rebalance_plan.h"
+
 namespace mrl::coord {
 namespace {
 
@@ -263,8 +265,11 @@ HttpResponse HttpApi::Route(const HttpRequest& req, std::string* endpoint) {
       std::vector<ShardInfo> group;
       for (const json& s : body.at("group"))
         group.push_back({s.at("id").get<std::string>(), s.at("address").get<std::string>()});
-      const Status st = c_.AddGroup(group);
-      return ChangeReply(c_.state(), st, {{"epoch", c_.Snapshot()->map.epoch()}});
+      auto added = c_.AddGroup(group);
+      return ChangeReply(c_.state(), added.status(), {{"epoch", c_.Snapshot()->map.epoch()}});
+    }
+    if (req.target.starts_with("/v1/cluster/") || req.target.starts_with("/v1/moves")) {
+      return ClusterChange(req, body, endpoint);
     }
     if (req.target == "/v1/meta") {
       *endpoint = "meta";
@@ -349,6 +354,151 @@ HttpResponse HttpApi::Route(const HttpRequest& req, std::string* endpoint) {
     return ErrorReply(400, std::string("bad request: ") + e.what());
   }
   return ErrorReply(404, "no such endpoint: " + req.method + " " + req.target);
+}
+
+namespace {
+
+json MoveJson(const MoveView& v) {
+  json j = json::parse(ToJson(v.record));
+  j["revision"] = v.revision;
+  j["progress"] = {{"percent", v.percent},
+                   {"points_per_s", v.points_per_s},
+                   {"eta_s", v.eta_s ? json(*v.eta_s) : json(nullptr)},
+                   {"bucket_points", v.bucket_points}};
+  if (!v.waiting_on.empty()) j["waiting_on"] = v.waiting_on;
+  return j;
+}
+
+json MoveJson(const MoveRecord& r) {
+  MoveView v;
+  v.record = r;
+  return MoveJson(v);
+}
+
+}  // namespace
+
+HttpResponse HttpApi::ClusterChange(const HttpRequest& req, const json& body,
+                                    std::string* endpoint) {
+  static const std::regex kAbort(R"(/v1/moves/([A-Za-z0-9_.:-]{1,64})/abort)");
+  static const std::regex kRemove(R"(/v1/cluster/groups/([0-9]{1,9})/remove)");
+  std::smatch m;
+  MoveExecutor& moves = c_.moves();
+  if (req.target == "/v1/moves") {
+    *endpoint = "moves";
+    if (req.method == "GET") {
+      json list = json::array();
+      for (const MoveView& v : moves.List()) list.push_back(MoveJson(v));
+      return JsonReply(200, {{"moves", list}});
+    }
+    if (req.method != "POST") return ErrorReply(405, "method not allowed");
+    MoveRequest mr;
+    mr.id = body.value("id", std::string());
+    mr.collection = body.at("collection").get<std::string>();
+    mr.bucket = body.at("bucket").get<uint32_t>();
+    mr.target_group = body.at("target_group").get<uint32_t>();
+    auto planned = moves.Submit(mr);
+    if (!planned.ok()) return ChangeReply(c_.state(), planned.status(), {});
+    return JsonReply(200, {{"move", MoveJson(*planned)}});
+  }
+  if (std::regex_match(req.target, m, kAbort)) {
+    *endpoint = "move_abort";
+    if (req.method != "POST") return ErrorReply(405, "method not allowed");
+    auto r = moves.AbortMove(m[1], body.value("reason", std::string()));
+    if (!r.ok()) return ChangeReply(c_.state(), r.status(), {});
+    return JsonReply(200, {{"move", MoveJson(r->aborted)},
+                           {"reverse", r->reverse ? MoveJson(*r->reverse) : json(nullptr)}});
+  }
+  if (req.target == "/v1/cluster/groups") {
+    *endpoint = "cluster_groups";
+    if (req.method != "POST") return ErrorReply(405, "method not allowed");
+    std::vector<ShardInfo> group;
+    for (const json& s : body.at("group"))
+      group.push_back({s.at("id").get<std::string>(), s.at("address").get<std::string>()});
+    auto added = c_.AddGroup(group);
+    if (!added.ok()) return ChangeReply(c_.state(), added.status(), {});
+    return JsonReply(200, {{"epoch", c_.Snapshot()->map.epoch()}, {"group", *added}});
+  }
+  if (std::regex_match(req.target, m, kRemove)) {
+    *endpoint = "cluster_groups";
+    if (req.method != "POST") return ErrorReply(405, "method not allowed");
+    const Status st = c_.RetireGroup(static_cast<uint32_t>(std::stoul(m[1])));
+    return ChangeReply(c_.state(), st, {{"epoch", c_.Snapshot()->map.epoch()}});
+  }
+  const bool rebalance = req.target == "/v1/cluster/rebalance";
+  if (!rebalance && req.target != "/v1/cluster/drain") {
+    return ErrorReply(404, "no such endpoint: " + req.method + " " + req.target);
+  }
+  *endpoint = rebalance ? "rebalance" : "drain";
+  if (req.method != "POST") return ErrorReply(405, "method not allowed");
+  const bool dry_run = body.value("dry_run", false);
+  if (!dry_run) {
+    if (Status st = c_.state().AdmitChange(*endpoint); !st.ok()) {
+      return ChangeReply(c_.state(), st, {});
+    }
+  }
+  const std::string by = body.value("by", std::string("vectors"));
+  if (by != "vectors" && by != "buckets") {
+    return ErrorReply(400, "'by' must be \"vectors\" or \"buckets\"");
+  }
+  const auto snap = c_.Snapshot();
+  std::vector<std::string> collections;
+  if (body.contains("collection")) {
+    collections.push_back(body.at("collection").get<std::string>());
+    if (!snap->specs.count(collections[0])) {
+      return ErrorReply(Status::NotFound("unknown collection '" + collections[0] + "'"));
+    }
+  } else {
+    for (const auto& [name, spec] : snap->specs) collections.push_back(name);
+  }
+  const uint32_t group = rebalance ? 0 : body.at("group").get<uint32_t>();
+  struct Planned {
+    std::string collection;
+    PlannedMove move;
+    uint64_t points;
+  };
+  std::vector<Planned> plan;
+  for (const std::string& name : collections) {
+    std::vector<uint64_t> weights;
+    if (by == "vectors") {
+      auto w = moves.BucketWeights(snap->map, name);
+      if (!w.ok()) return ErrorReply(w.status());
+      weights = std::move(w).value();
+    } else {
+      weights.assign(snap->map.Placement(name).value()->num_buckets, 1);
+    }
+    auto p = rebalance ? PlanRebalance(snap->map, name, weights)
+                       : PlanDrain(snap->map, name, group, weights);
+    if (!p.ok()) return ChangeReply(c_.state(), p.status(), {});
+    for (const PlannedMove& pm : *p) plan.push_back({name, pm, weights[pm.bucket]});
+  }
+  json plan_json = json::array();
+  for (const Planned& p : plan) {
+    plan_json.push_back({{"collection", p.collection},
+                         {"bucket", p.move.bucket},
+                         {"from_group", p.move.from_group},
+                         {"to_group", p.move.to_group},
+                         {"points", p.points}});
+  }
+  json started = json::array();
+  if (!dry_run) {
+    for (const Planned& p : plan) {
+      MoveRequest mr;
+      mr.collection = p.collection;
+      mr.bucket = p.move.bucket;
+      mr.target_group = p.move.to_group;
+      auto r = moves.Submit(mr);
+      if (!r.ok()) {
+        HttpResponse reply = ChangeReply(c_.state(), r.status(), {});
+        json j = json::parse(reply.body);
+        j["plan"] = plan_json;
+        j["started"] = started;  // what did start keeps running
+        reply.body = j.dump();
+        return reply;
+      }
+      started.push_back(r->id);
+    }
+  }
+  return JsonReply(200, {{"dry_run", dry_run}, {"plan", plan_json}, {"started", started}});
 }
 
 Result<json> HttpApi::Upsert(const ClusterSnapshot& snap, const std::string& name, const json& body,

@@ -24,6 +24,9 @@ class HttpApi {
 
  private:
   HttpResponse Route(const HttpRequest& request, std::string* endpoint);
+  // /v1/cluster/{groups,rebalance,drain} and /v1/moves: cluster changes and bucket moves.
+  HttpResponse ClusterChange(const HttpRequest& request, const nlohmann::json& body,
+                             std::string* endpoint);
   // The bodies of the two routes that do most: both decide everything on one snapshot.
   Result<nlohmann::json> Upsert(const ClusterSnapshot& snap, const std::string& collection,
                                 const nlohmann::json& body, uint32_t deadline_ms);

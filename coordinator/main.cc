@@ -54,6 +54,11 @@ int Run(int argc, char** argv) {
   app.add_option("--replication", replication, "Consecutive --shard flags form replica groups of this size");
   app.add_option("--deadline-ms", co.default_deadline_ms, "Default per-request deadline");
   app.add_option("--max-k", co.max_k, "Largest k a search may ask for");
+  app.add_option("--moves-per-group", co.moves.max_moves_per_group,
+                 "Bucket moves running at a time per replica group (more wait, queued)");
+  app.add_option("--move-max-bytes-per-s", co.moves.max_bytes_per_s,
+                 "Copy throttle of bucket moves over all moves (0 = unthrottled)");
+  app.add_option("--move-copy-batch", co.moves.copy_batch, "Points per copy page of a bucket move");
   app.add_option("--write-quorum", co.write_quorum, "Replicas that must acknowledge a write (0 = all)");
   app.add_option("--shard-connections", co.shard_connections, "Pipelined connections per shard")
       ->check(CLI::Range(1, 64));
@@ -131,9 +136,9 @@ int Run(int argc, char** argv) {
         }
         group.push_back({shards[j].substr(0, eq), shards[j].substr(eq + 1)});
       }
-      mrl::Status st = c->AddGroup(group);
-      if (!st.ok()) {
-        std::cerr << "mrl-coordinator: " << st.ToString() << "\n";
+      auto added = c->AddGroup(group);
+      if (!added.ok()) {
+        std::cerr << "mrl-coordinator: " << added.status().ToString() << "\n";
         return 2;
       }
     }

@@ -6,6 +6,8 @@
 #include <optional>
 #include <unordered_map>
 
+#include "common/bucket.h"
+
 namespace mrl::coord {
 namespace {
 
@@ -180,7 +182,10 @@ Result<SearchOutcome> QueryEngine::Search(const ShardMap& map, const SearchSpec&
     return Status::Unavailable("no shard of collection '" + spec.collection + "' is reachable");
   }
 
-  // Merge stage 0; remember which target owns each candidate (a group's data is its own).
+  // Merge stage 0; remember which target owns each candidate. A candidate counts only from the
+  // group that owns its bucket's queries: while a bucket moves, the other group holds a copy
+  // (partial before FLIP; no longer written after the move), which must not answer.
+  const CollectionPlacement& placement = *map.Placement(spec.collection).value();
   std::vector<std::vector<ScoredId>> current(n);
   std::vector<std::unordered_map<uint64_t, size_t>> owner(n);
   const int32_t keep0 = spec.one_trip ? spec.plan.stages.back().k : first.k;
@@ -188,8 +193,13 @@ Result<SearchOutcome> QueryEngine::Search(const ShardMap& map, const SearchSpec&
     std::vector<std::vector<ScoredId>> lists;
     for (size_t t = 0; t < answers.size(); ++t) {
       if (!answers[t].shard || !answers[t].lists[i]) continue;
-      lists.push_back(FromWire(*answers[t].lists[i]));
-      for (const ScoredId& c : lists.back()) owner[i].emplace(c.id, t);
+      std::vector<ScoredId> list = FromWire(*answers[t].lists[i]);
+      std::erase_if(list, [&](const ScoredId& c) {
+        return placement.group_of_bucket[BucketOfId(c.id, placement.num_buckets)] !=
+               route.targets[t].group;
+      });
+      for (const ScoredId& c : list) owner[i].emplace(c.id, t);
+      lists.push_back(std::move(list));
     }
     current[i] = MergeTopK(lists, static_cast<size_t>(keep0));
     out.candidates += current[i].size();

@@ -55,7 +55,7 @@ Result<std::vector<PlannedMove>> PlanRebalance(const ShardMap& map, const std::s
     in_play.insert(g);
   }
   if (groups.empty()) {
-    for (uint32_t g = 0; g < map.groups().size(); ++g) in_play.insert(g);
+    for (uint32_t g : map.LiveGroups()) in_play.insert(g);
   }
   std::vector<PlannedMove> plan;
   if (in_play.size() < 2) return plan;
@@ -98,7 +98,11 @@ Result<std::vector<PlannedMove>> PlanDrain(const ShardMap& map, const std::strin
   if (group >= map.groups().size()) {
     return Status::NotFound("group " + std::to_string(group) + " is not in the map");
   }
-  if (map.groups().size() < 2) {
+  const std::vector<uint32_t> live = map.LiveGroups();
+  if (std::find(live.begin(), live.end(), group) == live.end()) {
+    return Status::NotFound("group " + std::to_string(group) + " is retired");
+  }
+  if (live.size() < 2) {
     return Status::FailedPrecondition("group " + std::to_string(group) +
                                       " is the last group: nowhere to drain it to");
   }
@@ -123,7 +127,7 @@ Result<std::vector<PlannedMove>> PlanDrain(const ShardMap& map, const std::strin
   std::vector<PlannedMove> plan;
   for (uint32_t b : leaving) {
     std::optional<uint32_t> to;
-    for (uint32_t g = 0; g < map.groups().size(); ++g) {
+    for (uint32_t g : live) {
       if (g != group && (!to || load.value()[g] < load.value()[*to])) to = g;
     }
     load.value()[*to] += weights[b];

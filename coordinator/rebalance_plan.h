@@ -24,7 +24,7 @@ struct PlannedMove {
 };
 
 // Evens out the load (sum of `bucket_weights`, e.g. vectors or bytes per bucket) over `groups`
-// (empty: every group) with few moves. Greedy: while it lowers the sum of squared loads, move
+// (empty: every live group) with few moves. Greedy: while it lowers the sum of squared loads, move
 // from the most- to the least-loaded group the bucket whose weight is nearest half their gap
 // (ties: heavier, then lower bucket) -- the move that removes the most imbalance; a bucket
 // heavier than the gap would only swap the roles and is never moved. Buckets on groups outside
@@ -34,8 +34,8 @@ Result<std::vector<PlannedMove>> PlanRebalance(const ShardMap& map, const std::s
                                                const std::vector<uint64_t>& bucket_weights,
                                                const std::vector<uint32_t>& groups = {});
 
-// Moves every bucket of `collection` off `group` onto the other groups, heaviest first, each to
-// the then least-loaded group (by `bucket_weights`; empty: every bucket weighs 1).
+// Moves every bucket of `collection` off `group` onto the other live groups, heaviest first, each
+// to the then least-loaded group (by `bucket_weights`; empty: every bucket weighs 1).
 // FailedPrecondition: `group` is the last group, or one of its buckets is moving.
 // NotFound: unknown collection or group. InvalidArgument: weights not one per bucket.
 Result<std::vector<PlannedMove>> PlanDrain(const ShardMap& map, const std::string& collection,

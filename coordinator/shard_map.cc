@@ -51,19 +51,57 @@ Status ShardMap::AddGroup(const std::vector<ShardInfo>& shards) {
   return Status::Ok();
 }
 
+std::vector<uint32_t> ShardMap::LiveGroups() const {
+  std::vector<uint32_t> live;
+  for (uint32_t g = 0; g < groups_.size(); ++g) {
+    if (!groups_[g].shards.empty()) live.push_back(g);
+  }
+  return live;
+}
+
+Status ShardMap::RetireGroup(uint32_t group) {
+  if (group >= groups_.size() || groups_[group].shards.empty()) {
+    return Status::NotFound("group " + std::to_string(group) + " is not in the map");
+  }
+  if (LiveGroups().size() < 2 && !collections_.empty()) {
+    return Status::FailedPrecondition("group " + std::to_string(group) +
+                                      " is the last group of a cluster with collections");
+  }
+  for (const auto& [name, p] : collections_) {
+    for (uint32_t b = 0; b < p.num_buckets; ++b) {
+      if (p.group_of_bucket[b] == group) {
+        return Status::FailedPrecondition("group " + std::to_string(group) + " still owns bucket " +
+                                          std::to_string(b) + " of '" + name +
+                                          "': drain it first");
+      }
+    }
+    for (const auto& [b, m] : p.moving) {
+      if (m.source_group == group || m.target_group == group) {
+        return Status::FailedPrecondition("bucket " + std::to_string(b) + " of '" + name +
+                                          "' is moving to or from group " + std::to_string(group));
+      }
+    }
+  }
+  for (const std::string& s : groups_[group].shards) shards_.erase(s);
+  groups_[group].shards.clear();
+  ++epoch_;
+  return Status::Ok();
+}
+
 Status ShardMap::PlaceCollection(const std::string& collection, uint32_t num_buckets) {
   if (!ValidName(collection)) return Status::InvalidArgument("bad collection name '" + collection + "'");
   if (num_buckets == 0 || (num_buckets & (num_buckets - 1)) != 0) {
     return Status::InvalidArgument("num_buckets must be a power of two");
   }
-  if (groups_.empty()) return Status::FailedPrecondition("no shards in the map");
+  const std::vector<uint32_t> live = LiveGroups();
+  if (live.empty()) return Status::FailedPrecondition("no shards in the map");
   if (collections_.count(collection)) {
     return Status::FailedPrecondition("collection '" + collection + "' is already placed");
   }
   CollectionPlacement p;
   p.num_buckets = num_buckets;
   p.group_of_bucket.resize(num_buckets);
-  for (uint32_t b = 0; b < num_buckets; ++b) p.group_of_bucket[b] = b % groups_.size();
+  for (uint32_t b = 0; b < num_buckets; ++b) p.group_of_bucket[b] = live[b % live.size()];
   collections_[collection] = std::move(p);
   ++epoch_;
   return Status::Ok();
@@ -343,6 +381,21 @@ std::map<uint32_t, std::vector<size_t>> GroupByReplicaSet(const CollectionPlacem
   std::map<uint32_t, std::vector<size_t>> by_group;
   for (size_t i = 0; i < ids.size(); ++i) {
     by_group[placement.group_of_bucket[BucketOfId(ids[i], placement.num_buckets)]].push_back(i);
+  }
+  return by_group;
+}
+
+std::map<uint32_t, std::vector<size_t>> GroupByWriteSet(const CollectionPlacement& placement,
+                                                       const std::vector<uint64_t>& ids) {
+  std::map<uint32_t, std::vector<size_t>> by_group;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    const uint32_t b = BucketOfId(ids[i], placement.num_buckets);
+    const uint32_t owner = placement.group_of_bucket[b];
+    by_group[owner].push_back(i);
+    if (auto it = placement.moving.find(b); it != placement.moving.end()) {
+      const BucketMove& m = it->second;
+      by_group[m.source_group == owner ? m.target_group : m.source_group].push_back(i);
+    }
   }
   return by_group;
 }

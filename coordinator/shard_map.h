@@ -82,7 +82,14 @@ class ShardMap {
 
   // Adds `shards` as one new replica group (all of them hold the same data). epoch + 1.
   Status AddGroup(const std::vector<ShardInfo>& shards);
-  // Places a new collection: bucket b goes to group b mod groups. epoch + 1.
+  // Removes a drained group's shards from the map; the group keeps its index (placements and
+  // move records name groups by index) but has no members and is never placed on again.
+  // FailedPrecondition while it owns a bucket, a move touches it, or it is the last group of a
+  // cluster with collections; NotFound for an unknown or already retired group. epoch + 1.
+  Status RetireGroup(uint32_t group);
+  // The groups with members (not retired), in index order.
+  std::vector<uint32_t> LiveGroups() const;
+  // Places a new collection: bucket b goes to the (b mod live groups)-th live group. epoch + 1.
   // REQUIRES: num_buckets a power of two; at least one group.
   Status PlaceCollection(const std::string& collection, uint32_t num_buckets);
   Status RemoveCollection(const std::string& collection);
@@ -149,6 +156,10 @@ class ShardMap {
 // query owner; a write router for moving buckets adds their target groups).
 std::map<uint32_t, std::vector<size_t>> GroupByReplicaSet(const CollectionPlacement& placement,
                                                          const std::vector<uint64_t>& ids);
+// Replica group -> positions of the ids a write must send it: GroupByReplicaSet plus, for each
+// id of a moving bucket, the move's other group (its target before FLIP, its source after).
+std::map<uint32_t, std::vector<size_t>> GroupByWriteSet(const CollectionPlacement& placement,
+                                                       const std::vector<uint64_t>& ids);
 // Acknowledgements a write to a group of `replicas` needs: all when write_quorum is 0, else
 // min(write_quorum, replicas).
 int WriteQuorum(int write_quorum, int replicas);

@@ -1,6 +1,7 @@
 #include "coordinator/write_router.h"
 
 #include <algorithm>
+#include <chrono>
 #include <future>
 
 #include "common/protocol.h"
@@ -13,6 +14,19 @@ Status WriteRouter::CheckCount(size_t n, const char* what) const {
                                    " per request");
   }
   return Status::Ok();
+}
+
+uint64_t WriteRouter::NextVersions(size_t n) {
+  const uint64_t now_us = static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::microseconds>(
+          std::chrono::system_clock::now().time_since_epoch())
+          .count());
+  uint64_t last = last_version_.load();
+  uint64_t first = 0;
+  do {
+    first = std::max(now_us, last + 1);
+  } while (!last_version_.compare_exchange_weak(last, first + n - 1));
+  return first;
 }
 
 Status WriteRouter::Upsert(const ClusterSnapshot& snap, const std::string& collection,
@@ -34,14 +48,16 @@ Status WriteRouter::Upsert(const ClusterSnapshot& snap, const std::string& colle
     }
     ids.push_back(p.id);
   }
+  const uint64_t first_version = NextVersions(points.size());
   std::map<uint32_t, wire::UpsertRequestT> by_group;
-  for (const auto& [g, positions] : GroupByReplicaSet(*placement.value(), ids)) {
+  for (const auto& [g, positions] : GroupByWriteSet(*placement.value(), ids)) {
     wire::UpsertRequestT& req = by_group[g];
     req.collection = collection;
     req.dims = dim;
     for (size_t i : positions) {
       const PointIn& p = points[i];
       req.ids.push_back(p.id);
+      req.versions.push_back(first_version + i);
       req.vectors.insert(req.vectors.end(), p.vector.begin(), p.vector.end());
       auto payload = std::make_unique<wire::PayloadT>();
       payload->data.assign(p.payload.begin(), p.payload.end());
@@ -96,11 +112,15 @@ Status WriteRouter::Delete(const ClusterSnapshot& snap, const std::string& colle
   auto placement = snap.map.Placement(collection);
   if (!placement.ok()) return placement.status();
   MRL_RETURN_IF_ERROR(CheckCount(ids.size(), "ids"));
+  const uint64_t first_version = NextVersions(ids.size());
   std::vector<std::pair<std::string, std::future<Result<wire::DeleteResponseT>>>> calls;
-  for (const auto& [g, positions] : GroupByReplicaSet(*placement.value(), ids)) {
+  for (const auto& [g, positions] : GroupByWriteSet(*placement.value(), ids)) {
     wire::DeleteRequestT req;
     req.collection = collection;
-    for (size_t i : positions) req.ids.push_back(ids[i]);
+    for (size_t i : positions) {
+      req.ids.push_back(ids[i]);
+      req.versions.push_back(first_version + i);
+    }
     for (const std::string& s : snap.map.groups()[g].shards) {
       calls.emplace_back(s, pool_.Client(s)->CallFuture(req, deadline_ms));
     }

@@ -59,6 +59,9 @@ sanitizer_env() {  # sanitizer_env BUILD_DIR
   rm -rf "$reports" "$ROOT/$1/test-tmp"
   mkdir -p "$reports" "$ROOT/$1/test-tmp"
   export TMPDIR="$ROOT/$1/test-tmp"
+  # The live-rebalancing test on 5000 base points (20000 in the release phase): the same moves
+  # and checks, a quarter of the data to load under a sanitizer.
+  export MRL_REBALANCE_POINTS=${MRL_REBALANCE_POINTS:-5000}
   export ASAN_OPTIONS="log_path=$reports/asan:detect_leaks=0:abort_on_error=1:strict_string_checks=1"
   export UBSAN_OPTIONS="log_path=$reports/ubsan:halt_on_error=1:print_stacktrace=1"
   # TSan's lock-order (deadlock) detector is off: hnswlib keeps one mutex per element plus 65536
@@ -124,7 +127,7 @@ if want release; then
   # allow-list without a GPU).
   if [ -x build/tests/nccl_test ]; then NCCL_SUITE=",nccl_test"; fi
   phase "tests (release)" run_ctest build 900 \
-    "common_test,trainer_test,shards_test,shard_engine_test,wire_test,shard_server_test,coordinator_test,coordinator_e2e_test,mrlctl_test,disk_full_test,meta_store_test,cluster_state_test,meta_cluster_test$NCCL_SUITE"
+    "common_test,trainer_test,shards_test,shard_engine_test,wire_test,shard_server_test,coordinator_test,coordinator_e2e_test,rebalance_e2e_test,mrlctl_test,disk_full_test,meta_store_test,cluster_state_test,meta_cluster_test$NCCL_SUITE"
 fi
 
 if want asan; then
@@ -137,7 +140,7 @@ if want asan; then
   # it waits out the outage with the same code paths the other MetaCluster cases run here, and
   # costs a minute of this phase (CI time, issue 10 item 7).
   phase "tests (asan+ubsan)" san_ctest build-asan 1800 \
-    "common_test,trainer_test,shards_test,shard_engine_test,wire_test,shard_server_test,coordinator_test,coordinator_e2e_test,mrlctl_test,disk_full_test,meta_store_test,cluster_state_test,meta_cluster_test" \
+    "common_test,trainer_test,shards_test,shard_engine_test,wire_test,shard_server_test,coordinator_test,coordinator_e2e_test,rebalance_e2e_test,mrlctl_test,disk_full_test,meta_store_test,cluster_state_test,meta_cluster_test" \
     -E '^MetaCluster\.AllEtcdMembersDown'
 fi
 
@@ -149,12 +152,12 @@ if want tsan; then
   # clang, so that hnswlib's headers can be left uninstrumented (.ci/tsan-ignorelist.txt; GCC
   # has no ignore-list); RocksDB linked shared (shard/CMakeLists.txt) for
   # ignore_noninstrumented_modules.
-  phase "build (tsan)" env MRL_BUILD_TARGETS="wire_test shard_server_test coordinator_e2e_test shard_engine_test meta_store_test cluster_state_test" \
+  phase "build (tsan)" env MRL_BUILD_TARGETS="wire_test shard_server_test coordinator_e2e_test rebalance_e2e_test shard_engine_test meta_store_test cluster_state_test" \
     bash ops/build.sh build-tsan -DMRL_TSAN=ON -DMRL_BUILD_TRAINER=OFF -DCMAKE_CXX_COMPILER=clang++-14 \
     -DCMAKE_BUILD_TYPE=RelWithDebInfo "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O2 -g1" -DMRL_BUILD_BENCH=OFF \
     "-DCMAKE_CXX_FLAGS=-fsanitize-ignorelist=$ROOT/.ci/tsan-ignorelist.txt"
-  phase "tests (tsan)" san_ctest build-tsan 900 "wire_test,shard_server_test,coordinator_e2e_test,shard_engine_test,meta_store_test,cluster_state_test" \
-    -R '^(Backends/StoreTest\.|Backends/BothStores\.|ClusterStateEtcd\.|LeasedKey\.|ClientTest\.|RpcServerTest\.|ShardServerTest\.(ManyPipelined|SigtermFinishes|MalformedFrames|DeadlineExceeded|AFlood|ConnectionsBeyond|ClientReconnects)|CoordinatorE2E\.(ExactAdaptive|ReplicationTwo|BinaryApi)|ShardEngine\.Concurrency\.)'
+  phase "tests (tsan)" san_ctest build-tsan 900 "wire_test,shard_server_test,coordinator_e2e_test,rebalance_e2e_test,shard_engine_test,meta_store_test,cluster_state_test" \
+    -R '^(Backends/StoreTest\.|Backends/BothStores\.|ClusterStateEtcd\.|LeasedKey\.|ClientTest\.|RpcServerTest\.|ShardServerTest\.(ManyPipelined|SigtermFinishes|MalformedFrames|DeadlineExceeded|AFlood|ConnectionsBeyond|ClientReconnects)|CoordinatorE2E\.(ExactAdaptive|ReplicationTwo|BinaryApi)|RebalanceE2E\.|ShardEngine\.Concurrency\.)'
 fi
 
 if want fuzz; then

@@ -16,6 +16,7 @@
 #include "common/atomic_file.h"
 #include "common/retrieval_metrics.h"
 #include "rpc/client.h"
+#include "tests/coordinator_e2e_fixture.h"
 #include "tests/daemon_process.h"
 #include "tests/test_util.h"
 
@@ -23,164 +24,9 @@ namespace mrl {
 namespace {
 
 using json = nlohmann::json;
+using namespace e2e;  // NOLINT: the fixture's helpers
 using test_util::DaemonProcess;
 using test_util::TempDir;
-
-constexpr int kDim = 128;
-constexpr int kPoints = 4000;
-
-struct HttpResult {
-  int status = 0;
-  std::string body;
-  json Json() const { return json::parse(body, nullptr, false); }
-};
-
-HttpResult Curl(const std::string& method, const std::string& url, const std::string& body = "",
-                const std::string& token = "", const std::string& curl_options = "") {
-  static int n = 0;
-  const std::string file = TempDir("curl") + "/body" + std::to_string(n++);
-  EXPECT_TRUE(WriteFileAtomic(file, body).ok());
-  std::string cmd = "curl -s -S " + curl_options + " -X " + method + " -H 'Content-Type: application/json'";
-  if (!token.empty()) cmd += " -H 'Authorization: Bearer " + token + "'";
-  if (!body.empty()) cmd += " --data-binary @" + file;
-  cmd += " -w '\\n%{http_code}' '" + url + "'";
-  FILE* p = popen(cmd.c_str(), "r");
-  std::string out;
-  char buf[65536];
-  size_t got;
-  while ((got = fread(buf, 1, sizeof(buf), p)) > 0) out.append(buf, got);
-  pclose(p);
-  HttpResult r;
-  const size_t nl = out.rfind('\n');
-  if (nl == std::string::npos) return r;
-  r.status = std::atoi(out.c_str() + nl + 1);
-  r.body = out.substr(0, nl);
-  return r;
-}
-
-// Matryoshka-like data: coordinate i has scale 1/(1 + i/4), around 40 cluster centres, so
-// low-d prefixes carry most of the similarity.
-std::vector<float> MakeData(int n, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<float> g;
-  std::vector<float> centres(40 * kDim);
-  for (auto& c : centres) c = g(rng);
-  std::vector<float> v(static_cast<size_t>(n) * kDim);
-  for (int i = 0; i < n; ++i) {
-    const int c = static_cast<int>(rng() % 40);
-    for (int d = 0; d < kDim; ++d) {
-      const float scale = 1.0f / (1.0f + d / 4.0f);
-      v[static_cast<size_t>(i) * kDim + d] = scale * (centres[c * kDim + d] + 0.6f * g(rng));
-    }
-  }
-  return v;
-}
-
-std::vector<uint64_t> BruteForceCosine(const std::vector<float>& db, const float* q, int k,
-                                       int n = kPoints) {
-  std::vector<std::pair<double, uint64_t>> s;
-  double qq = 0;
-  for (int d = 0; d < kDim; ++d) qq += double(q[d]) * q[d];
-  for (int i = 0; i < n; ++i) {
-    const float* x = &db[static_cast<size_t>(i) * kDim];
-    double xq = 0, xx = 0;
-    for (int d = 0; d < kDim; ++d) {
-      xq += double(x[d]) * q[d];
-      xx += double(x[d]) * x[d];
-    }
-    s.push_back({-xq / std::sqrt(xx * qq), static_cast<uint64_t>(i) * 7 + 3});
-  }
-  std::partial_sort(s.begin(), s.begin() + k, s.end());
-  std::vector<uint64_t> ids;
-  for (int i = 0; i < k; ++i) ids.push_back(s[static_cast<size_t>(i)].second);
-  return ids;
-}
-
-json VectorJson(const float* v) { return json(std::vector<float>(v, v + kDim)); }
-
-class Cluster {
- public:
-  // shard_args[s]: extra flags of shard s.
-  Cluster(const std::string& name, int shards, int replication,
-          const std::vector<std::vector<std::string>>& shard_args = {})
-      : dir_(TempDir(name)) {
-    EXPECT_TRUE(WriteFileAtomic(dir_ + "/admin", "admin-secret-1\n").ok());
-    EXPECT_TRUE(WriteFileAtomic(dir_ + "/read", "reader-secret-2\n").ok());
-    for (int s = 0; s < shards; ++s) {
-      shards_.push_back(std::make_unique<DaemonProcess>(
-          "s" + std::to_string(s), MRL_SHARD_BIN,
-          ShardArgs(s, shard_args), dir_));
-      shards_.back()->Start();
-    }
-    std::vector<std::string> args = {"--data-dir", dir_ + "/coord", "--port", "0",
-                                     "--admin-token-file", dir_ + "/admin", "--read-token-file",
-                                     dir_ + "/read", "--replication", std::to_string(replication),
-                                     "--threads", "4", "--binary-port", "0", "--binary-port-file",
-                                     dir_ + "/coord.bport"};
-    for (int s = 0; s < shards; ++s) {
-      args.push_back("--shard");
-      args.push_back("s" + std::to_string(s) + "=" + shards_[static_cast<size_t>(s)]->address());
-    }
-    coord_ = std::make_unique<DaemonProcess>("coord", MRL_COORDINATOR_BIN, args, dir_);
-    coord_->Start();
-  }
-  std::vector<std::string> ShardArgs(int s, const std::vector<std::vector<std::string>>& extra) const {
-    std::vector<std::string> a = {"--data-dir", dir_ + "/s" + std::to_string(s), "--port", "0",
-                                  "--threads", "1", "--block-cache-mb", "16"};
-    if (static_cast<size_t>(s) < extra.size()) a.insert(a.end(), extra[s].begin(), extra[s].end());
-    return a;
-  }
-  std::string Url(const std::string& path) const {
-    return "http://127.0.0.1:" + std::to_string(coord_->port()) + path;
-  }
-  DaemonProcess& shard(int i) { return *shards_[static_cast<size_t>(i)]; }
-  const std::string& dir() const { return dir_; }
-  // The coordinator's binary API port (written just after the HTTP port file).
-  uint16_t BinaryPort() const {
-    const std::string f = dir_ + "/coord.bport";
-    for (int i = 0; i < 500 && !std::filesystem::exists(f); ++i) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    return static_cast<uint16_t>(std::stoi(test_util::Slurp(f)));
-  }
-  DaemonProcess& coord() { return *coord_; }
-
-  // Collection "emb": the first n points of `data`, one HNSW index over `index_dims`.
-  void CreateAndLoad(const std::vector<float>& data, int index_dims = 16, int n = kPoints) {
-    HttpResult r = Curl("PUT", Url("/v1/collections/emb"),
-                        json{{"dim", kDim}, {"storage", "fp32"}, {"num_buckets", 256},
-                             {"indexes", {{{"dims", index_dims}, {"kind", "hnsw"}}}}}.dump(),
-                        kAdmin);
-    ASSERT_EQ(r.status, 200) << r.body;
-    for (int start = 0; start < n; start += 500) {
-      json pts = json::array();
-      for (int i = start; i < std::min(n, start + 500); ++i) {
-        pts.push_back({{"id", static_cast<uint64_t>(i) * 7 + 3},
-                       {"vector", VectorJson(&data[static_cast<size_t>(i) * kDim])},
-                       {"payload", {{"row", i}}}});
-      }
-      // A generous deadline: 500 points into HNSW with fsync'ed writes can outlast the 2 s
-      // default under ASan on 2 busy cores, and a timed-out shard is marked down for 2 s.
-      r = Curl("PUT", Url("/v1/collections/emb/points"),
-               json{{"points", pts}, {"deadline_ms", 30000}}.dump(), kAdmin);
-      ASSERT_EQ(r.status, 200) << r.body;
-    }
-  }
-
-  static constexpr const char* kAdmin = "admin-secret-1";
-  static constexpr const char* kRead = "reader-secret-2";
-
- private:
-  std::string dir_;
-  std::vector<std::unique_ptr<DaemonProcess>> shards_;
-  std::unique_ptr<DaemonProcess> coord_;
-};
-
-std::vector<uint64_t> Ids(const json& hits) {
-  std::vector<uint64_t> ids;
-  for (const json& h : hits) ids.push_back(h["id"].get<uint64_t>());
-  return ids;
-}
 
 TEST(CoordinatorE2E, ExactAdaptiveBudgetsPartialAnswersAndBadInput) {
   Cluster c("e2e3", 3, 1);

@@ -4,9 +4,11 @@
 
 #include <algorithm>
 #include <functional>
+#include <map>
 #include <random>
 #include <set>
 
+#include "common/bucket.h"
 #include "coordinator/move.h"
 #include "coordinator/rebalance_plan.h"
 #include "coordinator/shard_map.h"
@@ -208,6 +210,82 @@ TEST(PlanDrain, RefusesTheLastGroupAnUnknownGroupAndABucketInMotion) {
   ASSERT_TRUE(m.BeginDualWrite("docs", 1, 0).ok());
   EXPECT_EQ(PlanDrain(m, "docs", 0).status().code(), Code::kFailedPrecondition);
   EXPECT_TRUE(PlanDrain(m, "docs", 2).ok());
+}
+
+TEST(RetireGroup, RefusesAGroupThatOwnsOrMovesABucketThenRetiresItOnceDrained) {
+  ShardMap m = ThreeGroups();
+  Status owns = m.RetireGroup(0);
+  EXPECT_EQ(owns.code(), Code::kFailedPrecondition);
+  EXPECT_NE(owns.message().find("bucket"), std::string::npos) << owns.message();
+  EXPECT_EQ(m.RetireGroup(7).code(), Code::kNotFound);
+  // Drain group 0 by hand; while bucket 0 is moving to group 2, group 2 cannot be retired
+  // (it is the move's target) and neither can group 0.
+  for (uint32_t b : {3u, 6u}) {
+    ASSERT_TRUE(m.BeginDualWrite("docs", b, 1).ok());
+    ASSERT_TRUE(m.Flip("docs", b).ok());
+    ASSERT_TRUE(m.FinishMove("docs", b).ok());
+  }
+  ASSERT_TRUE(m.BeginDualWrite("docs", 0, 2).ok());
+  ASSERT_TRUE(m.Flip("docs", 0).ok());
+  EXPECT_EQ(m.RetireGroup(0).code(), Code::kFailedPrecondition);  // the move's source
+  ASSERT_TRUE(m.FinishMove("docs", 0).ok());
+  const uint64_t epoch = m.epoch();
+  ASSERT_TRUE(m.RetireGroup(0).ok());
+  EXPECT_EQ(m.epoch(), epoch + 1);
+  EXPECT_TRUE(m.groups()[0].shards.empty());  // the index stays: records name groups by index
+  EXPECT_EQ(m.LiveGroups(), (std::vector<uint32_t>{1, 2}));
+  EXPECT_EQ(m.RetireGroup(0).code(), Code::kNotFound);  // already retired
+  // A new collection is dealt over the live groups only; a drain skips the retired group and
+  // refuses to name it.
+  ASSERT_TRUE(m.PlaceCollection("more", 4).ok());
+  const auto& p = *m.Placement("more").value();
+  EXPECT_EQ(p.group_of_bucket, (std::vector<uint32_t>{1, 2, 1, 2}));
+  EXPECT_EQ(PlanDrain(m, "docs", 0).status().code(), Code::kNotFound);
+  auto drain = PlanDrain(m, "docs", 1);
+  ASSERT_TRUE(drain.ok()) << drain.status().ToString();
+  for (const PlannedMove& pm : drain.value()) EXPECT_EQ(pm.to_group, 2u);
+  // The last live group of a cluster with collections stays.
+  ShardMap one;
+  ASSERT_TRUE(one.AddGroup({{"a1", "127.0.0.1:1"}}).ok());
+  ASSERT_TRUE(one.AddGroup({{"b1", "127.0.0.1:2"}}).ok());
+  ASSERT_TRUE(one.PlaceCollection("docs", 2).ok());
+  ASSERT_TRUE(one.BeginDualWrite("docs", 0, 1).ok());
+  ASSERT_TRUE(one.Flip("docs", 0).ok());
+  ASSERT_TRUE(one.FinishMove("docs", 0).ok());
+  ASSERT_TRUE(one.RetireGroup(0).ok());
+  EXPECT_EQ(one.RetireGroup(1).code(), Code::kFailedPrecondition);
+}
+
+TEST(GroupByWriteSet, AMovingBucketsIdsGoToBothGroupsBeforeAndAfterTheFlip) {
+  ShardMap m = ThreeGroups();
+  std::vector<uint64_t> ids;
+  for (uint64_t id = 0; id < 200; ++id) ids.push_back(id);
+  auto positions_in = [&](const std::map<uint32_t, std::vector<size_t>>& by, uint32_t g) {
+    std::set<uint64_t> out;
+    if (auto it = by.find(g); it != by.end()) {
+      for (size_t i : it->second) out.insert(ids[i]);
+    }
+    return out;
+  };
+  const auto& at_rest = *m.Placement("docs").value();
+  EXPECT_EQ(GroupByWriteSet(at_rest, ids), GroupByReplicaSet(at_rest, ids));
+  ASSERT_TRUE(m.BeginDualWrite("docs", 4, 0).ok());  // bucket 4: group 1 -> group 0
+  for (int flipped = 0; flipped < 2; ++flipped) {
+    if (flipped) ASSERT_TRUE(m.Flip("docs", 4).ok());
+    const auto& p = *m.Placement("docs").value();
+    const auto by = GroupByWriteSet(p, ids);
+    for (uint64_t id : ids) {
+      const uint32_t b = BucketOfId(id, 8);
+      const bool in0 = positions_in(by, 0).count(id), in1 = positions_in(by, 1).count(id),
+                 in2 = positions_in(by, 2).count(id);
+      if (b == 4) {
+        EXPECT_TRUE(in0 && in1 && !in2) << "id " << id << " flipped " << flipped;
+      } else {
+        EXPECT_EQ(in0 + in1 + in2, 1) << "id " << id;
+        EXPECT_TRUE(positions_in(by, b % 3).count(id)) << "id " << id;
+      }
+    }
+  }
 }
 
 }  // namespace

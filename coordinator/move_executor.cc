@@ -1,0 +1,605 @@
+#include "coordinator/move_executor.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <future>
+
+#include "common/collection_spec.h"
+#include "common/protocol.h"
+
+namespace mrl::coord {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+int64_t NowUnixMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+StepOutcome Outcome(MoveStep::Kind step) {
+  StepOutcome o;
+  o.step = step;
+  o.now_unix_ms = NowUnixMs();
+  return o;
+}
+
+struct Entry {
+  MoveRecord record;
+  int64_t revision = 0;
+};
+
+// The journal's records; an entry that does not parse is reported once per pass and skipped
+// (it blocks nothing but itself: its bucket shows as moving in the map).
+std::vector<Entry> Records(const ClusterSnapshot& snap) {
+  std::vector<Entry> out;
+  for (const auto& [id, e] : snap.moves) {
+    auto r = MoveFromJson(e.value);
+    if (!r.ok()) {
+      std::fprintf(stderr, "mrl-coordinator: move journal entry '%s' does not parse: %s\n",
+                   id.c_str(), r.status().ToString().c_str());
+      continue;
+    }
+    out.push_back({std::move(r).value(), e.mod_revision});
+  }
+  return out;
+}
+
+bool Started(const MoveRecord& r) { return IsActive(r) && r.phase != MovePhase::kPlanned; }
+
+double PhasePercent(const MoveRecord& r, uint64_t bucket_points) {
+  switch (r.phase) {
+    case MovePhase::kPlanned:
+      return 0;
+    case MovePhase::kDualWrite:
+      return 2;
+    case MovePhase::kCopy:
+      return bucket_points == 0
+                 ? 5
+                 : 5 + 85 * std::min(1.0, static_cast<double>(r.points_copied) / bucket_points);
+    case MovePhase::kVerify:
+      return 90;
+    case MovePhase::kFlip:
+      return 95;
+    case MovePhase::kCleanup:
+      return 97;
+    case MovePhase::kDone:
+      return 100;
+    case MovePhase::kAborted:
+      return r.target_discarded || r.epoch_at_flip ? 100 : 99;
+  }
+  return 0;
+}
+
+}  // namespace
+
+MoveExecutor::MoveExecutor(ClusterState& state, ShardPool& pool, MoveExecutorOptions options)
+    : state_(state), pool_(pool), opt_(options) {}
+
+MoveExecutor::~MoveExecutor() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+void MoveExecutor::Start() { thread_ = std::thread([this] { Loop(); }); }
+
+void MoveExecutor::Wake() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    wake_ = true;
+  }
+  cv_.notify_all();
+}
+
+void MoveExecutor::Loop() {
+  for (;;) {
+    bool moved = false;
+    if (state_.CheckLeader().ok()) moved = RunOnce();
+    std::unique_lock<std::mutex> lock(mu_);
+    if (stop_) return;
+    if (!moved) {
+      cv_.wait_for(lock, std::chrono::milliseconds(opt_.idle_poll_ms),
+                   [&] { return stop_ || wake_; });
+    }
+    wake_ = false;
+    if (stop_) return;
+  }
+}
+
+bool MoveExecutor::RunOnce() {
+  const auto snap = state_.Snapshot();
+  std::vector<Entry> entries = Records(*snap);
+  std::map<uint32_t, uint32_t> started_on_group;
+  for (const Entry& e : entries) {
+    if (!Started(e.record)) continue;
+    ++started_on_group[e.record.source_group];
+    ++started_on_group[e.record.target_group];
+  }
+  // An abort in FLIP records the reverse move first: finish the abort it belongs to.
+  std::map<std::string, const Entry*> by_id;
+  for (const Entry& e : entries) by_id[e.record.id] = &e;
+  bool moved = false;
+  for (const Entry& e : entries) {
+    if (e.record.reverse_of.empty()) continue;
+    auto it = by_id.find(e.record.reverse_of);
+    if (it == by_id.end() || it->second->record.phase != MovePhase::kFlip) continue;
+    auto aborted = Abort(it->second->record, "reversed by move '" + e.record.id + "'", NowUnixMs());
+    if (aborted.ok()) (void)Record(aborted->aborted, it->second->revision);
+    return true;  // re-read the journal
+  }
+  for (const Entry& e : entries) {
+    const MoveRecord& r = e.record;
+    if (NextStep(r).kind == MoveStep::Kind::kNone) continue;
+    if (!r.reverse_of.empty() && by_id.count(r.reverse_of) &&
+        by_id[r.reverse_of]->record.phase == MovePhase::kFlip) {
+      continue;
+    }
+    if (r.phase == MovePhase::kPlanned) {
+      if (started_on_group[r.source_group] >= opt_.max_moves_per_group ||
+          started_on_group[r.target_group] >= opt_.max_moves_per_group) {
+        SetWaiting(r.id, "queued: group limit of " + std::to_string(opt_.max_moves_per_group) +
+                             " moves at a time");
+        continue;
+      }
+      ++started_on_group[r.source_group];
+      ++started_on_group[r.target_group];
+    }
+    const Status st = Step(r, e.revision);
+    if (!st.ok()) {
+      if (st.code() != Status::Code::kAborted) {  // Aborted: the entry moved on; re-read
+        SetWaiting(r.id, st.ToString());
+      }
+      continue;
+    }
+    const auto now = state_.Snapshot();
+    auto after = now->moves.find(r.id);
+    if (after != now->moves.end() && after->second.mod_revision != e.revision) {
+      moved = true;
+      std::lock_guard<std::mutex> lock(mu_);
+      progress_[r.id].waiting_on.clear();
+    }
+  }
+  return moved;
+}
+
+Status MoveExecutor::Step(const MoveRecord& r, int64_t revision) {
+  const auto snap = state_.Snapshot();
+  const ShardMap& map = snap->map;
+  const MoveStep step = NextStep(r);
+  switch (step.kind) {
+    case MoveStep::Kind::kBeginDualWrite: {
+      // The target's shards may be new (a group added to a running cluster): they get the
+      // collection first (idempotent), so dual writes and the copy find it there.
+      auto spec = snap->Spec(r.collection);
+      if (!spec.ok()) return spec.status();
+      MRL_RETURN_IF_ERROR(EnsureCollection(map, r.target_group, *spec.value()));
+      return MapStep(r, revision, /*advance=*/true);
+    }
+    case MoveStep::Kind::kFlip:
+      return MapStep(r, revision, /*advance=*/true);
+    case MoveStep::Kind::kAwaitEpoch: {
+      auto saw = ShardsSawEpoch(map, {r.source_group, r.target_group}, step.epoch);
+      if (!saw.ok()) return saw.status();
+      if (!*saw) {
+        SetWaiting(r.id, "waiting for the shards to see map epoch " + std::to_string(step.epoch));
+        return Status::Ok();
+      }
+      StepOutcome o = Outcome(step.kind);
+      auto next = Advance(r, o);
+      if (!next.ok()) return next.status();
+      return Record(*next, revision).status();
+    }
+    case MoveStep::Kind::kCopyFrom:
+      return CopyPage(map, r, revision);
+    case MoveStep::Kind::kVerify:
+      return Verify(map, r, revision);
+    case MoveStep::Kind::kCleanup: {
+      // The map first (writes stop reaching the source: FinishMove), then, once the source's
+      // shards refuse requests routed by the older map, the drop; DONE last.
+      MRL_RETURN_IF_ERROR(MapStep(r, revision, /*advance=*/false));
+      return Status::Ok();  // the next pass (with the new revision) drops
+    }
+    case MoveStep::Kind::kDiscardTarget:
+      return MapStep(r, revision, /*advance=*/false);
+    case MoveStep::Kind::kNone:
+      return Status::Ok();
+  }
+  return Status::Ok();
+}
+
+Status MoveExecutor::MapStep(const MoveRecord& r, int64_t revision, bool advance) {
+  const MoveStep::Kind kind = NextStep(r).kind;
+  if (!advance) {
+    // CLEANUP and DISCARD: bring the map there (a no-op when it already is), wait for the
+    // shards of the group losing the bucket to see that epoch, drop there, then advance.
+    const auto snap = state_.Snapshot();
+    ShardMap probe = snap->map;
+    auto changed = ApplyMapStep(&probe, r);
+    if (!changed.ok()) return changed.status();
+    if (*changed) {
+      auto rev = state_.RecordMoveWith(
+          r.id, revision,
+          [&](ShardMap* m) -> Result<std::string> {
+            auto c = ApplyMapStep(m, r);
+            if (!c.ok()) return c.status();
+            MoveRecord same = r;
+            same.updated_unix_ms = NowUnixMs();
+            return ToJson(same);
+          },
+          /*changes_map=*/true);
+      return rev.status();  // the drop follows on the next pass
+    }
+    const uint32_t losing = kind == MoveStep::Kind::kCleanup ? r.source_group : r.target_group;
+    auto saw = ShardsSawEpoch(snap->map, {losing}, snap->map.epoch());
+    if (!saw.ok()) return saw.status();
+    if (!*saw) {
+      SetWaiting(r.id, "waiting for group " + std::to_string(losing) + " to see map epoch " +
+                           std::to_string(snap->map.epoch()));
+      return Status::Ok();
+    }
+    MRL_RETURN_IF_ERROR(DropOn(snap->map, losing, r));
+    StepOutcome o = Outcome(kind);
+    auto next = Advance(r, o);
+    if (!next.ok()) return next.status();
+    return Record(*next, revision).status();
+  }
+  auto rev = state_.RecordMoveWith(
+      r.id, revision,
+      [&](ShardMap* m) -> Result<std::string> {
+        auto c = ApplyMapStep(m, r);
+        if (!c.ok()) return c.status();
+        StepOutcome o = Outcome(kind);
+        o.epoch = m->epoch();
+        auto next = Advance(r, o);
+        if (!next.ok()) return next.status();
+        return ToJson(*next);
+      },
+      /*changes_map=*/true);
+  return rev.status();
+}
+
+Result<bool> MoveExecutor::ShardsSawEpoch(const ShardMap& map, const std::vector<uint32_t>& groups,
+                                          uint64_t epoch) {
+  std::vector<std::pair<std::string, std::future<Result<wire::StatsResponseT>>>> calls;
+  for (uint32_t g : groups) {
+    if (g >= map.groups().size()) continue;
+    for (const std::string& s : map.groups()[g].shards) {
+      if (!pool_.Healthy(s)) continue;
+      calls.emplace_back(s,
+                         pool_.Client(s)->CallFuture(wire::StatsRequestT{}, opt_.rpc_deadline_ms));
+    }
+  }
+  bool all = true;
+  for (auto& [s, f] : calls) {
+    auto r = f.get();
+    pool_.Report(s, r.status());
+    if (!r.ok()) continue;  // gone: it sees the new epoch on its first request after it returns
+    if (r->map_epoch < epoch) all = false;
+  }
+  return all;
+}
+
+std::optional<std::string> MoveExecutor::HealthySource(const ShardMap& map, uint32_t group) {
+  for (const std::string& s : map.groups()[group].shards) {
+    if (pool_.Healthy(s)) return s;
+  }
+  return std::nullopt;
+}
+
+Status MoveExecutor::CopyPage(const ShardMap& map, const MoveRecord& r, int64_t revision) {
+  auto source = HealthySource(map, r.source_group);
+  if (!source) {
+    SetWaiting(r.id, "no healthy replica in source group " + std::to_string(r.source_group));
+    return Status::Ok();
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    Progress& p = progress_[r.id];
+    if (!r.copy_cursor || p.started == Clock::time_point{}) {
+      p.started = Clock::now();
+      p.copied_at_start = r.points_copied;
+    }
+  }
+  if (!r.copy_cursor) {  // the first page: the bucket's size, for percent and ETA
+    auto f = Figures(*source, r);
+    if (f.ok()) {
+      std::lock_guard<std::mutex> lock(mu_);
+      progress_[r.id].bucket_points = f->count;
+    }
+  }
+  wire::ScanBucketRequestT scan;
+  scan.collection = r.collection;
+  scan.bucket = r.bucket;
+  scan.has_after = r.copy_cursor.has_value();
+  scan.after = r.copy_cursor.value_or(0);
+  scan.limit = opt_.copy_batch;
+  auto page = pool_.Client(*source)->Call(scan, opt_.rpc_deadline_ms);
+  pool_.Report(*source, page.status());
+  if (!page.ok()) return page.status().WithContext("scanning on shard '" + *source + "'");
+
+  wire::UpsertRequestT up;
+  up.collection = r.collection;
+  uint64_t bytes = 0;
+  std::optional<uint64_t> last;
+  for (const auto& p : page->points) {
+    if (!p) continue;
+    if (up.dims == 0) up.dims = static_cast<int32_t>(p->vector.size());
+    up.ids.push_back(p->id);
+    up.vectors.insert(up.vectors.end(), p->vector.begin(), p->vector.end());
+    auto payload = std::make_unique<wire::PayloadT>();
+    payload->data = p->payload;
+    bytes += p->vector.size() * sizeof(float) + p->payload.size() + 16;
+    up.payloads.push_back(std::move(payload));
+    up.versions.push_back(p->version);
+    last = std::max(last.value_or(0), p->id);
+  }
+  wire::DeleteRequestT del;
+  del.collection = r.collection;
+  for (const auto& t : page->tombstones) {
+    del.ids.push_back(t.id());
+    del.versions.push_back(t.version());
+    bytes += 16;
+    last = std::max(last.value_or(0), t.id());
+  }
+  Throttle(bytes);
+  std::vector<std::future<Status>> sends;
+  for (const std::string& s : map.groups()[r.target_group].shards) {
+    sends.push_back(std::async(std::launch::async, [&, s]() -> Status {
+      if (!up.ids.empty()) {
+        auto a = pool_.Client(s)->Call(up, opt_.rpc_deadline_ms);
+        pool_.Report(s, a.status());
+        if (!a.ok()) return a.status().WithContext("copying to shard '" + s + "'");
+      }
+      if (!del.ids.empty()) {
+        auto a = pool_.Client(s)->Call(del, opt_.rpc_deadline_ms);
+        pool_.Report(s, a.status());
+        if (!a.ok()) return a.status().WithContext("copying tombstones to shard '" + s + "'");
+      }
+      return Status::Ok();
+    }));
+  }
+  for (auto& f : sends) MRL_RETURN_IF_ERROR(f.get());
+  StepOutcome o = Outcome(MoveStep::Kind::kCopyFrom);
+  o.points_copied = up.ids.size();
+  o.copy_finished = !page->has_next;
+  if (page->has_next) {
+    o.cursor = page->next_after;
+  } else if (last) {
+    o.cursor = last;
+  }
+  if (o.cursor && r.copy_cursor && *o.cursor <= *r.copy_cursor) o.cursor.reset();
+  auto next = Advance(r, o);
+  if (!next.ok()) return next.status();
+  return Record(*next, revision).status();
+}
+
+Result<VerifyFigures> MoveExecutor::Figures(const std::string& shard, const MoveRecord& r) {
+  wire::BucketChecksumRequestT req;
+  req.collection = r.collection;
+  req.bucket = r.bucket;
+  auto a = pool_.Client(shard)->Call(req, opt_.rpc_deadline_ms);
+  pool_.Report(shard, a.status());
+  if (!a.ok()) return a.status().WithContext("checksum on shard '" + shard + "'");
+  VerifyFigures f;
+  f.count = a->count + a->tombstone_count;
+  f.checksum = a->checksum + a->tombstone_checksum;  // sums mod 2^64: the union's figures
+  return f;
+}
+
+Status MoveExecutor::Verify(const ShardMap& map, const MoveRecord& r, int64_t revision) {
+  auto source = HealthySource(map, r.source_group);
+  if (!source) {
+    SetWaiting(r.id, "no healthy replica in source group " + std::to_string(r.source_group));
+    return Status::Ok();
+  }
+  // Writes keep landing on both sides, each side a moment apart: figures taken while one is in
+  // flight disagree without anything missing. Re-take them a few times before counting a
+  // disagreement (which copies the bucket again).
+  VerifyFigures src, dst;
+  bool agree = false;
+  for (int attempt = 0; attempt < 5 && !agree; ++attempt) {
+    if (attempt > 0) std::this_thread::sleep_for(std::chrono::milliseconds(20 << attempt));
+    auto s = Figures(*source, r);
+    if (!s.ok()) return s.status();
+    src = *s;
+    agree = true;
+    for (const std::string& t : map.groups()[r.target_group].shards) {
+      auto d = Figures(t, r);
+      if (!d.ok()) return d.status();
+      dst = *d;
+      if (!(dst == src)) {
+        agree = false;
+        break;
+      }
+    }
+  }
+  StepOutcome o = Outcome(MoveStep::Kind::kVerify);
+  o.source = src;
+  o.target = dst;
+  MoveLimits limits;
+  limits.max_verify_attempts = opt_.max_verify_attempts;
+  auto next = Advance(r, o, limits);
+  if (!next.ok()) return next.status();
+  if (!agree) {
+    std::fprintf(
+        stderr,
+        "mrl-coordinator: move '%s': verify disagreed (source %llu points, target %llu)%s\n",
+        r.id.c_str(), static_cast<unsigned long long>(src.count),
+        static_cast<unsigned long long>(dst.count),
+        next->phase == MovePhase::kAborted ? ": aborted" : ": copying again");
+  }
+  return Record(*next, revision).status();
+}
+
+Status MoveExecutor::EnsureCollection(const ShardMap& map, uint32_t group,
+                                      const CollectionSpec& spec) {
+  wire::CreateCollectionRequestT req;
+  req.spec = std::make_unique<wire::CollectionSpecT>(CollectionSpecToWire(spec));
+  for (const std::string& s : map.groups()[group].shards) {
+    auto a = pool_.Client(s)->Call(req, opt_.rpc_deadline_ms);
+    pool_.Report(s, a.status());
+    if (!a.ok()) return a.status().WithContext("creating '" + spec.name + "' on shard '" + s + "'");
+  }
+  return Status::Ok();
+}
+
+Status MoveExecutor::DropOn(const ShardMap& map, uint32_t group, const MoveRecord& r) {
+  wire::DropBucketRequestT req;
+  req.collection = r.collection;
+  req.bucket = r.bucket;
+  for (const std::string& s : map.groups()[group].shards) {
+    auto a = pool_.Client(s)->Call(req, opt_.rpc_deadline_ms);
+    pool_.Report(s, a.status());
+    // Every member must drop: one that kept the range would serve stale points if the bucket
+    // ever came back to this group. The step waits for it.
+    if (!a.ok()) return a.status().WithContext("dropping the bucket on shard '" + s + "'");
+  }
+  return Status::Ok();
+}
+
+Result<int64_t> MoveExecutor::Record(const MoveRecord& next, int64_t revision) {
+  return state_.RecordMove(next.id, ToJson(next), revision);
+}
+
+void MoveExecutor::SetWaiting(const std::string& id, const std::string& why) {
+  std::lock_guard<std::mutex> lock(mu_);
+  progress_[id].waiting_on = why;
+}
+
+void MoveExecutor::Throttle(uint64_t bytes) {
+  if (opt_.max_bytes_per_s == 0) return;
+  std::unique_lock<std::mutex> lock(mu_);
+  const auto now = Clock::now();
+  if (throttle_start_ == Clock::time_point{} || now - throttle_start_ > std::chrono::seconds(5)) {
+    throttle_start_ = now;
+    throttle_bytes_ = 0;
+  }
+  throttle_bytes_ += bytes;
+  const auto due = throttle_start_ + std::chrono::microseconds(static_cast<int64_t>(
+                                         1e6 * static_cast<double>(throttle_bytes_) /
+                                         static_cast<double>(opt_.max_bytes_per_s)));
+  cv_.wait_until(lock, due, [&] { return stop_; });
+}
+
+Result<MoveRecord> MoveExecutor::Submit(MoveRequest request) {
+  MRL_RETURN_IF_ERROR(state_.AdmitChange("moving bucket " + std::to_string(request.bucket) +
+                                         " of '" + request.collection + "'"));
+  const auto snap = state_.Snapshot();
+  std::vector<MoveRecord> records;
+  for (Entry& e : Records(*snap)) records.push_back(std::move(e.record));
+  if (request.id.empty()) {
+    request.id = request.collection + "-b" + std::to_string(request.bucket) + "-" +
+                 std::to_string(NowUnixMs());
+  }
+  if (request.now_unix_ms == 0) request.now_unix_ms = NowUnixMs();
+  MoveLimits limits;
+  limits.max_moves_per_group = opt_.max_queued_per_group;
+  limits.max_verify_attempts = opt_.max_verify_attempts;
+  auto planned = PlanMove(snap->map, records, request,
+                          [&](const std::string& s) { return pool_.Healthy(s); }, limits);
+  if (!planned.ok()) return planned.status();
+  auto rev = state_.RecordMove(planned->id, ToJson(*planned), 0);
+  if (!rev.ok()) return rev.status();
+  Wake();
+  return planned;
+}
+
+Result<AbortResult> MoveExecutor::AbortMove(const std::string& id, const std::string& reason) {
+  MRL_RETURN_IF_ERROR(state_.AdmitChange("aborting move '" + id + "'"));
+  // The executor may record a step meanwhile: re-read and retry on a stale revision.
+  for (int attempt = 0;; ++attempt) {
+    const auto snap = state_.Snapshot();
+    auto it = snap->moves.find(id);
+    if (it == snap->moves.end()) return Status::NotFound("no move '" + id + "'");
+    auto record = MoveFromJson(it->second.value);
+    if (!record.ok()) return record.status();
+    auto aborted = Abort(*record, reason.empty() ? "aborted by the operator" : reason, NowUnixMs());
+    if (!aborted.ok()) return aborted.status();
+    if (aborted->reverse) {
+      auto rev = state_.RecordMove(aborted->reverse->id, ToJson(*aborted->reverse), 0);
+      if (!rev.ok() && rev.status().code() != Status::Code::kAborted) return rev.status();
+    }
+    auto rev = state_.RecordMove(id, ToJson(aborted->aborted), it->second.mod_revision);
+    if (rev.ok()) {
+      Wake();
+      return aborted;
+    }
+    if (rev.status().code() != Status::Code::kAborted || attempt >= 20) return rev.status();
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+}
+
+std::vector<MoveView> MoveExecutor::List() const {
+  const auto snap = state_.Snapshot();
+  std::vector<MoveView> out;
+  std::lock_guard<std::mutex> lock(mu_);
+  for (Entry& e : Records(*snap)) {
+    MoveView v;
+    v.revision = e.revision;
+    if (auto it = progress_.find(e.record.id); it != progress_.end()) {
+      const Progress& p = it->second;
+      v.bucket_points = p.bucket_points;
+      v.waiting_on = p.waiting_on;
+      if (e.record.phase == MovePhase::kCopy && p.started != Clock::time_point{}) {
+        const double s = std::chrono::duration<double>(Clock::now() - p.started).count();
+        const uint64_t done =
+            e.record.points_copied - std::min(e.record.points_copied, p.copied_at_start);
+        if (s > 0) v.points_per_s = done / s;
+        if (v.points_per_s > 0 && p.bucket_points >= e.record.points_copied) {
+          v.eta_s = (p.bucket_points - e.record.points_copied) / v.points_per_s;
+        }
+      }
+    }
+    v.percent = PhasePercent(e.record, v.bucket_points);
+    if (!IsActive(e.record)) v.waiting_on.clear();
+    v.record = std::move(e.record);
+    out.push_back(std::move(v));
+  }
+  return out;
+}
+
+Result<std::vector<uint64_t>> MoveExecutor::BucketWeights(const ShardMap& map,
+                                                          const std::string& collection) {
+  auto placement = map.Placement(collection);
+  if (!placement.ok()) return placement.status();
+  const CollectionPlacement& p = *placement.value();
+  std::vector<uint64_t> weights(p.num_buckets, 0);
+  // A few checksums in flight per group at a time: each scans its bucket on the shard.
+  std::vector<std::future<Status>> work;
+  const uint32_t lanes = 8;
+  for (uint32_t lane = 0; lane < lanes; ++lane) {
+    work.push_back(std::async(std::launch::async, [&, lane]() -> Status {
+      for (uint32_t b = lane; b < p.num_buckets; b += lanes) {
+        auto shard = HealthySource(map, p.group_of_bucket[b]);
+        if (!shard) {
+          return Status::Unavailable("no healthy replica in group " +
+                                     std::to_string(p.group_of_bucket[b]) + " to count bucket " +
+                                     std::to_string(b));
+        }
+        wire::BucketChecksumRequestT req;
+        req.collection = collection;
+        req.bucket = b;
+        auto a = pool_.Client(*shard)->Call(req, opt_.rpc_deadline_ms);
+        pool_.Report(*shard, a.status());
+        if (!a.ok()) return a.status().WithContext("counting on shard '" + *shard + "'");
+        weights[b] = a->count;
+      }
+      return Status::Ok();
+    }));
+  }
+  Status first;
+  for (auto& w : work) {
+    const Status st = w.get();
+    if (first.ok() && !st.ok()) first = st;
+  }
+  if (!first.ok()) return first;
+  return weights;
+}
+
+}  // namespace mrl::coord
