@@ -2,7 +2,10 @@
 
 #include <algorithm>
 #include <chrono>
+#include <atomic>
 #include <cstdio>
+#include <cstdlib>
+#include <filesystem>
 #include <future>
 
 #include "common/collection_spec.h"
@@ -45,6 +48,42 @@ std::vector<Entry> Records(const ClusterSnapshot& snap) {
     out.push_back({std::move(r).value(), e.mod_revision});
   }
   return out;
+}
+
+// Test failpoints (tests/move_crash_e2e_test.cc): MRL_MOVE_FAILPOINT=<action>:<point>, where
+// <point> is "after:<PHASE>" (a journal write just moved a record into PHASE), "copy_page" (the
+// first page of a copy is recorded), "cleanup_map" (CLEANUP's map change is recorded, the drop
+// not yet run) or "dropped" (the losing group dropped the bucket, DONE not yet recorded), and
+// <action> is "exit" (the process ends at once, as kill -9 would end it) or "pause" (the
+// executor holds there, once, until the file named by MRL_MOVE_FAILPOINT_RELEASE exists: the
+// test kills a shard meanwhile). Unset in production: one getenv at start, then a string compare.
+void Failpoint(const std::string& point) {
+  static const std::string spec = [] {
+    const char* e = std::getenv("MRL_MOVE_FAILPOINT");
+    return std::string(e ? e : "");
+  }();
+  static std::atomic<bool> paused{false};
+  if (spec.empty()) return;
+  const size_t colon = spec.find(':');
+  if (colon == std::string::npos || spec.substr(colon + 1) != point) return;
+  const std::string action = spec.substr(0, colon);
+  if (action == "exit") {
+    std::fprintf(stderr, "mrl-coordinator: failpoint %s: exiting\n", spec.c_str());
+    std::_Exit(137);
+  }
+  if (action == "pause" && !paused.exchange(true)) {
+    const char* release = std::getenv("MRL_MOVE_FAILPOINT_RELEASE");
+    std::fprintf(stderr, "mrl-coordinator: failpoint %s: paused until %s exists\n", spec.c_str(),
+                 release ? release : "(unset)");
+    while (release && !std::filesystem::exists(release)) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  }
+}
+
+Result<int64_t> After(Result<int64_t> rev, MovePhase phase) {
+  if (rev.ok()) Failpoint(std::string("after:") + MovePhaseName(phase));
+  return rev;
 }
 
 bool Started(const MoveRecord& r) { return IsActive(r) && r.phase != MovePhase::kPlanned; }
@@ -233,6 +272,7 @@ Status MoveExecutor::MapStep(const MoveRecord& r, int64_t revision, bool advance
             return ToJson(same);
           },
           /*changes_map=*/true);
+      if (rev.ok()) Failpoint(kind == MoveStep::Kind::kCleanup ? "cleanup_map" : "discard_map");
       return rev.status();  // the drop follows on the next pass
     }
     const uint32_t losing = kind == MoveStep::Kind::kCleanup ? r.source_group : r.target_group;
@@ -244,11 +284,13 @@ Status MoveExecutor::MapStep(const MoveRecord& r, int64_t revision, bool advance
       return Status::Ok();
     }
     MRL_RETURN_IF_ERROR(DropOn(snap->map, losing, r));
+    Failpoint("dropped");
     StepOutcome o = Outcome(kind);
     auto next = Advance(r, o);
     if (!next.ok()) return next.status();
     return Record(*next, revision).status();
   }
+  MovePhase reached = r.phase;
   auto rev = state_.RecordMoveWith(
       r.id, revision,
       [&](ShardMap* m) -> Result<std::string> {
@@ -258,10 +300,11 @@ Status MoveExecutor::MapStep(const MoveRecord& r, int64_t revision, bool advance
         o.epoch = m->epoch();
         auto next = Advance(r, o);
         if (!next.ok()) return next.status();
+        reached = next->phase;
         return ToJson(*next);
       },
       /*changes_map=*/true);
-  return rev.status();
+  return After(std::move(rev), reached).status();
 }
 
 Result<bool> MoveExecutor::ShardsSawEpoch(const ShardMap& map, const std::vector<uint32_t>& groups,
@@ -376,7 +419,9 @@ Status MoveExecutor::CopyPage(const ShardMap& map, const MoveRecord& r, int64_t 
   if (o.cursor && r.copy_cursor && *o.cursor <= *r.copy_cursor) o.cursor.reset();
   auto next = Advance(r, o);
   if (!next.ok()) return next.status();
-  return Record(*next, revision).status();
+  auto rev = Record(*next, revision);
+  if (rev.ok() && next->phase == MovePhase::kCopy) Failpoint("copy_page");
+  return rev.status();
 }
 
 Result<VerifyFigures> MoveExecutor::Figures(const std::string& shard, const MoveRecord& r) {
@@ -464,7 +509,7 @@ Status MoveExecutor::DropOn(const ShardMap& map, uint32_t group, const MoveRecor
 }
 
 Result<int64_t> MoveExecutor::Record(const MoveRecord& next, int64_t revision) {
-  return state_.RecordMove(next.id, ToJson(next), revision);
+  return After(state_.RecordMove(next.id, ToJson(next), revision), next.phase);
 }
 
 void MoveExecutor::SetWaiting(const std::string& id, const std::string& why) {

@@ -50,7 +50,7 @@ HttpReply HttpClient::Call(http::verb verb, const std::string& path, const std::
 }
 
 Result<json> HttpClient::CallJson(http::verb verb, const std::string& path, const std::string& body,
-                                  const std::string& what) {
+                                  const std::string& what, json* refusal) {
   HttpReply r = Call(verb, path, body);
   if (r.status == 0) return Status::Unavailable(what + ": " + r.body);
   json j = json::parse(r.body, nullptr, /*allow_exceptions=*/false);
@@ -68,6 +68,7 @@ Result<json> HttpClient::CallJson(http::verb verb, const std::string& path, cons
     j = json::parse(r.body, nullptr, /*allow_exceptions=*/false);
   }
   if (r.status != 200) {
+    if (refusal != nullptr) *refusal = j.is_discarded() ? json() : j;
     const std::string message = j.is_object() && j.contains("error") && j["error"].is_string()
                                     ? j["error"].get<std::string>()
                                     : r.body;

@@ -33,9 +33,11 @@ class HttpClient {
   // The same, as a Status: Unavailable when unreachable; the HTTP status and the server's message
   // (prefixed with `what`) otherwise; the parsed body on 200. A 409 naming the leader (a change
   // sent to a coordinator that does not lead) is sent again to the leader, once, with a line on
-  // stderr.
+  // stderr. `refusal`, when given, receives the parsed body of a non-200 answer (null if none):
+  // a refusal may say what was done before it (a rebalance's moves already started).
   Result<nlohmann::json> CallJson(boost::beast::http::verb verb, const std::string& path,
-                                  const std::string& body, const std::string& what);
+                                  const std::string& body, const std::string& what,
+                                  nlohmann::json* refusal = nullptr);
 
  private:
   std::string host_, port_;

@@ -43,9 +43,10 @@ Status Ingest(HttpClient& c, const IngestArgs& a) {
     for (int64_t i = 0; i < n; ++i) ids[static_cast<size_t>(i)] = static_cast<uint64_t>(i);
   }
   if (a.create) {
-    const json spec = {{"dim", d},
-                       {"storage", a.storage},
-                       {"indexes", {{{"dims", a.index_dims}, {"kind", "hnsw"}}}}};
+    json spec = {{"dim", d},
+                 {"storage", a.storage},
+                 {"indexes", {{{"dims", a.index_dims}, {"kind", "hnsw"}}}}};
+    if (a.num_buckets > 0) spec["num_buckets"] = a.num_buckets;
     auto r = c.CallJson(http::verb::put, "/v1/collections/" + a.collection, spec.dump(),
                         "create collection");
     if (!r.ok()) return r.status();

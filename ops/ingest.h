@@ -19,6 +19,7 @@ struct IngestArgs {
   bool create = false;           // PUT the collection first
   int index_dims = 16;           // with create: the low-d HNSW prefix
   std::string storage = "fp16";  // with create
+  uint32_t num_buckets = 0;      // with create: buckets (a power of two); 0: the coordinator's
 };
 
 // Fails on the first batch not acknowledged, naming its row.

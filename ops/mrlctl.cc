@@ -1,10 +1,19 @@
 // mrlctl: the operator's CLI.
 //   mrlctl up     --dir D [--shards 2] [--replication 1] [--port 0]   start a local cluster
 //   mrlctl down   --dir D                                             stop it (SIGTERM, drain)
-//   mrlctl status --url URL                                           health, shard map,
-//   collections mrlctl ingest --url URL --collection C --embeddings E.npy [--ids I.npy] [--labels
-//   L.npy] mrlctl eval   --url URL --collection C --queries Q.npy --query-labels L.npy   (plans,
-//   recall, mAP, latency)
+//   mrlctl status --url URL                                health, shard map, collections
+//   mrlctl ingest --url URL --collection C --embeddings E.npy [--ids I.npy] [--labels L.npy]
+//   mrlctl eval   --url URL --collection C --queries Q.npy --query-labels L.npy
+//                                                          (plans, recall, mAP, latency)
+// Live cluster changes (ops/cluster_ops.h; each also takes --json: the coordinator's reply):
+//   mrlctl add-group    --shard ID=HOST:PORT [--shard ...]   a new replica group, empty
+//   mrlctl remove-group --group N                            retire an empty group
+//   mrlctl move         --collection C --bucket B --to G [--wait]
+//   mrlctl moves        [--all] [--watch]                    the moves table
+//   mrlctl abort-move   --id ID [--reason TEXT]
+//   mrlctl rebalance    [--collection C] [--by vectors|buckets] [--dry-run] [--wait]
+//   mrlctl drain        --group N [--by vectors|buckets] [--dry-run] [--wait] [--remove]
+// Every verb but up and down reaches the coordinator by --url, or --dir's cluster; --token.
 // The local cluster's processes, ports and URL are kept in D/cluster.json (ops/local_cluster.h).
 // Every verb returns a Status; its message is printed and the exit code is 1 (2 for usage).
 #include <CLI/CLI.hpp>
@@ -15,6 +24,7 @@
 #include "common/build_info.h"
 #include "common/provenance.h"
 #include "common/status.h"
+#include "ops/cluster_ops.h"
 #include "ops/eval.h"
 #include "ops/http_client.h"
 #include "ops/ingest.h"
@@ -166,6 +176,8 @@ int main(int argc, char** argv) {
   ingest->add_flag("--create", ia.create, "Create the collection first");
   ingest->add_option("--index-dims", ia.index_dims, "With --create: low-d index prefix");
   ingest->add_option("--storage", ia.storage, "With --create: fp32 | fp16 | int8");
+  ingest->add_option("--buckets", ia.num_buckets,
+                     "With --create: buckets, a power of two (default: the coordinator's)");
   for (auto* sub : {status, ingest}) {
     sub->add_option("--binary", binary,
                     "Coordinator binary API host:port (default: --dir's cluster)");
@@ -203,6 +215,48 @@ int main(int argc, char** argv) {
   eval->add_flag("--latency-only", ea.latency_only,
                  "Only the paper's plan by concurrency (no exact pass, calibration or recall): for "
                  "large collections");
+  // Live cluster changes.
+  auto* add_group =
+      app.add_subcommand("add-group", "Add a replica group (empty until a rebalance)");
+  std::vector<std::string> group_shards;
+  add_group->add_option("--shard", group_shards, "A member, ID=HOST:PORT (repeat for replicas)")
+      ->required();
+  auto* remove_group = app.add_subcommand("remove-group", "Retire an empty replica group");
+  uint32_t group = 0;
+  remove_group->add_option("--group", group)->required();
+  auto* move = app.add_subcommand("move", "Move one bucket of a collection to another group");
+  mrl::ops::MoveArgs ma;
+  move->add_option("--collection", ma.collection)->required();
+  move->add_option("--bucket", ma.bucket)->required();
+  move->add_option("--to", ma.target_group, "Target replica group")->required();
+  move->add_flag("--wait", ma.wait, "Until the move is DONE");
+  auto* moves = app.add_subcommand("moves", "The bucket moves: phase, progress, ETA");
+  mrl::ops::ListMovesArgs la;
+  moves->add_flag("--all", la.all, "DONE and ABORTED moves too");
+  moves->add_flag("--watch", la.watch, "Redraw every second until none is active");
+  auto* abort_move = app.add_subcommand("abort-move", "Abort a move (after FLIP: moved back)");
+  std::string move_id, reason;
+  abort_move->add_option("--id", move_id)->required();
+  abort_move->add_option("--reason", reason);
+  auto* rebalance = app.add_subcommand("rebalance", "Plan and start moves that even out groups");
+  auto* drain = app.add_subcommand("drain", "Plan and start moves that empty a group");
+  mrl::ops::PlanArgs pa;
+  rebalance->add_option("--collection", pa.collection, "Only this collection (default: all)");
+  drain->add_option("--group", pa.group)->required();
+  drain->add_flag("--remove", pa.remove, "Wait, then retire the group");
+  for (auto* sub : {rebalance, drain}) {
+    sub->add_option("--by", pa.by, "Balance vectors (default) or buckets")
+        ->check(CLI::IsMember({"vectors", "buckets"}));
+    sub->add_flag("--dry-run", pa.dry_run, "Print the plan, start nothing");
+    sub->add_flag("--wait", pa.wait, "Show progress until every move is DONE");
+  }
+  bool as_json = false;
+  for (auto* sub : {add_group, remove_group, move, moves, abort_move, rebalance, drain}) {
+    sub->add_option("--url", url, "Coordinator URL (default: --dir's cluster)");
+    sub->add_option("--dir", dir);
+    sub->add_option("--token", token, "API token");
+    sub->add_flag("--json", as_json, "Print the coordinator's JSON reply");
+  }
   CLI11_PARSE(app, argc, argv);
   auto run = [&]() -> mrl::Status {
     if (up->parsed()) {
@@ -221,6 +275,22 @@ int main(int argc, char** argv) {
     }
     mrl::ops::HttpClient client(coordinator.value(), token);
     if (status->parsed()) return PrintStatus(client);
+    if (add_group->parsed()) return mrl::ops::AddGroup(client, group_shards, as_json);
+    if (remove_group->parsed()) return mrl::ops::RemoveGroup(client, group, as_json);
+    if (move->parsed()) {
+      ma.json = as_json;
+      return mrl::ops::StartMove(client, ma);
+    }
+    if (moves->parsed()) {
+      la.json = as_json;
+      return mrl::ops::ListMoves(client, la);
+    }
+    if (abort_move->parsed()) return mrl::ops::AbortMove(client, move_id, reason, as_json);
+    if (rebalance->parsed() || drain->parsed()) {
+      pa.drain = drain->parsed();
+      pa.json = as_json;
+      return mrl::ops::RunPlan(client, pa);
+    }
     ia.collection = collection;
     ia.binary = http_only ? "" : mrl::ops::CoordinatorBinary(binary, url, dir);
     return mrl::ops::Ingest(client, ia);

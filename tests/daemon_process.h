@@ -78,6 +78,14 @@ class DaemonProcess {
     return code;
   }
 
+  // Later starts listen on the port the daemon has now (peers that know its address, such as a
+  // shard map, reach it again after a restart).
+  void PinPort() {
+    for (size_t i = 0; i + 1 < args_.size(); ++i) {
+      if (args_[i] == "--port") args_[i + 1] = std::to_string(port_);
+    }
+  }
+
   bool running() const { return pid_ > 0; }
   // Still running (not exited, not killed) without having been restarted since Start.
   bool Alive() const {

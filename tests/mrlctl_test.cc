@@ -222,5 +222,139 @@ TEST(Mrlctl, EveryBinaryPrintsItsVersionCommitBuildTypeAndLibraries) {
   }
 }
 
+// A running `mrlctl up` cluster in `dir` with collection "c": `n` random 16-d points in 16
+// buckets (few buckets: a rebalance is a handful of moves). Returns the mrlctl command prefix.
+std::string UpWithCollection(const std::string& dir, int shards, int n) {
+  std::mt19937 rng(11);
+  std::normal_distribution<float> g;
+  const int d = 16;
+  std::vector<float> v(static_cast<size_t>(n) * d);
+  for (float& x : v) x = g(rng);
+  std::vector<int64_t> ids;
+  for (int i = 0; i < n; ++i) ids.push_back(i + 1);
+  EXPECT_TRUE(WriteNpy(dir + "/db.npy", NpyDtype::kFloat32, {n, d}, v.data()).ok());
+  EXPECT_TRUE(WriteNpy(dir + "/ids.npy", NpyDtype::kInt64, {n}, ids.data()).ok());
+  const std::string ctl = std::string(MRL_MRLCTL_BIN) + " ";
+  auto [up_rc, up] =
+      RunCapture(ctl + "up --shards " + std::to_string(shards) + " --dir " + dir + "/cluster");
+  EXPECT_EQ(up_rc, 0) << up;
+  const std::string data = " --embeddings " + dir + "/db.npy --ids " + dir + "/ids.npy";
+  auto [in_rc, in] = RunCapture(ctl + "ingest --collection c --create --buckets 16 --index-dims 8" +
+                                data + " --dir " + dir + "/cluster");
+  EXPECT_EQ(in_rc, 0) << in;
+  return ctl;
+}
+
+// Stops a cluster `mrlctl up` started, however the test ends.
+struct DownOnExit {
+  std::string command;
+  ~DownOnExit() { RunCapture(command); }
+};
+
+// Live cluster changes: `add-group` of a new shard, `rebalance --dry-run` shows a plan onto it
+// and starts nothing, `rebalance --wait` runs the plan to DONE, and `moves --all --json` lists
+// every move DONE.
+TEST(Mrlctl, AddGroupThenRebalanceDryRunStartsNothingAndWaitFinishesEveryMove) {
+  const std::string dir = test_util::TempDir("mrlctl_rebalance");
+  const std::string ctl = UpWithCollection(dir, 2, 4000);
+  const std::string cl = " --dir " + dir + "/cluster";
+  const DownOnExit down{ctl + "down" + cl};
+  test_util::DaemonProcess extra("shard2", MRL_SHARD_BIN,
+                                 {"--data-dir", dir + "/shard2", "--port", "0"}, dir);
+  extra.Start();
+  auto [arc, added] =
+      RunCapture(ctl + "add-group --shard shard2=127.0.0.1:" + std::to_string(extra.port()) + cl);
+  ASSERT_EQ(arc, 0) << added;
+  EXPECT_NE(added.find("added group 2 (shard2=127.0.0.1:"), std::string::npos) << added;
+  EXPECT_NE(added.find("shard map epoch "), std::string::npos) << added;
+
+  // (a) The dry run: one line per planned move onto group 2 and a total; no move recorded.
+  auto [drc, dry] = RunCapture(ctl + "rebalance --dry-run" + cl);
+  std::printf("%s", dry.c_str());
+  ASSERT_EQ(drc, 0) << dry;
+  size_t planned = 0;
+  std::istringstream lines(dry);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.rfind("  c bucket ", 0) == 0) {
+      ++planned;
+      EXPECT_NE(line.find(" -> 2, "), std::string::npos) << line;
+      EXPECT_NE(line.find(" points"), std::string::npos) << line;
+    }
+  }
+  EXPECT_GE(planned, 3u) << dry;  // 16 buckets over 3 groups: about 5 move
+  EXPECT_NE(dry.find("total: " + std::to_string(planned) + " moves, "), std::string::npos) << dry;
+  EXPECT_NE(dry.find("dry run: nothing started"), std::string::npos) << dry;
+  auto [mrc, none] = RunCapture(ctl + "moves --all --json" + cl);
+  ASSERT_EQ(mrc, 0) << none;
+  EXPECT_EQ(nlohmann::json::parse(none)["moves"].size(), 0u) << none;
+
+  // (b) The plan for real, waited for.
+  const auto t0 = std::chrono::steady_clock::now();
+  auto [wrc, waited] = RunCapture(ctl + "rebalance --wait" + cl);
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::printf("%s(rebalance --wait took %.1f s)\n", waited.c_str(), s);
+  ASSERT_EQ(wrc, 0) << waited;
+  EXPECT_NE(waited.find("started "), std::string::npos) << waited;
+  EXPECT_NE(waited.find(" moves done in "), std::string::npos) << waited;
+  auto [lrc, listed] = RunCapture(ctl + "moves --all --json" + cl);
+  ASSERT_EQ(lrc, 0) << listed;
+  const nlohmann::json moves = nlohmann::json::parse(listed)["moves"];
+  ASSERT_GE(moves.size(), 3u) << listed;
+  for (const nlohmann::json& m : moves) {
+    EXPECT_EQ(m["phase"], "DONE") << m.dump();
+    EXPECT_EQ(m["target_group"], 2) << m.dump();
+  }
+  // The table: nothing active by default; with --all a row per move.
+  auto [trc, table] = RunCapture(ctl + "moves" + cl);
+  EXPECT_EQ(trc, 0) << table;
+  EXPECT_NE(table.find("0 active moves"), std::string::npos) << table;
+  auto [arc2, all] = RunCapture(ctl + "moves --all" + cl);
+  std::printf("%s", all.c_str());
+  EXPECT_NE(all.find(std::to_string(moves.size()) + " in all"), std::string::npos) << all;
+  EXPECT_NE(all.find("->2"), std::string::npos) << all;
+
+  // One bucket back by hand, then the group drained (the rest back) and retired.
+  const std::string bucket = moves[0]["bucket"].dump();
+  auto [orc, one] =
+      RunCapture(ctl + "move --collection c --bucket " + bucket + " --to 0 --wait" + cl);
+  std::printf("%s", one.c_str());
+  EXPECT_EQ(orc, 0) << one;
+  EXPECT_NE(one.find("all 1 move done in "), std::string::npos) << one;
+  auto [rrc, drained] = RunCapture(ctl + "drain --group 2 --remove" + cl);
+  std::printf("%s", drained.c_str());
+  EXPECT_EQ(rrc, 0) << drained;
+  EXPECT_NE(drained.find("total: " + std::to_string(moves.size() - 1) + " moves, "),
+            std::string::npos)
+      << drained;
+  EXPECT_NE(drained.find("retired group 2; shard map epoch "), std::string::npos) << drained;
+  auto [erc, empty] = RunCapture(ctl + "drain --group 2 --dry-run" + cl);
+  EXPECT_EQ(erc, 1) << empty;
+  EXPECT_NE(empty.find("group 2 is retired"), std::string::npos) << empty;
+}
+
+// Refusals are the coordinator's clear message on stderr and exit status 1.
+TEST(Mrlctl, RefusedClusterChangesPrintAClearErrorAndExit1) {
+  const std::string dir = test_util::TempDir("mrlctl_refusals");
+  const std::string ctl = UpWithCollection(dir, 1, 200);
+  const std::string cl = " --dir " + dir + "/cluster";
+  const DownOnExit down{ctl + "down" + cl};
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"move --collection c --bucket 3 --to 0", "bucket 3 of 'c' already lives on group 0"},
+      {"drain --group 0", "group 0 is the last group: nowhere to drain it to"},
+      {"abort-move --id no-such-move", "no move 'no-such-move'"},
+      {"remove-group --group 0", "group 0 is the last group of a cluster with collections"},
+  };
+  for (const auto& [args, message] : cases) {
+    const auto [rc, out] = RunCapture(ctl + args + cl);
+    std::printf("mrlctl %s -> exit %d: %s", args.c_str(), rc, out.c_str());
+    EXPECT_EQ(rc, 1) << args << ": " << out;
+    EXPECT_NE(out.find("mrlctl: "), std::string::npos) << out;
+    EXPECT_NE(out.find(message), std::string::npos) << args << ": " << out;
+  }
+  auto [mrc, none] = RunCapture(ctl + "moves --all --json" + cl);
+  EXPECT_EQ(mrc, 0) << none;
+  EXPECT_EQ(nlohmann::json::parse(none)["moves"].size(), 0u) << none;
+}
+
 }  // namespace
 }  // namespace mrl
