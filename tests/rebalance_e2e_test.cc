@@ -17,6 +17,9 @@
 #include <mutex>
 #include <set>
 #include <thread>
+#include <utility>
+
+#include <sys/wait.h>
 
 #include "common/bucket.h"
 #include "rpc/client.h"
@@ -50,33 +53,21 @@ std::vector<float> WriterVector(uint64_t id, uint32_t generation) {
   return v;
 }
 
-// Waits until every move in `ids` is DONE (true) or one is ABORTED (false), printing progress.
-bool AwaitMoves(const Cluster& c, const std::vector<std::string>& ids, double timeout_s) {
-  const auto t0 = Clock::now();
-  std::set<std::string> want(ids.begin(), ids.end());
-  int polls = 0;
-  while (Since(t0) < timeout_s) {
-    HttpResult r = Curl("GET", c.Url("/v1/moves"), "", Cluster::kAdmin);
-    if (r.status != 200) return false;
-    size_t done = 0;
-    const json list = r.Json();  // (a range-for over r.Json()["moves"] would dangle)
-    for (const json& m : list.at("moves")) {
-      if (!want.count(m["id"].get<std::string>())) continue;
-      const std::string phase = m["phase"];
-      if (phase == "ABORTED") {
-        ADD_FAILURE() << "move aborted: " << m.dump();
-        return false;
-      }
-      done += phase == "DONE";
-    }
-    if (done == want.size()) return true;
-    if (++polls % 40 == 0) {
-      std::printf("  %zu of %zu moves done after %.0f s\n", done, want.size(), Since(t0));
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(250));
-  }
-  ADD_FAILURE() << "moves did not finish in " << timeout_s << " s";
-  return false;
+// Runs `cmd` (stderr with stdout): {exit status, output}.
+std::pair<int, std::string> RunCapture(const std::string& cmd) {
+  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
+  std::string out;
+  char buf[4096];
+  size_t got;
+  while ((got = fread(buf, 1, sizeof(buf), p)) > 0) out.append(buf, got);
+  const int st = pclose(p);
+  return {WIFEXITED(st) ? WEXITSTATUS(st) : -1, out};
+}
+
+// N of mrlctl's "started N moves" line; 0 when absent.
+size_t StartedMoves(const std::string& out) {
+  const size_t at = out.find("started ");
+  return at == std::string::npos ? 0 : std::strtoul(out.c_str() + at + 8, nullptr, 10);
 }
 
 struct Load {
@@ -202,31 +193,28 @@ TEST(RebalanceE2E, AddGroupRebalanceAndDrainUnderQueryAndWriteLoadLoseNothing) {
     }
   });
 
-  // A fourth group joins; rebalance by vector count; group 0 is drained and retired.
+  // A fourth group joins; rebalance by vector count; group 0 is drained and retired: each with
+  // the operator's CLI, as an operator would run it.
   std::this_thread::sleep_for(std::chrono::seconds(1));
+  auto mrlctl = [&](const std::string& verb, const std::string& args) {
+    const auto t = Clock::now();
+    auto [rc, out] = RunCapture(std::string(MRL_MRLCTL_BIN) + " " + verb + " --url " +
+                                c.Url("") + " --token " + Cluster::kAdmin + " " + args);
+    const std::string tail = out.size() > 600 ? "..." + out.substr(out.size() - 600) : out;
+    std::printf("mrlctl %s %s: exit %d in %.1f s\n%s\n", verb.c_str(), args.c_str(), rc,
+                Since(t), tail.c_str());
+    EXPECT_EQ(rc, 0) << out;
+    return out;
+  };
   const int s3 = c.AddShard();
-  r = Curl("POST", c.Url("/v1/cluster/groups"),
-           json{{"group", {{{"id", "s3"}, {"address", c.shard(s3).address()}}}}}.dump(),
-           Cluster::kAdmin);
-  ASSERT_EQ(r.status, 200) << r.body;
-  EXPECT_EQ(r.Json()["group"], 3);
-  auto t = Clock::now();
-  r = Curl("POST", c.Url("/v1/cluster/rebalance"), json{{"by", "vectors"}}.dump(), Cluster::kAdmin);
-  ASSERT_EQ(r.status, 200) << r.body;
-  std::vector<std::string> started = r.Json()["started"].get<std::vector<std::string>>();
-  EXPECT_GE(started.size(), 10u) << r.body;  // 64 buckets over 3 groups -> 4: ~16 moves
-  ASSERT_TRUE(AwaitMoves(c, started, 600));
-  std::printf("rebalance: %zu moves in %.1f s\n", started.size(), Since(t));
-
-  t = Clock::now();
-  r = Curl("POST", c.Url("/v1/cluster/drain"), json{{"group", 0}}.dump(), Cluster::kAdmin);
-  ASSERT_EQ(r.status, 200) << r.body;
-  started = r.Json()["started"].get<std::vector<std::string>>();
-  EXPECT_GE(started.size(), 10u) << r.body;
-  ASSERT_TRUE(AwaitMoves(c, started, 600));
-  std::printf("drain of group 0: %zu moves in %.1f s\n", started.size(), Since(t));
-  r = Curl("POST", c.Url("/v1/cluster/groups/0/remove"), "{}", Cluster::kAdmin);
-  ASSERT_EQ(r.status, 200) << r.body;
+  std::string out = mrlctl("add-group", "--shard s3=" + c.shard(s3).address());
+  EXPECT_NE(out.find("group 3"), std::string::npos) << out;
+  out = mrlctl("rebalance", "--by vectors --wait");
+  const size_t rebalance_moves = StartedMoves(out);
+  EXPECT_GE(rebalance_moves, 10u) << out;  // 64 buckets over 3 groups -> 4: ~16 moves
+  out = mrlctl("drain", "--group 0 --wait --remove");
+  EXPECT_GE(StartedMoves(out), 10u) << out;
+  EXPECT_NE(out.find("retired group 0"), std::string::npos) << out;
 
   std::this_thread::sleep_for(std::chrono::seconds(1));
   load.stop = true;
