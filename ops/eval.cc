@@ -330,7 +330,10 @@ Status Eval(const EvalArgs& a, const json& stamp) {
   std::vector<json> rows(plans.size());
   std::vector<std::vector<uint64_t>> exact_hits;
   for (size_t oi = 0; oi < order.size(); ++oi) {
-    const auto& [name, plan] = plans[order[oi]];
+    // Not a structured binding: a lambda below captures `plan` (clang 14, the TSan build's
+    // compiler, cannot capture bindings).
+    const auto& name = plans[order[oi]].first;
+    const auto& plan = plans[order[oi]].second;
     if (order[oi] == same_plan_row) {
       const int64_t m = std::min(n, kSamePlanCheck);
       std::printf(
