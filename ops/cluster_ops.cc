@@ -198,6 +198,32 @@ std::string MovesTable(const json& moves, bool all) {
   return out;
 }
 
+std::string GroupsSummary(const json& map) {
+  const json& groups = map.at("groups");
+  const json cols = map.value("collections", json::object());
+  std::string out;
+  for (size_t g = 0; g < groups.size(); ++g) {
+    out += "group " + std::to_string(g) + ": ";
+    if (groups[g].empty()) {
+      out += "retired\n";
+      continue;
+    }
+    std::string shards;
+    for (const json& id : groups[g]) shards += (shards.empty() ? "" : ", ") + id.get<std::string>();
+    out += shards;
+    for (const auto& [name, placement] : cols.items()) {
+      const json& owners = placement.at("group_of_bucket");
+      const auto owned = std::count_if(owners.begin(), owners.end(), [&](const json& o) {
+        return o.get<size_t>() == g;
+      });
+      out += "; " + name + ": " + std::to_string(owned) + " of " + std::to_string(owners.size()) +
+             " buckets";
+    }
+    out += "\n";
+  }
+  return out;
+}
+
 MoveProgress MoveProgressOf(const json& moves, const std::vector<std::string>& ids) {
   MoveProgress p;
   p.total = ids.size();

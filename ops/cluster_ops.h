@@ -28,6 +28,10 @@ bool IsFinishedPhase(const std::string& phase);  // "DONE" or "ABORTED"
 // of GET /v1/moves's "moves", only those not finished unless `all`; a line saying so when none.
 std::string MovesTable(const nlohmann::json& moves, bool all);
 
+// One line per replica group of GET /v1/cluster's map: "group N: SHARDS; COL: B of T buckets, ..."
+// (every collection, 0 included), or "group N: retired" for a group with no shards.
+std::string GroupsSummary(const nlohmann::json& map);
+
 // Where a set of moves stands. `moves`: GET /v1/moves's "moves"; `ids`: the moves waited for.
 struct MoveProgress {
   size_t total = 0;                  // ids.size()

@@ -1,7 +1,7 @@
 // mrlctl: the operator's CLI.
 //   mrlctl up     --dir D [--shards 2] [--replication 1] [--port 0]   start a local cluster
 //   mrlctl down   --dir D                                             stop it (SIGTERM, drain)
-//   mrlctl status --url URL                                health, shard map, collections
+//   mrlctl status --url URL [--json]     health, shard map, groups' buckets, collections, moves
 //   mrlctl ingest --url URL --collection C --embeddings E.npy [--ids I.npy] [--labels L.npy]
 //   mrlctl eval   --url URL --collection C --queries Q.npy --query-labels L.npy
 //                                                          (plans, recall, mAP, latency)
@@ -13,18 +13,27 @@
 //   mrlctl abort-move   --id ID [--reason TEXT]
 //   mrlctl rebalance    [--collection C] [--by vectors|buckets] [--dry-run] [--wait]
 //   mrlctl drain        --group N [--by vectors|buckets] [--dry-run] [--wait] [--remove]
+// One collection (ops/collection_ops.h; each also takes --json):
+//   mrlctl collection create   --collection C --dim D [--storage fp32|fp16|int8]
+//                              [--index-dims 16] [--buckets N]
+//   mrlctl collection describe --collection C          spec and buckets per group
+//   mrlctl collection drop     --collection C          (the coordinator may refuse: docs/api.md)
+//   mrlctl search --collection C --vector "0.1,0.2,..." [--k 10] [--plan exact|budget:NAME|
+//                 DS:K:DR|funnel:D1xK1,...] [--one-trip] [--ef N] [--with-payload]
 // Every verb but up and down reaches the coordinator by --url, or --dir's cluster; --token.
 // The local cluster's processes, ports and URL are kept in D/cluster.json (ops/local_cluster.h).
 // Every verb returns a Status; its message is printed and the exit code is 1 (2 for usage).
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <iostream>
+#include <sstream>
 #include <nlohmann/json.hpp>
 
 #include "common/build_info.h"
 #include "common/provenance.h"
 #include "common/status.h"
 #include "ops/cluster_ops.h"
+#include "ops/collection_ops.h"
 #include "ops/eval.h"
 #include "ops/http_client.h"
 #include "ops/ingest.h"
@@ -62,12 +71,16 @@ std::string ShardHealth(const std::string& address) {
   return out;
 }
 
-// Health, shard map and collections.
-mrl::Status PrintStatus(mrl::ops::HttpClient& c) {
+// Health, shard map, replica groups and their buckets, collections and active moves; with
+// `as_json` one object {cluster, collections, meta, moves} of the coordinator's raw replies (a
+// reply that failed is {"error": its Status}).
+mrl::Status PrintStatus(mrl::ops::HttpClient& c, bool as_json) {
   namespace http = boost::beast::http;
   const mrl::ops::HttpReply health = c.Call(http::verb::get, "/healthz", "");
-  std::cout << "coordinator: " << (health.status == 200 ? "healthy" : "DOWN (" + health.body + ")")
-            << "\n";
+  if (!as_json || health.status != 200) {
+    std::cout << "coordinator: "
+              << (health.status == 200 ? "healthy" : "DOWN (" + health.body + ")") << "\n";
+  }
   if (health.status != 200) return mrl::Status::Unavailable("the coordinator is not healthy");
   auto map = c.CallJson(http::verb::get, "/v1/cluster", "", "shard map");
   if (!map.ok()) return map.status();
@@ -75,6 +88,20 @@ mrl::Status PrintStatus(mrl::ops::HttpClient& c) {
   if (!cols.ok()) return cols.status();
   // The metadata store: where the state lives, who leads, etcd's members.
   auto meta = c.CallJson(http::verb::get, "/v1/meta", "", "metadata store");
+  // The moves need the admin token; a token that cannot read them costs one line, not the status.
+  auto moves = c.CallJson(http::verb::get, "/v1/moves", "", "moves");
+  if (as_json) {
+    auto or_error = [](const mrl::Result<json>& r) {
+      return r.ok() ? r.value() : json{{"error", r.status().ToString()}};
+    };
+    std::cout << json{{"cluster", map.value()},
+                      {"collections", cols.value()},
+                      {"meta", or_error(meta)},
+                      {"moves", or_error(moves)}}
+                     .dump(2)
+              << "\n";
+    return mrl::Status::Ok();
+  }
   if (meta.ok()) {
     try {
       const json& m = meta.value();
@@ -130,10 +157,17 @@ mrl::Status PrintStatus(mrl::ops::HttpClient& c) {
       std::cout << "  " << s.at("id").get<std::string>() << " " << address << ": "
                 << ShardHealth(address) << "\n";
     }
+    std::istringstream groups(mrl::ops::GroupsSummary(map.value()));
+    for (std::string line; std::getline(groups, line);) std::cout << "  " << line << "\n";
     for (const json& col : cols->at("collections")) {
       std::cout << "collection " << col.at("name").get<std::string>() << ": dim " << col.at("dim")
                 << ", " << col.at("storage").get<std::string>() << ", "
                 << col.at("metric").get<std::string>() << "\n";
+    }
+    if (!moves.ok()) {
+      std::cout << "moves: not readable (" << moves.status().ToString() << ")\n";
+    } else {
+      std::cout << "moves: " << mrl::ops::MovesTable(moves->at("moves"), /*all=*/false);
     }
   } catch (const json::exception& e) {
     return mrl::Status::Corruption(std::string("the coordinator's answer: ") + e.what());
@@ -163,7 +197,7 @@ int main(int argc, char** argv) {
                  "3-member etcd cluster in --dir/etcd; needs etcd-server), or etcd://host:port,...");
   auto* down = app.add_subcommand("down", "Stop the local cluster in --dir");
   down->add_option("--dir", dir);
-  auto* status = app.add_subcommand("status", "Health, shard map and collections");
+  auto* status = app.add_subcommand("status", "Health, shard map, groups and their buckets, collections, moves");
   auto* ingest = app.add_subcommand("ingest", "Upsert embeddings from .npy files");
   mrl::ops::IngestArgs ia;
   ingest->add_option("--embeddings", ia.embeddings)->required();
@@ -250,8 +284,42 @@ int main(int argc, char** argv) {
     sub->add_flag("--dry-run", pa.dry_run, "Print the plan, start nothing");
     sub->add_flag("--wait", pa.wait, "Show progress until every move is DONE");
   }
+  // One collection.
+  auto* coll = app.add_subcommand("collection", "Create, describe or drop one collection");
+  coll->require_subcommand(1);
+  auto* coll_create = coll->add_subcommand("create", "Create a collection on every shard");
+  mrl::ops::CreateCollectionArgs ca;
+  coll_create->add_option("--dim", ca.dim, "Full embedding dim")->required();
+  coll_create->add_option("--storage", ca.storage)
+      ->check(CLI::IsMember({"fp32", "fp16", "int8"}));
+  coll_create->add_option("--index-dims", ca.index_dims, "Low-d HNSW prefix");
+  coll_create->add_option("--buckets", ca.num_buckets,
+                          "Buckets, a power of two (default: the coordinator's)");
+  auto* coll_describe =
+      coll->add_subcommand("describe", "The spec and how many buckets each group owns");
+  auto* coll_drop = coll->add_subcommand("drop", "Drop a collection");
+  std::string coll_name;
+  for (auto* sub : {coll_create, coll_describe, coll_drop}) {
+    sub->add_option("--collection", coll_name)->required();
+  }
+  auto* search = app.add_subcommand("search", "One query vector: hits, plan and stage timings");
+  mrl::ops::SearchArgs sa;
+  search->add_option("--collection", sa.collection)->required();
+  search->add_option("--vector", sa.vector, "The query, comma-separated floats")->required();
+  search->add_option("--k", sa.k);
+  search->add_option("--plan", sa.plan,
+                     "exact | budget:NAME | DS:K:DR (adaptive) | funnel:D1xK1,D2xK2,... "
+                     "(default: the collection's)");
+  search->add_flag("--one-trip", sa.one_trip, "Each shard shortlists and reranks its own");
+  search->add_option("--ef", sa.ef, "HNSW search breadth");
+  search->add_flag("--with-payload", sa.with_payload, "Each hit's stored payload");
   bool as_json = false;
-  for (auto* sub : {add_group, remove_group, move, moves, abort_move, rebalance, drain}) {
+  for (auto* sub : {add_group, remove_group, move, moves, abort_move, rebalance, drain, status,
+                    coll_create, coll_describe, coll_drop, search}) {
+    if (sub == status) {  // --url, --dir and --token are status's already
+      sub->add_flag("--json", as_json, "One object of the coordinator's JSON replies");
+      continue;
+    }
     sub->add_option("--url", url, "Coordinator URL (default: --dir's cluster)");
     sub->add_option("--dir", dir);
     sub->add_option("--token", token, "API token");
@@ -274,7 +342,18 @@ int main(int argc, char** argv) {
       return mrl::ops::Eval(ea, mrl::Provenance(argc, argv));
     }
     mrl::ops::HttpClient client(coordinator.value(), token);
-    if (status->parsed()) return PrintStatus(client);
+    if (status->parsed()) return PrintStatus(client, as_json);
+    if (coll_create->parsed()) {
+      ca.collection = coll_name;
+      ca.json = as_json;
+      return mrl::ops::CreateCollection(client, ca);
+    }
+    if (coll_describe->parsed()) return mrl::ops::DescribeCollection(client, coll_name, as_json);
+    if (coll_drop->parsed()) return mrl::ops::DropCollection(client, coll_name, as_json);
+    if (search->parsed()) {
+      sa.json = as_json;
+      return mrl::ops::Search(client, sa);
+    }
     if (add_group->parsed()) return mrl::ops::AddGroup(client, group_shards, as_json);
     if (remove_group->parsed()) return mrl::ops::RemoveGroup(client, group, as_json);
     if (move->parsed()) {

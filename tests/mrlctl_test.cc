@@ -356,5 +356,98 @@ TEST(Mrlctl, RefusedClusterChangesPrintAClearErrorAndExit1) {
   EXPECT_EQ(nlohmann::json::parse(none)["moves"].size(), 0u) << none;
 }
 
+// The collection verbs and search over a 2-shard cluster: `collection create` prints the stored
+// spec, `describe` splits its buckets over both groups, `search` finds a stored point first with
+// the plan and stage timings, `status` shows each group's buckets and the (empty) moves, and
+// `status --json` holds the raw replies; `collection drop` is the coordinator's answer.
+TEST(Mrlctl, CollectionCreateDescribeSearchStatusAndDrop) {
+  const std::string dir = test_util::TempDir("mrlctl_collection");
+  const std::string ctl = UpWithCollection(dir, 2, 300);  // collection "c": 16-d, 16 buckets
+  const std::string cl = " --dir " + dir + "/cluster";
+  const DownOnExit down{ctl + "down" + cl};
+
+  auto [crc, created] = RunCapture(ctl + "collection create --collection e --dim 32 --storage fp32 "
+                                         "--index-dims 8 --buckets 8" + cl);
+  std::printf("%s", created.c_str());
+  ASSERT_EQ(crc, 0) << created;
+  EXPECT_NE(created.find("created collection e: dim 32, fp32, cosine, 8 buckets"),
+            std::string::npos) << created;
+  auto [brc, bad] = RunCapture(ctl + "collection create --collection f --dim 32 --storage fp8" + cl);
+  EXPECT_NE(brc, 0) << bad;
+
+  auto [drc, described] = RunCapture(ctl + "collection describe --collection e" + cl);
+  std::printf("%s", described.c_str());
+  ASSERT_EQ(drc, 0) << described;
+  EXPECT_NE(described.find("indexes: hnsw over 8 dims"), std::string::npos) << described;
+  EXPECT_NE(described.find("group 0: 4 buckets"), std::string::npos) << described;
+  EXPECT_NE(described.find("group 1: 4 buckets"), std::string::npos) << described;
+  auto [nrc, unknown] = RunCapture(ctl + "collection describe --collection nope" + cl);
+  EXPECT_EQ(nrc, 1) << unknown;
+
+  // Point 1 of "c" (UpWithCollection's first row) as the query: it is its own nearest.
+  std::mt19937 rng(11);  // UpWithCollection's draws: row 0 first
+  std::normal_distribution<float> g;
+  std::vector<float> db(16);
+  for (float& x : db) x = g(rng);
+  std::string vec;
+  for (int j = 0; j < 16; ++j) {
+    if (j > 0) vec += ",";
+    vec += std::to_string(db[j]);
+  }
+  for (const std::string plan : {"", " --plan exact", " --plan 8:50:16", " --plan funnel:8x50,16x5"}) {
+    auto [src, found] = RunCapture(ctl + "search --collection c --k 5 --vector " + vec + plan + cl);
+    std::printf("%s", found.c_str());
+    ASSERT_EQ(src, 0) << plan << ": " << found;
+    EXPECT_NE(found.find("5 hits"), std::string::npos) << found;
+    EXPECT_NE(found.find("  1  id 1  score "), std::string::npos) << plan << ": " << found;
+    EXPECT_NE(found.find("coverage 1.000"), std::string::npos) << found;
+  }
+  auto [trc, timed] = RunCapture(ctl + "search --collection c --vector " + vec + cl);
+  EXPECT_NE(timed.find("timing: rerank "), std::string::npos) << timed;
+  EXPECT_NE(timed.find("plan: adaptive"), std::string::npos) << timed;
+  auto [jrc, js] = RunCapture(ctl + "search --collection c --k 3 --json --vector " + vec + cl);
+  ASSERT_EQ(jrc, 0) << js;
+  const nlohmann::json reply = nlohmann::json::parse(js);
+  EXPECT_EQ(reply["results"][0].size(), 3u) << js;
+  EXPECT_EQ(reply["results"][0][0]["id"], 1) << js;
+  auto [wrc, wrong] = RunCapture(ctl + "search --collection c --vector 0.1,0.2" + cl);
+  EXPECT_EQ(wrc, 1) << wrong;
+  auto [prc, badplan] = RunCapture(ctl + "search --collection c --plan 8:x:16 --vector " + vec + cl);
+  EXPECT_EQ(prc, 1) << badplan;
+  EXPECT_NE(badplan.find("'x' is not a positive integer"), std::string::npos) << badplan;
+
+  auto [strc, status] = RunCapture(ctl + "status" + cl);
+  std::printf("%s", status.c_str());
+  ASSERT_EQ(strc, 0) << status;
+  EXPECT_NE(status.find("  group 0: shard0; c: 8 of 16 buckets; e: 4 of 8 buckets"),
+            std::string::npos) << status;
+  EXPECT_NE(status.find("  group 1: shard1; c: 8 of 16 buckets; e: 4 of 8 buckets"),
+            std::string::npos) << status;
+  EXPECT_NE(status.find("moves: 0 active moves"), std::string::npos) << status;
+  auto [sjrc, sj] = RunCapture(ctl + "status --json" + cl);
+  ASSERT_EQ(sjrc, 0) << sj;
+  const nlohmann::json st = nlohmann::json::parse(sj);
+  EXPECT_EQ(st["cluster"]["groups"].size(), 2u) << sj;
+  EXPECT_EQ(st["collections"]["collections"].size(), 2u) << sj;
+  EXPECT_TRUE(st["meta"].is_object()) << sj;
+  EXPECT_TRUE(st["moves"]["moves"].is_array()) << sj;
+
+  // The coordinator has no DELETE on a collection (docs/api.md): its refusal, exit 1, and the
+  // collection still there. A coordinator that adds it makes this a drop.
+  auto [xrc, dropped] = RunCapture(ctl + "collection drop --collection e" + cl);
+  std::printf("%s", dropped.c_str());
+  auto [arc, after] = RunCapture(ctl + "collection describe --collection e" + cl);
+  if (xrc == 0) {
+    EXPECT_NE(dropped.find("dropped collection e"), std::string::npos) << dropped;
+    EXPECT_EQ(arc, 1) << after;
+  } else {
+    EXPECT_EQ(xrc, 1) << dropped;
+    EXPECT_NE(dropped.find("this coordinator cannot drop a collection"), std::string::npos)
+        << dropped;
+    EXPECT_NE(dropped.find("method not allowed"), std::string::npos) << dropped;
+    EXPECT_EQ(arc, 0) << after;
+  }
+}
+
 }  // namespace
 }  // namespace mrl
