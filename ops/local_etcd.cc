@@ -25,23 +25,34 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-// A port the OS considers free now (bound to 127.0.0.1:0 and released).
-Result<int> FreePort() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) return Status::IoError("socket");
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  a.sin_port = 0;
-  socklen_t len = sizeof(a);
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0 ||
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
-    ::close(fd);
-    return Status::IoError("bind to a free port");
+// `n` distinct ports the OS considers free now: all bound to 127.0.0.1:0 at once, then
+// released. (One at a time, a port released by one pick could come back from the next: a member's
+// client port equal to another's peer port, seen as etcd answering "404 page not found".)
+Result<std::vector<int>> FreePorts(int n) {
+  std::vector<int> fds, ports;
+  Status st;
+  for (int i = 0; i < n && st.ok(); ++i) {
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0) {
+      st = Status::IoError("socket");
+      break;
+    }
+    fds.push_back(fd);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.sin_port = 0;
+    socklen_t len = sizeof(a);
+    if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0 ||
+        ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
+      st = Status::IoError("bind to a free port");
+      break;
+    }
+    ports.push_back(ntohs(a.sin_port));
   }
-  const int port = ntohs(a.sin_port);
-  ::close(fd);
-  return port;
+  for (int fd : fds) ::close(fd);
+  if (!st.ok()) return st;
+  return ports;
 }
 
 // %-escapes what a URL's parameter value cannot hold as is (paths stay readable).
@@ -176,15 +187,13 @@ Result<std::unique_ptr<LocalEtcd>> LocalEtcd::Start(const std::string& dir,
     if (!certs.ok()) return certs.status().WithContext("etcd TLS certificates in " + dir);
     e->certs_ = std::move(certs).value();
   }
+  auto ports = FreePorts(2 * members);
+  if (!ports.ok()) return ports.status();
   for (int i = 0; i < members; ++i) {
     Member m;
     m.name = "etcd" + std::to_string(i);
-    auto c = FreePort();
-    auto p = FreePort();
-    if (!c.ok()) return c.status();
-    if (!p.ok()) return p.status();
-    m.client_port = c.value();
-    m.peer_port = p.value();
+    m.client_port = ports.value()[static_cast<size_t>(2 * i)];
+    m.peer_port = ports.value()[static_cast<size_t>(2 * i + 1)];
     e->initial_cluster_ +=
         (i ? "," : "") + m.name + "=http://127.0.0.1:" + std::to_string(m.peer_port);
     e->members_.push_back(m);
