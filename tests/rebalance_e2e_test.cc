@@ -19,11 +19,10 @@
 #include <thread>
 #include <utility>
 
-#include <sys/wait.h>
-
 #include "common/bucket.h"
 #include "rpc/client.h"
 #include "tests/coordinator_e2e_fixture.h"
+#include "tests/test_util.h"
 
 namespace mrl {
 namespace {
@@ -51,17 +50,6 @@ std::vector<float> WriterVector(uint64_t id, uint32_t generation) {
   v[64 + (id / 64) % 64] += 0.001f * static_cast<float>(generation + 1);
   v[0] = 1e-4f * static_cast<float>(generation);
   return v;
-}
-
-// Runs `cmd` (stderr with stdout): {exit status, output}.
-std::pair<int, std::string> RunCapture(const std::string& cmd) {
-  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
-  std::string out;
-  char buf[4096];
-  size_t got;
-  while ((got = fread(buf, 1, sizeof(buf), p)) > 0) out.append(buf, got);
-  const int st = pclose(p);
-  return {WIFEXITED(st) ? WEXITSTATUS(st) : -1, out};
 }
 
 // N of mrlctl's "started N moves" line; 0 when absent.
@@ -198,8 +186,11 @@ TEST(RebalanceE2E, AddGroupRebalanceAndDrainUnderQueryAndWriteLoadLoseNothing) {
   std::this_thread::sleep_for(std::chrono::seconds(1));
   auto mrlctl = [&](const std::string& verb, const std::string& args) {
     const auto t = Clock::now();
-    auto [rc, out] = RunCapture(std::string(MRL_MRLCTL_BIN) + " " + verb + " --url " +
-                                c.Url("") + " --token " + Cluster::kAdmin + " " + args);
+    const test_util::Outcome run =
+        test_util::RunCommand(std::string(MRL_MRLCTL_BIN) + " " + verb + " --url " + c.Url("") +
+                              " --token " + Cluster::kAdmin + " " + args);
+    const int rc = run.code;
+    const std::string& out = run.output;
     const std::string tail = out.size() > 600 ? "..." + out.substr(out.size() - 600) : out;
     std::printf("mrlctl %s %s: exit %d in %.1f s\n%s\n", verb.c_str(), args.c_str(), rc,
                 Since(t), tail.c_str());
