@@ -3,6 +3,7 @@
 #include <atomic>
 #include <chrono>
 #include <future>
+#include <mutex>
 #include <optional>
 #include <unordered_map>
 
@@ -88,6 +89,9 @@ Result<SearchOutcome> QueryEngine::Search(const ShardMap& map, const SearchSpec&
 
   // Calls `make_call(client)` on `shard`; on a shard failure, once on each other healthy
   // member of `group`. Returns the shard that answered, or nullopt (with first error in *err).
+  // Runs on several threads at once (one per target): `out.failed_shards` is shared, so it is
+  // appended under `failed_mu` (two shards refusing a stale epoch together used to race here).
+  std::mutex failed_mu;
   auto call_with_retry = [&](auto&& issue, std::string shard, uint32_t group, auto* reply,
                              Status* err) -> std::optional<std::string> {
     std::vector<std::string> order = {shard};
@@ -107,7 +111,10 @@ Result<SearchOutcome> QueryEngine::Search(const ShardMap& map, const SearchSpec&
         return order[i];
       }
       if (err->ok()) *err = r.status();
-      out.failed_shards.push_back(order[i]);
+      {
+        std::lock_guard<std::mutex> lock(failed_mu);
+        out.failed_shards.push_back(order[i]);
+      }
       if (IsRequestError(r.status())) return std::nullopt;
     }
     return std::nullopt;

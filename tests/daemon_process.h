@@ -10,6 +10,7 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -36,7 +37,18 @@ class DaemonProcess {
         args_(std::move(args)),
         dir_(std::move(log_dir)) {}
   ~DaemonProcess() {
-    if (pid_ > 0) Kill(SIGKILL);
+    if (pid_ <= 0) return;
+    // A daemon that ended by itself while the test still counted on it: say how, with its log's
+    // tail, so a failure elsewhere in the test (an empty reply, a refused connection) explains
+    // itself in the CI output.
+    if (!Alive()) {
+      std::string log = Log();
+      if (log.size() > 4000) log = "..." + log.substr(log.size() - 4000);
+      std::cerr << "[daemon] " << name_ << " (pid " << pid_ << ") ended by itself: "
+                << DescribeExit(exit_status_) << "; its log " << log_ << " ends:\n" << log << std::endl;
+      return;
+    }
+    Kill(SIGKILL);
   }
 
   // Starts and waits (up to `timeout`) for the port file. Fails the test if the daemon exits.
@@ -52,6 +64,7 @@ class DaemonProcess {
     auto pid = SpawnProcess(all, log_);
     ASSERT_TRUE(pid.ok()) << pid.status().ToString();
     pid_ = pid.value();
+    exited_ = false;
     auto port = WaitForPortFile(port_file, pid_, log_,
                                 std::chrono::duration<double>(timeout).count());
     if (!port.ok()) {
@@ -68,13 +81,14 @@ class DaemonProcess {
   }
   // Sends `sig` without waiting for the exit (Wait collects it).
   void Signal(int sig) {
-    if (pid_ > 0) kill(pid_, sig);
+    if (pid_ > 0 && !exited_) kill(pid_, sig);
   }
   // Waits for the daemon to exit: the exit code, or 128 + signal.
   int Wait() {
     if (pid_ <= 0) return -1;
-    const int code = WaitForExit(pid_);
+    const int code = exited_ ? ExitCode(exit_status_) : WaitForExit(pid_);
     pid_ = -1;
+    exited_ = false;
     return code;
   }
 
@@ -90,8 +104,12 @@ class DaemonProcess {
   // Still running (not exited, not killed) without having been restarted since Start.
   bool Alive() const {
     if (pid_ <= 0) return false;
+    if (exited_) return false;
     int status = 0;
-    return waitpid(pid_, &status, WNOHANG) == 0;
+    if (waitpid(pid_, &status, WNOHANG) == 0) return true;
+    exited_ = true;  // reaped here: remember how, and never signal the (reusable) pid again
+    exit_status_ = status;
+    return false;
   }
   int starts() const { return starts_; }
   uint16_t port() const { return port_; }
@@ -99,6 +117,14 @@ class DaemonProcess {
   std::string Log() const { return Slurp(log_); }
 
  private:
+  static int ExitCode(int status) {
+    return WIFSIGNALED(status) ? 128 + WTERMSIG(status) : WEXITSTATUS(status);
+  }
+  static std::string DescribeExit(int status) {
+    if (WIFSIGNALED(status)) return "killed by signal " + std::to_string(WTERMSIG(status));
+    return "exit code " + std::to_string(WEXITSTATUS(status));
+  }
+
   std::string name_, binary_;
   std::vector<std::string> args_;
   std::string dir_;
@@ -106,6 +132,8 @@ class DaemonProcess {
   uint16_t port_ = 0;
   int starts_ = 0;
   std::string log_;
+  mutable bool exited_ = false;  // reaped by Alive(); exit_status_ is its wait status
+  mutable int exit_status_ = 0;
 };
 
 }  // namespace mrl::test_util
