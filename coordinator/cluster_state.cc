@@ -6,6 +6,7 @@
 
 #include "common/atomic_file.h"
 #include "coordinator/cluster_keys.h"
+#include "coordinator/move.h"
 #include "meta/embedded_store.h"
 #include "meta/etcd_store.h"
 
@@ -429,6 +430,16 @@ Status ClusterState::AddGroup(const std::vector<ShardInfo>& shards) {
   });
 }
 
+Status ClusterState::ChangeMap(const std::string& what,
+                               const std::function<Status(ShardMap*)>& edit) {
+  return Change(what, [&](ClusterSnapshot* next, std::vector<meta::Op>* ops) {
+    const uint64_t epoch = next->map.epoch();
+    MRL_RETURN_IF_ERROR(edit(&next->map));
+    if (next->map.epoch() != epoch) ops->push_back(meta::Op::Put(kMapKey, next->map.ToJson()));
+    return Status::Ok();
+  });
+}
+
 Status ClusterState::RetireGroup(uint32_t group) {
   return Change("retiring group " + std::to_string(group),
                 [&](ClusterSnapshot* next, std::vector<meta::Op>* ops) {
@@ -494,6 +505,32 @@ Status ClusterState::AddCollection(const CollectionSpec& spec) {
                                                CollectionSpecToJson(spec).dump()));
                   return Status::Ok();
                 });
+}
+
+Status ClusterState::RemoveCollection(const std::string& name) {
+  return Change("dropping collection '" + name + "'",
+                [&](ClusterSnapshot* next, std::vector<meta::Op>* ops) {
+                  MRL_RETURN_IF_ERROR(CheckDroppable(*next, name));
+                  MRL_RETURN_IF_ERROR(next->map.RemoveCollection(name));
+                  ops->push_back(meta::Op::Put(kMapKey, next->map.ToJson()));
+                  ops->push_back(meta::Op::Delete(kCollectionsPrefix + name));
+                  if (next->budgets.count(name)) ops->push_back(meta::Op::Delete(kBudgetsPrefix + name));
+                  return Status::Ok();
+                });
+}
+
+Status CheckDroppable(const ClusterSnapshot& snap, const std::string& name) {
+  if (!snap.specs.count(name)) return Status::NotFound("unknown collection '" + name + "'");
+  for (const auto& [id, entry] : snap.moves) {
+    auto record = MoveFromJson(entry.value);
+    if (!record.ok() || record->collection != name) continue;
+    if (record->phase != MovePhase::kDone && record->phase != MovePhase::kAborted) {
+      return Status::FailedPrecondition("collection '" + name + "' has a move in progress ('" + id +
+                                        "', " + MovePhaseName(record->phase) +
+                                        "): wait for it or abort it first");
+    }
+  }
+  return Status::Ok();
 }
 
 Status ClusterState::SetBudgets(const std::string& collection,

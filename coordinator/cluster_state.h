@@ -61,6 +61,9 @@ struct ClusterSnapshot {
   Result<QueryPlan> Budget(const std::string& collection, const std::string& budget) const;
 };
 
+// Ok when `name` may be dropped: it exists and no move of its buckets is unfinished.
+Status CheckDroppable(const ClusterSnapshot& snap, const std::string& name);
+
 struct ClusterStateOptions {
   std::string data_dir;  // the embedded store's directory (and older versions' state files)
   std::string meta_url;  // "" = the embedded store in data_dir; or etcd://h:p,.../prefix
@@ -135,6 +138,9 @@ class ClusterState {
   Status AddGroup(const std::vector<ShardInfo>& shards);
   // Places the collection's buckets and records its spec; Ok without change when it exists.
   Status AddCollection(const CollectionSpec& spec);
+  // Removes the collection's placement (epoch + 1), spec and budgets. NotFound: unknown;
+  // FailedPrecondition: a move of one of its buckets is not finished.
+  Status RemoveCollection(const std::string& name);
   Status SetBudgets(const std::string& collection, std::map<std::string, QueryPlan> budgets);
   // The move journal: writes moves/<id> = value (an empty value deletes the entry) when the
   // entry's mod revision is still `expected_revision` (0: the entry is absent), and, when
@@ -154,6 +160,9 @@ class ClusterState {
                                  bool changes_map);
   // Removes a drained group's members from the map (ShardMap::RetireGroup).
   Status RetireGroup(uint32_t group);
+  // Any other map change (`edit` on a copy: ShardMap::AddReplica, ReplaceShard, ...): the map
+  // is written when `edit` returns Ok and moved the epoch. `what` names it in errors and logs.
+  Status ChangeMap(const std::string& what, const std::function<Status(ShardMap*)>& edit);
   // Called on the session thread, with no lock held, each time this coordinator becomes the
   // leader: the move executor resumes the journal from there (its entries are in Snapshot()).
   // Set it before StartSession.

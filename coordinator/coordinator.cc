@@ -37,12 +37,68 @@ Result<std::unique_ptr<Coordinator>> Coordinator::Open(CoordinatorOptions option
   c->moves_ = std::make_unique<MoveExecutor>(*c->state_, *c->pool_, c->opt_.moves);
   // A new leader resumes the journal at once (its records are in the snapshot).
   MoveExecutor* moves = c->moves_.get();
-  c->state_->SetLeadershipListener([moves] { moves->Wake(); });
+  ReplicaFillOptions fo;
+  fo.copy_batch = c->opt_.moves.copy_batch;
+  fo.rpc_deadline_ms = c->opt_.moves.rpc_deadline_ms;
+  c->fills_ = std::make_unique<ReplicaFiller>(*c->state_, *c->pool_, fo);
+  ReplicaFiller* fills = c->fills_.get();
+  c->state_->SetLeadershipListener([moves, fills] {
+    moves->Wake();
+    fills->Wake();
+  });
   c->moves_->Start();
+  c->fills_->Start();
   return c;
 }
 
-Coordinator::~Coordinator() { moves_.reset(); }
+Coordinator::~Coordinator() {
+  moves_.reset();
+  fills_.reset();
+}
+
+Status Coordinator::AddReplica(uint32_t group, const ShardInfo& shard) {
+  return JoinShard("adding shard '" + shard.id + "' to group " + std::to_string(group), shard,
+                   [&](ShardMap* m) { return m->AddReplica(group, shard); });
+}
+
+Status Coordinator::RemoveReplica(const std::string& shard, bool lower_factor) {
+  return state_->ChangeMap("removing shard '" + shard + "'",
+                           [&](ShardMap* m) { return m->RemoveReplica(shard, lower_factor); });
+}
+
+Status Coordinator::ReplaceShard(const std::string& dead, const ShardInfo& fresh) {
+  return JoinShard("replacing shard '" + dead + "' by '" + fresh.id + "'", fresh,
+                   [&](ShardMap* m) { return m->ReplaceShard(dead, fresh); });
+}
+
+Status Coordinator::JoinShard(const std::string& what, const ShardInfo& shard,
+                              const std::function<Status(ShardMap*)>& edit) {
+  MRL_RETURN_IF_ERROR(state_->AdmitChange(what));
+  {
+    // The map's own checks first: a clear refusal before any shard is asked.
+    ShardMap trial = state_->Snapshot()->map;
+    MRL_RETURN_IF_ERROR(edit(&trial));
+  }
+  MRL_RETURN_IF_ERROR(CreateCollectionsOn(shard, what));
+  MRL_RETURN_IF_ERROR(state_->ChangeMap(what, edit));
+  fills_->Wake();
+  return Status::Ok();
+}
+
+Status Coordinator::CreateCollectionsOn(const ShardInfo& shard, const std::string& what) {
+  pool_->Ensure(shard);
+  for (const auto& [name, spec] : state_->Snapshot()->specs) {
+    wire::CreateCollectionRequestT req;
+    req.spec = std::make_unique<wire::CollectionSpecT>(CollectionSpecToWire(spec));
+    auto r = pool_->Client(shard.id)->Call(req, opt_.default_deadline_ms * 5);
+    pool_->Report(shard.id, r.status());
+    if (!r.ok()) {
+      return r.status().WithContext(what + ": shard '" + shard.id + "' at " + shard.address +
+                                    " did not create '" + name + "' (nothing changed)");
+    }
+  }
+  return Status::Ok();
+}
 
 Result<uint32_t> Coordinator::AddGroup(const std::vector<ShardInfo>& shards) {
   MRL_RETURN_IF_ERROR(state_->AddGroup(shards));
@@ -91,6 +147,32 @@ Status Coordinator::CreateCollection(const CollectionSpec& spec) {
     if (!r.ok()) return r.status().WithContext("shard '" + id + "'");
   }
   return state_->AddCollection(spec);
+}
+
+Result<size_t> Coordinator::DropCollection(const std::string& name) {
+  const std::string what = "dropping collection '" + name + "'";
+  MRL_RETURN_IF_ERROR(state_->AdmitChange(what));
+  const auto snap = state_->Snapshot();
+  MRL_RETURN_IF_ERROR(CheckDroppable(*snap, name));
+  wire::DropCollectionRequestT req;
+  req.name = name;
+  std::vector<std::pair<std::string, std::future<Result<wire::DropCollectionResponseT>>>> calls;
+  for (const auto& [id, info] : snap->map.shards()) {
+    calls.emplace_back(id, pool_->Client(id)->CallFuture(req, opt_.default_deadline_ms * 5));
+  }
+  Status first;
+  for (auto& [id, f] : calls) {
+    auto r = f.get();
+    pool_->Report(id, r.status());
+    // NotFound: this shard never had it, or a retried drop already removed it there.
+    if (!r.ok() && r.status().code() != Status::Code::kNotFound && first.ok()) {
+      first = r.status().WithContext(what + ": shard '" + id +
+                                     "' did not drop it (the cluster still lists it; retry)");
+    }
+  }
+  MRL_RETURN_IF_ERROR(first);
+  MRL_RETURN_IF_ERROR(state_->RemoveCollection(name));
+  return calls.size();
 }
 
 Status Coordinator::Upsert(const ClusterSnapshot& snap, const std::string& collection,

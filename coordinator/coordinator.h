@@ -11,6 +11,7 @@
 // Thread safety: every method may be called concurrently.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -23,6 +24,7 @@
 #include "coordinator/cluster_state.h"
 #include "coordinator/coordinator_metrics.h"
 #include "coordinator/move_executor.h"
+#include "coordinator/replica_fill.h"
 #include "coordinator/query_engine.h"
 #include "coordinator/query_plan.h"
 #include "coordinator/shard_map.h"
@@ -84,8 +86,19 @@ class Coordinator {
   Status RetireGroup(uint32_t group);
   // Bucket moves, rebalance and drain run here (move_executor.h).
   MoveExecutor& moves() { return *moves_; }
+  // Replicas (replica_fill.h fills new ones). AddReplica raises `group`'s replication factor:
+  // `shard` gets every collection first (nothing changes if it does not answer), then joins as
+  // a filling replica. RemoveReplica and ReplaceShard: ShardMap's, with its refusals.
+  Status AddReplica(uint32_t group, const ShardInfo& shard);
+  Status RemoveReplica(const std::string& shard, bool lower_factor);
+  Status ReplaceShard(const std::string& dead, const ShardInfo& fresh);
+  ReplicaFiller& fills() { return *fills_; }
   // On every shard first (idempotent there), then recorded in the cluster state.
   Status CreateCollection(const CollectionSpec& spec);
+  // CheckDroppable's refusals first; then the collection is dropped on every shard in the map
+  // (one that does not answer: Unavailable, and the cluster state still has it -- retry), then
+  // its placement, spec and budgets leave the cluster state. The number of shards asked.
+  Result<size_t> DropCollection(const std::string& name);
 
   // Writes are acknowledged once write_quorum replicas of every touched bucket have the points.
   Status Upsert(const ClusterSnapshot& snap, const std::string& collection,
@@ -109,6 +122,12 @@ class Coordinator {
   std::string PrometheusMetrics() const;
 
  private:
+  // A new shard joins the map by `edit` (AddReplica, ReplaceShard): the map's refusals first,
+  // then every collection on the shard, then the map change; the filler is woken.
+  Status JoinShard(const std::string& what, const ShardInfo& shard,
+                   const std::function<Status(ShardMap*)>& edit);
+  // CreateCollection of every collection on `shard` (idempotent there), before a map names it.
+  Status CreateCollectionsOn(const ShardInfo& shard, const std::string& what);
   std::string ShardDiskMetrics(const ClusterSnapshot& snap) const;
   explicit Coordinator(CoordinatorOptions options);
   Result<std::vector<float>> SampleQueries(const ClusterSnapshot& snap, const CollectionSpec& spec,
@@ -126,7 +145,8 @@ class Coordinator {
   std::unique_ptr<QueryEngine> engine_;
   std::unique_ptr<WriteRouter> writes_;
   CoordinatorMetrics metrics_;
-  std::unique_ptr<MoveExecutor> moves_;  // last: destroyed first
+  std::unique_ptr<MoveExecutor> moves_;  // destroyed first (with fills_)
+  std::unique_ptr<ReplicaFiller> fills_;
 };
 
 template <typename Fn>

@@ -83,7 +83,7 @@ json MetaJson(ClusterState& state) {
   const auto snap = state.Snapshot();
   std::map<std::string, std::pair<std::string, int>> by_address;  // address -> (map id, group)
   for (size_t g = 0; g < snap->map.groups().size(); ++g) {
-    for (const auto& id : snap->map.groups()[g].shards) {
+    for (const auto& id : snap->map.groups()[g].WriteShards()) {
       auto addr = snap->map.AddressOf(id);
       if (addr.ok()) by_address[*addr] = {id, static_cast<int>(g)};
     }
@@ -293,6 +293,13 @@ HttpResponse HttpApi::Route(const HttpRequest& req, std::string* endpoint) {
           return CollectionSpecToJson(*spec.value());
         }));
       }
+      if (req.method == "DELETE") {
+        auto dropped = c_.DropCollection(name);
+        return ChangeReply(c_.state(), dropped.status(),
+                           {{"result", "dropped"},
+                            {"shards", dropped.ok() ? *dropped : 0},
+                            {"epoch", c_.Snapshot()->map.epoch()}});
+      }
       if (req.method != "PUT") return ErrorReply(405, "method not allowed");
       auto spec = CollectionSpecFromJson(body, name);
       if (!spec.ok()) return ErrorReply(spec.status());
@@ -381,8 +388,78 @@ HttpResponse HttpApi::ClusterChange(const HttpRequest& req, const json& body,
                                     std::string* endpoint) {
   static const std::regex kAbort(R"(/v1/moves/([A-Za-z0-9_.:-]{1,64})/abort)");
   static const std::regex kRemove(R"(/v1/cluster/groups/([0-9]{1,9})/remove)");
+  static const std::regex kReplicas(R"(/v1/cluster/groups/([0-9]{1,9})/replicas(?:/([A-Za-z0-9_.-]{1,64}))?)");
+  static const std::regex kShard(R"(/v1/cluster/shards/([A-Za-z0-9_.-]{1,64})(/replace)?)");
   std::smatch m;
   MoveExecutor& moves = c_.moves();
+  auto shard_of = [&](const json& j) {
+    return ShardInfo{j.at("id").get<std::string>(), j.at("address").get<std::string>()};
+  };
+  if (std::regex_match(req.target, m, kReplicas)) {
+    *endpoint = "replicas";
+    const uint32_t group = static_cast<uint32_t>(std::stoul(m[1]));
+    if (m[2].matched) {  // DELETE .../replicas/{id}: lower the factor by one
+      if (req.method != "DELETE") return ErrorReply(405, "method not allowed");
+      const std::string id = m[2];
+      auto g = c_.Snapshot()->map.GroupOfShard(id);
+      if (!g.ok()) return ErrorReply(g.status());
+      if (*g != group) {
+        return ErrorReply(Status::NotFound("shard '" + id + "' is in group " + std::to_string(*g) +
+                                           ", not in group " + std::to_string(group)));
+      }
+      const Status st = c_.RemoveReplica(id, /*lower_factor=*/true);
+      return ChangeReply(c_.state(), st, {{"epoch", c_.Snapshot()->map.epoch()}, {"removed", id}});
+    }
+    if (req.method != "POST") return ErrorReply(405, "method not allowed");
+    const ShardInfo shard = shard_of(body);
+    const Status st = c_.AddReplica(group, shard);
+    return ChangeReply(c_.state(), st,
+                       {{"epoch", c_.Snapshot()->map.epoch()}, {"group", group},
+                        {"shard", shard.id}, {"state", "filling"}});
+  }
+  if (std::regex_match(req.target, m, kShard)) {
+    const std::string id = m[1];
+    if (m[2].matched) {
+      *endpoint = "replace_shard";
+      if (req.method != "POST") return ErrorReply(405, "method not allowed");
+      const ShardInfo fresh = shard_of(body);
+      const Status st = c_.ReplaceShard(id, fresh);
+      const auto snap = c_.Snapshot();
+      auto group = snap->map.GroupOfShard(fresh.id);
+      return ChangeReply(c_.state(), st,
+                         {{"epoch", snap->map.epoch()}, {"removed", id}, {"shard", fresh.id},
+                          {"group", group.ok() ? json(*group) : json(nullptr)},
+                          {"state", "filling"}});
+    }
+    *endpoint = "remove_shard";
+    if (req.method != "DELETE") return ErrorReply(405, "method not allowed");
+    const Status st = c_.RemoveReplica(id, /*lower_factor=*/false);
+    return ChangeReply(c_.state(), st, {{"epoch", c_.Snapshot()->map.epoch()}, {"removed", id}});
+  }
+  if (req.target == "/v1/cluster/fills") {
+    *endpoint = "fills";
+    if (req.method != "GET") return ErrorReply(405, "method not allowed");
+    json fills = json::array();
+    const auto snap = c_.Snapshot();
+    const auto current = c_.fills().Current();
+    for (uint32_t g = 0; g < snap->map.groups().size(); ++g) {
+      for (const std::string& id : snap->map.groups()[g].filling) {
+        json f = {{"group", g}, {"shard", id}};
+        if (current && current->group == g && current->shard == id) {
+          f["buckets_done"] = current->buckets_done;
+          f["buckets_total"] = current->buckets_total;
+          f["points_copied"] = current->points_copied;
+          f["seconds"] = current->seconds;
+          if (!current->waiting_on.empty()) f["waiting_on"] = current->waiting_on;
+        } else {
+          f["waiting_on"] = current ? "queued behind the fill of '" + current->shard + "'"
+                                    : std::string("starting (the leader fills one replica at a time)");
+        }
+        fills.push_back(f);
+      }
+    }
+    return JsonReply(200, {{"fills", fills}});
+  }
   if (req.target == "/v1/moves") {
     *endpoint = "moves";
     if (req.method == "GET") {

@@ -59,6 +59,10 @@ int Run(int argc, char** argv) {
   app.add_option("--move-max-bytes-per-s", co.moves.max_bytes_per_s,
                  "Copy throttle of bucket moves over all moves (0 = unthrottled)");
   app.add_option("--move-copy-batch", co.moves.copy_batch, "Points per copy page of a bucket move");
+  app.add_option("--moves-keep-finished", co.moves.keep_finished,
+                 "Finished moves kept in the journal (the newest); older ones are pruned");
+  app.add_option("--moves-prune-after-s", co.moves.prune_after_s,
+                 "Seconds a finished move stays in the journal before it may be pruned");
   app.add_option("--write-quorum", co.write_quorum, "Replicas that must acknowledge a write (0 = all)");
   app.add_option("--shard-connections", co.shard_connections, "Pipelined connections per shard")
       ->check(CLI::Range(1, 64));

@@ -7,9 +7,11 @@
 #include <cstdlib>
 #include <filesystem>
 #include <future>
+#include <set>
 
 #include "common/collection_spec.h"
 #include "common/protocol.h"
+#include "coordinator/bucket_copy.h"
 
 namespace mrl::coord {
 namespace {
@@ -204,7 +206,47 @@ bool MoveExecutor::RunOnce() {
       progress_[r.id].waiting_on.clear();
     }
   }
+  Prune(*snap);
   return moved;
+}
+
+void MoveExecutor::Prune(const ClusterSnapshot& snap) {
+  const std::vector<Entry> entries = Records(snap);
+  // Finished records (DONE, or ABORTED with nothing left to undo) that no active reverse move
+  // refers to; the newest keep_finished stay for `mrlctl moves --all`, the rest are deleted.
+  std::set<std::string> referenced;
+  for (const Entry& e : entries) {
+    if (NextStep(e.record).kind != MoveStep::Kind::kNone && !e.record.reverse_of.empty()) {
+      referenced.insert(e.record.reverse_of);
+    }
+  }
+  std::vector<const Entry*> finished;
+  for (const Entry& e : entries) {
+    const bool settled = e.record.phase == MovePhase::kDone ||
+                         (e.record.phase == MovePhase::kAborted &&
+                          NextStep(e.record).kind == MoveStep::Kind::kNone);
+    if (settled && !referenced.count(e.record.id)) finished.push_back(&e);
+  }
+  if (finished.size() <= opt_.keep_finished) return;
+  std::sort(finished.begin(), finished.end(), [](const Entry* a, const Entry* b) {
+    return a->record.updated_unix_ms > b->record.updated_unix_ms;  // newest first
+  });
+  size_t pruned = 0;
+  const int64_t cutoff = NowUnixMs() - int64_t{1000} * opt_.prune_after_s;
+  for (size_t i = opt_.keep_finished; i < finished.size(); ++i) {
+    if (finished[i]->record.updated_unix_ms > cutoff) continue;
+    // Compare-and-swapped on its revision like every journal write: a record that changed
+    // meanwhile is left for the next pass.
+    if (state_.RecordMove(finished[i]->record.id, "", finished[i]->revision).ok()) {
+      std::lock_guard<std::mutex> lock(mu_);
+      progress_.erase(finished[i]->record.id);
+      ++pruned;
+    }
+  }
+  if (pruned > 0) {
+    std::fprintf(stderr, "mrl-coordinator: pruned %zu finished moves from the journal (kept %u)\n",
+                 pruned, opt_.keep_finished);
+  }
 }
 
 Status MoveExecutor::Step(const MoveRecord& r, int64_t revision) {
@@ -312,7 +354,7 @@ Result<bool> MoveExecutor::ShardsSawEpoch(const ShardMap& map, const std::vector
   std::vector<std::pair<std::string, std::future<Result<wire::StatsResponseT>>>> calls;
   for (uint32_t g : groups) {
     if (g >= map.groups().size()) continue;
-    for (const std::string& s : map.groups()[g].shards) {
+    for (const std::string& s : map.groups()[g].WriteShards()) {
       if (!pool_.Healthy(s)) continue;
       calls.emplace_back(s,
                          pool_.Client(s)->CallFuture(wire::StatsRequestT{}, opt_.rpc_deadline_ms));
@@ -356,66 +398,14 @@ Status MoveExecutor::CopyPage(const ShardMap& map, const MoveRecord& r, int64_t 
       progress_[r.id].bucket_points = f->count;
     }
   }
-  wire::ScanBucketRequestT scan;
-  scan.collection = r.collection;
-  scan.bucket = r.bucket;
-  scan.has_after = r.copy_cursor.has_value();
-  scan.after = r.copy_cursor.value_or(0);
-  scan.limit = opt_.copy_batch;
-  auto page = pool_.Client(*source)->Call(scan, opt_.rpc_deadline_ms);
-  pool_.Report(*source, page.status());
-  if (!page.ok()) return page.status().WithContext("scanning on shard '" + *source + "'");
-
-  wire::UpsertRequestT up;
-  up.collection = r.collection;
-  uint64_t bytes = 0;
-  std::optional<uint64_t> last;
-  for (const auto& p : page->points) {
-    if (!p) continue;
-    if (up.dims == 0) up.dims = static_cast<int32_t>(p->vector.size());
-    up.ids.push_back(p->id);
-    up.vectors.insert(up.vectors.end(), p->vector.begin(), p->vector.end());
-    auto payload = std::make_unique<wire::PayloadT>();
-    payload->data = p->payload;
-    bytes += p->vector.size() * sizeof(float) + p->payload.size() + 16;
-    up.payloads.push_back(std::move(payload));
-    up.versions.push_back(p->version);
-    last = std::max(last.value_or(0), p->id);
-  }
-  wire::DeleteRequestT del;
-  del.collection = r.collection;
-  for (const auto& t : page->tombstones) {
-    del.ids.push_back(t.id());
-    del.versions.push_back(t.version());
-    bytes += 16;
-    last = std::max(last.value_or(0), t.id());
-  }
-  Throttle(bytes);
-  std::vector<std::future<Status>> sends;
-  for (const std::string& s : map.groups()[r.target_group].shards) {
-    sends.push_back(std::async(std::launch::async, [&, s]() -> Status {
-      if (!up.ids.empty()) {
-        auto a = pool_.Client(s)->Call(up, opt_.rpc_deadline_ms);
-        pool_.Report(s, a.status());
-        if (!a.ok()) return a.status().WithContext("copying to shard '" + s + "'");
-      }
-      if (!del.ids.empty()) {
-        auto a = pool_.Client(s)->Call(del, opt_.rpc_deadline_ms);
-        pool_.Report(s, a.status());
-        if (!a.ok()) return a.status().WithContext("copying tombstones to shard '" + s + "'");
-      }
-      return Status::Ok();
-    }));
-  }
-  for (auto& f : sends) MRL_RETURN_IF_ERROR(f.get());
+  auto page = CopyBucketPage(pool_, *source, map.groups()[r.target_group].WriteShards(),
+                             r.collection, r.bucket, r.copy_cursor, opt_.copy_batch,
+                             opt_.rpc_deadline_ms, [this](uint64_t bytes) { Throttle(bytes); });
+  if (!page.ok()) return page.status();
   StepOutcome o = Outcome(MoveStep::Kind::kCopyFrom);
-  o.points_copied = up.ids.size();
-  o.copy_finished = !page->has_next;
-  if (page->has_next) {
-    o.cursor = page->next_after;
-  } else if (last) {
-    o.cursor = last;
-  }
+  o.points_copied = page->points;
+  o.copy_finished = page->finished;
+  o.cursor = page->cursor;
   if (o.cursor && r.copy_cursor && *o.cursor <= *r.copy_cursor) o.cursor.reset();
   auto next = Advance(r, o);
   if (!next.ok()) return next.status();
@@ -425,16 +415,7 @@ Status MoveExecutor::CopyPage(const ShardMap& map, const MoveRecord& r, int64_t 
 }
 
 Result<VerifyFigures> MoveExecutor::Figures(const std::string& shard, const MoveRecord& r) {
-  wire::BucketChecksumRequestT req;
-  req.collection = r.collection;
-  req.bucket = r.bucket;
-  auto a = pool_.Client(shard)->Call(req, opt_.rpc_deadline_ms);
-  pool_.Report(shard, a.status());
-  if (!a.ok()) return a.status().WithContext("checksum on shard '" + shard + "'");
-  VerifyFigures f;
-  f.count = a->count + a->tombstone_count;
-  f.checksum = a->checksum + a->tombstone_checksum;  // sums mod 2^64: the union's figures
-  return f;
+  return BucketFigures(pool_, shard, r.collection, r.bucket, opt_.rpc_deadline_ms);
 }
 
 Status MoveExecutor::Verify(const ShardMap& map, const MoveRecord& r, int64_t revision) {
@@ -486,7 +467,7 @@ Status MoveExecutor::EnsureCollection(const ShardMap& map, uint32_t group,
                                       const CollectionSpec& spec) {
   wire::CreateCollectionRequestT req;
   req.spec = std::make_unique<wire::CollectionSpecT>(CollectionSpecToWire(spec));
-  for (const std::string& s : map.groups()[group].shards) {
+  for (const std::string& s : map.groups()[group].WriteShards()) {
     auto a = pool_.Client(s)->Call(req, opt_.rpc_deadline_ms);
     pool_.Report(s, a.status());
     if (!a.ok()) return a.status().WithContext("creating '" + spec.name + "' on shard '" + s + "'");
@@ -498,7 +479,7 @@ Status MoveExecutor::DropOn(const ShardMap& map, uint32_t group, const MoveRecor
   wire::DropBucketRequestT req;
   req.collection = r.collection;
   req.bucket = r.bucket;
-  for (const std::string& s : map.groups()[group].shards) {
+  for (const std::string& s : map.groups()[group].WriteShards()) {
     auto a = pool_.Client(s)->Call(req, opt_.rpc_deadline_ms);
     pool_.Report(s, a.status());
     // Every member must drop: one that kept the range would serve stale points if the bucket

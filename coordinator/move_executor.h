@@ -43,6 +43,10 @@ struct MoveExecutorOptions {
   uint64_t max_bytes_per_s = 0;  // copy throttle over all moves; 0 = unthrottled
   uint32_t rpc_deadline_ms = 10000;
   int idle_poll_ms = 200;  // how often an idle executor re-reads the journal
+  // Finished records (DONE, settled ABORTED) beyond the newest keep_finished are deleted from
+  // the journal once finished for prune_after_s (so a long `--wait` never loses its moves).
+  uint32_t keep_finished = 1000;
+  uint32_t prune_after_s = 86400;
 };
 
 // A move as the admin API shows it.
@@ -88,6 +92,8 @@ class MoveExecutor {
   void Loop();
   // One pass over the journal: each active record one step. True when anything moved.
   bool RunOnce();
+  // Deletes finished records beyond keep_finished (the oldest first).
+  void Prune(const ClusterSnapshot& snap);
   // One step of `record`; Ok when it advanced or has to wait (waiting_on set).
   Status Step(const MoveRecord& record, int64_t revision);
   Status MapStep(const MoveRecord& record, int64_t revision, bool advance);

@@ -1,5 +1,7 @@
 #include "coordinator/shard_map.h"
 
+#include <algorithm>
+#include <charconv>
 #include <nlohmann/json.hpp>
 #include <regex>
 #include <set>
@@ -18,6 +20,20 @@ bool ValidName(const std::string& s) {
   return std::regex_match(s, kName);
 }
 
+// host:port with a non-empty host and a port in 1..65535.
+bool ValidAddress(const std::string& a) {
+  const size_t colon = a.rfind(':');
+  if (colon == std::string::npos || colon == 0 || colon + 1 >= a.size() || a.size() - colon > 6) {
+    return false;
+  }
+  uint32_t port = 0;
+  for (size_t i = colon + 1; i < a.size(); ++i) {
+    if (a[i] < '0' || a[i] > '9') return false;
+    port = port * 10 + static_cast<uint32_t>(a[i] - '0');
+  }
+  return port >= 1 && port <= 65535;
+}
+
 const char* PhaseName(BucketMovePhase p) {
   return p == BucketMovePhase::kDualWrite ? "dual_write" : "flipped";
 }
@@ -33,7 +49,7 @@ Status ShardMap::AddGroup(const std::vector<ShardInfo>& shards) {
   std::set<std::string> ids;
   for (const ShardInfo& s : shards) {
     if (!ValidName(s.id)) return Status::InvalidArgument("bad shard id '" + s.id + "'");
-    if (s.address.find(':') == std::string::npos) {
+    if (!ValidAddress(s.address)) {
       return Status::InvalidArgument("shard '" + s.id + "': address must be host:port, got '" +
                                      s.address + "'");
     }
@@ -47,6 +63,111 @@ Status ShardMap::AddGroup(const std::vector<ShardInfo>& shards) {
     g.shards.push_back(s.id);
   }
   groups_.push_back(std::move(g));
+  ++epoch_;
+  return Status::Ok();
+}
+
+std::vector<std::string> ReplicaGroup::WriteShards() const {
+  std::vector<std::string> all = shards;
+  all.insert(all.end(), filling.begin(), filling.end());
+  return all;
+}
+
+namespace {
+
+Status CheckNewShard(const std::map<std::string, ShardInfo>& known, const ShardInfo& s) {
+  if (!ValidName(s.id)) return Status::InvalidArgument("bad shard id '" + s.id + "'");
+  if (!ValidAddress(s.address)) {
+    return Status::InvalidArgument("shard '" + s.id + "': address must be host:port, got '" +
+                                   s.address + "'");
+  }
+  if (known.count(s.id)) return Status::FailedPrecondition("shard '" + s.id + "' is already in the map");
+  return Status::Ok();
+}
+
+}  // namespace
+
+Result<uint32_t> ShardMap::GroupOfShard(const std::string& shard) const {
+  for (uint32_t g = 0; g < groups_.size(); ++g) {
+    const ReplicaGroup& group = groups_[g];
+    if (std::find(group.shards.begin(), group.shards.end(), shard) != group.shards.end() ||
+        std::find(group.filling.begin(), group.filling.end(), shard) != group.filling.end()) {
+      return g;
+    }
+  }
+  return Status::NotFound("unknown shard '" + shard + "': it is in no replica group");
+}
+
+Status ShardMap::AddReplica(uint32_t group, const ShardInfo& shard) {
+  if (group >= groups_.size() || groups_[group].shards.empty()) {
+    return Status::NotFound("group " + std::to_string(group) + " is not in the map");
+  }
+  MRL_RETURN_IF_ERROR(CheckNewShard(shards_, shard));
+  shards_[shard.id] = shard;
+  groups_[group].filling.push_back(shard.id);
+  ++epoch_;
+  return Status::Ok();
+}
+
+Status ShardMap::PromoteReplica(uint32_t group, const std::string& shard) {
+  if (group >= groups_.size()) return Status::NotFound("group " + std::to_string(group) + " is not in the map");
+  auto& filling = groups_[group].filling;
+  auto it = std::find(filling.begin(), filling.end(), shard);
+  if (it == filling.end()) {
+    return Status::NotFound("shard '" + shard + "' is not being filled in group " + std::to_string(group));
+  }
+  filling.erase(it);
+  groups_[group].shards.push_back(shard);
+  ++epoch_;
+  return Status::Ok();
+}
+
+Status ShardMap::RemoveReplica(const std::string& shard, bool lower_factor) {
+  auto g = GroupOfShard(shard);
+  if (!g.ok()) return g.status();
+  ReplicaGroup& group = groups_[*g];
+  const std::string where = "group " + std::to_string(*g);
+  if (!lower_factor) {
+    return Status::FailedPrecondition(
+        "removing shard '" + shard + "' would drop " + where + " below its replication factor " +
+        std::to_string(group.replication()) + " (" + std::to_string(group.replication() - 1) +
+        " replicas left): replace it (replace-shard) or lower the factor (replicate --remove)");
+  }
+  auto serving = std::find(group.shards.begin(), group.shards.end(), shard);
+  if (serving != group.shards.end()) {
+    if (group.shards.size() == 1) {
+      return Status::FailedPrecondition("shard '" + shard + "' is the last serving replica of " +
+                                        where + ": drain the group instead");
+    }
+    group.shards.erase(serving);
+  } else {
+    group.filling.erase(std::find(group.filling.begin(), group.filling.end(), shard));
+  }
+  shards_.erase(shard);
+  ++epoch_;
+  return Status::Ok();
+}
+
+Status ShardMap::ReplaceShard(const std::string& dead, const ShardInfo& fresh) {
+  auto g = GroupOfShard(dead);
+  if (!g.ok()) return g.status();
+  MRL_RETURN_IF_ERROR(CheckNewShard(shards_, fresh));
+  ReplicaGroup& group = groups_[*g];
+  auto serving = std::find(group.shards.begin(), group.shards.end(), dead);
+  if (serving != group.shards.end()) {
+    if (group.shards.size() == 1) {
+      return Status::FailedPrecondition(
+          "shard '" + dead + "' is the only serving replica of group " + std::to_string(*g) +
+          ": there is no replica to fill '" + fresh.id + "' from (restore '" + dead +
+          "' or add a replica to the group first)");
+    }
+    group.shards.erase(serving);
+  } else {
+    group.filling.erase(std::find(group.filling.begin(), group.filling.end(), dead));
+  }
+  shards_.erase(dead);
+  shards_[fresh.id] = fresh;
+  group.filling.push_back(fresh.id);
   ++epoch_;
   return Status::Ok();
 }
@@ -82,8 +203,9 @@ Status ShardMap::RetireGroup(uint32_t group) {
       }
     }
   }
-  for (const std::string& s : groups_[group].shards) shards_.erase(s);
+  for (const std::string& s : groups_[group].WriteShards()) shards_.erase(s);
   groups_[group].shards.clear();
+  groups_[group].filling.clear();
   ++epoch_;
   return Status::Ok();
 }
@@ -288,6 +410,12 @@ std::string ShardMap::ToJson() const {
   for (const auto& [id, s] : shards_) j["shards"].push_back({{"id", id}, {"address", s.address}});
   j["groups"] = json::array();
   for (const ReplicaGroup& g : groups_) j["groups"].push_back(g.shards);
+  // Written only while a replica fills, so a map without one reads exactly as before.
+  json filling = json::object();
+  for (uint32_t g = 0; g < groups_.size(); ++g) {
+    if (!groups_[g].filling.empty()) filling[std::to_string(g)] = groups_[g].filling;
+  }
+  if (!filling.empty()) j["filling"] = std::move(filling);
   j["collections"] = json::object();
   for (const auto& [name, p] : collections_) {
     j["collections"][name] = {{"num_buckets", p.num_buckets}, {"group_of_bucket", p.group_of_bucket}};
@@ -321,6 +449,17 @@ Result<ShardMap> ShardMap::FromJson(const std::string& text) {
         if (!m.shards_.count(id)) return Status::Corruption("group names unknown shard '" + id + "'");
       }
       m.groups_.push_back(std::move(group));
+    }
+    if (j.contains("filling")) {
+      for (const auto& [key, ids] : j.at("filling").items()) {
+        uint32_t g = 0;
+        const auto [end, ec] = std::from_chars(key.data(), key.data() + key.size(), g);
+        if (ec != std::errc() || end != key.data() + key.size() || g >= m.groups_.size()) return Status::Corruption("filling names unknown group " + key);
+        for (const std::string& id : ids.get<std::vector<std::string>>()) {
+          if (!m.shards_.count(id)) return Status::Corruption("filling names unknown shard '" + id + "'");
+          m.groups_[g].filling.push_back(id);
+        }
+      }
     }
     for (const auto& [name, c] : j.at("collections").items()) {
       CollectionPlacement p;

@@ -31,7 +31,14 @@ struct ShardInfo {
 };
 
 struct ReplicaGroup {
-  std::vector<std::string> shards;  // shard ids; all hold the same buckets
+  std::vector<std::string> shards;  // shard ids serving queries and reads; all hold the same buckets
+  // Replicas being filled (replicate, replace-shard): every write to the group reaches them, no
+  // query or read asks them; the fill promotes each to `shards` once it holds the group's data.
+  std::vector<std::string> filling;
+  // The group's replication factor: members serving or being filled.
+  size_t replication() const { return shards.size() + filling.size(); }
+  // Every shard a write to the group must reach: serving, then filling.
+  std::vector<std::string> WriteShards() const;
 };
 
 // Where a moving bucket stands in the map (the move record, coordinator/move.h, has the rest).
@@ -89,6 +96,26 @@ class ShardMap {
   Status RetireGroup(uint32_t group);
   // The groups with members (not retired), in index order.
   std::vector<uint32_t> LiveGroups() const;
+
+  // ---- Replicas of a group (each an atomic map change, epoch + 1, so shards refuse writes
+  // routed by the older map, which would miss a new replica) ------------------------------------
+  // Raises `group`'s replication factor by one: `shard` joins as a filling replica.
+  // NotFound: unknown or retired group; FailedPrecondition: the id is in the map already;
+  // InvalidArgument: a bad id or address.
+  Status AddReplica(uint32_t group, const ShardInfo& shard);
+  // A filled replica starts serving. NotFound unless `shard` is filling in `group`.
+  Status PromoteReplica(uint32_t group, const std::string& shard);
+  // Removes `shard` from its group. With lower_factor the group's replication factor drops by
+  // one; without it the removal is refused (FailedPrecondition: "below the replication factor")
+  // -- replace the shard instead. Also refused: the group's last serving replica (drain the
+  // group). NotFound: an unknown shard.
+  Status RemoveReplica(const std::string& shard, bool lower_factor);
+  // Replaces `dead` by `fresh` in one change, the factor unchanged: `dead` leaves the map,
+  // `fresh` joins its group as a filling replica. NotFound: unknown `dead`; FailedPrecondition:
+  // `fresh` is in the map, or `dead` is the group's only serving replica (nothing to fill from).
+  Status ReplaceShard(const std::string& dead, const ShardInfo& fresh);
+  // The group `shard` is a member of (serving or filling). NotFound: not in any group.
+  Result<uint32_t> GroupOfShard(const std::string& shard) const;
   // Places a new collection: bucket b goes to the (b mod live groups)-th live group. epoch + 1.
   // REQUIRES: num_buckets a power of two; at least one group.
   Status PlaceCollection(const std::string& collection, uint32_t num_buckets);

@@ -4,24 +4,31 @@
 
 namespace mrl::coord {
 
+void ShardPool::AddLocked(const ShardInfo& info) {
+  if (entries_.count(info.id)) return;
+  rpc::ClientOptions o;
+  const size_t colon = info.address.rfind(':');
+  o.host = info.address.substr(0, colon);
+  o.port = static_cast<uint16_t>(std::stoi(info.address.substr(colon + 1)));
+  o.auth_secret = options_.auth_secret;
+  o.connect_timeout_ms = options_.connect_timeout_ms;
+  o.max_in_flight = options_.max_in_flight_per_connection;
+  for (int c = 0; c < std::max(1, options_.connections_per_shard); ++c) {
+    entries_[info.id].clients.push_back(std::make_unique<rpc::RpcClient>(o));
+  }
+}
+
 void ShardPool::Sync(const ShardMap& map) {
   std::lock_guard<std::mutex> lock(mu_);
-  for (const auto& [id, info] : map.shards()) {
-    if (entries_.count(id)) continue;
-    rpc::ClientOptions o;
-    const size_t colon = info.address.rfind(':');
-    o.host = info.address.substr(0, colon);
-    o.port = static_cast<uint16_t>(std::stoi(info.address.substr(colon + 1)));
-    o.auth_secret = options_.auth_secret;
-    o.connect_timeout_ms = options_.connect_timeout_ms;
-    o.max_in_flight = options_.max_in_flight_per_connection;
-    for (int c = 0; c < std::max(1, options_.connections_per_shard); ++c) {
-      entries_[id].clients.push_back(std::make_unique<rpc::RpcClient>(o));
-    }
-  }
+  for (const auto& [id, info] : map.shards()) AddLocked(info);
   for (auto& [id, e] : entries_) {
     for (auto& c : e.clients) c->set_epoch(static_cast<uint32_t>(map.epoch()));
   }
+}
+
+void ShardPool::Ensure(const ShardInfo& shard) {
+  std::lock_guard<std::mutex> lock(mu_);
+  AddLocked(shard);
 }
 
 rpc::RpcClient* ShardPool::Client(const std::string& shard) {

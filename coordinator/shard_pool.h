@@ -37,6 +37,9 @@ class ShardPool {
   // Creates clients for shards of `map` not yet known (addresses are fixed per shard id) and
   // stamps every client's later requests with the map's epoch.
   void Sync(const ShardMap& map);
+  // Creates clients for `shard` before any map names it (a replica about to join gets its
+  // collections first). A shard already known keeps its clients.
+  void Ensure(const ShardInfo& shard);
   // REQUIRES: Sync saw `shard`. The next of the shard's connections (round-robin); it outlives
   // the pool's use of it.
   rpc::RpcClient* Client(const std::string& shard);
@@ -57,6 +60,7 @@ class ShardPool {
     Status write_refusal;  // the last InsufficientStorage answer
     std::chrono::steady_clock::time_point refused_at;
   };
+  void AddLocked(const ShardInfo& shard);  // REQUIRES: mu_
   PoolOptions options_;
   std::mutex mu_;
   std::map<std::string, Entry> entries_;

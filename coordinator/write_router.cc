@@ -8,6 +8,62 @@
 
 namespace mrl::coord {
 
+namespace {
+
+// Sends each group's request to its serving and filling replicas at once, then waits for all.
+// Serving replicas count towards the quorum (write_quorum of them; 0: all); a replica being
+// filled must take every write (its fill copies only what the group held when it joined), so
+// its failure fails the write. Retrying a failed write is safe: versioned upserts and deletes
+// are idempotent.
+template <typename Request>
+Status SendWrites(ShardPool& pool, const ClusterSnapshot& snap,
+                  const std::map<uint32_t, Request>& by_group, uint32_t deadline_ms,
+                  int write_quorum) {
+  struct Call {
+    uint32_t group;
+    std::string shard;
+    bool filling;
+    std::future<Result<typename wire::ResponseOf<Request>::type>> f;
+  };
+  std::vector<Call> calls;
+  for (const auto& [g, req] : by_group) {
+    for (const std::string& s : snap.map.groups()[g].shards) {
+      calls.push_back({g, s, false, pool.Client(s)->CallFuture(req, deadline_ms)});
+    }
+    for (const std::string& s : snap.map.groups()[g].filling) {
+      calls.push_back({g, s, true, pool.Client(s)->CallFuture(req, deadline_ms)});
+    }
+  }
+  std::map<uint32_t, int> acks;
+  Status first_error, filling_error;
+  for (Call& c : calls) {
+    auto r = c.f.get();
+    pool.Report(c.shard, r.status());
+    if (r.ok()) {
+      if (!c.filling) ++acks[c.group];
+    } else if (c.filling) {
+      if (filling_error.ok()) {
+        filling_error = r.status().WithContext(
+            "shard '" + c.shard + "' (a replica being filled in group " + std::to_string(c.group) +
+            " must take every write; bring it back or remove it with replicate --remove)");
+      }
+    } else if (first_error.ok()) {
+      first_error = r.status().WithContext("shard '" + c.shard + "'");
+    }
+  }
+  if (!filling_error.ok()) return filling_error;
+  for (const auto& [g, req] : by_group) {
+    const int replicas = static_cast<int>(snap.map.groups()[g].shards.size());
+    if (acks[g] < WriteQuorum(write_quorum, replicas)) {
+      return first_error.ok() ? Status::Unavailable("not enough replicas acknowledged")
+                              : first_error;
+    }
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
 Status WriteRouter::CheckCount(size_t n, const char* what) const {
   if (static_cast<int64_t>(n) > opt_.max_points) {
     return Status::InvalidArgument("at most " + std::to_string(opt_.max_points) + " " + what +
@@ -67,44 +123,14 @@ Status WriteRouter::Upsert(const ClusterSnapshot& snap, const std::string& colle
   // A replica that refused writes for its disk moments ago would refuse this batch too: refuse
   // it whole, before any replica applies part of it.
   for (const auto& [g, req] : by_group) {
-    for (const std::string& s : snap.map.groups()[g].shards) {
+    for (const std::string& s : snap.map.groups()[g].WriteShards()) {
       const Status refusal = pool_.WriteRefusal(s);
       if (!refusal.ok()) {
         return refusal.WithContext("shard '" + s + "' (nothing of this batch was written)");
       }
     }
   }
-  struct Call {
-    uint32_t group;
-    std::string shard;
-    std::future<Result<wire::UpsertResponseT>> f;
-  };
-  std::vector<Call> calls;
-  for (auto& [g, req] : by_group) {
-    for (const std::string& s : snap.map.groups()[g].shards) {
-      calls.push_back({g, s, pool_.Client(s)->CallFuture(req, deadline_ms)});
-    }
-  }
-  std::map<uint32_t, int> acks;
-  Status first_error;
-  for (Call& c : calls) {
-    auto r = c.f.get();
-    pool_.Report(c.shard, r.status());
-    if (r.ok()) {
-      ++acks[c.group];
-    } else if (first_error.ok()) {
-      first_error = r.status().WithContext("shard '" + c.shard + "'");
-    }
-  }
-  for (const auto& [g, req] : by_group) {
-    const int replicas = static_cast<int>(snap.map.groups()[g].shards.size());
-    if (acks[g] < WriteQuorum(opt_.write_quorum, replicas)) {
-      // Retrying the same request is safe: an upsert of the same id and vector is idempotent.
-      return first_error.ok() ? Status::Unavailable("not enough replicas acknowledged")
-                              : first_error;
-    }
-  }
-  return Status::Ok();
+  return SendWrites(pool_, snap, by_group, deadline_ms, opt_.write_quorum);
 }
 
 Status WriteRouter::Delete(const ClusterSnapshot& snap, const std::string& collection,
@@ -113,24 +139,16 @@ Status WriteRouter::Delete(const ClusterSnapshot& snap, const std::string& colle
   if (!placement.ok()) return placement.status();
   MRL_RETURN_IF_ERROR(CheckCount(ids.size(), "ids"));
   const uint64_t first_version = NextVersions(ids.size());
-  std::vector<std::pair<std::string, std::future<Result<wire::DeleteResponseT>>>> calls;
+  std::map<uint32_t, wire::DeleteRequestT> by_group;
   for (const auto& [g, positions] : GroupByWriteSet(*placement.value(), ids)) {
-    wire::DeleteRequestT req;
+    wire::DeleteRequestT& req = by_group[g];
     req.collection = collection;
     for (size_t i : positions) {
       req.ids.push_back(ids[i]);
       req.versions.push_back(first_version + i);
     }
-    for (const std::string& s : snap.map.groups()[g].shards) {
-      calls.emplace_back(s, pool_.Client(s)->CallFuture(req, deadline_ms));
-    }
   }
-  for (auto& [s, f] : calls) {
-    auto r = f.get();
-    pool_.Report(s, r.status());
-    if (!r.ok()) return r.status().WithContext("shard '" + s + "'");
-  }
-  return Status::Ok();
+  return SendWrites(pool_, snap, by_group, deadline_ms, opt_.write_quorum);
 }
 
 Result<std::vector<std::optional<PointIn>>> WriteRouter::Get(const ClusterSnapshot& snap,

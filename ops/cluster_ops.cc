@@ -210,6 +210,11 @@ std::string GroupsSummary(const json& map) {
     }
     std::string shards;
     for (const json& id : groups[g]) shards += (shards.empty() ? "" : ", ") + id.get<std::string>();
+    // Replicas being filled (replicate, replace-shard) take writes but serve nothing yet.
+    const std::string key = std::to_string(g);
+    if (map.contains("filling") && map.at("filling").contains(key)) {
+      for (const json& id : map.at("filling").at(key)) shards += ", " + id.get<std::string>() + " (filling)";
+    }
     out += shards;
     for (const auto& [name, placement] : cols.items()) {
       const json& owners = placement.at("group_of_bucket");
@@ -254,17 +259,126 @@ MoveProgress MoveProgressOf(const json& moves, const std::vector<std::string>& i
   return p;
 }
 
+namespace {
+
+// "ID=HOST:PORT" -> {"id", "address"}.
+Result<json> ShardArg(const std::string& s, const std::string& flag) {
+  const size_t eq = s.find('=');
+  if (eq == std::string::npos || eq == 0 || eq + 1 == s.size() ||
+      s.find(':', eq) == std::string::npos) {
+    return Status::InvalidArgument(flag + " wants ID=HOST:PORT, got '" + s + "'");
+  }
+  return json{{"id", s.substr(0, eq)}, {"address", s.substr(eq + 1)}};
+}
+
+// Until `shard` serves in its group (GET /v1/cluster), with the fill's progress on `out`.
+Status WaitForFill(HttpClient& c, const std::string& shard, std::ostream& out) {
+  InterruptCatcher catcher;
+  std::string last;
+  for (;;) {
+    auto map = c.CallJson(http::verb::get, "/v1/cluster", "", "reading the shard map");
+    if (!map.ok()) return map.status();
+    try {
+      bool serving = false, known = false;
+      for (const json& g : map->at("groups")) {
+        for (const json& id : g) serving |= id.get<std::string>() == shard;
+      }
+      known = serving;
+      if (map->contains("filling")) {
+        for (const auto& [g, ids] : map->at("filling").items()) {
+          for (const json& id : ids) known |= id.get<std::string>() == shard;
+        }
+      }
+      if (serving) {
+        out << "shard '" << shard << "' is filled and serves (shard map epoch " << map->at("epoch")
+            << ")\n";
+        return Status::Ok();
+      }
+      if (!known) return Status::NotFound("shard '" + shard + "' left the shard map while filling");
+      auto fills = c.CallJson(http::verb::get, "/v1/cluster/fills", "", "reading the fills");
+      if (!fills.ok()) return fills.status();
+      std::string line = "filling '" + shard + "'";
+      for (const json& f : fills->at("fills")) {
+        if (f.at("shard").get<std::string>() != shard) continue;
+        if (f.contains("buckets_total")) {
+          line += ": " + std::to_string(f.at("buckets_done").get<uint64_t>()) + "/" +
+                  std::to_string(f.at("buckets_total").get<uint64_t>()) + " buckets, " +
+                  std::to_string(f.at("points_copied").get<uint64_t>()) + " points";
+        }
+        if (f.contains("waiting_on")) line += " (" + f.at("waiting_on").get<std::string>() + ")";
+      }
+      if (line != last) out << line << "\n" << std::flush;
+      last = line;
+    } catch (const json::exception& e) {
+      return BadAnswer("the fill's progress", e);
+    }
+    if (!SleepUnlessInterrupted(std::chrono::milliseconds(500))) {
+      out << "stopped watching; the fill goes on (mrlctl status)\n";
+      return Status::Ok();
+    }
+  }
+}
+
+// Prints a replica change's reply; waits for the fill when asked.
+Status ReplicaReply(HttpClient& c, const Result<json>& r, const std::string& added, bool wait,
+                    bool as_json) {
+  if (!r.ok()) return r.status();
+  if (as_json) {
+    std::cout << r->dump(2) << "\n";
+  } else {
+    if (r->contains("removed")) std::cout << "removed shard '" << r->at("removed").get<std::string>() << "'";
+    if (!added.empty()) {
+      std::cout << (r->contains("removed") ? "; " : "") << "shard '" << added
+                << "' joined group " << r->value("group", json("?")) << " and is being filled";
+    }
+    std::cout << "; shard map epoch " << r->value("epoch", json()) << "\n";
+  }
+  if (!wait || added.empty()) return Status::Ok();
+  return WaitForFill(c, added, as_json ? std::cerr : std::cout);
+}
+
+}  // namespace
+
+Status Replicate(HttpClient& c, const ReplicateArgs& a) {
+  if (a.add.empty() == a.remove.empty()) {
+    return Status::InvalidArgument("replicate wants one of --add ID=HOST:PORT or --remove ID");
+  }
+  const std::string path = "/v1/cluster/groups/" + std::to_string(a.group) + "/replicas";
+  if (!a.remove.empty()) {
+    auto r = c.CallJson(http::verb::delete_, path + "/" + a.remove, "",
+                        "removing shard '" + a.remove + "' from group " + std::to_string(a.group));
+    return ReplicaReply(c, r, "", false, a.json);
+  }
+  auto shard = ShardArg(a.add, "--add");
+  if (!shard.ok()) return shard.status();
+  auto r = c.CallJson(http::verb::post, path, shard->dump(),
+                      "adding a replica to group " + std::to_string(a.group));
+  return ReplicaReply(c, r, shard->at("id").get<std::string>(), a.wait, a.json);
+}
+
+Status ReplaceShard(HttpClient& c, const std::string& dead, const std::string& with, bool wait,
+                    bool as_json) {
+  auto shard = ShardArg(with, "--with");
+  if (!shard.ok()) return shard.status();
+  auto r = c.CallJson(http::verb::post, "/v1/cluster/shards/" + dead + "/replace", shard->dump(),
+                      "replacing shard '" + dead + "'");
+  return ReplicaReply(c, r, shard->at("id").get<std::string>(), wait, as_json);
+}
+
+Status RemoveShard(HttpClient& c, const std::string& id, bool as_json) {
+  auto r = c.CallJson(http::verb::delete_, "/v1/cluster/shards/" + id, "",
+                      "removing shard '" + id + "'");
+  return ReplicaReply(c, r, "", false, as_json);
+}
+
 Status AddGroup(HttpClient& c, const std::vector<std::string>& shards, bool as_json) {
   if (shards.empty()) return Status::InvalidArgument("add-group needs --shard ID=HOST:PORT");
   json group = json::array();
   std::string names;
   for (const std::string& s : shards) {
-    const size_t eq = s.find('=');
-    if (eq == std::string::npos || eq == 0 || eq + 1 == s.size() ||
-        s.find(':', eq) == std::string::npos) {
-      return Status::InvalidArgument("--shard wants ID=HOST:PORT, got '" + s + "'");
-    }
-    group.push_back({{"id", s.substr(0, eq)}, {"address", s.substr(eq + 1)}});
+    auto shard = ShardArg(s, "--shard");
+    if (!shard.ok()) return shard.status();
+    group.push_back(*shard);
     names += (names.empty() ? "" : ", ") + s;
   }
   auto r = c.CallJson(http::verb::post, "/v1/cluster/groups", json{{"group", group}}.dump(),

@@ -49,6 +49,26 @@ Status AddGroup(HttpClient& client, const std::vector<std::string>& shards, bool
 // POST /v1/cluster/groups/<group>/remove: retires an empty group.
 Status RemoveGroup(HttpClient& client, uint32_t group, bool json);
 
+// Replicas of a group. `add` ("ID=HOST:PORT"): POST /v1/cluster/groups/<group>/replicas, the
+// factor + 1, the new shard filled from a serving replica; `remove` (an id): DELETE
+// /v1/cluster/groups/<group>/replicas/<id>, the factor - 1. Exactly one of the two. --wait:
+// until the added shard serves (progress from GET /v1/cluster/fills).
+struct ReplicateArgs {
+  uint32_t group = 0;
+  std::string add;
+  std::string remove;
+  bool wait = false;
+  bool json = false;
+};
+Status Replicate(HttpClient& client, const ReplicateArgs& args);
+// POST /v1/cluster/shards/<dead>/replace: `with` ("ID=HOST:PORT") takes `dead`'s place in its
+// group, the factor unchanged; filled like an added replica. --wait as Replicate's.
+Status ReplaceShard(HttpClient& client, const std::string& dead, const std::string& with,
+                    bool wait, bool json);
+// DELETE /v1/cluster/shards/<id>: removes a shard keeping its group's factor -- refused below
+// the factor (the coordinator says to replace it or lower the factor).
+Status RemoveShard(HttpClient& client, const std::string& id, bool json);
+
 struct MoveArgs {
   std::string collection;
   uint32_t bucket = 0;

@@ -138,14 +138,15 @@ Status DropCollection(HttpClient& c, const std::string& name, bool as_json) {
                       "dropping collection '" + name + "'");
   if (!r.ok() && r.status().message().find("HTTP 405") != std::string::npos) {
     return r.status().WithContext(
-        "this coordinator cannot drop a collection (no DELETE /v1/collections/{name}); '" + name +
-        "' is unchanged");
+        "this coordinator (an older version) cannot drop a collection; '" + name + "' is unchanged");
   }
   if (!r.ok()) return r.status();
   if (as_json) {
     std::cout << r->dump(2) << "\n";
   } else {
-    std::cout << "dropped collection " << name << "\n";
+    std::cout << "dropped collection " << name << " (its points deleted on "
+              << r->value("shards", json(0)) << " shards); shard map epoch " << r->value("epoch", json())
+              << "\n";
   }
   return Status::Ok();
 }

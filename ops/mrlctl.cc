@@ -8,6 +8,10 @@
 // Live cluster changes (ops/cluster_ops.h; each also takes --json: the coordinator's reply):
 //   mrlctl add-group    --shard ID=HOST:PORT [--shard ...]   a new replica group, empty
 //   mrlctl remove-group --group N                            retire an empty group
+//   mrlctl replicate    --group N (--add ID=HOST:PORT | --remove ID) [--wait]
+//                                                            factor +1 (filled) or -1
+//   mrlctl replace-shard --shard ID --with ID=HOST:PORT [--wait]   a dead shard's successor
+//   mrlctl remove-shard --shard ID       (refused below the group's replication factor)
 //   mrlctl move         --collection C --bucket B --to G [--wait]
 //   mrlctl moves        [--all] [--watch]                    the moves table
 //   mrlctl abort-move   --id ID [--reason TEXT]
@@ -24,6 +28,7 @@
 // The local cluster's processes, ports and URL are kept in D/cluster.json (ops/local_cluster.h).
 // Every verb returns a Status; its message is printed and the exit code is 1 (2 for usage).
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <cstdio>
 #include <iostream>
 #include <sstream>
@@ -52,12 +57,35 @@ std::string ShardHealth(const std::string& address) {
   mrl::rpc::RpcClient client(options.value());
   auto stats = client.Call(mrl::wire::StatsRequestT{}, 2000);
   if (!stats.ok()) return "stats unavailable (" + stats.status().ToString() + ")";
+  // What it holds and serves: vectors, bytes on disk, memory (RocksDB's block cache and
+  // memtables, the indexes) and requests per second averaged over its uptime.
+  uint64_t vectors = 0, index_bytes = 0, requests = 0;
+  for (const auto& col : stats->collections) {
+    if (!col) continue;
+    vectors += col->points;
+    for (const auto& ix : col->indexes) {
+      if (ix) index_bytes += ix->memory_bytes;
+    }
+  }
+  for (const auto& r : stats->requests) {
+    if (r) requests += r->count;
+  }
+  const double mib = 1 << 20;
+  const double uptime_s = std::max(1e-3, static_cast<double>(stats->uptime_ms) / 1000);
+  char held[256];
+  std::snprintf(held, sizeof(held),
+                "%llu vectors, %.1f MiB on disk, RAM %.1f MiB (block cache %.1f, memtables %.1f, "
+                "indexes %.1f), %.1f requests/s (mean over %.0f s up); ",
+                static_cast<unsigned long long>(vectors), stats->disk_bytes / mib,
+                (stats->block_cache_bytes + stats->memtable_bytes + index_bytes) / mib,
+                stats->block_cache_bytes / mib, stats->memtable_bytes / mib, index_bytes / mib,
+                static_cast<double>(requests) / uptime_s, uptime_s);
   char disk[160];
   const double total = static_cast<double>(stats->fs_total_bytes);
   const double free = static_cast<double>(stats->fs_free_bytes);
   std::snprintf(disk, sizeof(disk), "disk %.2f GiB free of %.2f (%.1f%% used)", free / (1 << 30),
                 total / (1 << 30), total > 0 ? 100.0 * (total - free) / total : 0.0);
-  std::string out = disk;
+  std::string out = std::string(held) + disk;
   out += stats->refusing_writes ? ", REFUSING WRITES (above its watermark)" : ", accepting writes";
   if (stats->write_refusals > 0) {
     out += " (" + std::to_string(stats->write_refusals) + " refused since start)";
@@ -258,6 +286,25 @@ int main(int argc, char** argv) {
   auto* remove_group = app.add_subcommand("remove-group", "Retire an empty replica group");
   uint32_t group = 0;
   remove_group->add_option("--group", group)->required();
+  auto* replicate = app.add_subcommand(
+      "replicate", "Change a group's replication factor: add a replica (filled from a serving one) "
+                   "or remove one");
+  mrl::ops::ReplicateArgs ra;
+  replicate->add_option("--group", ra.group)->required();
+  replicate->add_option("--add", ra.add, "The new replica, ID=HOST:PORT (factor + 1)");
+  replicate->add_option("--remove", ra.remove, "A replica's id (factor - 1)");
+  replicate->add_flag("--wait", ra.wait, "Until the added replica is filled and serves");
+  auto* replace_shard = app.add_subcommand(
+      "replace-shard", "Replace a (dead) shard by a new one, filled from its group");
+  std::string dead_shard, new_shard;
+  bool replace_wait = false;
+  replace_shard->add_option("--shard", dead_shard, "The shard to replace (its id)")->required();
+  replace_shard->add_option("--with", new_shard, "The new shard, ID=HOST:PORT")->required();
+  replace_shard->add_flag("--wait", replace_wait, "Until the new shard is filled and serves");
+  auto* remove_shard = app.add_subcommand(
+      "remove-shard", "Remove a shard keeping its group's factor (refused below the factor)");
+  std::string removed_shard;
+  remove_shard->add_option("--shard", removed_shard)->required();
   auto* move = app.add_subcommand("move", "Move one bucket of a collection to another group");
   mrl::ops::MoveArgs ma;
   move->add_option("--collection", ma.collection)->required();
@@ -314,7 +361,8 @@ int main(int argc, char** argv) {
   search->add_option("--ef", sa.ef, "HNSW search breadth");
   search->add_flag("--with-payload", sa.with_payload, "Each hit's stored payload");
   bool as_json = false;
-  for (auto* sub : {add_group, remove_group, move, moves, abort_move, rebalance, drain, status,
+  for (auto* sub : {add_group, remove_group, replicate, replace_shard, remove_shard, move, moves,
+                    abort_move, rebalance, drain, status,
                     coll_create, coll_describe, coll_drop, search}) {
     if (sub == status) {  // --url, --dir and --token are status's already
       sub->add_flag("--json", as_json, "One object of the coordinator's JSON replies");
@@ -356,6 +404,14 @@ int main(int argc, char** argv) {
     }
     if (add_group->parsed()) return mrl::ops::AddGroup(client, group_shards, as_json);
     if (remove_group->parsed()) return mrl::ops::RemoveGroup(client, group, as_json);
+    if (replicate->parsed()) {
+      ra.json = as_json;
+      return mrl::ops::Replicate(client, ra);
+    }
+    if (replace_shard->parsed()) {
+      return mrl::ops::ReplaceShard(client, dead_shard, new_shard, replace_wait, as_json);
+    }
+    if (remove_shard->parsed()) return mrl::ops::RemoveShard(client, removed_shard, as_json);
     if (move->parsed()) {
       ma.json = as_json;
       return mrl::ops::StartMove(client, ma);

@@ -13,6 +13,7 @@
 #include "common/atomic_file.h"
 #include "coordinator/cluster_keys.h"
 #include "coordinator/cluster_state.h"
+#include "coordinator/move.h"
 #include "meta/leased_key.h"
 #include "meta/store.h"
 #include "ops/local_etcd.h"
@@ -134,6 +135,23 @@ TEST_P(BothStores, ChangesOutliveTheProcessAndAReopenLeadsAtOnce) {
   std::printf("reopened and leading in %.3f s\n", SecondsSince(t0));
   ASSERT_TRUE(again->AddCollection(Spec("d")).ok());
   EXPECT_EQ(again->Snapshot()->map.epoch(), 3u);
+  // Dropping: placement, spec and budgets leave in one change (epoch + 1); a second drop is
+  // NotFound; a collection with an unfinished move is refused, unchanged.
+  MoveRecord moving;
+  moving.id = "m-c";
+  moving.collection = "c";
+  moving.phase = MovePhase::kCopy;
+  ASSERT_TRUE(again->RecordMove(moving.id, ToJson(moving), 0).ok());
+  const Status busy = again->RemoveCollection("c");
+  EXPECT_EQ(busy.code(), Status::Code::kFailedPrecondition) << busy.ToString();
+  EXPECT_NE(busy.message().find("move in progress ('m-c', COPY)"), std::string::npos) << busy.ToString();
+  EXPECT_TRUE(again->Snapshot()->Spec("c").ok());
+  ASSERT_TRUE(again->RemoveCollection("d").ok());
+  const auto dropped = again->Snapshot();
+  EXPECT_EQ(dropped->map.epoch(), 4u);
+  EXPECT_FALSE(dropped->Spec("d").ok());
+  EXPECT_FALSE(dropped->map.Placement("d").ok());
+  EXPECT_EQ(again->RemoveCollection("d").code(), Status::Code::kNotFound);
 }
 
 // The move journal (moves/<id>): each phase change is one fenced compare-and-swap on the entry's

@@ -17,6 +17,7 @@
 #include "common/bucket.h"
 #include "rpc/client.h"
 #include "tests/coordinator_e2e_fixture.h"
+#include "tests/live_load.h"
 
 namespace mrl {
 namespace {
@@ -203,29 +204,7 @@ TEST_P(MoveCrash, TheMoveCompletesOrRollsBackAndNothingIsLostOrDuplicated) {
   std::map<uint64_t, int> expect;
   for (uint64_t id = 0; id < kBase; ++id) expect[id] = 0;
   for (const auto& [id, g] : acked_) expect[id] = g;
-  std::vector<uint64_t> ids;
-  for (const auto& [id, g] : expect) ids.push_back(id);
-  uint64_t live = 0;
-  for (size_t at = 0; at < ids.size(); at += 500) {
-    const std::vector<uint64_t> part(
-        ids.begin() + static_cast<std::ptrdiff_t>(at),
-        ids.begin() + static_cast<std::ptrdiff_t>(std::min(ids.size(), at + 500)));
-    r = Curl("POST", c.Url("/v1/collections/emb/points/get"),
-             json{{"ids", part}, {"with_vector", true}}.dump(), Cluster::kRead);
-    ASSERT_EQ(r.status, 200) << r.body;
-    const json pts = r.Json()["points"];
-    for (size_t i = 0; i < part.size(); ++i) {
-      const int g = expect[part[i]];
-      if (g < 0) {
-        EXPECT_FALSE(pts[i]["found"].get<bool>()) << "deleted id " << part[i] << " is back";
-        continue;
-      }
-      ++live;
-      ASSERT_TRUE(pts[i]["found"].get<bool>()) << "acknowledged id " << part[i] << " is lost";
-      EXPECT_EQ(pts[i]["vector"].get<std::vector<float>>(), Vec(part[i], g))
-          << "id " << part[i] << " is not at its latest version " << g;
-    }
-  }
+  const uint64_t live = CheckReadBack(c, expect, [](uint64_t id, int g) { return Vec(id, g); });
   // Each live point on exactly one shard: the two shards' counts add up to the live points.
   uint64_t stored = 0;
   for (int s = 0; s < 2; ++s) {

@@ -206,6 +206,69 @@ TEST(ShardMapMove, AMapWrittenBeforeMovesParsesAndTheMovingStateRoundTrips) {
   EXPECT_EQ(ShardMap::FromJson(wrong_owner).status().code(), Code::kCorruption);
 }
 
+// Replicas of a group: a new one fills (takes writes, serves nothing) until promoted; removing
+// one keeps the factor unless asked to lower it; a replacement keeps it; each refusal is typed
+// and leaves the map (and its epoch) alone.
+TEST(ShardMapReplicas, AFillingReplicaTakesWritesNotQueriesAndEachRefusalLeavesTheMapAlone) {
+  ShardMap m = ThreeGroups();
+  uint64_t epoch = m.epoch();
+  ASSERT_TRUE(m.AddReplica(0, {"a3", "127.0.0.1:7"}).ok());
+  EXPECT_EQ(m.epoch(), ++epoch);
+  EXPECT_EQ(m.groups()[0].replication(), 3u);
+  EXPECT_EQ(m.groups()[0].WriteShards(), (std::vector<std::string>{"a1", "a2", "a3"}));
+  EXPECT_EQ(m.ReplicasOfBucket("docs", 0).value(), (std::vector<std::string>{"a1", "a2"}));
+  // Queries never ask a filling replica, whatever the rotation.
+  for (uint64_t rot = 0; rot < 6; ++rot) {
+    auto route = m.RouteQuery("docs", kAllHealthy, rot).value();
+    for (const auto& t : route.targets) EXPECT_NE(t.shard, "a3");
+  }
+  EXPECT_EQ(m.GroupOfShard("a3").value(), 0u);
+  // The fill state survives the JSON round trip; a map without one writes no "filling".
+  auto back = ShardMap::FromJson(m.ToJson());
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_EQ(back->ToJson(), m.ToJson());
+  EXPECT_EQ(back->groups()[0].filling, std::vector<std::string>{"a3"});
+  EXPECT_EQ(ThreeGroups().ToJson().find("filling"), std::string::npos);
+
+  const std::string before = m.ToJson();
+  auto refused = [&](const Status& st, Code code, const std::string& words) {
+    EXPECT_EQ(st.code(), code) << st.ToString();
+    EXPECT_NE(st.message().find(words), std::string::npos) << st.ToString();
+    EXPECT_EQ(m.ToJson(), before) << "a refusal changed the map";
+  };
+  refused(m.AddReplica(0, {"b1", "127.0.0.1:9"}), Code::kFailedPrecondition, "already in the map");
+  refused(m.AddReplica(7, {"x1", "127.0.0.1:9"}), Code::kNotFound, "group 7");
+  refused(m.AddReplica(0, {"x1", "127.0.0.1"}), Code::kInvalidArgument, "host:port");
+  refused(m.AddReplica(0, {"x1", "127.0.0.1:99999"}), Code::kInvalidArgument, "host:port");
+  refused(m.RemoveReplica("a1", /*lower_factor=*/false), Code::kFailedPrecondition,
+          "below its replication factor 3");
+  refused(m.RemoveReplica("nope", true), Code::kNotFound, "unknown shard 'nope'");
+  refused(m.ReplaceShard("nope", {"x1", "127.0.0.1:9"}), Code::kNotFound, "unknown shard 'nope'");
+  refused(m.ReplaceShard("a1", {"b2", "127.0.0.1:9"}), Code::kFailedPrecondition, "already in the map");
+  refused(m.PromoteReplica(0, "a1"), Code::kNotFound, "not being filled");
+
+  ASSERT_TRUE(m.PromoteReplica(0, "a3").ok());
+  EXPECT_EQ(m.epoch(), ++epoch);
+  EXPECT_EQ(m.ReplicasOfBucket("docs", 0).value(), (std::vector<std::string>{"a1", "a2", "a3"}));
+  // Replace: the factor stays, the successor fills; the dead one leaves the map.
+  ASSERT_TRUE(m.ReplaceShard("a1", {"a4", "127.0.0.1:8"}).ok());
+  EXPECT_EQ(m.epoch(), ++epoch);
+  EXPECT_EQ(m.groups()[0].shards, (std::vector<std::string>{"a2", "a3"}));
+  EXPECT_EQ(m.groups()[0].filling, std::vector<std::string>{"a4"});
+  EXPECT_EQ(m.AddressOf("a1").status().code(), Code::kNotFound);
+  // Lowering the factor removes a replica; the last serving one cannot go (drain instead), and
+  // a replacement needs a serving replica to be filled from.
+  ASSERT_TRUE(m.RemoveReplica("a4", /*lower_factor=*/true).ok());
+  ASSERT_TRUE(m.RemoveReplica("a2", /*lower_factor=*/true).ok());
+  EXPECT_EQ(m.groups()[0].shards, std::vector<std::string>{"a3"});
+  const std::string one_left = m.ToJson();
+  EXPECT_EQ(m.RemoveReplica("a3", true).code(), Code::kFailedPrecondition);
+  const Status only = m.ReplaceShard("a3", {"a5", "127.0.0.1:10"});
+  EXPECT_EQ(only.code(), Code::kFailedPrecondition);
+  EXPECT_NE(only.message().find("only serving replica"), std::string::npos) << only.ToString();
+  EXPECT_EQ(m.ToJson(), one_left);
+}
+
 TEST(MoveRecord, PhasesRunInOrderAndTheMapEpochGrowsAtDualWriteFlipAndFinish) {
   ShardMap m = ThreeGroups();
   const uint64_t e0 = m.epoch();

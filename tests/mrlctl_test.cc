@@ -137,13 +137,8 @@ TEST(Mrlctl, UpIngestEvalDownOnClusteredData) {
 
 // Runs `cmd` (stderr with stdout); returns {exit status, output}.
 std::pair<int, std::string> RunCapture(const std::string& cmd) {
-  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
-  std::string out;
-  char buf[4096];
-  size_t got;
-  while ((got = fread(buf, 1, sizeof(buf), p)) > 0) out.append(buf, got);
-  const int st = pclose(p);
-  return {WIFEXITED(st) ? WEXITSTATUS(st) : -1, out};
+  const test_util::Outcome o = test_util::RunCommand(cmd);
+  return {o.code, o.output};
 }
 
 // Issue 22 item 5: --dir naming a directory without a cluster says so.
@@ -424,6 +419,10 @@ TEST(Mrlctl, CollectionCreateDescribeSearchStatusAndDrop) {
   EXPECT_NE(status.find("  group 1: shard1; c: 8 of 16 buckets; e: 4 of 8 buckets"),
             std::string::npos) << status;
   EXPECT_NE(status.find("moves: 0 active moves"), std::string::npos) << status;
+  // Each shard's figures: vectors held, bytes on disk, memory, request rate.
+  for (const char* figure : {" vectors, ", " MiB on disk, RAM ", " requests/s (mean over "}) {
+    EXPECT_NE(status.find(figure), std::string::npos) << figure << " missing in:\n" << status;
+  }
   auto [sjrc, sj] = RunCapture(ctl + "status --json" + cl);
   ASSERT_EQ(sjrc, 0) << sj;
   const nlohmann::json st = nlohmann::json::parse(sj);
@@ -432,21 +431,20 @@ TEST(Mrlctl, CollectionCreateDescribeSearchStatusAndDrop) {
   EXPECT_TRUE(st["meta"].is_object()) << sj;
   EXPECT_TRUE(st["moves"]["moves"].is_array()) << sj;
 
-  // The coordinator has no DELETE on a collection (docs/api.md): its refusal, exit 1, and the
-  // collection still there. A coordinator that adds it makes this a drop.
+  // Dropping a collection: gone from the coordinator (describe and search answer 404) and from
+  // every shard; a second drop is a 404, not a success.
   auto [xrc, dropped] = RunCapture(ctl + "collection drop --collection e" + cl);
   std::printf("%s", dropped.c_str());
+  EXPECT_EQ(xrc, 0) << dropped;
+  EXPECT_NE(dropped.find("dropped collection e"), std::string::npos) << dropped;
   auto [arc, after] = RunCapture(ctl + "collection describe --collection e" + cl);
-  if (xrc == 0) {
-    EXPECT_NE(dropped.find("dropped collection e"), std::string::npos) << dropped;
-    EXPECT_EQ(arc, 1) << after;
-  } else {
-    EXPECT_EQ(xrc, 1) << dropped;
-    EXPECT_NE(dropped.find("this coordinator cannot drop a collection"), std::string::npos)
-        << dropped;
-    EXPECT_NE(dropped.find("method not allowed"), std::string::npos) << dropped;
-    EXPECT_EQ(arc, 0) << after;
-  }
+  EXPECT_EQ(arc, 1) << after;
+  EXPECT_NE(after.find("404"), std::string::npos) << after;
+  auto [src, searched] = RunCapture(ctl + "search --collection e --vector 1,2,3,4" + cl);
+  EXPECT_EQ(src, 1) << searched;
+  auto [again, twice] = RunCapture(ctl + "collection drop --collection e" + cl);
+  EXPECT_EQ(again, 1) << twice;
+  EXPECT_NE(twice.find("unknown collection 'e'"), std::string::npos) << twice;
 }
 
 }  // namespace

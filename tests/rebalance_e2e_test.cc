@@ -22,6 +22,7 @@
 #include "common/bucket.h"
 #include "rpc/client.h"
 #include "tests/coordinator_e2e_fixture.h"
+#include "tests/live_load.h"
 #include "tests/test_util.h"
 
 namespace mrl {
@@ -31,8 +32,6 @@ using namespace e2e;  // NOLINT: the fixture's helpers
 using Clock = std::chrono::steady_clock;
 
 constexpr uint32_t kBuckets = 64;
-constexpr uint64_t kWriterBase = 1'000'000'000;
-
 int BasePoints() {
   const char* env = std::getenv("MRL_REBALANCE_POINTS");
   return env ? std::atoi(env) : 20000;
@@ -42,33 +41,11 @@ double Since(Clock::time_point t) {
   return std::chrono::duration<double>(Clock::now() - t).count();
 }
 
-// A writer's vector: near a basis direction of the high coordinates, where the base data is
-// small, so no write ever enters a base query's top 10 (the "unchanged data" check stays exact).
-std::vector<float> WriterVector(uint64_t id, uint32_t generation) {
-  std::vector<float> v(kDim, 0.0f);
-  v[64 + id % 64] = 1.0f;
-  v[64 + (id / 64) % 64] += 0.001f * static_cast<float>(generation + 1);
-  v[0] = 1e-4f * static_cast<float>(generation);
-  return v;
-}
-
 // N of mrlctl's "started N moves" line; 0 when absent.
 size_t StartedMoves(const std::string& out) {
   const size_t at = out.find("started ");
   return at == std::string::npos ? 0 : std::strtoul(out.c_str() + at + 8, nullptr, 10);
 }
-
-struct Load {
-  std::atomic<bool> stop{false};
-  std::atomic<uint64_t> queries{0}, failed_queries{0}, writes{0}, failed_writes{0};
-  std::mutex mu;
-  std::string first_failure;
-  // Acknowledged state of the writer's ids: generation of the last acknowledged upsert, or -1
-  // after an acknowledged delete. An id whose last write failed is in `uncertain`.
-  std::map<uint64_t, int> acked;
-  std::set<uint64_t> uncertain;
-  std::vector<double> query_ms;
-};
 
 TEST(RebalanceE2E, AddGroupRebalanceAndDrainUnderQueryAndWriteLoadLoseNothing) {
   std::setvbuf(stdout, nullptr, _IONBF, 0);  // progress shows as it happens
@@ -95,91 +72,11 @@ TEST(RebalanceE2E, AddGroupRebalanceAndDrainUnderQueryAndWriteLoadLoseNothing) {
 
   // Exact answers of 20 base queries, before anything moves.
   const std::vector<float> queries = MakeData(20, 12);
-  auto exact_answers = [&] {
-    std::vector<std::vector<uint64_t>> out;
-    for (int q = 0; q < 20; ++q) {
-      HttpResult a = Curl("POST", c.Url("/v1/collections/emb/search"),
-                          json{{"vector", VectorJson(&queries[static_cast<size_t>(q) * kDim])},
-                               {"k", 10}, {"exact", true}, {"deadline_ms", 30000}}.dump(),
-                          Cluster::kRead);
-      EXPECT_EQ(a.status, 200) << a.body;
-      out.push_back(a.status == 200 ? Ids(a.Json()["results"][0]) : std::vector<uint64_t>{});
-    }
-    return out;
-  };
+  auto exact_answers = [&] { return ExactAnswers(c, queries); };
+
   const auto before = exact_answers();
 
-  Load load;
-  std::thread searcher([&] {
-    std::mt19937_64 rng(5);
-    while (!load.stop) {
-      const int q = static_cast<int>(rng() % 20);
-      const auto t = Clock::now();
-      HttpResult a = Curl("POST", c.Url("/v1/collections/emb/search"),
-                          json{{"vector", VectorJson(&queries[static_cast<size_t>(q) * kDim])},
-                               {"k", 10}, {"deadline_ms", 10000}}.dump(),
-                          Cluster::kRead);
-      ++load.queries;
-      const bool ok = a.status == 200 && !a.Json().value("partial", true);
-      std::lock_guard<std::mutex> lock(load.mu);
-      load.query_ms.push_back(1000 * Since(t));
-      if (!ok) {
-        ++load.failed_queries;
-        if (load.first_failure.empty())
-          load.first_failure = std::to_string(a.status) + " " + a.body;
-      }
-    }
-  });
-  std::thread writer([&] {
-    std::mt19937_64 rng(6);
-    uint64_t next = 0;
-    std::map<uint64_t, uint32_t> generation;
-    while (!load.stop) {
-      // Mostly new ids, some re-upserts (a newer version) and some deletes of earlier ids.
-      const uint64_t pick = rng() % 10;
-      std::vector<uint64_t> ids;
-      bool del = false;
-      if (pick < 6 || next < 50) {
-        for (int i = 0; i < 20; ++i) ids.push_back(kWriterBase + next++);
-      } else {
-        for (int i = 0; i < 10; ++i) ids.push_back(kWriterBase + rng() % next);
-        std::sort(ids.begin(), ids.end());
-        ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
-        del = pick >= 8;
-      }
-      HttpResult a;
-      if (del) {
-        a = Curl("POST", c.Url("/v1/collections/emb/points/delete"),
-                 json{{"ids", ids}, {"deadline_ms", 10000}}.dump(), Cluster::kAdmin);
-      } else {
-        json pts = json::array();
-        for (uint64_t id : ids) {
-          const uint32_t g = generation.count(id) ? generation[id] + 1 : 0;
-          generation[id] = g;
-          pts.push_back({{"id", id}, {"vector", WriterVector(id, g)}});
-        }
-        a = Curl("PUT", c.Url("/v1/collections/emb/points"),
-                 json{{"points", pts}, {"deadline_ms", 10000}}.dump(), Cluster::kAdmin);
-      }
-      ++load.writes;
-      std::lock_guard<std::mutex> lock(load.mu);
-      for (uint64_t id : ids) {
-        if (a.status == 200) {
-          load.acked[id] = del ? -1 : static_cast<int>(generation[id]);
-          load.uncertain.erase(id);
-        } else {
-          load.uncertain.insert(id);
-        }
-      }
-      if (a.status != 200) {
-        ++load.failed_writes;
-        if (load.first_failure.empty())
-          load.first_failure = std::to_string(a.status) + " " + a.body;
-      }
-      // A steady stream, not a flood: on 2 cores a flood starves the moves it is meant to meet.
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-  });
+  LiveLoad load(c, queries);
 
   // A fourth group joins; rebalance by vector count; group 0 is drained and retired: each with
   // the operator's CLI, as an operator would run it.
@@ -208,55 +105,11 @@ TEST(RebalanceE2E, AddGroupRebalanceAndDrainUnderQueryAndWriteLoadLoseNothing) {
   EXPECT_NE(out.find("retired group 0"), std::string::npos) << out;
 
   std::this_thread::sleep_for(std::chrono::seconds(1));
-  load.stop = true;
-  searcher.join();
-  writer.join();
-  std::vector<double> ms = load.query_ms;
-  std::sort(ms.begin(), ms.end());
-  std::printf("under load: %llu queries (%llu failed or partial), p50 %.1f ms, p99 %.1f ms; "
-              "%llu write requests (%llu failed)\n",
-              static_cast<unsigned long long>(load.queries.load()),
-              static_cast<unsigned long long>(load.failed_queries.load()),
-              ms.empty() ? 0 : ms[ms.size() / 2], ms.empty() ? 0 : ms[ms.size() * 99 / 100],
-              static_cast<unsigned long long>(load.writes.load()),
-              static_cast<unsigned long long>(load.failed_writes.load()));
-  EXPECT_GT(load.queries.load(), 0u);
-  EXPECT_EQ(load.failed_queries.load(), 0u) << load.first_failure;
-  EXPECT_EQ(load.failed_writes.load(), 0u) << load.first_failure;
-
-  // The data nobody wrote answers exactly as before.
+  // No query failed or came back partial, no write failed; every acknowledged write reads back
+  // as its latest version and every acknowledged delete is absent; the data nobody wrote
+  // answers exactly as before.
+  load.StopAndCheck(c);
   EXPECT_EQ(exact_answers(), before);
-
-  // Every acknowledged write reads back as its latest version; every acknowledged delete is
-  // absent.
-  std::vector<uint64_t> ids;
-  for (const auto& [id, g] : load.acked) {
-    if (!load.uncertain.count(id)) ids.push_back(id);
-  }
-  size_t live = 0, checked = 0;
-  for (size_t at = 0; at < ids.size(); at += 1000) {
-    const std::vector<uint64_t> part(
-        ids.begin() + static_cast<std::ptrdiff_t>(at),
-        ids.begin() + static_cast<std::ptrdiff_t>(std::min(ids.size(), at + 1000)));
-    r = Curl("POST", c.Url("/v1/collections/emb/points/get"),
-             json{{"ids", part}, {"with_vector", true}}.dump(), Cluster::kRead);
-    ASSERT_EQ(r.status, 200) << r.body;
-    const json pts = r.Json()["points"];
-    for (size_t i = 0; i < part.size(); ++i) {
-      const int g = load.acked[part[i]];
-      ++checked;
-      if (g < 0) {
-        EXPECT_FALSE(pts[i]["found"].get<bool>()) << "deleted id " << part[i] << " is back";
-        continue;
-      }
-      ++live;
-      ASSERT_TRUE(pts[i]["found"].get<bool>()) << "acknowledged id " << part[i] << " is lost";
-      EXPECT_EQ(pts[i]["vector"].get<std::vector<float>>(),
-                WriterVector(part[i], static_cast<uint32_t>(g)))
-          << "id " << part[i] << " is not at its latest version " << g;
-    }
-  }
-  std::printf("read back %zu acknowledged writer ids (%zu live)\n", checked, live);
 
   // The shards hold exactly the live points: the retired shard nothing, the others their
   // groups' buckets, no duplicates; the live groups within 10% of even.
@@ -268,10 +121,10 @@ TEST(RebalanceE2E, AddGroupRebalanceAndDrainUnderQueryAndWriteLoadLoseNothing) {
       map["collections"]["emb"]["group_of_bucket"].get<std::vector<uint32_t>>();
   std::map<uint32_t, uint64_t> expected;
   for (int i = 0; i < n; ++i) ++expected[owner[BucketOfId(static_cast<uint64_t>(i), kBuckets)]];
-  for (const auto& [id, g] : load.acked) {
-    if (g >= 0 || load.uncertain.count(id)) ++expected[owner[BucketOfId(id, kBuckets)]];
+  for (const auto& [id, g] : load.acked()) {
+    if (g >= 0 || load.uncertain().count(id)) ++expected[owner[BucketOfId(id, kBuckets)]];
   }
-  const size_t uncertain = load.uncertain.size();
+  const size_t uncertain = load.uncertain().size();
   uint64_t total = 0;
   for (const auto& [g, count] : expected) total += count;
   const double mean = static_cast<double>(total) / 3;
@@ -295,6 +148,40 @@ TEST(RebalanceE2E, AddGroupRebalanceAndDrainUnderQueryAndWriteLoadLoseNothing) {
       EXPECT_LE(std::abs(static_cast<double>(points) - mean), 0.10 * mean) << "shard s" << s;
     }
   }
+}
+
+// The move journal keeps the newest --moves-keep-finished finished records (once finished for
+// --moves-prune-after-s); older ones are pruned, each by compare-and-swap.
+TEST(RebalanceE2E, FinishedMovesBeyondTheKeptNumberArePrunedFromTheJournal) {
+  Cluster c("prune", 2, 1, {}, {"--moves-keep-finished", "1", "--moves-prune-after-s", "0"});
+  const std::vector<float> data = MakeData(2000, 31);
+  c.CreateAndLoad(data, 16, 2000);
+  const json map = Curl("GET", c.Url("/v1/cluster"), "", Cluster::kRead).Json();
+  const std::vector<uint32_t> owner =
+      map["collections"]["emb"]["group_of_bucket"].get<std::vector<uint32_t>>();
+  std::vector<std::string> ids;
+  for (uint32_t b = 0; b < owner.size() && ids.size() < 3; ++b) {
+    if (owner[b] != 0) continue;
+    const test_util::Outcome run = test_util::RunCommand(
+        std::string(MRL_MRLCTL_BIN) + " move --url " + c.Url("") + " --token " + Cluster::kAdmin +
+        " --collection emb --bucket " + std::to_string(b) + " --to 1 --wait --json");
+    ASSERT_EQ(run.code, 0) << run.output;
+    const size_t at = run.output.find("\"id\": \"");
+    ASSERT_NE(at, std::string::npos) << run.output;
+    ids.push_back(run.output.substr(at + 7, run.output.find('"', at + 7) - at - 7));
+  }
+  ASSERT_EQ(ids.size(), 3u);
+  // The executor prunes on its next pass (every 200 ms when idle).
+  json listed;
+  for (int i = 0; i < 50; ++i) {
+    listed = Curl("GET", c.Url("/v1/moves"), "", Cluster::kAdmin).Json()["moves"];
+    if (listed.size() == 1) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_EQ(listed.size(), 1u) << listed.dump();
+  EXPECT_EQ(listed[0]["id"].get<std::string>(), ids.back()) << listed.dump();
+  EXPECT_EQ(listed[0]["phase"].get<std::string>(), "DONE");
+  EXPECT_NE(c.coord().Log().find("pruned"), std::string::npos) << c.coord().Log();
 }
 
 }  // namespace
