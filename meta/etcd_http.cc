@@ -14,6 +14,8 @@
 #include <optional>
 #include <vector>
 
+#include "meta/etcd_tls.h"
+
 namespace mrl::meta::etcd_http {
 
 namespace asio = boost::asio;

@@ -11,7 +11,7 @@
 #include <utility>
 
 #include "common/status.h"
-#include "meta/etcd_tls.h"
+#include "meta/etcd_tls_files.h"
 
 namespace mrl::meta::etcd_http {
 

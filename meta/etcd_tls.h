@@ -11,14 +11,9 @@
 #include <string>
 
 #include "common/status.h"
+#include "meta/etcd_tls_files.h"
 
 namespace mrl::meta::etcd_tls {
-
-struct TlsFiles {
-  std::string ca_file;    // PEM CA certificate(s) the server's must chain to ("": the system's)
-  std::string cert_file;  // PEM client certificate for etcd's --client-cert-auth ("": none)
-  std::string key_file;   // its PEM private key (REQUIRES: given exactly when cert_file is)
-};
 
 // A client context: TLS 1.2 or newer, the server's certificate verified, the CA and the client
 // certificate loaded now. InvalidArgument naming the file that does not load (or a key that does

@@ -1,5 +1,10 @@
 #include "ops/http_client.h"
 
+#include <utility>  // before Boost.Asio: its awaitable.hpp uses std::exchange without it (Boost 1.74, C++20)
+
+#include <boost/asio.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
 #include <iostream>
 
 namespace mrl::ops {
@@ -9,8 +14,15 @@ namespace beast = boost::beast;
 namespace http = beast::http;
 using json = nlohmann::json;
 
+struct HttpClient::Impl {
+  asio::io_context io;
+  std::unique_ptr<beast::tcp_stream> stream;
+};
+
+HttpClient::~HttpClient() = default;
+
 HttpClient::HttpClient(const std::string& url, std::string token)
-    : host_("127.0.0.1"), port_("8080"), token_(std::move(token)) {
+    : host_("127.0.0.1"), port_("8080"), token_(std::move(token)), impl_(std::make_unique<Impl>()) {
   const size_t scheme = url.find("://");
   std::string rest = url.substr(scheme == std::string::npos ? 0 : scheme + 3);
   if (auto slash = rest.find('/'); slash != std::string::npos) rest = rest.substr(0, slash);
@@ -22,10 +34,11 @@ HttpClient::HttpClient(const std::string& url, std::string token)
 HttpReply HttpClient::Call(http::verb verb, const std::string& path, const std::string& body) {
   for (int attempt = 0; attempt < 2; ++attempt) {
     try {
-      if (!stream_) {
-        stream_ = std::make_unique<beast::tcp_stream>(io_);
-        asio::ip::tcp::resolver resolver(io_);
-        stream_->connect(resolver.resolve(host_, port_));
+      auto& stream = impl_->stream;
+      if (!stream) {
+        stream = std::make_unique<beast::tcp_stream>(impl_->io);
+        asio::ip::tcp::resolver resolver(impl_->io);
+        stream->connect(resolver.resolve(host_, port_));
       }
       http::request<http::string_body> req{verb, path, 11};
       req.set(http::field::host, host_);
@@ -34,16 +47,16 @@ HttpReply HttpClient::Call(http::verb verb, const std::string& path, const std::
       req.keep_alive(true);
       req.body() = body;
       req.prepare_payload();
-      http::write(*stream_, req);
+      http::write(*stream, req);
       beast::flat_buffer buf;
       http::response_parser<http::string_body> parser;
       parser.body_limit(1ull << 30);
-      http::read(*stream_, buf, parser);
+      http::read(*stream, buf, parser);
       auto res = parser.release();
-      if (!res.keep_alive()) stream_.reset();
+      if (!res.keep_alive()) stream.reset();
       return {static_cast<int>(res.result_int()), res.body()};
     } catch (const std::exception&) {
-      stream_.reset();  // Boost.Asio/Beast report socket errors as exceptions; retried once
+      impl_->stream.reset();  // Boost.Asio/Beast report socket errors as exceptions; retried once
     }
   }
   return {0, "cannot reach " + host_ + ":" + port_};

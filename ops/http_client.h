@@ -4,11 +4,9 @@
 // Thread safety: an HttpClient is used by one thread at a time.
 #pragma once
 
-#include <utility>  // before Boost.Asio: its awaitable.hpp uses std::exchange without it (Boost 1.74, C++20)
-
-#include <boost/asio.hpp>
-#include <boost/beast/core.hpp>
-#include <boost/beast/http.hpp>
+// Only the verb enum of Boost.Beast here: the connection lives in the .cc (Impl), so the files
+// that use the client do not compile Asio and Beast (each costs tens of seconds on 2 cores).
+#include <boost/beast/http/verb.hpp>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -27,6 +25,9 @@ class HttpClient {
  public:
   // url: "http://host:port" (a path is ignored); token: sent as "Authorization: Bearer".
   HttpClient(const std::string& url, std::string token);
+  ~HttpClient();
+  HttpClient(const HttpClient&) = delete;
+  HttpClient& operator=(const HttpClient&) = delete;
 
   // One request; reconnects once when the kept-alive connection has gone.
   HttpReply Call(boost::beast::http::verb verb, const std::string& path, const std::string& body);
@@ -42,8 +43,8 @@ class HttpClient {
  private:
   std::string host_, port_;
   std::string token_;
-  boost::asio::io_context io_;
-  std::unique_ptr<boost::beast::tcp_stream> stream_;
+  struct Impl;  // the io_context and the kept-alive stream
+  std::unique_ptr<Impl> impl_;
 };
 
 // "host:port" -> client options; InvalidArgument otherwise.

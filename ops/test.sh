@@ -157,7 +157,7 @@ if want tsan; then
     -DCMAKE_BUILD_TYPE=RelWithDebInfo "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O2 -g1" -DMRL_BUILD_BENCH=OFF \
     "-DCMAKE_CXX_FLAGS=-fsanitize-ignorelist=$ROOT/.ci/tsan-ignorelist.txt"
   phase "tests (tsan)" san_ctest build-tsan 900 "wire_test,shard_server_test,coordinator_e2e_test,rebalance_e2e_test,shard_engine_test,meta_store_test,cluster_state_test" \
-    -R '^(Backends/StoreTest\.|Backends/BothStores\.|ClusterStateEtcd\.|LeasedKey\.|ClientTest\.|RpcServerTest\.|ShardServerTest\.(ManyPipelined|SigtermFinishes|MalformedFrames|DeadlineExceeded|AFlood|ConnectionsBeyond|ClientReconnects)|CoordinatorE2E\.(ExactAdaptive|ReplicationTwo|BinaryApi)|RebalanceE2E\.|ShardEngine\.Concurrency\.)'
+    -R '^(Backends/StoreTest\.|Backends/BothStores\.|ClusterStateEtcd\.|LeasedKey\.|ClientTest\.|RpcServerTest\.|ShardServerTest\.(ManyPipelined|SigtermFinishes|MalformedFrames|DeadlineExceeded|AFlood|ConnectionsBeyond|ClientReconnects)|CoordinatorE2E\.(ExactAdaptive|ReplicationTwo|BinaryApi|ShardsRefuseAStaleMapEpoch)|RebalanceE2E\.|ReplicaE2E\.|ShardEngine\.Concurrency\.)'
 fi
 
 if want fuzz; then
