@@ -17,15 +17,23 @@ BIN=./build/trainer/mrl-trainer
 [ -x "$BIN" ] || bash ops/build.sh build
 ALL_DIMS="[8,16,32,64,128,256,512,1024,2048]"
 common=(--epochs "$EPOCHS" --set log_every=100 --set export_embeddings=false)
+# Each finished run's results.json is also kept in git (bench/results/fmnist_runs/NAME.json,
+# a few KB each): the sweep is ~2.5 h on 2 cores, so it may span sessions; a run found there is
+# restored and not trained again. The report names the commit every run was trained at.
+KEEP=bench/results/fmnist_runs
 run() {  # name, args...
   local name=$1; shift
+  if [ ! -f "$RUNS/$name/results.json" ] && [ -f "$KEEP/$name.json" ]; then
+    mkdir -p "$RUNS/$name" && cp "$KEEP/$name.json" "$RUNS/$name/results.json"
+  fi
   if [ -f "$RUNS/$name/results.json" ]; then echo "[bench] $name: done already"; return; fi
   echo "[bench] $name: $BIN ${common[*]} $* --out $RUNS/$name"
   "$BIN" "${common[@]}" "$@" --out "$RUNS/$name" > "$RUNS/$name.log" 2>&1 || {
     echo "[bench] $name failed:"; tail -5 "$RUNS/$name.log"; exit 1; }
   grep -E "^\[train\].*step ([0-9]+)/\1 " "$RUNS/$name.log" | tail -1 || true
+  cp "$RUNS/$name/results.json" "$KEEP/$name.json"
 }
-mkdir -p "$RUNS" bench/results
+mkdir -p "$RUNS" "$KEEP" bench/results
 for seed in $SEEDS; do
   S=(--set seed="$seed")
   run "mrl-s$seed" --head mrl --set eval_svd=false "${S[@]}"

@@ -28,6 +28,10 @@
 namespace mrl {
 namespace {
 
+// mrlctl with a bound: a wait that cannot end (a fill whose target died) fails the test in five
+// minutes with mrlctl's output, instead of hanging until ctest's timeout.
+const std::string kMrlctl = std::string("timeout 300 ") + MRL_MRLCTL_BIN + " ";
+
 using namespace e2e;  // NOLINT: the fixture's helpers
 using Clock = std::chrono::steady_clock;
 
@@ -84,8 +88,8 @@ TEST(RebalanceE2E, AddGroupRebalanceAndDrainUnderQueryAndWriteLoadLoseNothing) {
   auto mrlctl = [&](const std::string& verb, const std::string& args) {
     const auto t = Clock::now();
     const test_util::Outcome run =
-        test_util::RunCommand(std::string(MRL_MRLCTL_BIN) + " " + verb + " --url " + c.Url("") +
-                              " --token " + Cluster::kAdmin + " " + args);
+        test_util::RunCommand(kMrlctl + verb + " --url " + c.Url("") + " --token " +
+                              Cluster::kAdmin + " " + args);
     const int rc = run.code;
     const std::string& out = run.output;
     const std::string tail = out.size() > 600 ? "..." + out.substr(out.size() - 600) : out;
@@ -163,7 +167,7 @@ TEST(RebalanceE2E, FinishedMovesBeyondTheKeptNumberArePrunedFromTheJournal) {
   for (uint32_t b = 0; b < owner.size() && ids.size() < 3; ++b) {
     if (owner[b] != 0) continue;
     const test_util::Outcome run = test_util::RunCommand(
-        std::string(MRL_MRLCTL_BIN) + " move --url " + c.Url("") + " --token " + Cluster::kAdmin +
+        kMrlctl + "move --url " + c.Url("") + " --token " + Cluster::kAdmin +
         " --collection emb --bucket " + std::to_string(b) + " --to 1 --wait --json");
     ASSERT_EQ(run.code, 0) << run.output;
     const size_t at = run.output.find("\"id\": \"");

@@ -23,13 +23,16 @@
 namespace mrl {
 namespace {
 
+// mrlctl with a bound: a wait that cannot end (a fill whose target died) fails the test in five
+// minutes with mrlctl's output, instead of hanging until ctest's timeout.
+const std::string kMrlctl = std::string("timeout 300 ") + MRL_MRLCTL_BIN + " ";
+
 using namespace e2e;  // NOLINT: the fixture's helpers
 
 test_util::Outcome Mrlctl(Cluster& c, const std::string& verb, const std::string& args) {
   const auto t = std::chrono::steady_clock::now();
   const test_util::Outcome run = test_util::RunCommand(
-      std::string(MRL_MRLCTL_BIN) + " " + verb + " --url " + c.Url("") + " --token " +
-      Cluster::kAdmin + " " + args);
+      kMrlctl + verb + " --url " + c.Url("") + " --token " + Cluster::kAdmin + " " + args);
   const std::string tail =
       run.output.size() > 600 ? "..." + run.output.substr(run.output.size() - 600) : run.output;
   std::printf("mrlctl %s %s: exit %d in %.1f s\n%s\n", verb.c_str(), args.c_str(), run.code,
