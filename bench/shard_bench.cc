@@ -152,7 +152,7 @@ int main(int argc, char** argv) {
   std::vector<int32_t> ef_sweep = {10, 20, 40, 80, 160, 320, 640};
   size_t max_queries = 1000;
   bool skip_hnsw_full = false, no_sync = false, keep = false, reuse = false, mmap_reads = false,
-       compare_mmap = false;
+       compare_mmap = false, rocksdb_rerank = false, compare_rerank = false;
   int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   app.add_option("--make-synthetic", synthetic_dir, "write db/queries/labels .npy here and exit");
   app.add_option("--n", syn_n, "synthetic: database size");
@@ -182,6 +182,10 @@ int main(int argc, char** argv) {
   app.add_option("--block-cache-mb", block_cache_mb, "engine RocksDB block cache");
   app.add_flag("--mmap-reads", mmap_reads, "engine reads SST files through mmap");
   app.add_flag("--compare-mmap", compare_mmap, "rerun the Ds x K grid with the other read path");
+  app.add_flag("--rocksdb-rerank", rocksdb_rerank,
+               "rerank from RocksDB lookups instead of the engine's rows file");
+  app.add_flag("--compare-rerank", compare_rerank,
+               "rerun the Ds x K grid reranking from the other source (rows file / RocksDB)");
   std::string json_out;
   unsigned grid_seed = 1;
   app.add_option("--json", json_out, "write every figure, with its provenance, here");
@@ -241,6 +245,7 @@ int main(int argc, char** argv) {
   eo.sync_writes = !no_sync;
   eo.block_cache_mb = block_cache_mb;
   eo.mmap_reads = mmap_reads;
+  eo.rerank_rows = !rocksdb_rerank;
   eo.threads = threads;
   eo.verbose = true;
   auto opened = Engine::Open(eo);
@@ -339,7 +344,10 @@ int main(int argc, char** argv) {
 
   // ---- engine plans ----------------------------------------------------------------------
   std::fprintf(stderr, "queries (single thread):\n");
-  std::string method = "shard engine (one trip)";
+  auto rerank_name = [&] {
+    return std::string(eo.rerank_rows ? "rows-file rerank" : "RocksDB rerank");
+  };
+  std::string method = "shard engine (one trip, " + rerank_name() + ")";
   auto run_search = [&](const std::string& plan, std::vector<SearchStage> stages, bool exact) {
     rows.push_back(
         Measure(method, plan, nq, ev, [&](size_t qi, std::vector<int64_t>* out) {
@@ -441,6 +449,18 @@ int main(int argc, char** argv) {
     }
   }
 
+  // ---- the same grid reranking from the other source (rows file vs RocksDB lookups) ----------
+  if (compare_rerank) {
+    engine.reset();
+    eo.rerank_rows = rocksdb_rerank;
+    opened = Engine::Open(eo);
+    if (!opened.ok()) Die(opened.status().ToString());
+    engine = std::move(opened.value());
+    method = "shard engine (one trip, " + rerank_name() + ")";
+    run_grid();
+    eo.rerank_rows = !rocksdb_rerank;
+  }
+
   // ---- the same grid with the other read path (pread + block cache vs mmap) -----------------
   if (compare_mmap) {
     engine.reset();
@@ -529,6 +549,14 @@ int main(int argc, char** argv) {
       "checkpoint %.1f s, reopen %.2f s | - | %.0f |\n",
       cs.indexes.size(), ingest_desc, checkpoint_s, reopen_s,
       static_cast<double>(stats.disk_bytes) / n);
+  if (cs.rows.file_bytes > 0) {
+    std::printf("| engine rerank rows file (fp16, mmap; in page cache at reopen: %.0f B/vector) | "
+                "(in ingest)%s | %.0f (id tables) | %.0f |\n",
+                static_cast<double>(cs.rows.resident_bytes) / n,
+                cs.rows.loaded ? ", loaded at reopen" : "",
+                static_cast<double>(cs.rows.table_bytes) / n,
+                static_cast<double>(cs.rows.file_bytes) / n);
+  }
   for (const auto& ix : cs.indexes) {
     std::printf("| engine HNSW index Ds=%d (M=%d) | (in ingest)%s | %.0f | - |\n", ix.dims, hnsw_m,
                 ix.loaded ? ", loaded at reopen" : "", static_cast<double>(ix.memory_bytes) / n);
@@ -572,7 +600,14 @@ int main(int argc, char** argv) {
                    {"ingest_s", reused ? -1.0 : ingest_s},
                    {"checkpoint_s", checkpoint_s},
                    {"reopen_s", reopen_s},
-                   {"disk_bytes_per_vector", static_cast<double>(stats.disk_bytes) / n}};
+                   {"disk_bytes_per_vector", static_cast<double>(stats.disk_bytes) / n},
+                   {"rerank_rows", !rocksdb_rerank},
+                   {"rows", {{"file_bytes_per_vector", static_cast<double>(cs.rows.file_bytes) / n},
+                             {"resident_bytes_per_vector_at_reopen",
+                              static_cast<double>(cs.rows.resident_bytes) / n},
+                             {"table_ram_bytes_per_vector",
+                              static_cast<double>(cs.rows.table_bytes) / n},
+                             {"loaded_at_reopen", cs.rows.loaded}}}};
     for (const auto& ix : cs.indexes) {
       j["engine"]["indexes"].push_back(
           {{"dims", ix.dims}, {"ram_bytes_per_vector", static_cast<double>(ix.memory_bytes) / n}});

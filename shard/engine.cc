@@ -90,6 +90,19 @@ Status EngineImpl::CreateCollection(const CollectionSpec& spec) {
     is->sequence = storage_->db->GetLatestSequenceNumber();
     state->indexes.push_back(std::move(is));
   }
+  if (options_.rerank_rows) {
+    bool loaded = false;
+    std::string reason;
+    auto rows = RowStore::Open((fs::path(index_dir_) / RowsFileName(cid)).string(),
+                               state->codec.blob_bytes(), "", &loaded, &reason);
+    if (rows.ok()) {
+      state->rows = std::move(rows.value());
+      state->rows_ok = true;
+    } else {  // derived state: serve without it, reranks read RocksDB
+      Warn("collection '%s': no rerank rows (%s); reranks read RocksDB", spec.name.c_str(),
+           rows.status().ToString().c_str());
+    }
+  }
   std::unique_lock lock(mu_);
   collections_[spec.name] = std::move(state);
   return Status::Ok();
@@ -152,6 +165,15 @@ EngineStats EngineImpl::Stats() const {
         si.rebuild_reason = ix->rebuild_reason;
         sc.indexes.push_back(si);
       }
+      if (c->rows) {
+        sc.rows.enabled = c->rows_ok.load();
+        sc.rows.rows = c->rows->size();
+        sc.rows.file_bytes = c->rows->file_bytes();
+        sc.rows.resident_bytes = c->rows->resident_bytes();
+        sc.rows.table_bytes = c->rows->table_bytes();
+        sc.rows.loaded = c->rows_loaded;
+        sc.rows.rebuild_reason = c->rows_rebuild_reason;
+      }
       out.collections.push_back(std::move(sc));
     }
   }
@@ -209,6 +231,12 @@ Status EngineImpl::Checkpoint() {
       const std::string path = (fs::path(index_dir_) / name).string();
       if (!fs::exists(path)) MRL_RETURN_IF_ERROR(ix->index->Save(path));
       RemoveIndexFilesExcept({name}, IndexFileStem(c->id, ix->spec.dims));
+    }
+    if (c->rows && c->rows_ok) {
+      const std::string name = RowTableName(c->id, c->generation);
+      const std::string path = (fs::path(index_dir_) / name).string();
+      if (!fs::exists(path)) MRL_RETURN_IF_ERROR(c->rows->Persist(path));
+      RemoveIndexFilesExcept({name}, RowTableStem(c->id));
     }
   }
   return Status::Ok();

@@ -111,6 +111,16 @@ struct EngineStats {
       std::string rebuild_reason;  // when rebuilt: which check failed (missing, stale, checksum)
     };
     std::vector<Index> indexes;
+    // The rerank rows (shard/row_store.h); all 0 when off.
+    struct Rows {
+      bool enabled = false;        // in use for reads (on, and in step with RocksDB)
+      uint64_t rows = 0;           // rows holding a point
+      uint64_t file_bytes = 0;     // the rows file's allocated length
+      uint64_t resident_bytes = 0; // of which in the page cache now
+      uint64_t table_bytes = 0;    // RAM of the id <-> row tables
+      bool loaded = false;         // loaded at Open (not rewritten from RocksDB)
+      std::string rebuild_reason;  // when rewritten: why
+    } rows;
   };
   std::vector<Collection> collections;
   uint64_t disk_bytes = 0;         // RocksDB live SST + WAL
@@ -130,6 +140,9 @@ struct EngineOptions {
   size_t block_cache_mb = 256;
   bool sync_writes = true;        // fsync the WAL before acknowledging (safe default)
   bool mmap_reads = false;        // read SST files through mmap (see Storage::Open)
+  // Rerank (and Search's later stages) read full vectors from a memory-mapped rows file
+  // (shard/row_store.h) instead of one RocksDB lookup per candidate; off: RocksDB only.
+  bool rerank_rows = true;
   int threads = 0;                // for index builds; 0 = hardware concurrency
   int32_t max_k = 10000;          // limits that bound one request's work
   int32_t max_batch = 10000;      // points per Upsert/Delete/Get, ids per Rerank

@@ -166,10 +166,13 @@ Status EngineImpl::DropBucket(const std::string& collection, uint32_t bucket) {
   rocksdb::WriteBatch batch;
   if (!ids.empty()) batch.DeleteRange(storage_->points, lower, upper);
   if (any_tombstone) batch.DeleteRange(storage_->tombstones, lower, upper);
+  const bool rows = c.rows && c.rows_ok && !ids.empty();
+  if (rows) MRL_RETURN_IF_ERROR(c.rows->Invalidate());
   MRL_RETURN_IF_ERROR(WriteWithGeneration(c, &batch, /*points_changed=*/!ids.empty()));
   for (auto& ix : c.indexes) {
     for (uint64_t id : ids) ix->index->Remove(id);
   }
+  for (size_t i = 0; rows && i < ids.size(); ++i) c.rows->Remove(ids[i]);
   AfterWrite(c, Existing{ids.size(), ids.size()}, /*is_delete=*/true);
   return Status::Ok();
 }

@@ -33,6 +33,7 @@
 #include "common/distance.h"
 #include "shard/engine.h"
 #include "shard/low_d_index.h"
+#include "shard/row_store.h"
 #include "shard/storage.h"
 
 namespace mrl::shard::engine_internal {
@@ -62,6 +63,13 @@ struct CollectionState {
   bool dropped = false;     // guarded by write_mu
   std::atomic<uint64_t> points{0};
   std::vector<std::unique_ptr<IndexState>> indexes;  // fixed once the state is published
+  // The rerank rows (shard/row_store.h); null when EngineOptions::rerank_rows is off. Reads use
+  // them while rows_ok; a change that failed half-way (rows out of step with RocksDB) clears
+  // it, and reads go back to RocksDB until the next open rebuilds the rows.
+  std::unique_ptr<RowStore> rows;
+  std::atomic<bool> rows_ok{false};
+  bool rows_loaded = false;         // loaded at Open from the checkpoint's table, not rebuilt
+  std::string rows_rebuild_reason;  // why not
 
   const IndexState* FindIndex(int32_t dims) const {
     for (const auto& ix : indexes) {
@@ -88,6 +96,13 @@ inline std::string IndexFileStem(uint32_t cid, int32_t dims) {
 inline std::string IndexFileName(uint32_t cid, const IndexSpec& spec, uint64_t generation) {
   return IndexFileStem(cid, spec.dims) + std::to_string(generation) +
          (spec.kind == IndexKind::kHnsw ? ".hnsw" : ".exact");
+}
+
+// The rerank rows of collection `cid` and the checkpointed row table of one generation.
+inline std::string RowsFileName(uint32_t cid) { return "c" + std::to_string(cid) + "_rows.dat"; }
+inline std::string RowTableStem(uint32_t cid) { return "c" + std::to_string(cid) + "_rows_g"; }
+inline std::string RowTableName(uint32_t cid, uint64_t generation) {
+  return RowTableStem(cid) + std::to_string(generation) + ".rowids";
 }
 
 // Prepares a query or stored prefix for scoring: cosine scores the normalised prefix.
@@ -217,6 +232,32 @@ class EngineImpl final : public Engine {
   // Fills s->values/statuses for `ids` (one MultiGet).
   Status MultiGet(const CollectionState& c, std::span<const uint64_t> ids, Scratch* s) const;
 
+  // Calls visit(i, blob) for each ids[i] stored, with its vector blob (ValueCodec::Blob): from
+  // the rerank rows while they are in step (under their read lock), else from one RocksDB
+  // MultiGet into *s (the caller unpins). Absent ids (deleted, never written) are skipped.
+  template <typename Visit>
+  Status ForEachStored(const CollectionState& c, std::span<const uint64_t> ids, Scratch* s,
+                       Visit&& visit) const {
+    if (c.rows && c.rows_ok.load(std::memory_order_acquire)) {
+      const RowStore::Reader reader(*c.rows);
+      for (size_t i = 0; i < ids.size(); ++i) {
+        if (const uint8_t* row = reader.Find(ids[i])) {
+          visit(i, reinterpret_cast<const char*>(row));
+        }
+      }
+      return Status::Ok();
+    }
+    MRL_RETURN_IF_ERROR(MultiGet(c, ids, s));
+    for (size_t i = 0; i < ids.size(); ++i) {
+      if (s->statuses[i].IsNotFound()) continue;
+      MRL_RETURN_IF_ERROR(FromRocks(s->statuses[i], "reading point for rerank"));
+      const std::string_view v = s->values[i].ToStringView();
+      MRL_RETURN_IF_ERROR(c.codec.Check(v));
+      visit(i, c.codec.Blob(v).data());
+    }
+    return Status::Ok();
+  }
+
   // How many distinct ids of a batch exist now. REQUIRES: c.write_mu held.
   struct Existing {
     uint64_t distinct = 0;  // distinct ids in the batch
@@ -273,6 +314,9 @@ class EngineImpl final : public Engine {
   // failed (e.g. the disk is still full).
   Status ResumeIfFailed();
   void RecordStoreError(const Status& error);
+  // A rows change failed after RocksDB took the write: reads leave the rows (once, with a
+  // warning) until the next open rewrites them. REQUIRES: c.write_mu held.
+  void RowsOutOfStep(CollectionState& c, const Status& why);
 
   // REQUIRES: c.write_mu held. Updates the point count and the sequence numbers.
   void AfterWrite(CollectionState& c, const Existing& e, bool is_delete);
@@ -281,7 +325,11 @@ class EngineImpl final : public Engine {
   // one scan of the collection. Records the files in use in *keep.
   Status OpenIndexes(CollectionState* c, std::unordered_set<std::string>* keep);
 
-  Status Rebuild(CollectionState* c, const std::vector<IndexState*>& stale);
+  // Rebuilds the `stale` indexes and, when fill_rows, rewrites the rerank rows, from one scan.
+  Status Rebuild(CollectionState* c, const std::vector<IndexState*>& stale, bool fill_rows);
+  // Opens c's rerank rows (loaded when the checkpoint's table matches c's generation, else
+  // empty, to be filled by Rebuild). Records the files in use in *keep.
+  Status OpenRows(CollectionState* c, std::unordered_set<std::string>* keep);
   // Why no file of `spec` exists for c's generation: "stale: ..." or "missing: ...".
   std::string MissingIndexReason(const CollectionState& c, const IndexSpec& spec) const;
 

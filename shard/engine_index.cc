@@ -43,11 +43,39 @@ Status EngineImpl::OpenIndexes(CollectionState* c, std::unordered_set<std::strin
   }
   const uint64_t seq = storage_->db->GetLatestSequenceNumber();
   for (auto& ix : c->indexes) ix->sequence = seq;
-  if (stale.empty() && !c->indexes.empty()) {
+  MRL_RETURN_IF_ERROR(OpenRows(c, keep));
+  const bool fill_rows = c->rows && !c->rows_loaded;
+  if (stale.empty() && !c->indexes.empty() && !fill_rows) {
     c->points = c->indexes[0]->index->size();
     return Status::Ok();
   }
-  return Rebuild(c, stale);
+  return Rebuild(c, stale, fill_rows);
+}
+
+Status EngineImpl::OpenRows(CollectionState* c, std::unordered_set<std::string>* keep) {
+  if (!options_.rerank_rows) return Status::Ok();
+  const std::string rows_name = RowsFileName(c->id);
+  const std::string table_name = RowTableName(c->id, c->generation);
+  bool loaded = false;
+  std::string reason;
+  auto rows = RowStore::Open((fs::path(index_dir_) / rows_name).string(), c->codec.blob_bytes(),
+                             (fs::path(index_dir_) / table_name).string(), &loaded, &reason);
+  if (!rows.ok()) return rows.status();
+  c->rows = std::move(rows.value());
+  c->rows_loaded = loaded;
+  keep->insert(rows_name);
+  if (loaded) {
+    keep->insert(table_name);
+    c->rows_ok = true;
+    Log("collection '%s': loaded %" PRIu64 " rerank rows from %s", c->spec.name.c_str(),
+        c->rows->size(), rows_name.c_str());
+  } else {
+    c->rows_rebuild_reason = reason + " (RocksDB is at generation " +
+                             std::to_string(c->generation) + ")";
+    Warn("collection '%s': rerank rows not loaded: %s; rewriting them from RocksDB",
+         c->spec.name.c_str(), c->rows_rebuild_reason.c_str());
+  }
+  return Status::Ok();
 }
 
 std::string EngineImpl::MissingIndexReason(const CollectionState& c, const IndexSpec& spec) const {
@@ -71,7 +99,8 @@ std::string EngineImpl::MissingIndexReason(const CollectionState& c, const Index
          " (never checkpointed, or removed)";
 }
 
-Status EngineImpl::Rebuild(CollectionState* c, const std::vector<IndexState*>& stale) {
+Status EngineImpl::Rebuild(CollectionState* c, const std::vector<IndexState*>& stale,
+                           bool fill_rows) {
   int32_t max_dims = 0;
   for (auto* ix : stale) max_dims = std::max(max_dims, ix->spec.dims);
   const size_t md = static_cast<size_t>(max_dims);
@@ -113,13 +142,27 @@ Status EngineImpl::Rebuild(CollectionState* c, const std::vector<IndexState*>& s
   std::unique_ptr<rocksdb::Iterator> it(storage_->db->NewIterator(ro, storage_->points));
   try {
     for (it->Seek(CollectionPrefix(c->id)); it->Valid(); it->Next()) {
-      if (max_dims > 0) {
+      const uint64_t id = PointKeyId(it->key().ToStringView());
+      if (max_dims > 0 || fill_rows) {
         const std::string_view v = it->value().ToStringView();
         MRL_RETURN_IF_ERROR(c->codec.Check(v));
-        prefixes.resize(prefixes.size() + md);
-        c->codec.DecodePrefix(v, max_dims, &prefixes[prefixes.size() - md]);
+        if (max_dims > 0) {
+          prefixes.resize(prefixes.size() + md);
+          c->codec.DecodePrefix(v, max_dims, &prefixes[prefixes.size() - md]);
+        }
+        if (fill_rows) {
+          // Derived state: a rows file that cannot be written (disk full) leaves the shard
+          // serving, with reranks read from RocksDB.
+          const Status put = c->rows->Put(id, c->codec.Blob(v).data());
+          if (!put.ok()) {
+            Warn("collection '%s': rerank rows not rebuilt (%s); reranks read RocksDB",
+                 c->spec.name.c_str(), put.ToString().c_str());
+            fill_rows = false;
+            c->rows_rebuild_reason += "; rewriting failed: " + put.message();
+          }
+        }
       }
-      ids.push_back(PointKeyId(it->key().ToStringView()));
+      ids.push_back(id);
       if (ids.size() == kChunk) flush();
     }
     MRL_RETURN_IF_ERROR(FromRocks(it->status(), "scanning collection for an index build"));
@@ -127,6 +170,7 @@ Status EngineImpl::Rebuild(CollectionState* c, const std::vector<IndexState*>& s
   } catch (const std::exception& e) {
     return Status::Internal("index build of '" + c->spec.name + "' failed: " + e.what());
   }
+  if (fill_rows) c->rows_ok = true;
   c->points = total;
   if (!stale.empty()) {
     Log("collection '%s': rebuilt %zu index(es) over %" PRIu64 " points in %.1f s",

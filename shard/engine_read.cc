@@ -69,23 +69,17 @@ Result<std::vector<Candidate>> EngineImpl::Rerank(const std::string& collection,
   s.ids.erase(std::unique(s.ids.begin(), s.ids.end()), s.ids.end());
   const std::vector<uint64_t>& unique_ids = s.ids;  // MultiGet does not touch s.ids
   UnpinOnExit unpin(&s);
-  MRL_RETURN_IF_ERROR(MultiGet(c, unique_ids, &s));
-
   const size_t d = query.size();
   s.query.assign(query.begin(), query.end());
   PrepareForMetric(c.spec.metric, s.query.data(), d);
   s.vec.resize(d);
   TopK top;
   top.Reset(k == 0 ? unique_ids.size() : static_cast<size_t>(k), &s.heap);
-  for (size_t i = 0; i < unique_ids.size(); ++i) {
-    if (s.statuses[i].IsNotFound()) continue;  // deleted or never written
-    MRL_RETURN_IF_ERROR(FromRocks(s.statuses[i], "reading point for rerank"));
-    const std::string_view v = s.values[i].ToStringView();
-    MRL_RETURN_IF_ERROR(c.codec.Check(v));
-    c.codec.DecodePrefix(v, static_cast<int32_t>(d), s.vec.data());
+  MRL_RETURN_IF_ERROR(ForEachStored(c, unique_ids, &s, [&](size_t i, const char* blob) {
+    c.codec.DecodeBlobPrefix(blob, static_cast<int32_t>(d), s.vec.data());
     PrepareForMetric(c.spec.metric, s.vec.data(), d);
     top.Push(unique_ids[i], ScorePrepared(c.spec.metric, s.query.data(), s.vec.data(), d));
-  }
+  }));
   top.Finish();
   return std::vector<Candidate>(s.heap.begin(), s.heap.end());
 }
@@ -132,19 +126,14 @@ Result<std::vector<Candidate>> EngineImpl::Search(const std::string& collection,
   std::vector<uint64_t> ids(cands.size());
   for (size_t i = 0; i < cands.size(); ++i) ids[i] = cands[i].id;
   UnpinOnExit unpin(&s);
-  MRL_RETURN_IF_ERROR(MultiGet(c, ids, &s));
   const size_t rd = static_cast<size_t>(rerank_dims);
   s.matrix.resize(ids.size() * rd);
   std::vector<uint32_t> rows;  // surviving candidates: row in s.matrix
   rows.reserve(ids.size());
-  for (size_t i = 0; i < ids.size(); ++i) {
-    if (s.statuses[i].IsNotFound()) continue;
-    MRL_RETURN_IF_ERROR(FromRocks(s.statuses[i], "reading point for rerank"));
-    const std::string_view v = s.values[i].ToStringView();
-    MRL_RETURN_IF_ERROR(c.codec.Check(v));
-    c.codec.DecodePrefix(v, rerank_dims, &s.matrix[i * rd]);
+  MRL_RETURN_IF_ERROR(ForEachStored(c, ids, &s, [&](size_t i, const char* blob) {
+    c.codec.DecodeBlobPrefix(blob, rerank_dims, &s.matrix[i * rd]);
     rows.push_back(static_cast<uint32_t>(i));
-  }
+  }));
   std::vector<uint32_t> next_rows;
   for (size_t st = 1; st < stages.size(); ++st) {
     const size_t d = static_cast<size_t>(stages[st].dims);

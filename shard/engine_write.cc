@@ -5,6 +5,7 @@
 #include "shard/engine_impl.h"
 
 #include <chrono>
+#include <cstring>
 #include <unordered_set>
 
 namespace mrl::shard::engine_internal {
@@ -50,10 +51,14 @@ Status EngineImpl::Upsert(const std::string& collection, std::span<const PointVi
   rocksdb::WriteBatch batch;
   std::vector<std::string> values(versioned ? n : 1);
   std::vector<PointKey> keys(n);
+  // The rerank rows' bytes of each point (the value's vector blob).
+  const size_t bb = c.rows ? c.codec.blob_bytes() : 0;
+  std::vector<char> blobs(n * bb);
   for (size_t i = 0; i < n; ++i) {
     const auto& p = points[i];
     std::string& value = values[versioned ? i : 0];
     c.codec.Encode(p.vector, p.payload, p.version, &value);
+    if (bb > 0) std::memcpy(&blobs[i * bb], c.codec.Blob(value).data(), bb);
     keys[i] = EncodePointKey(c.id, BucketOf(p.id, c.spec.num_buckets), p.id);
     if (!versioned) {
       batch.Put(storage_->points, rocksdb::Slice(keys[i].data(), kPointKeySize), value);
@@ -64,6 +69,7 @@ Status EngineImpl::Upsert(const std::string& collection, std::span<const PointVi
   std::lock_guard w(c.write_mu);
   if (c.dropped) return Status::NotFound("unknown collection '" + collection + "'");
   std::vector<PointView> kept;  // the applied points of a versioned batch, in batch order
+  std::vector<size_t> kept_at;  // their positions in `points`
   std::vector<float> kept_prefixes;
   if (versioned) {
     VersionMap known;
@@ -83,6 +89,7 @@ Status EngineImpl::Upsert(const std::string& collection, std::span<const PointVi
       st.present = true;
       st.point = p.version;
       kept.push_back(p);
+      kept_at.push_back(i);
       kept_prefixes.insert(kept_prefixes.end(), prefixes.begin() + i * md,
                            prefixes.begin() + (i + 1) * md);
     }
@@ -97,8 +104,19 @@ Status EngineImpl::Upsert(const std::string& collection, std::span<const PointVi
     if (!ex.ok()) return ex.status();
     existing = ex.value();
   }
+  const bool rows = c.rows && c.rows_ok;
+  if (rows) {
+    // Room for the rows first: a full disk refuses the batch before RocksDB takes it.
+    MRL_RETURN_IF_ERROR(c.rows->Invalidate());
+    MRL_RETURN_IF_ERROR(c.rows->Reserve(applied.size()));
+  }
   MRL_RETURN_IF_ERROR(WriteWithGeneration(c, &batch));
   out.applied = static_cast<uint32_t>(applied.size());
+  // Rows before the indexes: a point a shortlist finds has its row.
+  for (size_t j = 0; rows && j < applied.size(); ++j) {
+    const Status put = c.rows->Put(applied[j].id, &blobs[(versioned ? kept_at[j] : j) * bb]);
+    if (!put.ok()) RowsOutOfStep(c, put);
+  }
   try {
     ApplyUpsertToIndexes(c, applied, applied_prefixes, max_dims);
   } catch (const std::exception& e) {
@@ -175,10 +193,13 @@ Status EngineImpl::Delete(const std::string& collection, std::span<const uint64_
     if (!ex.ok()) return ex.status();
     existing = ex.value();
   }
+  const bool rows = c.rows && c.rows_ok && !removed.empty();
+  if (rows) MRL_RETURN_IF_ERROR(c.rows->Invalidate());
   MRL_RETURN_IF_ERROR(WriteWithGeneration(c, &batch, /*points_changed=*/!removed.empty()));
   for (auto& ix : c.indexes) {
     for (uint64_t id : removed) ix->index->Remove(id);
   }
+  for (size_t i = 0; rows && i < removed.size(); ++i) c.rows->Remove(removed[i]);
   AfterWrite(c, existing, /*is_delete=*/true);
   return Status::Ok();
 }
@@ -263,6 +284,14 @@ Status EngineImpl::WriteWithGeneration(CollectionState& c, rocksdb::WriteBatch* 
   }
   c.generation = gen;
   return Status::Ok();
+}
+
+void EngineImpl::RowsOutOfStep(CollectionState& c, const Status& why) {
+  if (c.rows_ok.exchange(false)) {
+    Warn("collection '%s': rerank rows out of step with RocksDB (%s): reranks read RocksDB "
+         "until the next open rewrites them",
+         c.spec.name.c_str(), why.ToString().c_str());
+  }
 }
 
 void EngineImpl::RecordStoreError(const Status& error) {

@@ -85,6 +85,7 @@ int Run(int argc, char** argv) {
   eo.block_cache_mb = static_cast<size_t>(cfg.block_cache_mb);
   eo.sync_writes = cfg.sync_writes;
   eo.mmap_reads = cfg.mmap_reads;
+  eo.rerank_rows = cfg.rerank_rows;
   eo.threads = cfg.threads;
   eo.max_k = cfg.max_k;
   eo.max_batch = cfg.max_batch;

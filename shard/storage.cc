@@ -114,20 +114,19 @@ uint64_t ValueCodec::Version(std::string_view value) {
   return v;
 }
 
-void ValueCodec::DecodePrefix(std::string_view value, int32_t n, float* out) const {
-  const char* vec = value.data() + header_bytes(value);
+void ValueCodec::DecodeBlobPrefix(const char* blob, int32_t n, float* out) const {
   const size_t m = static_cast<size_t>(n);
   switch (storage_) {
     case StorageType::kFp32:
-      std::memcpy(out, vec, 4 * m);
+      std::memcpy(out, blob, 4 * m);
       break;
     case StorageType::kFp16:
-      DecodeHalf(vec, m, out);
+      DecodeHalf(blob, m, out);
       break;
     case StorageType::kInt8: {
       float scale;
-      std::memcpy(&scale, vec - 4, 4);
-      DecodeInt8(reinterpret_cast<const int8_t*>(vec), m, scale, out);
+      std::memcpy(&scale, blob, 4);
+      DecodeInt8(reinterpret_cast<const int8_t*>(blob + 4), m, scale, out);
       break;
     }
   }

@@ -74,7 +74,17 @@ class ValueCodec {
   // The point's version; 0 for an unversioned value. REQUIRES: Check(value) ok.
   static uint64_t Version(std::string_view value);
   // Decodes the first n coordinates. REQUIRES: Check(value) ok, n <= dim.
-  void DecodePrefix(std::string_view value, int32_t n, float* out) const;
+  void DecodePrefix(std::string_view value, int32_t n, float* out) const {
+    DecodeBlobPrefix(Blob(value).data(), n, out);
+  }
+  // The vector's bytes as one blob (int8: the scale, then the values): what a rerank row holds
+  // (shard/row_store.h). REQUIRES: Check(value) ok.
+  size_t blob_bytes() const { return vector_bytes() + (storage_ == StorageType::kInt8 ? 4 : 0); }
+  std::string_view Blob(std::string_view value) const {
+    return value.substr(header_bytes(value) + vector_bytes() - blob_bytes(), blob_bytes());
+  }
+  // Decodes the first n coordinates of a blob. REQUIRES: n <= dim.
+  void DecodeBlobPrefix(const char* blob, int32_t n, float* out) const;
   // REQUIRES: Check(value) ok.
   std::string_view Payload(std::string_view value) const {
     return value.substr(header_bytes(value) + vector_bytes());

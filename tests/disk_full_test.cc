@@ -12,6 +12,7 @@
 #include <fstream>
 
 #include "shard/disk_guard.h"
+#include "shard/row_store.h"
 #include "tests/shard_server_fixture.h"
 
 namespace mrl {
@@ -246,8 +247,11 @@ TEST_F(TmpfsTest, WatermarkRefusesBeforeEnospcAndWritesResumeWithoutARestart) {
 
 TEST_F(TmpfsTest, EnospcWithTheWatermarkOffResumesWithoutARestart) {
   if (!Mount(48)) GTEST_SKIP() << "needs root to mount a tmpfs (" << why_ << ")";
-  ShardProcess shard(mnt_,
-                     {"--disk-refuse-above-percent", "100", "--disk-release-below-percent", "100"});
+  // RocksDB's own ENOSPC (and its Resume) is what this case is for: without the rerank rows,
+  // whose file grows ahead of RocksDB and refuses first (InsufficientStorage, nothing written:
+  // RowsEnospcRefusesTheBatchWholeAndResumes below).
+  ShardProcess shard(mnt_, {"--disk-refuse-above-percent", "100", "--disk-release-below-percent",
+                            "100", "--rerank-rows", "false"});
   shard.Start();
   ASSERT_TRUE(shard.Client()->Call(CollectionRequest("c")).ok());
   FullDiskEpisode episode(shard, "c");
@@ -263,6 +267,68 @@ TEST_F(TmpfsTest, EnospcWithTheWatermarkOffResumesWithoutARestart) {
   episode.ExpectReadsAndSearches(*shard.Client());
   ExpectCleanStopAndCheckpoint(shard, episode.acknowledged(), "c");
   ASSERT_EQ(shard.Terminate(), 0);
+}
+
+// With the rerank rows on, whichever file meets the full disk first (the rows file, which grows
+// before RocksDB takes a batch, or RocksDB's WAL) refuses the batch whole; writes resume when
+// space returns, with no restart, and nothing acknowledged is lost.
+TEST_F(TmpfsTest, WithRerankRowsEitherFileRefusesWholeAndWritesResume) {
+  if (!Mount(48)) GTEST_SKIP() << "needs root to mount a tmpfs (" << why_ << ")";
+  ShardProcess shard(mnt_,
+                     {"--disk-refuse-above-percent", "100", "--disk-release-below-percent", "100"});
+  shard.Start();
+  ASSERT_TRUE(shard.Client()->Call(CollectionRequest("c")).ok());
+  FullDiskEpisode episode(shard, "c");
+  const Status failed = episode.FillUntilRefused(200000);
+  std::printf("[disk] refused after %zu points: %s\n", episode.acknowledged(),
+              failed.ToString().c_str());
+  ASSERT_TRUE(failed.code() == Status::Code::kInsufficientStorage ||
+              failed.code() == Status::Code::kIoError)
+      << failed.ToString();
+  episode.ExpectReadsAndSearches(*shard.Client());
+  ASSERT_TRUE(Mount(256));
+  const double s = episode.SecondsUntilWritesResume(10);
+  EXPECT_GE(s, 0) << "writes still refused 10 s after space returned\n" << shard.Log();
+  episode.ExpectReadsAndSearches(*shard.Client());
+  ExpectCleanStopAndCheckpoint(shard, episode.acknowledged(), "c");
+  ASSERT_EQ(shard.Terminate(), 0);
+}
+
+// The rows file on a full disk: growing it fails with InsufficientStorage (blocks are allocated
+// up front, never a SIGBUS later through the mapping), the rows it holds read back unchanged,
+// and it grows again once there is space.
+TEST_F(TmpfsTest, RowStoreGrowthOnAFullDiskFailsCleanlyAndResumes) {
+  if (!Mount(8)) GTEST_SKIP() << "needs root to mount a tmpfs (" << why_ << ")";
+  bool loaded = true;
+  std::string reason;
+  auto opened = shard::RowStore::Open(mnt_ + "/rows.dat", 4096, "", &loaded, &reason);
+  ASSERT_TRUE(opened.ok()) << opened.status().ToString();
+  shard::RowStore& rows = *opened.value();
+  EXPECT_FALSE(loaded);
+  auto row_of = [](uint64_t id) { return std::string(4096, static_cast<char>('a' + id % 26)); };
+  auto put = [&](uint64_t from, uint64_t to) {
+    ASSERT_TRUE(rows.Reserve(to - from).ok());
+    for (uint64_t id = from; id < to; ++id) ASSERT_TRUE(rows.Put(id, row_of(id).data()).ok());
+  };
+  auto expect_all = [&](uint64_t to) {
+    shard::RowStore::Reader r(rows);
+    size_t wrong = 0;
+    for (uint64_t id = 0; id < to; ++id) {
+      const uint8_t* p = r.Find(id);
+      wrong += p == nullptr || std::memcmp(p, row_of(id).data(), 4096) != 0;
+    }
+    EXPECT_EQ(wrong, 0u);
+  };
+  put(0, 1000);  // 4 MiB of the 8
+  const Status full = rows.Reserve(2000);
+  ASSERT_EQ(full.code(), Status::Code::kInsufficientStorage) << full.ToString();
+  EXPECT_NE(full.message().find("No space left"), std::string::npos) << full.message();
+  std::printf("[disk] rows file: %s\n", full.message().c_str());
+  expect_all(1000);
+  ASSERT_TRUE(Mount(64));
+  put(1000, 3000);
+  expect_all(3000);
+  EXPECT_EQ(rows.size(), 3000u);
 }
 
 // Without root: the test's filesystem, a byte watermark just below its free space, and a ballast
