@@ -63,6 +63,81 @@ __attribute__((target("avx,f16c"))) void DecodeHalfF16c(const void* in, size_t n
 }
 #endif
 
+void HalfDotAndNormGeneric(const float* q, const void* x, size_t n, float* dot, float* xx) {
+  const auto* p = static_cast<const unsigned char*>(x);
+  float d = 0, s = 0;
+  for (size_t i = 0; i < n; ++i) {
+    uint16_t h;
+    std::memcpy(&h, p + 2 * i, 2);
+    const float v = HalfToFloat(h);
+    d += q[i] * v;
+    s += v * v;
+  }
+  *dot = d;
+  *xx = s;
+}
+
+float HalfL2SqGeneric(const float* q, const void* x, size_t n) {
+  const auto* p = static_cast<const unsigned char*>(x);
+  float s = 0;
+  for (size_t i = 0; i < n; ++i) {
+    uint16_t h;
+    std::memcpy(&h, p + 2 * i, 2);
+    const float v = q[i] - HalfToFloat(h);
+    s += v * v;
+  }
+  return s;
+}
+
+#ifdef MRL_X86
+__attribute__((target("avx2,fma,f16c"))) inline float HSum(__m256 v) {
+  __m128 lo = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
+  lo = _mm_add_ss(lo, _mm_movehdup_ps(lo));
+  return _mm_cvtss_f32(lo);
+}
+
+__attribute__((target("avx2,fma,f16c"))) void HalfDotAndNormAvx2(const float* q, const void* x,
+                                                                 size_t n, float* dot,
+                                                                 float* xx) {
+  const auto* p = static_cast<const unsigned char*>(x);
+  __m256 d0 = _mm256_setzero_ps(), d1 = _mm256_setzero_ps();
+  __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+  size_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m256 a = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 2 * i)));
+    const __m256 b =
+        _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 2 * i + 16)));
+    d0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), a, d0);
+    d1 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i + 8), b, d1);
+    s0 = _mm256_fmadd_ps(a, a, s0);
+    s1 = _mm256_fmadd_ps(b, b, s1);
+  }
+  float d, s;
+  HalfDotAndNormGeneric(q + i, p + 2 * i, n - i, &d, &s);
+  *dot = HSum(_mm256_add_ps(d0, d1)) + d;
+  *xx = HSum(_mm256_add_ps(s0, s1)) + s;
+}
+
+__attribute__((target("avx2,fma,f16c"))) float HalfL2SqAvx2(const float* q, const void* x,
+                                                           size_t n) {
+  const auto* p = static_cast<const unsigned char*>(x);
+  __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+  size_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m256 a = _mm256_sub_ps(
+        _mm256_loadu_ps(q + i),
+        _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 2 * i))));
+    const __m256 b = _mm256_sub_ps(
+        _mm256_loadu_ps(q + i + 8),
+        _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 2 * i + 16))));
+    s0 = _mm256_fmadd_ps(a, a, s0);
+    s1 = _mm256_fmadd_ps(b, b, s1);
+  }
+  return HSum(_mm256_add_ps(s0, s1)) + HalfL2SqGeneric(q + i, p + 2 * i, n - i);
+}
+#endif
+
 #ifdef MRL_X86
 // GCC's __builtin_cpu_supports knows "f16c"; clang 14's does not, so ask CPUID (leaf 1, ECX).
 bool CpuHasF16c() {
@@ -78,6 +153,8 @@ bool CpuHasF16c() {
 struct HalfKernels {
   void (*encode)(const float*, size_t, void*) = EncodeHalfGeneric;
   void (*decode)(const void*, size_t, float*) = DecodeHalfGeneric;
+  void (*dot_norm)(const float*, const void*, size_t, float*, float*) = HalfDotAndNormGeneric;
+  float (*l2sq)(const float*, const void*, size_t) = HalfL2SqGeneric;
   const char* name = "generic";
   HalfKernels() {
 #ifdef MRL_X86
@@ -86,6 +163,11 @@ struct HalfKernels {
       encode = EncodeHalfF16c;
       decode = DecodeHalfF16c;
       name = "f16c";
+      if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+        dot_norm = HalfDotAndNormAvx2;
+        l2sq = HalfL2SqAvx2;
+        name = "f16c+avx2+fma";
+      }
     }
 #endif
   }
@@ -135,6 +217,11 @@ float HalfToFloat(uint16_t h) {
 
 void EncodeHalf(const float* in, size_t n, void* out) { HK().encode(in, n, out); }
 void DecodeHalf(const void* in, size_t n, float* out) { HK().decode(in, n, out); }
+
+void HalfDotAndNorm(const float* q, const void* x, size_t n, float* dot, float* xx) {
+  HK().dot_norm(q, x, n, dot, xx);
+}
+float HalfL2Sq(const float* q, const void* x, size_t n) { return HK().l2sq(q, x, n); }
 
 float EncodeInt8(const float* in, size_t n, int8_t* out) {
   float max_abs = 0.0f;

@@ -24,6 +24,13 @@ void DecodeHalf(const void* in, size_t n, float* out);
 float EncodeInt8(const float* in, size_t n, int8_t* out);
 void DecodeInt8(const int8_t* in, size_t n, float scale, float* out);
 
+// Scoring against fp16 vectors in place (no decode into a float buffer), the rerank's inner
+// loop: *dot = sum q[i] * x[i] and *xx = sum x[i]^2 over i < n (cosine is dot / sqrt(xx) for a
+// unit q); HalfL2Sq = sum (q[i] - x[i])^2. x: 2 * n bytes as written by EncodeHalf, any
+// alignment. AVX2+FMA+F16C where the CPU has them, else a portable path (last bits may differ).
+void HalfDotAndNorm(const float* q, const void* x, size_t n, float* dot, float* xx);
+float HalfL2Sq(const float* q, const void* x, size_t n);
+
 // "f16c" or "generic".
 const char* HalfKernelName();
 

@@ -19,10 +19,12 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <shared_mutex>
 #include <string>
 #include <thread>
@@ -31,6 +33,7 @@
 #include <vector>
 
 #include "common/distance.h"
+#include "common/vector_codec.h"
 #include "shard/engine.h"
 #include "shard/low_d_index.h"
 #include "shard/row_store.h"
@@ -125,7 +128,6 @@ inline Status CheckFinite(std::span<const float> v, const std::string& what) {
 struct Scratch {
   std::vector<float> query;
   std::vector<float> vec;
-  std::vector<float> matrix;
   std::vector<uint64_t> ids;
   std::vector<PointKey> keys;
   std::vector<rocksdb::Slice> key_slices;
@@ -232,18 +234,21 @@ class EngineImpl final : public Engine {
   // Fills s->values/statuses for `ids` (one MultiGet).
   Status MultiGet(const CollectionState& c, std::span<const uint64_t> ids, Scratch* s) const;
 
-  // Calls visit(i, blob) for each ids[i] stored, with its vector blob (ValueCodec::Blob): from
-  // the rerank rows while they are in step (under their read lock), else from one RocksDB
-  // MultiGet into *s (the caller unpins). Absent ids (deleted, never written) are skipped.
-  template <typename Visit>
-  Status ForEachStored(const CollectionState& c, std::span<const uint64_t> ids, Scratch* s,
-                       Visit&& visit) const {
+  // The stored vectors of `ids`, gathered once per rerank: blob[i] is ids[i]'s vector blob
+  // (ValueCodec::Blob), nullptr when absent (deleted, never written). From the rerank rows while
+  // they are in step (rows holds their read lock), else one RocksDB MultiGet pinned in the
+  // scratch (the caller unpins). Valid while the Gathered and the pins live.
+  struct Gathered {
+    std::optional<RowStore::Reader> rows;
+    std::vector<const char*> blob;
+  };
+  Status Gather(const CollectionState& c, std::span<const uint64_t> ids, Scratch* s,
+                Gathered* out) const {
+    out->blob.assign(ids.size(), nullptr);
     if (c.rows && c.rows_ok.load(std::memory_order_acquire)) {
-      const RowStore::Reader reader(*c.rows);
+      out->rows.emplace(*c.rows);
       for (size_t i = 0; i < ids.size(); ++i) {
-        if (const uint8_t* row = reader.Find(ids[i])) {
-          visit(i, reinterpret_cast<const char*>(row));
-        }
+        out->blob[i] = reinterpret_cast<const char*>(out->rows->Find(ids[i]));
       }
       return Status::Ok();
     }
@@ -253,9 +258,27 @@ class EngineImpl final : public Engine {
       MRL_RETURN_IF_ERROR(FromRocks(s->statuses[i], "reading point for rerank"));
       const std::string_view v = s->values[i].ToStringView();
       MRL_RETURN_IF_ERROR(c.codec.Check(v));
-      visit(i, c.codec.Blob(v).data());
+      out->blob[i] = c.codec.Blob(v).data();
     }
     return Status::Ok();
+  }
+
+  // The score of a blob's first d coordinates against a prepared query (PrepareForMetric'ed):
+  // what decoding, preparing and ScorePrepared give, up to float rounding. fp16 is scored in
+  // place (common/vector_codec.h), the others decoded into s->vec.
+  static float ScoreBlob(const CollectionState& c, const float* q, const char* blob, size_t d,
+                         Scratch* s) {
+    if (c.spec.storage == StorageType::kFp16) {
+      if (c.spec.metric == Metric::kL2) return -HalfL2Sq(q, blob, d);
+      float dot = 0, xx = 0;
+      HalfDotAndNorm(q, blob, d, &dot, &xx);
+      if (c.spec.metric == Metric::kInnerProduct) return dot;
+      return xx > 0 ? dot / std::sqrt(xx) : 0.0f;
+    }
+    s->vec.resize(d);
+    c.codec.DecodeBlobPrefix(blob, static_cast<int32_t>(d), s->vec.data());
+    PrepareForMetric(c.spec.metric, s->vec.data(), d);
+    return ScorePrepared(c.spec.metric, q, s->vec.data(), d);
   }
 
   // How many distinct ids of a batch exist now. REQUIRES: c.write_mu held.

@@ -1,5 +1,5 @@
-// The engine's read paths: Get, Shortlist (index, or an exact scan of storage), Rerank (one
-// MultiGet) and the staged Search (bucket scans: engine_bucket.cc). Per-thread scratch: no
+// The engine's read paths: Get, Shortlist (index, or an exact scan of storage), Rerank (the
+// rerank rows, or one MultiGet) and the staged Search (bucket scans: engine_bucket.cc). Per-thread scratch: no
 // allocation per candidate.
 #include "shard/engine_impl.h"
 
@@ -72,14 +72,13 @@ Result<std::vector<Candidate>> EngineImpl::Rerank(const std::string& collection,
   const size_t d = query.size();
   s.query.assign(query.begin(), query.end());
   PrepareForMetric(c.spec.metric, s.query.data(), d);
-  s.vec.resize(d);
+  Gathered g;
+  MRL_RETURN_IF_ERROR(Gather(c, unique_ids, &s, &g));
   TopK top;
   top.Reset(k == 0 ? unique_ids.size() : static_cast<size_t>(k), &s.heap);
-  MRL_RETURN_IF_ERROR(ForEachStored(c, unique_ids, &s, [&](size_t i, const char* blob) {
-    c.codec.DecodeBlobPrefix(blob, static_cast<int32_t>(d), s.vec.data());
-    PrepareForMetric(c.spec.metric, s.vec.data(), d);
-    top.Push(unique_ids[i], ScorePrepared(c.spec.metric, s.query.data(), s.vec.data(), d));
-  }));
+  for (size_t i = 0; i < unique_ids.size(); ++i) {
+    if (g.blob[i] != nullptr) top.Push(unique_ids[i], ScoreBlob(c, s.query.data(), g.blob[i], d, &s));
+  }
   top.Finish();
   return std::vector<Candidate>(s.heap.begin(), s.heap.end());
 }
@@ -119,34 +118,28 @@ Result<std::vector<Candidate>> EngineImpl::Search(const std::string& collection,
       ShortlistInternal(c, query.first(stages[0].dims), stages[0].k, ef, exact, &cands));
   if (stages.size() == 1) return cands;
 
-  // Read every survivor once, decode the largest prefix a later stage needs, then narrow.
-  int32_t rerank_dims = 0;
-  for (size_t i = 1; i < stages.size(); ++i) rerank_dims = std::max(rerank_dims, stages[i].dims);
+  // Gather every survivor's stored vector once, then narrow stage by stage.
   Scratch& s = TlsScratch();
   std::vector<uint64_t> ids(cands.size());
   for (size_t i = 0; i < cands.size(); ++i) ids[i] = cands[i].id;
   UnpinOnExit unpin(&s);
-  const size_t rd = static_cast<size_t>(rerank_dims);
-  s.matrix.resize(ids.size() * rd);
-  std::vector<uint32_t> rows;  // surviving candidates: row in s.matrix
+  Gathered g;
+  MRL_RETURN_IF_ERROR(Gather(c, ids, &s, &g));
+  std::vector<uint32_t> rows;  // surviving candidates: their position in ids
   rows.reserve(ids.size());
-  MRL_RETURN_IF_ERROR(ForEachStored(c, ids, &s, [&](size_t i, const char* blob) {
-    c.codec.DecodeBlobPrefix(blob, rerank_dims, &s.matrix[i * rd]);
-    rows.push_back(static_cast<uint32_t>(i));
-  }));
+  for (size_t i = 0; i < ids.size(); ++i) {
+    if (g.blob[i] != nullptr) rows.push_back(static_cast<uint32_t>(i));
+  }
   std::vector<uint32_t> next_rows;
   for (size_t st = 1; st < stages.size(); ++st) {
     const size_t d = static_cast<size_t>(stages[st].dims);
     s.query.assign(query.begin(), query.begin() + d);
     PrepareForMetric(c.spec.metric, s.query.data(), d);
-    s.vec.resize(d);
     TopK top;
     top.Reset(static_cast<size_t>(stages[st].k), &s.heap);
     for (uint32_t r : rows) {
-      std::copy_n(&s.matrix[r * rd], d, s.vec.data());
-      PrepareForMetric(c.spec.metric, s.vec.data(), d);
-      // The heap carries the row; ids are restored below.
-      top.Push(r, ScorePrepared(c.spec.metric, s.query.data(), s.vec.data(), d));
+      // The heap carries the position; ids are restored below.
+      top.Push(r, ScoreBlob(c, s.query.data(), g.blob[r], d, &s));
     }
     top.Finish();
     next_rows.clear();

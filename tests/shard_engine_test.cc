@@ -58,6 +58,36 @@ TEST(VectorKernels, HalfCodecIsExactAndMatchesScalarPath) {
   EXPECT_EQ(HalfToFloat(0x0001), std::ldexp(1.0f, -24));
 }
 
+// The in-place fp16 scoring kernels against a double-precision reference on the decoded values,
+// at lengths that exercise the vector body and the scalar tail, from an odd address.
+TEST(VectorKernels, HalfDotNormAndL2MatchADoubleReference) {
+  std::mt19937 rng(3);
+  std::normal_distribution<float> g(0, 1);
+  for (size_t n : {1u, 7u, 15u, 16u, 17u, 100u, 2048u}) {
+    std::vector<float> q(n), x(n);
+    for (size_t i = 0; i < n; ++i) {
+      q[i] = g(rng);
+      x[i] = g(rng);
+    }
+    std::vector<unsigned char> enc(2 * n + 1);
+    EncodeHalf(x.data(), n, enc.data() + 1);
+    std::vector<float> xd(n);
+    DecodeHalf(enc.data() + 1, n, xd.data());
+    double dot = 0, xx = 0, l2 = 0;
+    for (size_t i = 0; i < n; ++i) {
+      dot += double(q[i]) * xd[i];
+      xx += double(xd[i]) * xd[i];
+      l2 += (double(q[i]) - xd[i]) * (double(q[i]) - xd[i]);
+    }
+    float got_dot = -1, got_xx = -1;
+    HalfDotAndNorm(q.data(), enc.data() + 1, n, &got_dot, &got_xx);
+    const double tol = 1e-5 * (1.0 + std::sqrt(double(n)) * 4);
+    EXPECT_NEAR(got_dot, dot, tol * (1 + std::fabs(dot))) << "n=" << n << " " << HalfKernelName();
+    EXPECT_NEAR(got_xx, xx, tol * (1 + xx)) << "n=" << n;
+    EXPECT_NEAR(HalfL2Sq(q.data(), enc.data() + 1, n), l2, tol * (1 + l2)) << "n=" << n;
+  }
+}
+
 TEST(VectorKernels, Int8RoundTripWithinHalfStep) {
   std::vector<float> in = {0.5f, -1.27f, 0.0f, 1.0f, -0.01f};
   std::vector<int8_t> q(in.size());
