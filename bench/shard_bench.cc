@@ -87,6 +87,7 @@ struct Row {
   double recall = 0, map = -1, qps = 0, p50_ms = 0, p99_ms = 0;
   std::string note;
   int run_order = 0;  // position in the (shuffled) order the rows were measured in
+  int32_t ds = 0;     // engine rows: the shortlist's dims (whose index the plan uses)
 };
 
 struct Eval {
@@ -357,6 +358,7 @@ int main(int argc, char** argv) {
           out->clear();
           for (const auto& c : *r) out->push_back(static_cast<int64_t>(c.id));
         }));
+    rows.back().ds = stages.front().dims;
   };
   const int32_t K = *std::max_element(Ks.begin(), Ks.end());
   // The Ds x K grid runs in a shuffled order (seeded, recorded): no cell always runs first, on a
@@ -401,6 +403,7 @@ int main(int argc, char** argv) {
           out->clear();
           for (const auto& c : *rr) out->push_back(static_cast<int64_t>(c.id));
         }));
+    rows.back().ds = ds;
     // Funnel: dims double from Ds, K halves from K; the last stage is full d with k.
     std::vector<SearchStage> funnel;
     int32_t kk = K;
@@ -518,6 +521,54 @@ int main(int argc, char** argv) {
                            }));
   }
 
+  // ---- the issue 13 comparison: the fastest engine plan at recall@10 >= 0.95 against hnswlib
+  // full d at its cheapest ef reaching it (QPS), their resident index RAM and build time ----------
+  const Row* best = nullptr;
+  const Row* hnsw_best = nullptr;
+  for (const Row& r : rows) {
+    if (r.method.rfind("shard engine", 0) == 0 && r.recall >= 0.95 && (!best || r.qps > best->qps)) {
+      best = &r;
+    }
+    if (r.method == "hnswlib HNSW, full d" && r.plan == "ef=" + std::to_string(cheapest_ef)) {
+      hnsw_best = &r;
+    }
+  }
+  const EngineStats::Collection& cstats = stats.collections.at(0);
+  nlohmann::json summary;
+  if (best) {
+    // RAM and build time of the plan's index built alone with capacity N, like hnswlib full d
+    // below (the engine's live index grows by doubling: its slack is reported beside).
+    double low_ram = -1, low_build = -1, live_ram = -1;
+    for (const auto& ix : cstats.indexes) {
+      if (ix.dims == best->ds) live_ram = static_cast<double>(ix.memory_bytes) / n;
+    }
+    for (const auto& b : low_builds) {
+      if (b.ds == best->ds) {
+        low_build = b.seconds;
+        low_ram = b.bytes_per_vector;
+      }
+    }
+    summary["best_engine_plan"] = {{"method", best->method}, {"plan", best->plan},
+                                   {"recall_at_10", best->recall}, {"qps", best->qps},
+                                   {"p50_ms", best->p50_ms}, {"p99_ms", best->p99_ms},
+                                   {"shortlist_dims", best->ds},
+                                   {"index_ram_bytes_per_vector", low_ram},
+                                   {"index_build_s", low_build},
+                                   {"live_engine_index_ram_bytes_per_vector", live_ram}};
+    if (hnsw_best) {
+      summary["hnswlib_full_d"] = {{"ef", cheapest_ef}, {"recall_at_10", hnsw_best->recall},
+                                   {"qps", hnsw_best->qps}, {"p50_ms", hnsw_best->p50_ms},
+                                   {"ram_bytes_per_vector", hnsw_mem}, {"build_s", hnsw_build_s}};
+      summary["qps_ratio"] = best->qps / hnsw_best->qps;
+      summary["ram_ratio_hnsw_over_engine_index"] = low_ram > 0 ? hnsw_mem / low_ram : -1.0;
+      summary["build_ratio_hnsw_over_engine_index"] = low_build > 0 ? hnsw_build_s / low_build : -1.0;
+    }
+    summary["rows_file"] = {
+        {"disk_bytes_per_vector", static_cast<double>(cstats.rows.file_bytes) / n},
+        {"page_cache_bytes_per_vector_at_reopen", static_cast<double>(cstats.rows.resident_bytes) / n},
+        {"id_table_ram_bytes_per_vector", static_cast<double>(cstats.rows.table_bytes) / n}};
+  }
+
   // ---- report --------------------------------------------------------------------------------
   std::printf(
       "\n## shard_bench: N=%lld, d=%lld, %lld queries, k=%d (cosine; engine stores fp16)\n\n",
@@ -574,6 +625,25 @@ int main(int argc, char** argv) {
               mmap_reads ? "on" : "off");
   std::printf("\nbuild threads: %d; kernels: %s, %s; queries single-threaded.\n", threads,
               DistanceKernelName(), HalfKernelName());
+  if (best) {
+    std::printf("\nfastest engine plan at recall@10 >= 0.95: %s, %s: recall %.4f, %.0f QPS, p50 %.3f ms, "
+                "p99 %.3f ms; its Ds=%d index %.0f B/vector, built alone in %.1f s\n",
+                best->method.c_str(), best->plan.c_str(), best->recall, best->qps, best->p50_ms,
+                best->p99_ms, best->ds, summary["best_engine_plan"]["index_ram_bytes_per_vector"].get<double>(),
+                summary["best_engine_plan"]["index_build_s"].get<double>());
+    if (hnsw_best) {
+      std::printf("hnswlib full d at its cheapest ef reaching 0.95 (ef=%d): recall %.4f, %.0f QPS, "
+                  "%.0f B/vector, built in %.1f s\n",
+                  cheapest_ef, hnsw_best->recall, hnsw_best->qps, hnsw_mem, hnsw_build_s);
+      std::printf("ratios (targets: QPS >= 2, RAM >= 30, build >= 10): QPS %.2fx, index RAM %.1fx "
+                  "smaller, build %.1fx faster\n",
+                  summary["qps_ratio"].get<double>(),
+                  summary["ram_ratio_hnsw_over_engine_index"].get<double>(),
+                  summary["build_ratio_hnsw_over_engine_index"].get<double>());
+    }
+  } else {
+    std::printf("\nno engine plan reached recall@10 >= 0.95\n");
+  }
   std::printf("reproduce: `%s`\n", command.c_str());
   std::printf("%s\n", ProvenanceLine(stamp).c_str());
   if (!json_out.empty()) {
@@ -621,6 +691,7 @@ int main(int argc, char** argv) {
                         {"ef_construction", ef_construction}, {"cheapest_ef_recall_095", cheapest_ef}};
     }
     j["faiss_flat"] = {{"build_s", faiss_build_s}, {"ram_bytes_per_vector", 4.0 * d}};
+    j["summary"] = summary;
     std::ofstream out(json_out);
     out << j.dump(1) << "\n";
     if (!out) Die("cannot write " + json_out);
