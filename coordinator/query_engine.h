@@ -2,9 +2,10 @@
 // healthy replica of every group concurrently -> global top-K merge -> each later stage's
 // Rerank(q[:D], ids) sent to the shards that own the candidates -> merge -> top-k. Or, in
 // one-trip mode, Search (shortlist + rerank on each shard) to every group and one merge.
-// A failed call is retried once on another replica of the same group; with none left the
-// answer is partial and says which fraction of buckets it covers. Every call carries what is
-// left of the query's deadline.
+// Each stage's calls go out at once and complete through callbacks (coordinator/fan_out.h, no
+// thread per call); a failed call moves to the next healthy replica of the same group; with
+// none left, or at the deadline, the answer is partial (what arrived is kept) and says which
+// fraction of buckets it covers. Every call carries what is left of the query's deadline.
 #pragma once
 
 #include <atomic>
@@ -15,7 +16,7 @@
 #include "common/status.h"
 #include "coordinator/query_plan.h"
 #include "coordinator/shard_map.h"
-#include "coordinator/shard_pool.h"
+#include "coordinator/fan_out.h"
 
 namespace mrl::coord {
 
@@ -39,14 +40,14 @@ struct SearchOutcome {
 
 class QueryEngine {
  public:
-  explicit QueryEngine(ShardPool& pool) : pool_(pool) {}
+  explicit QueryEngine(ShardChannels& channels) : channels_(channels) {}
 
   // Fails only for a bad request (what any shard rejects as InvalidArgument / NotFound /
   // OutOfRange), when no shard at all answered, or when the deadline passed.
   Result<SearchOutcome> Search(const ShardMap& map, const SearchSpec& spec);
 
  private:
-  ShardPool& pool_;
+  ShardChannels& channels_;
   std::atomic<uint64_t> rotation_{0};
 };
 

@@ -18,6 +18,26 @@ void ShardPool::AddLocked(const ShardInfo& info) {
   }
 }
 
+ShardPool::~ShardPool() {
+  std::map<std::string, Entry> doomed;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    closing_ = true;
+    doomed.swap(entries_);
+  }
+  doomed.clear();  // each client fails its calls in flight: their callbacks find closing_
+}
+
+void ShardPool::Call(const std::string& shard, wire::MessageType type, std::vector<uint8_t> body,
+                     uint32_t deadline_ms, rpc::RpcClient::Callback done) {
+  rpc::RpcClient* client = Client(shard);
+  if (client == nullptr) {
+    done(Status::Unavailable("no connection to shard '" + shard + "'"));
+    return;
+  }
+  client->CallAsync(type, std::move(body), deadline_ms, std::move(done));
+}
+
 void ShardPool::Sync(const ShardMap& map) {
   std::lock_guard<std::mutex> lock(mu_);
   for (const auto& [id, info] : map.shards()) AddLocked(info);
@@ -55,6 +75,7 @@ void ShardPool::Report(const std::string& shard, const Status& status) {
   const bool gone = status.code() == Status::Code::kUnavailable ||
                     status.code() == Status::Code::kDeadlineExceeded;
   std::lock_guard<std::mutex> lock(mu_);
+  if (closing_) return;
   auto it = entries_.find(shard);
   if (it == entries_.end()) return;
   if (gone) {

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "coordinator/fan_out.h"
 #include "coordinator/shard_map.h"
 #include "rpc/client.h"
 
@@ -30,9 +31,12 @@ struct PoolOptions {
   uint32_t max_in_flight_per_connection = 256;
 };
 
-class ShardPool {
+class ShardPool : public ShardChannels {
  public:
   explicit ShardPool(PoolOptions options) : options_(std::move(options)) {}
+  // Closes every connection; calls still in flight complete with Unavailable, and their
+  // callbacks may still Report (ignored from here on).
+  ~ShardPool() override;
 
   // Creates clients for shards of `map` not yet known (addresses are fixed per shard id) and
   // stamps every client's later requests with the map's epoch.
@@ -43,10 +47,13 @@ class ShardPool {
   // REQUIRES: Sync saw `shard`. The next of the shard's connections (round-robin); it outlives
   // the pool's use of it.
   rpc::RpcClient* Client(const std::string& shard);
-  bool Healthy(const std::string& shard);
+  bool Healthy(const std::string& shard) override;
   // Records the outcome of a call: failures that mean "the shard is gone" mark it down; an
   // InsufficientStorage answer (its disk is above the watermark) marks it as refusing writes.
-  void Report(const std::string& shard, const Status& status);
+  void Report(const std::string& shard, const Status& status) override;
+  // On the next of the shard's connections; Unavailable at once for a shard Sync never saw.
+  void Call(const std::string& shard, wire::MessageType type, std::vector<uint8_t> body,
+            uint32_t deadline_ms, rpc::RpcClient::Callback done) override;
   // The shard's last InsufficientStorage answer while it is recent (retry_after_ms): a write
   // touching it is refused before anything of the batch is sent. Ok otherwise.
   Status WriteRefusal(const std::string& shard);
@@ -64,6 +71,7 @@ class ShardPool {
   PoolOptions options_;
   std::mutex mu_;
   std::map<std::string, Entry> entries_;
+  bool closing_ = false;  // guarded by mu_: set by the destructor
 };
 
 }  // namespace mrl::coord

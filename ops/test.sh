@@ -132,7 +132,7 @@ if want release; then
   # allow-list without a GPU).
   if [ -x build/tests/nccl_test ]; then NCCL_SUITE=",nccl_test"; fi
   phase "tests (release)" run_ctest build 900 \
-    "common_test,trainer_test,shards_test,shard_engine_test,wire_test,shard_server_test,coordinator_test,coordinator_e2e_test,rebalance_e2e_test,mrlctl_test,disk_full_test,meta_store_test,cluster_state_test,meta_cluster_test$NCCL_SUITE"
+    "common_test,trainer_test,shards_test,shard_engine_test,wire_test,shard_server_test,coordinator_test,fan_out_test,coordinator_e2e_test,rebalance_e2e_test,mrlctl_test,disk_full_test,meta_store_test,cluster_state_test,meta_cluster_test$NCCL_SUITE"
 fi
 
 if want asan; then
@@ -148,7 +148,7 @@ if want asan; then
   # they would re-run, a process start each, the resume code the other rebalance cases here
   # already run (CI time again).
   phase "tests (asan+ubsan)" san_ctest build-asan 1800 \
-    "common_test,trainer_test,shards_test,shard_engine_test,wire_test,shard_server_test,coordinator_test,coordinator_e2e_test,rebalance_e2e_test,mrlctl_test,disk_full_test,meta_store_test,cluster_state_test,meta_cluster_test" \
+    "common_test,trainer_test,shards_test,shard_engine_test,wire_test,shard_server_test,coordinator_test,fan_out_test,coordinator_e2e_test,rebalance_e2e_test,mrlctl_test,disk_full_test,meta_store_test,cluster_state_test,meta_cluster_test" \
     -E '^(MetaCluster\.AllEtcdMembersDown|Shards/MoveCrash\.|Coordinator/MoveCrash\.)'
 fi
 
@@ -160,12 +160,12 @@ if want tsan; then
   # clang, so that hnswlib's headers can be left uninstrumented (.ci/tsan-ignorelist.txt; GCC
   # has no ignore-list); RocksDB linked shared (shard/CMakeLists.txt) for
   # ignore_noninstrumented_modules.
-  phase "build (tsan)" env MRL_BUILD_TARGETS="wire_test shard_server_test coordinator_e2e_test rebalance_e2e_test shard_engine_test meta_store_test cluster_state_test" \
+  phase "build (tsan)" env MRL_BUILD_TARGETS="wire_test shard_server_test fan_out_test coordinator_e2e_test rebalance_e2e_test shard_engine_test meta_store_test cluster_state_test" \
     bash ops/build.sh build-tsan -DMRL_TSAN=ON -DMRL_BUILD_TRAINER=OFF -DCMAKE_CXX_COMPILER=clang++-14 \
     -DCMAKE_BUILD_TYPE=RelWithDebInfo "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O2 -g1" -DMRL_BUILD_BENCH=OFF \
     "-DCMAKE_CXX_FLAGS=-fsanitize-ignorelist=$ROOT/.ci/tsan-ignorelist.txt"
-  phase "tests (tsan)" san_ctest build-tsan 900 "wire_test,shard_server_test,coordinator_e2e_test,rebalance_e2e_test,shard_engine_test,meta_store_test,cluster_state_test" \
-    -R '^(Backends/StoreTest\.|Backends/BothStores\.|ClusterStateEtcd\.|LeasedKey\.|ClientTest\.|RpcServerTest\.|ShardServerTest\.(ManyPipelined|SigtermFinishes|MalformedFrames|DeadlineExceeded|AFlood|ConnectionsBeyond|ClientReconnects)|CoordinatorE2E\.(ExactAdaptive|ReplicationTwo|BinaryApi|ShardsRefuseAStaleMapEpoch)|RebalanceE2E\.|ReplicaE2E\.|Coordinator/MoveCrash\.|ShardEngine\.Concurrency\.)'
+  phase "tests (tsan)" san_ctest build-tsan 900 "wire_test,shard_server_test,fan_out_test,coordinator_e2e_test,rebalance_e2e_test,shard_engine_test,meta_store_test,cluster_state_test" \
+    -R '^(FanOut|Backends/StoreTest\.|Backends/BothStores\.|ClusterStateEtcd\.|LeasedKey\.|ClientTest\.|RpcServerTest\.|ShardServerTest\.(ManyPipelined|SigtermFinishes|MalformedFrames|DeadlineExceeded|AFlood|ConnectionsBeyond|ClientReconnects)|CoordinatorE2E\.(ExactAdaptive|ReplicationTwo|BinaryApi|ShardsRefuseAStaleMapEpoch)|RebalanceE2E\.|ReplicaE2E\.|Coordinator/MoveCrash\.|ShardEngine\.Concurrency\.)'
 fi
 
 if want fuzz; then
