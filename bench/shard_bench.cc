@@ -100,10 +100,13 @@ struct Eval {
 // Runs `search(qi, out)` for every query, single-threaded: a warm-up pass over the first queries,
 // then the timed pass, which only stores the answers; they are scored afterwards with
 // common/retrieval_metrics.h (recall@k against the exact truth, the paper's mAP@k by label).
+// `before_timing` (if any) runs between the two passes (e.g. evicting the rows file).
 Row Measure(const std::string& method, const std::string& plan, size_t nq, const Eval& ev,
-            const std::function<void(size_t, std::vector<int64_t>*)>& search) {
+            const std::function<void(size_t, std::vector<int64_t>*)>& search,
+            const std::function<void()>& before_timing = nullptr) {
   std::vector<int64_t> got;
   for (size_t qi = 0; qi < std::min<size_t>(nq, 50); ++qi) search(qi, &got);  // warm-up
+  if (before_timing) before_timing();
   std::vector<double> lat(nq);
   std::vector<std::vector<int64_t>> answers(nq);
   const auto t0 = Clock::now();
@@ -153,7 +156,7 @@ int main(int argc, char** argv) {
   std::vector<int32_t> ef_sweep = {10, 20, 40, 80, 160, 320, 640};
   size_t max_queries = 1000;
   bool skip_hnsw_full = false, no_sync = false, keep = false, reuse = false, mmap_reads = false,
-       compare_mmap = false, rocksdb_rerank = false, compare_rerank = false;
+       compare_mmap = false, rocksdb_rerank = false, compare_rerank = false, cold = false;
   int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   app.add_option("--make-synthetic", synthetic_dir, "write db/queries/labels .npy here and exit");
   app.add_option("--n", syn_n, "synthetic: database size");
@@ -185,6 +188,9 @@ int main(int argc, char** argv) {
   app.add_flag("--compare-mmap", compare_mmap, "rerun the Ds x K grid with the other read path");
   app.add_flag("--rocksdb-rerank", rocksdb_rerank,
                "rerank from RocksDB lookups instead of the engine's rows file");
+  app.add_flag("--cold", cold,
+               "also run the Ds x K grid on a cold rows file (evicted from the page cache before "
+               "each cell), without and with readahead of a rerank's rows");
   app.add_flag("--compare-rerank", compare_rerank,
                "rerun the Ds x K grid reranking from the other source (rows file / RocksDB)");
   std::string json_out;
@@ -349,6 +355,7 @@ int main(int argc, char** argv) {
     return std::string(eo.rerank_rows ? "rows-file rerank" : "RocksDB rerank");
   };
   std::string method = "shard engine (one trip, " + rerank_name() + ")";
+  std::function<void()> before_timing;  // between each plan's warm-up and its timed pass
   auto run_search = [&](const std::string& plan, std::vector<SearchStage> stages, bool exact) {
     rows.push_back(
         Measure(method, plan, nq, ev, [&](size_t qi, std::vector<int64_t>* out) {
@@ -357,7 +364,7 @@ int main(int argc, char** argv) {
           if (!r.ok()) Die(r.status().ToString());
           out->clear();
           for (const auto& c : *r) out->push_back(static_cast<int64_t>(c.id));
-        }));
+        }, before_timing));
     rows.back().ds = stages.front().dims;
   };
   const int32_t K = *std::max_element(Ks.begin(), Ks.end());
@@ -450,6 +457,31 @@ int main(int argc, char** argv) {
                             static_cast<double>(index->memory_bytes()) / n});
       std::fprintf(stderr, "  built HNSW Ds=%d alone in %.1f s\n", ds, low_builds.back().seconds);
     }
+  }
+
+  // ---- the grid on a cold rows file: evicted from the page cache after each cell's warm-up,
+  // right before its timed pass, without and with readahead of a rerank's rows --------------
+  if (cold && eo.rerank_rows) {
+    for (bool readahead : {false, true}) {
+      engine.reset();
+      eo.rows_readahead = readahead;
+      opened = Engine::Open(eo);
+      if (!opened.ok()) Die(opened.status().ToString());
+      engine = std::move(opened.value());
+      method = std::string("shard engine (one trip, rows-file rerank, cold rows") +
+               (readahead ? ", readahead)" : ")");
+      before_timing = [&] {
+        if (Status st = engine->EvictRows("bench"); !st.ok()) Die(st.ToString());
+      };
+      run_grid();
+      before_timing = nullptr;
+    }
+    eo.rows_readahead = false;
+    engine.reset();
+    opened = Engine::Open(eo);
+    if (!opened.ok()) Die(opened.status().ToString());
+    engine = std::move(opened.value());
+    method = "shard engine (one trip, " + rerank_name() + ")";
   }
 
   // ---- the same grid reranking from the other source (rows file vs RocksDB lookups) ----------

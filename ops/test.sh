@@ -107,6 +107,17 @@ san_ctest() {  # san_ctest BUILD_DIR ...: run_ctest with the sanitizer options, 
   check_reports "$1" || rc=1
   return "$rc"
 }
+# run_ctest with the tests' temporary directories (data dirs, etcd members, daemon logs: a few GB
+# per run) under BUILD_DIR/test-tmp instead of /tmp; removed when every test passed, kept for
+# the logs when one failed.
+release_ctest() {  # release_ctest BUILD_DIR TIMEOUT REQUIRED [ctest args...]
+  local tmp="$ROOT/$1/test-tmp" rc=0
+  rm -rf "$tmp"
+  mkdir -p "$tmp"
+  TMPDIR="$tmp" run_ctest "$@" || rc=$?
+  if [ "$rc" -eq 0 ]; then rm -rf "$tmp"; fi
+  return "$rc"
+}
 run_ctest() {  # run_ctest BUILD_DIR TIMEOUT REQUIRED [ctest args...]
   local dir=$1 timeout=$2 required=$3
   shift 3
@@ -131,7 +142,7 @@ if want release; then
   # Built where the CUDA toolkit and NCCL are found (it then must run, and skips only per the
   # allow-list without a GPU).
   if [ -x build/tests/nccl_test ]; then NCCL_SUITE=",nccl_test"; fi
-  phase "tests (release)" run_ctest build 900 \
+  phase "tests (release)" release_ctest build 900 \
     "common_test,trainer_test,shards_test,shard_engine_test,wire_test,shard_server_test,coordinator_test,fan_out_test,coordinator_e2e_test,rebalance_e2e_test,mrlctl_test,disk_full_test,meta_store_test,cluster_state_test,meta_cluster_test$NCCL_SUITE"
 fi
 

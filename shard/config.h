@@ -21,6 +21,7 @@ namespace mrl::shard {
   X(bool, sync_writes, true, "fsync the WAL before acknowledging a write")                     \
   X(bool, mmap_reads, false, "read RocksDB files through mmap (read-heavy, data in page cache)")\
   X(bool, rerank_rows, true, "rerank from a memory-mapped rows file, not RocksDB lookups")    \
+  X(bool, rows_readahead, false, "read a rerank's rows concurrently (cold rows file on disk)")  \
   X(std::string, auth_secret_file, "", "file holding the shared secret peers must present")    \
   X(uint32_t, max_frame_bytes, 64u << 20, "largest accepted frame body")                       \
   X(uint32_t, max_in_flight_per_connection, 64, "stop reading a connection beyond this")       \

@@ -242,6 +242,12 @@ Status EngineImpl::Checkpoint() {
   return Status::Ok();
 }
 
+Status EngineImpl::EvictRows(const std::string& collection) {
+  auto c = Find(collection);
+  if (!c.ok()) return c.status();
+  return c.value()->rows ? c.value()->rows->Evict() : Status::Ok();
+}
+
 Result<std::shared_ptr<CollectionState>> EngineImpl::Find(const std::string& name) const {
   std::shared_lock lock(mu_);
   auto it = collections_.find(name);

@@ -143,6 +143,10 @@ struct EngineOptions {
   // Rerank (and Search's later stages) read full vectors from a memory-mapped rows file
   // (shard/row_store.h) instead of one RocksDB lookup per candidate; off: RocksDB only.
   bool rerank_rows = true;
+  // Before scoring a rerank's rows, ask the kernel to read them all (madvise WILLNEED): on a
+  // cold rows file the reads then run concurrently instead of one page fault at a time; on a
+  // warm one it costs a system call per candidate.
+  bool rows_readahead = false;
   int threads = 0;                // for index builds; 0 = hardware concurrency
   int32_t max_k = 10000;          // limits that bound one request's work
   int32_t max_batch = 10000;      // points per Upsert/Delete/Get, ids per Rerank
@@ -230,6 +234,9 @@ class Engine {
   // Flushes RocksDB and persists every index with the sequence number it reflects. Called by
   // graceful shutdown; safe to call at any time.
   virtual Status Checkpoint() = 0;
+  // Drops the collection's rerank rows from the page cache (cold-store measurements: the next
+  // reranks read them from disk). NotFound for an unknown collection; Ok without rows.
+  virtual Status EvictRows(const std::string& collection) = 0;
 };
 
 }  // namespace mrl::shard

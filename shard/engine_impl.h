@@ -218,6 +218,8 @@ class EngineImpl final : public Engine {
 
   Status Checkpoint() override;
 
+  Status EvictRows(const std::string& collection) override;
+
  private:
   Result<std::shared_ptr<CollectionState>> Find(const std::string& name) const;
 
@@ -248,7 +250,9 @@ class EngineImpl final : public Engine {
     if (c.rows && c.rows_ok.load(std::memory_order_acquire)) {
       out->rows.emplace(*c.rows);
       for (size_t i = 0; i < ids.size(); ++i) {
-        out->blob[i] = reinterpret_cast<const char*>(out->rows->Find(ids[i]));
+        const uint8_t* row = out->rows->Find(ids[i]);
+        if (row != nullptr && options_.rows_readahead) out->rows->Prefetch(row);
+        out->blob[i] = reinterpret_cast<const char*>(row);
       }
       return Status::Ok();
     }

@@ -86,6 +86,7 @@ int Run(int argc, char** argv) {
   eo.sync_writes = cfg.sync_writes;
   eo.mmap_reads = cfg.mmap_reads;
   eo.rerank_rows = cfg.rerank_rows;
+  eo.rows_readahead = cfg.rows_readahead;
   eo.threads = cfg.threads;
   eo.max_k = cfg.max_k;
   eo.max_batch = cfg.max_batch;

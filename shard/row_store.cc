@@ -253,6 +253,29 @@ uint64_t RowStore::table_bytes() const {
          row_of_.bucket_count() * sizeof(void*);
 }
 
+void RowStore::Prefetch(const uint8_t* row) const {
+  static const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const uintptr_t start = reinterpret_cast<uintptr_t>(row) & ~(page - 1);
+  const uintptr_t end = reinterpret_cast<uintptr_t>(row) + blob_bytes_;
+  ::madvise(reinterpret_cast<void*>(start), end - start, MADV_WILLNEED);
+}
+
+Status RowStore::Evict() {
+  std::unique_lock lock(mu_);
+  if (base_ == nullptr) return Status::Ok();
+  if (::fdatasync(fd_) != 0) return Status::IoError(Errno("syncing '" + rows_path_ + "'"));
+  if (::madvise(base_, capacity_ * row_bytes_, MADV_DONTNEED) != 0) {
+    return Status::IoError(Errno("madvise DONTNEED on '" + rows_path_ + "'"));
+  }
+  const int rc = ::posix_fadvise(fd_, 0, 0, POSIX_FADV_DONTNEED);
+  if (rc != 0) {
+    errno = rc;
+    return Status::IoError(Errno("fadvise DONTNEED on '" + rows_path_ + "'"));
+  }
+  ::madvise(base_, capacity_ * row_bytes_, MADV_RANDOM);
+  return Status::Ok();
+}
+
 uint64_t RowStore::resident_bytes() const {
   std::shared_lock lock(mu_);
   if (base_ == nullptr) return 0;

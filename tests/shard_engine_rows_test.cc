@@ -265,6 +265,34 @@ TEST(Rows, RowsAheadOfRocksDbAreNotTrusted) {
   ExpectSame(rows, RerankAll(*plain, universe, q), "rows vs RocksDB after RocksDB lost writes");
 }
 
+// Evicted from the page cache (cold-store measurements), with and without readahead of a
+// rerank's rows: the same answers; the eviction leaves (almost) nothing of the file resident.
+TEST(Rows, EvictedRowsAndReadaheadAnswerTheSame) {
+  const std::string dir = TempDir("rows_evict");
+  const uint64_t universe = 3000;
+  const auto q = Clustered(1, kDim, 16);
+  std::vector<Candidate> warm;
+  {
+    auto e = OpenOrDie(RowsOptions(dir, true));
+    ASSERT_TRUE(e);
+    Create(*e, StorageType::kFp16);
+    UpsertAll(*e, "c", Clustered(universe, kDim, 17), universe);
+    ASSERT_TRUE(e->Checkpoint().ok());
+    warm = RerankAll(*e, universe, q);
+    EXPECT_GE(FindStats(e->Stats(), "c")->rows.resident_bytes, universe * 2 * kDim);
+    ASSERT_TRUE(e->EvictRows("c").ok());
+    EXPECT_LT(FindStats(e->Stats(), "c")->rows.resident_bytes, universe * 64);
+    ExpectSame(warm, RerankAll(*e, universe, q), "after eviction");
+    EXPECT_EQ(e->EvictRows("nope").code(), Status::Code::kNotFound);
+  }
+  EngineOptions o = RowsOptions(dir, true);
+  o.rows_readahead = true;
+  auto e = OpenOrDie(o);
+  ASSERT_TRUE(e);
+  ASSERT_TRUE(e->EvictRows("c").ok());
+  ExpectSame(warm, RerankAll(*e, universe, q), "readahead");
+}
+
 // Searches read the rows too: the same answers as with reads from RocksDB.
 TEST(Rows, StagedSearchAnswersAsFromRocksDb) {
   const std::string dir = TempDir("rows_search");
