@@ -28,7 +28,8 @@ std::string BudgetsToJson(const std::map<std::string, QueryPlan>& budgets) {
   for (const auto& [name, p] : budgets) {
     json stages = json::array();
     for (const Stage& s : p.stages) stages.push_back({s.dims, s.k});
-    out[name] = {{"name", p.name}, {"stages", stages}, {"ef", p.ef}, {"exact", p.exact}};
+    out[name] = {{"name", p.name}, {"stages", stages}, {"ef", p.ef}, {"exact", p.exact},
+                 {"one_trip", p.one_trip}};
   }
   return out.dump();
 }
@@ -49,6 +50,7 @@ Result<std::map<std::string, QueryPlan>> BudgetsFromJson(const std::string& text
       if (plan.stages.empty()) return Status::Corruption("budget '" + name + "': no stages");
       plan.ef = p.at("ef").get<int32_t>();
       plan.exact = p.at("exact").get<bool>();
+      plan.one_trip = p.value("one_trip", false);  // absent in budgets stored before it
       out.emplace(name, std::move(plan));
     }
   } catch (const json::exception& e) {

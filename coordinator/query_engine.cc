@@ -44,6 +44,7 @@ Result<SearchOutcome> QueryEngine::Search(const ShardMap& map, const SearchSpec&
     }
   }
   const size_t n = spec.queries.size() / static_cast<size_t>(spec.dims);
+  const bool one_trip = spec.one_trip || spec.plan.one_trip;
   auto route_or = map.RouteQuery(
       spec.collection, [&](const std::string& s) { return channels_.Healthy(s); }, rotation_++);
   if (!route_or.ok()) return route_or.status();
@@ -70,14 +71,14 @@ Result<SearchOutcome> QueryEngine::Search(const ShardMap& map, const SearchSpec&
 
   // ---- Stage 0 (or the whole plan, one-trip) on every group, concurrently -----------------
   const Stage& first = spec.plan.stages.front();
-  const int32_t qdims = spec.one_trip ? spec.plan.stages.back().dims : first.dims;
+  const int32_t qdims = one_trip ? spec.plan.stages.back().dims : first.dims;
   int32_t max_dims = 0;
   for (const Stage& s : spec.plan.stages) max_dims = std::max(max_dims, s.dims);
-  const std::vector<float> q0 = Prefix(spec.queries, spec.dims, spec.one_trip ? max_dims : qdims);
+  const std::vector<float> q0 = Prefix(spec.queries, spec.dims, one_trip ? max_dims : qdims);
 
   std::vector<uint8_t> body0;
   wire::MessageType type0;
-  if (spec.one_trip) {
+  if (one_trip) {
     wire::SearchRequestT req;
     req.collection = spec.collection;
     req.dims = max_dims;
@@ -105,7 +106,7 @@ Result<SearchOutcome> QueryEngine::Search(const ShardMap& map, const SearchSpec&
   // With later stages to run, stage 0 stops waiting a little before the deadline: a silent
   // group must not eat the time the answering groups' candidates need to be reranked.
   const auto reserve = std::chrono::milliseconds(
-      spec.one_trip || spec.plan.stages.size() == 1 ? 0 : std::min<uint32_t>(spec.deadline_ms / 3, 50));
+      one_trip || spec.plan.stages.size() == 1 ? 0 : std::min<uint32_t>(spec.deadline_ms / 3, 50));
   std::vector<FanOutReply> answers = FanOut(channels_, std::move(targets0), deadline - reserve);
 
   // Merge stage 0; remember which target owns each candidate. A candidate counts only from the
@@ -145,7 +146,7 @@ Result<SearchOutcome> QueryEngine::Search(const ShardMap& map, const SearchSpec&
     return Status::Unavailable("no shard of collection '" + spec.collection + "' is reachable");
   }
   std::vector<std::vector<ScoredId>> current(n);
-  const int32_t keep0 = spec.one_trip ? spec.plan.stages.back().k : first.k;
+  const int32_t keep0 = one_trip ? spec.plan.stages.back().k : first.k;
   for (size_t i = 0; i < n; ++i) {
     current[i] = MergeTopK(per_query[i], static_cast<size_t>(keep0));
     out.candidates += current[i].size();
@@ -154,7 +155,7 @@ Result<SearchOutcome> QueryEngine::Search(const ShardMap& map, const SearchSpec&
 
   // ---- Later stages: rerank each candidate on the shard that owns it ---------------------
   const auto rerank_start = Clock::now();
-  if (!spec.one_trip) {
+  if (!one_trip) {
     for (size_t s = 1; s < spec.plan.stages.size(); ++s) {
       const Stage& stage = spec.plan.stages[s];
       const std::vector<float> qs = Prefix(spec.queries, spec.dims, stage.dims);

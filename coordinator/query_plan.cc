@@ -160,6 +160,9 @@ Result<QueryPlan> ResolvePlan(const PlanRequest& r, const CollectionSpec& spec,
     plan = ExactPlan(spec.dim, r.k);
   } else if (!r.funnel.empty()) {
     plan = FunnelPlan(r.funnel, r.k, spec.nesting);
+  } else if (r.shortlist_dims == 0 && r.shortlist_k == 0 && r.rerank_dims == 0 &&
+             (plan = budget_plan("balanced")).ok()) {
+    // No plan named: the calibrated balanced budget.
   } else {
     const int32_t default_ds = spec.indexes.empty() ? spec.nesting.front() : spec.indexes.front().dims;
     const int32_t ds = r.shortlist_dims ? r.shortlist_dims : default_ds;
@@ -186,6 +189,13 @@ std::vector<QueryPlan> CalibrationCandidates(const std::vector<int32_t>& index_d
     }
   }
   if (!index_dims.empty()) out.push_back(PaperFunnel(index_dims.front(), 20 * k, k, nesting));
+  const size_t two_trip = out.size();
+  for (size_t i = 0; i < two_trip; ++i) {
+    QueryPlan p = out[i];
+    p.one_trip = true;
+    p.name += " (one trip)";
+    out.push_back(std::move(p));
+  }
   out.push_back(ExactPlan(d, k));
   return out;
 }

@@ -35,6 +35,9 @@ struct QueryPlan {
   std::vector<Stage> stages;
   int32_t ef = 0;      // HNSW search breadth for stage 0 (0 = the index default)
   bool exact = false;  // stage 0 by exact scan instead of the index
+  // Every shard runs all the stages on its own points (one Search call per group) and the
+  // coordinator merges once, instead of merging the shortlist and sending reranks back.
+  bool one_trip = false;
 };
 
 // {Ds, K, Dr} returning top-k: stages [(Ds, K), (Dr, k)]. Checks Ds < Dr, both nesting dims,
@@ -65,7 +68,8 @@ struct PlanRequest {
   int32_t shortlist_dims = 0, shortlist_k = 0, rerank_dims = 0;
   int32_t ef = 0;                // non-zero: overrides the plan's HNSW breadth
 };
-// The one plan resolution of both APIs: a budget, else exact, else the funnel, else the adaptive
+// The one plan resolution of both APIs: a budget, else exact, else the funnel, else, when the
+// request names no plan at all, the collection's calibrated "balanced" budget, else the adaptive
 // (or, at Ds == Dr, the one-stage) plan; then k is the last stage's K and a non-zero ef replaces the plan's. `budget_plan` looks
 // a budget up (FailedPrecondition when it is not calibrated).
 Result<QueryPlan> ResolvePlan(const PlanRequest& request, const CollectionSpec& spec,
@@ -98,7 +102,8 @@ Result<std::map<std::string, QueryPlan>> PickBudgets(const std::vector<Calibrati
                                                      const std::vector<Budget>& budgets);
 
 // The candidate plans a calibration measures: adaptive plans over the low-d index dims x a
-// range of shortlist sizes, the paper's funnel, and exact.
+// range of shortlist sizes, the paper's funnel, each both ways (coordinator-side rerank and one
+// trip), and exact.
 std::vector<QueryPlan> CalibrationCandidates(const std::vector<int32_t>& index_dims,
                                              const std::vector<int32_t>& nesting, int32_t k);
 

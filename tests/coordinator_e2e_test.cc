@@ -52,7 +52,8 @@ TEST(CoordinatorE2E, ExactAdaptiveBudgetsPartialAnswersAndBadInput) {
   std::printf("calibrated budgets: %s\n", cal.Json()["budgets"].dump().c_str());
   EXPECT_NE(cal.Json()["budgets"]["exact"].get<std::string>().find("exact"), std::string::npos) << cal.body;
   const std::vector<std::pair<std::string, double>> modes = {
-      {"adaptive", 0.95}, {"one_trip", 0.95}, {"fast", 0.90}, {"balanced", 0.99}, {"exact", 1.0}};
+      {"adaptive", 0.95}, {"one_trip", 0.95}, {"fast", 0.90}, {"balanced", 0.99}, {"exact", 1.0},
+      {"default", 0.99}};  // no plan named: the calibrated balanced budget
   for (const auto& [mode, target] : modes) {
     double recall = 0;
     int identical = 0;
@@ -64,6 +65,9 @@ TEST(CoordinatorE2E, ExactAdaptiveBudgetsPartialAnswersAndBadInput) {
       if (mode == "fast" || mode == "balanced" || mode == "exact") req["budget"] = mode;
       HttpResult r = Curl("POST", c.Url("/v1/collections/emb/search"), req.dump(), Cluster::kRead);
       ASSERT_EQ(r.status, 200) << r.body;
+      if (mode == "default") {
+        EXPECT_EQ(r.Json()["plan"].get<std::string>().rfind("balanced", 0), 0u) << r.body;
+      }
       const auto got = Ids(r.Json()["results"][0]);
       const auto truth = BruteForceCosine(data, qv, 10);
       identical += got == truth;

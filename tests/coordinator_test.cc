@@ -138,10 +138,21 @@ TEST(QueryPlan, ResolvePlanIsOneRuleForBothApis) {
     if (b == "balanced") return calibrated;
     return Status::FailedPrecondition("budget '" + b + "' is not calibrated");
   };
-  // Adaptive defaults: the first low-d index's dims, max(200, 10 k), d.
+  auto uncalibrated = [&](const std::string& b) -> Result<QueryPlan> {
+    return Status::FailedPrecondition("budget '" + b + "' is not calibrated");
+  };
+  // No plan named: the calibrated balanced budget (issue 13 item 5), with the request's k.
   PlanRequest r;
   r.k = 30;
   auto p = ResolvePlan(r, spec, budgets);
+  ASSERT_TRUE(p.ok()) << p.status().ToString();
+  EXPECT_EQ(p->name, "balanced");
+  EXPECT_EQ(p->stages[0].k, 110);
+  EXPECT_EQ(p->stages.back().k, 30);
+  EXPECT_EQ(lookups, 1);
+  lookups = 0;
+  // Before a calibration, the adaptive defaults: the first low-d index's dims, max(200, 10 k), d.
+  p = ResolvePlan(r, spec, uncalibrated);
   ASSERT_TRUE(p.ok()) << p.status().ToString();
   ASSERT_EQ(p->stages.size(), 2u);
   EXPECT_EQ(p->stages[0].dims, 32);

@@ -254,6 +254,20 @@ TEST_F(FanOutTest, AllReplicasServingGiveTheExactAnswerWithFullCoverage) {
   EXPECT_EQ(Ids(*r), Exact({0, 1}));
 }
 
+// A one-trip plan (calibration measures plans both ways): one Search call per group, the same
+// exact answer.
+TEST_F(FanOutTest, AOneTripPlanIsOneCallPerGroupWithTheSameAnswer) {
+  QueryEngine qe(shards_);
+  SearchSpec spec = Spec();
+  spec.plan.one_trip = true;
+  auto r = qe.Search(map_, spec);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->coverage, 1.0);
+  EXPECT_EQ(Ids(*r), Exact({0, 1}));
+  EXPECT_EQ(shards_.calls("a1") + shards_.calls("a2"), 1);
+  EXPECT_EQ(shards_.calls("b1") + shards_.calls("b2"), 1);
+}
+
 TEST_F(FanOutTest, ARefusingReplicaIsRetriedOnItsGroupsOtherReplica) {
   shards_.set_mode("a1", Mode::kRefuse);
   shards_.set_mode("a2", Mode::kRefuse);
