@@ -156,7 +156,8 @@ int main(int argc, char** argv) {
   std::vector<int32_t> ef_sweep = {10, 20, 40, 80, 160, 320, 640};
   size_t max_queries = 1000;
   bool skip_hnsw_full = false, no_sync = false, keep = false, reuse = false, mmap_reads = false,
-       compare_mmap = false, rocksdb_rerank = false, compare_rerank = false, cold = false;
+       compare_mmap = false, rocksdb_rerank = false, compare_rerank = false, cold = false,
+       int8_index = false;
   int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   app.add_option("--make-synthetic", synthetic_dir, "write db/queries/labels .npy here and exit");
   app.add_option("--n", syn_n, "synthetic: database size");
@@ -188,6 +189,7 @@ int main(int argc, char** argv) {
   app.add_flag("--compare-mmap", compare_mmap, "rerun the Ds x K grid with the other read path");
   app.add_flag("--rocksdb-rerank", rocksdb_rerank,
                "rerank from RocksDB lookups instead of the engine's rows file");
+  app.add_flag("--int8", int8_index, "the engine's low-d HNSW indexes hold int8 vectors");
   app.add_flag("--cold", cold,
                "also run the Ds x K grid on a cold rows file (evicted from the page cache before "
                "each cell), without and with readahead of a rerank's rows");
@@ -271,6 +273,7 @@ int main(int argc, char** argv) {
     ix.hnsw_m = hnsw_m;
     ix.ef_construction = ef_construction;
     ix.ef_search = 64;
+    ix.int8 = int8_index;
     spec.indexes.push_back(ix);
   }
   bool reused = false;
@@ -450,6 +453,7 @@ int main(int argc, char** argv) {
       ix.kind = IndexKind::kHnsw;
       ix.hnsw_m = hnsw_m;
       ix.ef_construction = ef_construction;
+      ix.int8 = int8_index;
       const auto b0 = Clock::now();
       auto index = MakeLowDIndex(ix, IndexMetric::kInnerProduct, static_cast<size_t>(n));
       index->AddBulk(ids, prefix.data(), threads);
@@ -641,12 +645,14 @@ int main(int argc, char** argv) {
                 static_cast<double>(cs.rows.file_bytes) / n);
   }
   for (const auto& ix : cs.indexes) {
-    std::printf("| engine HNSW index Ds=%d (M=%d) | (in ingest)%s | %.0f | - |\n", ix.dims, hnsw_m,
+    std::printf("| engine HNSW index Ds=%d (M=%d%s) | (in ingest)%s | %.0f | - |\n", ix.dims, hnsw_m,
+                int8_index ? ", int8" : "",
                 ix.loaded ? ", loaded at reopen" : "", static_cast<double>(ix.memory_bytes) / n);
   }
   for (const auto& b : low_builds) {
-    std::printf("| HNSW Ds=%d (M=%d, efc=%d) built alone from the prefixes | %.1f s | %.0f | - |\n",
-                b.ds, hnsw_m, ef_construction, b.seconds, b.bytes_per_vector);
+    std::printf("| HNSW Ds=%d (M=%d, efc=%d%s) built alone from the prefixes | %.1f s | %.0f | - |\n",
+                b.ds, hnsw_m, ef_construction, int8_index ? ", int8" : "", b.seconds,
+                b.bytes_per_vector);
   }
   if (!skip_hnsw_full) {
     std::printf("| hnswlib HNSW full d=%lld (M=%d, efc=%d) | %.1f s | %.0f | - |\n", (long long)d,
@@ -693,6 +699,7 @@ int main(int argc, char** argv) {
     j["build_threads"] = threads;
     j["block_cache_mb"] = block_cache_mb;
     j["mmap_reads"] = mmap_reads;
+    j["int8_index"] = int8_index;
     for (const auto& r : rows) {
       j["rows"].push_back({{"method", r.method}, {"plan", r.plan}, {"recall_at_10", r.recall},
                            {"map_at_10", r.map}, {"qps", r.qps}, {"p50_ms", r.p50_ms},

@@ -38,7 +38,8 @@ constexpr const char* kKindNames[] = {"exact", "hnsw"};
 
 bool operator==(const IndexSpec& a, const IndexSpec& b) {
   return a.dims == b.dims && a.kind == b.kind && a.hnsw_m == b.hnsw_m &&
-         a.ef_construction == b.ef_construction && a.ef_search == b.ef_search;
+         a.ef_construction == b.ef_construction && a.ef_search == b.ef_search &&
+         a.int8 == b.int8;
 }
 
 bool CollectionSpec::operator==(const CollectionSpec& o) const {
@@ -114,6 +115,7 @@ Status ValidateCollectionSpec(const CollectionSpec& s) {
       return bad("two indexes over " + std::to_string(ix.dims) + " dims");
     }
     if (static_cast<uint8_t>(ix.kind) > 1) return bad("unknown index kind");
+    if (ix.int8 && ix.kind != IndexKind::kHnsw) return bad("int8 is for HNSW indexes only");
     if (ix.kind == IndexKind::kHnsw &&
         (ix.hnsw_m < 2 || ix.hnsw_m > 256 || ix.ef_construction < 1 || ix.ef_construction > 10000 ||
          ix.ef_search < 1 || ix.ef_search > 100000)) {
@@ -128,11 +130,13 @@ Status ValidateCollectionSpec(const CollectionSpec& s) {
 json CollectionSpecToJson(const CollectionSpec& s) {
   json idx = json::array();
   for (const auto& i : s.indexes) {
-    idx.push_back({{"dims", i.dims},
-                   {"kind", IndexKindName(i.kind)},
-                   {"m", i.hnsw_m},
-                   {"ef_construction", i.ef_construction},
-                   {"ef_search", i.ef_search}});
+    json one = {{"dims", i.dims},
+                {"kind", IndexKindName(i.kind)},
+                {"m", i.hnsw_m},
+                {"ef_construction", i.ef_construction},
+                {"ef_search", i.ef_search}};
+    if (i.int8) one["int8"] = true;  // absent when false: records read by older shards match
+    idx.push_back(std::move(one));
   }
   return {{"name", s.name},
           {"dim", s.dim},
@@ -180,6 +184,7 @@ Result<CollectionSpec> CollectionSpecFromJson(const json& j, const std::string& 
       spec.hnsw_m = i.contains("m") ? i.at("m").get<int32_t>() : i.value("hnsw_m", 16);
       spec.ef_construction = i.value("ef_construction", 100);
       spec.ef_search = i.value("ef_search", 64);
+      spec.int8 = i.value("int8", false);
       s.indexes.push_back(spec);
     }
   } catch (const json::exception& e) {

@@ -31,6 +31,9 @@ struct IndexSpec {
   int32_t hnsw_m = 16;
   int32_t ef_construction = 100;
   int32_t ef_search = 64;  // default when a request gives none
+  // HNSW only: vectors held as int8 with one scale per vector (max |x| / 127): a quarter of
+  // fp32's RAM; scores are approximate (the shortlist's, reranked at full precision after).
+  bool int8 = false;
 };
 
 struct CollectionSpec {
@@ -63,7 +66,7 @@ const char* IndexKindName(IndexKind k);      // "exact", "hnsw"
 
 // JSON: {"name", "dim", "nesting", "metric": "cosine"|"ip"|"l2", "storage": "fp32"|"fp16"|"int8",
 // "num_buckets", "max_payload_bytes", "indexes": [{"dims", "kind": "hnsw"|"exact", "m",
-// "ef_construction", "ef_search"}]} (docs/api.md).
+// "ef_construction", "ef_search", "int8"}]} (docs/api.md).
 nlohmann::json CollectionSpecToJson(const CollectionSpec& spec);
 // Parses and validates. `name` overrides the document's "name" when non-empty (the HTTP API
 // takes it from the path). Only "dim" is required; the defaults are nesting 8, 16, ... < dim

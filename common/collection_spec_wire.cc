@@ -20,6 +20,7 @@ wire::CollectionSpecT CollectionSpecToWire(const CollectionSpec& s) {
     is->hnsw_m = i.hnsw_m;
     is->ef_construction = i.ef_construction;
     is->ef_search = i.ef_search;
+    is->int8 = i.int8;
     w.indexes.push_back(std::move(is));
   }
   w.max_payload_bytes = s.max_payload_bytes;
@@ -42,6 +43,7 @@ Result<CollectionSpec> CollectionSpecFromWire(const wire::CollectionSpec& w) {
       is.hnsw_m = i->hnsw_m();
       is.ef_construction = i->ef_construction();
       is.ef_search = i->ef_search();
+      is.int8 = i->int8();
       s.indexes.push_back(is);
     }
   }

@@ -73,7 +73,7 @@ Status CreateCollection(HttpClient& c, const CreateCollectionArgs& a) {
   if (a.dim <= 0) return Status::InvalidArgument("collection create needs --dim > 0");
   json spec = {{"dim", a.dim},
                {"storage", a.storage},
-               {"indexes", {{{"dims", a.index_dims}, {"kind", "hnsw"}}}}};
+               {"indexes", {{{"dims", a.index_dims}, {"kind", "hnsw"}, {"int8", a.index_int8}}}}};
   if (a.num_buckets > 0) spec["num_buckets"] = a.num_buckets;
   auto r = c.CallJson(http::verb::put, "/v1/collections/" + a.collection, spec.dump(),
                       "creating collection '" + a.collection + "'");

@@ -22,6 +22,7 @@ struct CreateCollectionArgs {
   int dim = 0;                   // required
   std::string storage = "fp16";  // fp32 | fp16 | int8
   int index_dims = 16;           // the low-d HNSW prefix
+  bool index_int8 = false;       // its vectors as int8 (a quarter of the RAM)
   uint32_t num_buckets = 0;      // a power of two; 0: the coordinator's default
   bool json = false;
 };

@@ -45,7 +45,7 @@ Status Ingest(HttpClient& c, const IngestArgs& a) {
   if (a.create) {
     json spec = {{"dim", d},
                  {"storage", a.storage},
-                 {"indexes", {{{"dims", a.index_dims}, {"kind", "hnsw"}}}}};
+                 {"indexes", {{{"dims", a.index_dims}, {"kind", "hnsw"}, {"int8", a.index_int8}}}}};
     if (a.num_buckets > 0) spec["num_buckets"] = a.num_buckets;
     auto r = c.CallJson(http::verb::put, "/v1/collections/" + a.collection, spec.dump(),
                         "create collection");

@@ -18,6 +18,7 @@ struct IngestArgs {
   int batch = 500;
   bool create = false;           // PUT the collection first
   int index_dims = 16;           // with create: the low-d HNSW prefix
+  bool index_int8 = false;       // with create: its vectors as int8
   std::string storage = "fp16";  // with create
   uint32_t num_buckets = 0;      // with create: buckets (a power of two); 0: the coordinator's
 };

@@ -19,7 +19,7 @@
 //   mrlctl drain        --group N [--by vectors|buckets] [--dry-run] [--wait] [--remove]
 // One collection (ops/collection_ops.h; each also takes --json):
 //   mrlctl collection create   --collection C --dim D [--storage fp32|fp16|int8]
-//                              [--index-dims 16] [--buckets N]
+//                              [--index-dims 16] [--index-int8] [--buckets N]
 //   mrlctl collection describe --collection C          spec and buckets per group
 //   mrlctl collection drop     --collection C          (the coordinator may refuse: docs/api.md)
 //   mrlctl search --collection C --vector "0.1,0.2,..." [--k 10] [--plan exact|budget:NAME|
@@ -237,6 +237,8 @@ int main(int argc, char** argv) {
   ingest->add_flag("--http", http_only, "Send points as HTTP/JSON even when the binary API is up");
   ingest->add_flag("--create", ia.create, "Create the collection first");
   ingest->add_option("--index-dims", ia.index_dims, "With --create: low-d index prefix");
+  ingest->add_flag("--index-int8", ia.index_int8,
+                   "With --create: the low-d index holds int8 vectors (a quarter of the RAM)");
   ingest->add_option("--storage", ia.storage, "With --create: fp32 | fp16 | int8");
   ingest->add_option("--buckets", ia.num_buckets,
                      "With --create: buckets, a power of two (default: the coordinator's)");
@@ -340,6 +342,7 @@ int main(int argc, char** argv) {
   coll_create->add_option("--storage", ca.storage)
       ->check(CLI::IsMember({"fp32", "fp16", "int8"}));
   coll_create->add_option("--index-dims", ca.index_dims, "Low-d HNSW prefix");
+  coll_create->add_flag("--index-int8", ca.index_int8, "The low-d index holds int8 vectors");
   coll_create->add_option("--buckets", ca.num_buckets,
                           "Buckets, a power of two (default: the coordinator's)");
   auto* coll_describe =

@@ -24,7 +24,8 @@ PHASES=${MRL_TEST_PHASES:-"release asan tsan fuzz"}
 # Tests run 4 at a time on 2 cores: most of a test's wall time is waiting (on daemons starting,
 # leases expiring, an etcd outage, deadlines), not computing: run one at a time, the release
 # suite used 27% of the 2 cores (364 s wall, 194 s CPU). The few cases that need the machine to
-# themselves say so in tests/CMakeLists.txt (RUN_SERIAL).
+# themselves say so in tests/CMakeLists.txt (RUN_SERIAL: the no-root disk-full case, whose
+# watermark follows the shared filesystem's free space, and the metadata-cluster failovers).
 CTEST_JOBS=${MRL_CTEST_JOBS:-4}
 declare -a TIMES=()
 T_ALL=$(date +%s)

@@ -22,6 +22,7 @@
 
 #include "common/atomic_file.h"
 #include "common/distance.h"
+#include "common/vector_codec.h"
 #include "shard/index_checksum.h"
 
 namespace mrl::shard {
@@ -196,16 +197,49 @@ float L2Dist(const void* a, const void* b, const void* param) {
               *static_cast<const size_t*>(param));
 }
 
+// int8 vectors (IndexSpec::int8): [scale f32][dims x int8], x ~= q * scale (EncodeInt8), at
+// any alignment. Both sides of a distance are in this form (queries are quantized too).
+float Int8Scale(const void* v) {
+  float s;
+  std::memcpy(&s, v, 4);
+  return s;
+}
+const int8_t* Int8Values(const void* v) { return static_cast<const int8_t*>(v) + 4; }
+float NegDotInt8(const void* a, const void* b, const void* param) {
+  const size_t n = *static_cast<const size_t*>(param);
+  const int8_t* x = Int8Values(a);
+  const int8_t* y = Int8Values(b);
+  int32_t s = 0;
+  for (size_t i = 0; i < n; ++i) s += int32_t{x[i]} * int32_t{y[i]};
+  return -Int8Scale(a) * Int8Scale(b) * static_cast<float>(s);
+}
+float L2DistInt8(const void* a, const void* b, const void* param) {
+  const size_t n = *static_cast<const size_t*>(param);
+  const int8_t* x = Int8Values(a);
+  const int8_t* y = Int8Values(b);
+  const float sa = Int8Scale(a), sb = Int8Scale(b);
+  float s = 0;
+  for (size_t i = 0; i < n; ++i) {
+    const float d = sa * x[i] - sb * y[i];
+    s += d * d;
+  }
+  return s;
+}
+
 class PrefixSpace final : public hnswlib::SpaceInterface<float> {
  public:
-  PrefixSpace(size_t dims, IndexMetric metric)
-      : dims_(dims), fn_(metric == IndexMetric::kL2 ? L2Dist : NegDot) {}
-  size_t get_data_size() override { return dims_ * sizeof(float); }
+  PrefixSpace(size_t dims, IndexMetric metric, bool int8)
+      : dims_(dims),
+        bytes_(int8 ? 4 + dims : dims * sizeof(float)),
+        fn_(int8 ? (metric == IndexMetric::kL2 ? L2DistInt8 : NegDotInt8)
+                 : (metric == IndexMetric::kL2 ? L2Dist : NegDot)) {}
+  size_t get_data_size() override { return bytes_; }
   hnswlib::DISTFUNC<float> get_dist_func() override { return fn_; }
   void* get_dist_func_param() override { return &dims_; }
 
  private:
   size_t dims_;
+  size_t bytes_;
   hnswlib::DISTFUNC<float> fn_;
 };
 
@@ -214,7 +248,10 @@ using Hnsw = hnswlib::HierarchicalNSW<float>;
 class HnswIndex final : public LowDIndex {
  public:
   HnswIndex(const IndexSpec& spec, IndexMetric metric)
-      : spec_(spec), metric_(metric), space_(static_cast<size_t>(spec.dims), metric) {}
+      : spec_(spec),
+        metric_(metric),
+        space_(static_cast<size_t>(spec.dims), metric, spec.int8),
+        bytes_(space_.get_data_size()) {}
 
   ~HnswIndex() override {
     if (leak_) (void)hnsw_.release();  // a half-loaded hnswlib object cannot be destroyed safely
@@ -247,10 +284,10 @@ class HnswIndex final : public LowDIndex {
       return bad(e.what());
     }
     const size_t want_efc = std::max<size_t>(spec_.ef_construction, spec_.hnsw_m);
-    if (hnsw_->data_size_ != static_cast<size_t>(spec_.dims) * sizeof(float) ||
+    if (hnsw_->data_size_ != bytes_ ||
         hnsw_->size_data_per_element_ !=
             hnsw_->size_links_level0_ + hnsw_->data_size_ + sizeof(hnswlib::labeltype)) {
-      return bad("dims differ from the spec");
+      return bad("dims (or int8) differ from the spec");
     }
     if (hnsw_->M_ != static_cast<size_t>(spec_.hnsw_m) || hnsw_->ef_construction_ != want_efc) {
       return bad("M or ef_construction differ from the spec");
@@ -265,17 +302,26 @@ class HnswIndex final : public LowDIndex {
     std::unique_lock lock(mu_);
     auto it = hnsw_->label_lookup_.find(id);
     if (it == hnsw_->label_lookup_.end()) EnsureCapacity(1);
-    hnsw_->addPoint(v, id);  // replaces (and undeletes) an existing label
+    hnsw_->addPoint(Stored(v, &scratch_), id);  // replaces (and undeletes) an existing label
   }
 
-  void AddBulk(std::span<const uint64_t> ids, const float* vectors, int threads) override {
+  void AddBulk(std::span<const uint64_t> ids, const float* floats, int threads) override {
     std::unique_lock lock(mu_);
     EnsureCapacity(ids.size());
     const size_t n = ids.size();
     const size_t dims = static_cast<size_t>(spec_.dims);
+    // The stored form of every vector, rows of bytes_ (int8: quantized here once).
+    std::vector<uint8_t> encoded;
+    const uint8_t* rows = reinterpret_cast<const uint8_t*>(floats);
+    if (spec_.int8) {
+      encoded.resize(n * bytes_);
+      for (size_t i = 0; i < n; ++i) EncodeInt8Row(floats + i * dims, &encoded[i * bytes_]);
+      rows = encoded.data();
+    }
+    auto vectors = [&](size_t i) { return rows + i * bytes_; };
     const int t = std::max(1, std::min<int>(threads, static_cast<int>(n / 256) + 1));
     if (t == 1) {
-      for (size_t i = 0; i < n; ++i) hnsw_->addPoint(vectors + i * dims, ids[i]);
+      for (size_t i = 0; i < n; ++i) hnsw_->addPoint(vectors(i), ids[i]);
       return;
     }
     std::atomic<size_t> next{0};
@@ -284,7 +330,7 @@ class HnswIndex final : public LowDIndex {
         const size_t begin = next.fetch_add(64);
         if (begin >= n) break;
         const size_t end = std::min(n, begin + 64);
-        for (size_t i = begin; i < end; ++i) hnsw_->addPoint(vectors + i * dims, ids[i]);
+        for (size_t i = begin; i < end; ++i) hnsw_->addPoint(vectors(i), ids[i]);
       }
     };
     std::vector<std::thread> pool;
@@ -307,7 +353,7 @@ class HnswIndex final : public LowDIndex {
     return it != hnsw_->label_lookup_.end() && !hnsw_->isMarkedDeleted(it->second);
   }
 
-  void Search(const float* query, int32_t k, int32_t ef, bool exact,
+  void Search(const float* float_query, int32_t k, int32_t ef, bool exact,
               std::vector<Candidate>* out) const override {
     std::shared_lock lock(mu_);
     out->clear();
@@ -317,14 +363,23 @@ class HnswIndex final : public LowDIndex {
       TopK top;
       top.Reset(static_cast<size_t>(k), out);
       const size_t dims = static_cast<size_t>(spec_.dims);
+      thread_local std::vector<float> decoded;
+      decoded.resize(dims);
       for (hnswlib::tableint i = 0; i < h.cur_element_count; ++i) {
         if (h.num_deleted_ && h.isMarkedDeleted(i)) continue;
-        const float* v = reinterpret_cast<const float*>(h.getDataByInternalId(i));
-        top.Push(h.getExternalLabel(i), Score(metric_, query, v, dims));
+        const char* data = h.getDataByInternalId(i);
+        const float* v = reinterpret_cast<const float*>(data);
+        if (spec_.int8) {  // the float query against the dequantized vector
+          DecodeInt8(Int8Values(data), dims, Int8Scale(data), decoded.data());
+          v = decoded.data();
+        }
+        top.Push(h.getExternalLabel(i), Score(metric_, float_query, v, dims));
       }
       top.Finish();
       return;
     }
+    thread_local std::vector<uint8_t> query_bytes;
+    const void* query = Stored(float_query, &query_bytes);
     // hnswlib's searchKnn reads a shared ef_; this is the same search with a per-call ef.
     hnswlib::tableint cur = h.enterpoint_node_;
     float cur_dist = h.fstdistfunc_(query, h.getDataByInternalId(cur), h.dist_func_param_);
@@ -364,6 +419,22 @@ class HnswIndex final : public LowDIndex {
     std::shared_lock lock(mu_);
     return hnsw_->cur_element_count - hnsw_->num_deleted_;
   }
+
+ private:
+  void EncodeInt8Row(const float* v, uint8_t* out) const {
+    const float scale =
+        EncodeInt8(v, static_cast<size_t>(spec_.dims), reinterpret_cast<int8_t*>(out + 4));
+    std::memcpy(out, &scale, 4);
+  }
+  // What hnswlib stores for `v`: v itself, or its int8 form in *buf.
+  const void* Stored(const float* v, std::vector<uint8_t>* buf) const {
+    if (!spec_.int8) return v;
+    buf->resize(bytes_);
+    EncodeInt8Row(v, buf->data());
+    return buf->data();
+  }
+
+ public:
 
   uint64_t memory_bytes() const override {
     std::shared_lock lock(mu_);
@@ -418,8 +489,10 @@ class HnswIndex final : public LowDIndex {
   }
 
   const IndexSpec spec_;
+  std::vector<uint8_t> scratch_;  // Upsert's encoded vector; guarded by mu_ (exclusive)
   const IndexMetric metric_;
   PrefixSpace space_;  // must outlive hnsw_
+  const size_t bytes_;  // one stored vector: dims floats, or the int8 form
   mutable std::shared_mutex mu_;
   std::unique_ptr<Hnsw> hnsw_;
   bool leak_ = false;

@@ -22,7 +22,15 @@ CollectionSpec Sample() {
   s.storage = StorageType::kInt8;
   s.num_buckets = 256;
   s.max_payload_bytes = 100;
-  s.indexes = {IndexSpec{16, IndexKind::kHnsw, 12, 80, 40}, IndexSpec{32, IndexKind::kExact, 16, 100, 64}};
+  s.indexes = {IndexSpec{16, IndexKind::kHnsw, 12, 80, 40, /*int8=*/true},
+               IndexSpec{32, IndexKind::kExact, 16, 100, 64}};
+  return s;
+}
+
+// Sample() as a record from before int8 indexes says it (no int8 field: false).
+CollectionSpec Legacy() {
+  CollectionSpec s = Sample();
+  s.indexes[0].int8 = false;
   return s;
 }
 
@@ -33,11 +41,16 @@ TEST(CollectionSpec, JsonRoundTripKeepsEveryField) {
   EXPECT_EQ(j.at("storage"), "int8");
   EXPECT_EQ(j.at("indexes")[1].at("kind"), "exact");
   EXPECT_EQ(j.at("indexes")[0].at("m"), 12);
+  EXPECT_EQ(j.at("indexes")[0].at("int8"), true);
+  EXPECT_FALSE(j.at("indexes")[1].contains("int8"));  // absent when false
   auto back = CollectionSpecFromJson(j);
   ASSERT_TRUE(back.ok()) << back.status().ToString();
   EXPECT_TRUE(back.value() == s);
   CollectionSpec other = s;
   other.indexes[0].ef_search = 41;
+  EXPECT_FALSE(other == s);
+  other = s;
+  other.indexes[0].int8 = false;
   EXPECT_FALSE(other == s);
 }
 
@@ -70,7 +83,7 @@ TEST(CollectionSpec, RecordsWrittenBeforeTheSharedCodecStillParse) {
                  {"dims":32,"kind":0,"hnsw_m":16,"ef_construction":100,"ef_search":64}]})");
   auto s = CollectionSpecFromJson(legacy);
   ASSERT_TRUE(s.ok()) << s.status().ToString();
-  EXPECT_TRUE(s.value() == Sample());
+  EXPECT_TRUE(s.value() == Legacy());
 }
 
 TEST(CollectionSpec, BadSpecsGetAnInvalidArgumentNamingTheField) {
@@ -90,6 +103,8 @@ TEST(CollectionSpec, BadSpecsGetAnInvalidArgumentNamingTheField) {
       {json{{"dim", 16}, {"indexes", {{{"dims", 12}}}}}, "index dims 12 is not a nesting dim [8,16]"},
       {json{{"dim", 16}, {"indexes", {{{"dims", 8}}, {{"dims", 8}}}}}, "two indexes over 8 dims"},
       {json{{"dim", 16}, {"indexes", {{{"dims", 8}, {"m", 1}}}}}, "hnsw parameters out of range"},
+      {json{{"dim", 16}, {"indexes", {{{"dims", 8}, {"kind", "exact"}, {"int8", true}}}}},
+       "int8 is for HNSW indexes only"},
       {json{{"dim", 0}}, "dim must be in [1, 65536]"},
       {json{{"dim", "16"}}, "'dim' (integer) is required"},
       {json::array({1, 2}), "must be a JSON object"},

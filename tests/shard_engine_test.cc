@@ -292,6 +292,66 @@ TEST(HnswIndex, RecallAt10AtLeast95Percent) {
   EXPECT_GT(st->indexes[0].memory_bytes, n * 16 * 4);
 }
 
+// int8 HNSW (IndexSpec::int8, issue 13 item 2): recall against the exact prefix scan beside the
+// fp32 index over the same prefix, the staged search's recall, RAM, and the persisted file.
+TEST(HnswIndex, Int8VectorsKeepRecallAtAQuarterOfTheVectorRam) {
+  const std::string dir = TempDir("hnsw_int8");
+  const size_t n = 10000;
+  const auto data = Clustered(n, kDim, 13);
+  const auto queries = Clustered(100, kDim, 14);
+  IndexSpec i8 = Hnsw(32, 100);
+  i8.int8 = true;
+  uint64_t ram_fp32 = 0, ram_int8 = 0;
+  std::vector<std::vector<Candidate>> before;
+  {
+    auto e = OpenOrDie(Options(dir));
+    ASSERT_TRUE(e);
+    ASSERT_TRUE(e->CreateCollection(Spec("f", Metric::kCosine, StorageType::kFp16, {Hnsw(32, 100)})).ok());
+    ASSERT_TRUE(e->CreateCollection(Spec("q", Metric::kCosine, StorageType::kFp16, {i8})).ok());
+    UpsertAll(*e, "f", data, n);
+    UpsertAll(*e, "q", data, n);
+    double recall_f = 0, recall_q = 0, search_f = 0, search_q = 0;
+    for (int qi = 0; qi < 100; ++qi) {
+      const float* q = &queries[qi * kDim];
+      auto exact = e->Shortlist("f", std::span<const float>(q, 32), 10, 0, /*exact=*/true);
+      auto f = e->Shortlist("f", std::span<const float>(q, 32), 10);
+      auto g = e->Shortlist("q", std::span<const float>(q, 32), 10);
+      ASSERT_TRUE(exact.ok() && f.ok() && g.ok());
+      recall_f += Recall(*f, *exact);
+      recall_q += Recall(*g, *exact);
+      const std::vector<SearchStage> plan = {{32, 200}, {kDim, 10}};
+      auto s = e->Search("q", std::span<const float>(q, kDim), plan, 400);
+      auto sf = e->Search("f", std::span<const float>(q, kDim), plan, 400);
+      auto se = e->Search("f", std::span<const float>(q, kDim), plan, 0, /*exact=*/true);
+      ASSERT_TRUE(s.ok() && sf.ok() && se.ok());
+      search_q += Recall(*s, *se);
+      search_f += Recall(*sf, *se);
+      before.push_back(*g);
+    }
+    for (const auto& c : e->Stats().collections) {
+      (c.name == "f" ? ram_fp32 : ram_int8) = c.indexes.at(0).memory_bytes;
+    }
+    std::printf("recall@10 of the 32-d shortlist: fp32 %.3f, int8 %.3f; search(32x200 -> 256x10, "
+                "ef=400): fp32 %.3f, int8 %.3f; index RAM fp32 %llu, int8 %llu bytes\n",
+                recall_f / 100, recall_q / 100, search_f / 100, search_q / 100,
+                static_cast<unsigned long long>(ram_fp32), static_cast<unsigned long long>(ram_int8));
+    EXPECT_GE(recall_q / 100, 0.90);
+    EXPECT_GE(recall_q / 100, recall_f / 100 - 0.05);
+    EXPECT_GE(search_q / 100, search_f / 100 - 0.05);
+    // 32 floats (128 bytes) become 36 bytes per vector.
+    EXPECT_LE(ram_int8 + n * 80, ram_fp32);
+    ASSERT_TRUE(e->Checkpoint().ok());
+  }
+  auto e = OpenOrDie(Options(dir));
+  ASSERT_TRUE(e);
+  for (const auto& c : e->Stats().collections) EXPECT_TRUE(c.indexes.at(0).loaded) << c.name;
+  for (int qi = 0; qi < 100; ++qi) {
+    auto g = e->Shortlist("q", std::span<const float>(&queries[qi * kDim], 32), 10);
+    ASSERT_TRUE(g.ok());
+    EXPECT_EQ(Ids(*g), Ids(before[qi])) << "query " << qi << " after reload";
+  }
+}
+
 // ---- deletes, replacement, restarts ---------------------------------------------------------
 
 class IndexKindTest : public ::testing::TestWithParam<IndexKind> {};
