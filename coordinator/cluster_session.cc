@@ -124,14 +124,22 @@ bool ClusterState::Campaign() {
   }
   NoteStoreOk();
   int64_t won_at = r->succeeded ? r->revision : 0;
-  LeaderInfo holder{opt_.id, address, won_at};
-  if (!r->succeeded) {
+  meta::KeyValue seen;
+  if (r->succeeded) {
+    seen.key = kLeaderKey;
+    seen.value = SessionValue(opt_.id, address);
+    seen.create_revision = seen.mod_revision = r->revision;
+    seen.version = 1;
+    seen.lease = lease;
+  } else {
     auto got = store_->Get(kLeaderKey);
     if (!got.ok() || got->kvs.empty()) return false;  // gone meanwhile: the next round tries
-    holder = ParseLeader(got->kvs[0]);
+    seen = got->kvs[0];
     // Ours already (a retried campaign applied, or the key outlived a store outage).
-    if (got->kvs[0].lease == lease) won_at = got->kvs[0].mod_revision;
+    if (seen.lease == lease) won_at = seen.mod_revision;
   }
+  const LeaderInfo holder = ParseLeader(seen);
+  ObserveLeaderKey(seen);
   std::lock_guard<std::mutex> lock(session_mu_);
   current_ = holder;
   if (won_at == 0 || lease_ != lease) return false;

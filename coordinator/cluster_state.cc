@@ -180,8 +180,20 @@ Status ClusterState::Reload(bool at_open) {
   if (!st.ok()) {  // keep what was served, and the revision it reflects
     std::swap(cache_, fresh);
     revision_ = served_revision;
+  } else {
+    watched_revision_ = std::max(watched_revision_, r->revision);
   }
   return st;
+}
+
+void ClusterState::ObserveLeaderKey(const meta::KeyValue& kv) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = cache_->kvs.find(kv.key);
+  const int64_t known = it == cache_->kvs.end() ? leader_deleted_at_ : it->second.mod_revision;
+  if (kv.mod_revision <= known) return;  // the cache has this write or a later one
+  cache_->kvs[kv.key] = kv;
+  Status rebuilt = RebuildLocked(/*log_epoch=*/false);
+  if (!rebuilt.ok()) std::cerr << "mrl-coordinator: ERROR: " << rebuilt.message() << std::endl;
 }
 
 Status ClusterState::RebuildLocked(bool log_epoch) {
@@ -273,7 +285,11 @@ void ClusterState::OnWatch(const Status& st, const std::vector<meta::WatchEvent>
           cache_->kvs.erase(it);
         }
       }
+      if (e.type != meta::WatchEvent::Type::kPut && e.kv.key == kLeaderKey) {
+        leader_deleted_at_ = std::max(leader_deleted_at_, e.kv.mod_revision);
+      }
       revision_ = std::max(revision_, e.kv.mod_revision);
+      watched_revision_ = std::max(watched_revision_, e.kv.mod_revision);
       leadership_news |= e.kv.key == kLeaderKey;
     }
     Status rebuilt = RebuildLocked(/*log_epoch=*/true);
@@ -316,7 +332,9 @@ void ClusterState::WatchLoop() {
     int64_t from = 0;
     {
       std::lock_guard<std::mutex> lock(mu_);
-      from = revision_;
+      // Not revision_: a committed change advances that past events the watch has not
+      // delivered yet, and a watch resumed there would never deliver them.
+      from = watched_revision_;
     }
     auto w = store_->WatchPrefix(
         "", from, [this](const Status& st, const std::vector<meta::WatchEvent>& events) {

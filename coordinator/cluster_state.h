@@ -189,6 +189,10 @@ class ClusterState {
   void LoseLeadership(const std::string& why);    // REQUIRES: session_mu_
   // Rebuilds the snapshot from the cache; publishes when anything changed. REQUIRES: mu_
   Status RebuildLocked(bool log_epoch);
+  // The leader key as this coordinator read or wrote it goes into the cache: the watch may
+  // deliver it later than the next committed change rebuilds the snapshot, and that rebuild must
+  // not name an older leader (or nobody) after this one. Takes mu_ (then session_mu_).
+  void ObserveLeaderKey(const meta::KeyValue& kv);
   // The fenced transaction of a change: `mutate` edits a copy of the snapshot and names the
   // keys it touched; retried once on a concurrent change of the map.
   // `guards` are compared too (a journal entry's revision).
@@ -206,10 +210,12 @@ class ClusterState {
   std::unique_ptr<meta::Store> store_;  // null for the embedded follower (reads the file)
   bool embedded_ = true;
 
-  mutable std::mutex mu_;  // guards snap_, cache_, revision_
+  mutable std::mutex mu_;  // guards snap_, cache_, the revisions
   std::shared_ptr<const ClusterSnapshot> snap_;
   std::unique_ptr<Cache> cache_;
   int64_t revision_ = 0;
+  int64_t watched_revision_ = 0;   // what the watch (or a full read) delivered: it resumes here
+  int64_t leader_deleted_at_ = 0;  // revision of the last delete of the leader key seen (watch)
   std::mutex change_mu_;  // serialises changes
 
   mutable std::mutex session_mu_;  // guards the session and leadership fields

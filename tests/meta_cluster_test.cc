@@ -132,6 +132,13 @@ class MetaCluster : public ::testing::Test {
     json pts = json::array();
     for (int i = 0; i < 1000; ++i) pts.push_back({{"id", i}, {"vector", RandomVector(rng)}});
     Expect200("PUT", 0, "/v1/collections/emb/points", json{{"points", pts}});
+    // The follower learns of the collection through its watch; a loaded machine may deliver
+    // that a few hundred ms later, and the tests' load on c1 starts at once.
+    const auto t0 = Clock::now();
+    while (Call("GET", 1, "/v1/collections/emb").status != 200) {
+      ASSERT_LT(Since(t0), 10.0) << "c1 never served the collection 'emb'";
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
   }
 
   void StartCoordinator(const std::string& id, std::vector<std::string> extra,
