@@ -18,6 +18,10 @@ ap.add_argument("--out", required=True)
 ap.add_argument("--command", required=True)
 ap.add_argument("--seeds", default="0 1 2")
 ap.add_argument("--stamp", default=None, help="provenance JSON of the whole benchmark run")
+ap.add_argument("--previous", default=None,
+                help="the previous report's JSON (either layout); adds a 'What changed' section")
+ap.add_argument("--previous-label", default="previous report",
+                help="how to name the previous report (e.g. its commit)")
 args = ap.parse_args()
 seeds = [int(s) for s in args.seeds.split()]
 stamp = json.loads(args.stamp) if args.stamp else provenance.stamp(args.command)
@@ -156,6 +160,72 @@ if mrl0 and "adaptive" in mrl0:
     for p in ad["curve"]:
         lines.append(f"| {p['slack']:.3f} | {100 * p['accuracy']:.2f} | {p['expected_dim']:.1f} | {2048 / p['expected_dim']:.0f}x |")
 
+
+
+def previous_figures(path):
+    """(figures {(model, m): {metric: mean}}, seeds per model, configs per model) of an older report."""
+    old = json.load(open(path))
+    figs, seeds_of, cfgs = {}, {}, {}
+    if "figures" in old:  # this script's layout
+        for key, v in old["figures"].items():
+            model, m = key.rsplit("/", 1)
+            figs[(model, int(m))] = {k: statistics.mean(x) for k, x in v.items() if x}
+        for name, by in old.get("runs", {}).items():
+            seeds_of[name] = len(by)
+        return figs, seeds_of, cfgs
+    # the single-seed layout before 3 seeds: {"mrl": results.json, "mrl-e": ..., "ff": {m: ...}, "svd": ...}
+    for name in ("mrl", "mrl-e"):
+        if name in old:
+            seeds_of[name] = 1
+            cfgs[name] = old[name].get("config", {})
+            for r in old[name].get("per_dim", []):
+                figs[(name, r["dim"])] = {k: r[k] for k in metrics if r.get(k) is not None}
+    for m, r in old.get("ff", {}).items():  # {m: that FF-m model's row at dim m}
+        seeds_of[f"ff-{m}"] = 1
+        figs[("ff", int(m))] = {k: r[k] for k in metrics if r.get(k) is not None}
+    svd = old.get("svd", {})
+    for r in (svd.values() if isinstance(svd, dict) else svd):
+        figs[("svd", r["dim"])] = {k: r[k] for k in metrics if r.get(k) is not None}
+    return figs, seeds_of, cfgs
+
+
+def flat(d, prefix=""):
+    out = {}
+    for k, v in (d or {}).items():
+        if isinstance(v, dict):
+            out.update(flat(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = v
+    return out
+
+
+changes = []
+if args.previous:
+    old_figs, old_seeds, old_cfgs = previous_figures(args.previous)
+    lines += ["", f"## What changed since {args.previous_label}", ""]
+    seeds_now = {name: len(by) for name, by in models.items()}
+    lines.append("- Seeds per model: " + ", ".join(
+        f"{n} {old_seeds.get(n, 0)} -> {seeds_now.get(n, 0)}" for n in sorted(set(old_seeds) | set(seeds_now))) + ".")
+    if "mrl" in old_cfgs:
+        before, after = flat(old_cfgs["mrl"]), flat(cfg)
+        skip = ("out", "checkpoint", "seed", "log")
+        diff = [k for k in sorted(set(before) & set(after))
+                if before[k] != after[k] and not k.startswith(skip)]
+        added = [k for k in sorted(set(after) - set(before)) if not k.startswith(skip)]
+        lines.append("- MRL config values that differ: " + (", ".join(
+            f"`{k}` {before[k]!r} -> {after[k]!r}" for k in diff) if diff else "none") + ".")
+        if added:
+            lines.append("- Config keys added since (options that did not exist then): "
+                         + ", ".join(f"`{k}`" for k in added) + ".")
+    lines += ["", "| figure | before | now (mean) | change |", "|---|---:|---:|---:|"]
+    for model, m, k in (("mrl", 2048, "linear_top1"), ("mrl", 2048, "map_at_10"), ("mrl", 8, "linear_top1"),
+                        ("mrl", 8, "map_at_10"), ("mrl-e", 2048, "map_at_10"), ("ff", 8, "linear_top1"),
+                        ("ff", 2048, "map_at_10"), ("svd", 8, "map_at_10")):
+        b, a = old_figs.get((model, m), {}).get(k), mean(model, m, k)
+        if b is not None and a is not None:
+            changes.append({"model": model, "m": m, "metric": k, "before": b, "now": a})
+            lines.append(f"| {model} m={m} {k} | {100 * b:.2f} | {100 * a:.2f} | {100 * (a - b):+.2f} |")
+
 try:
     import matplotlib
     matplotlib.use("Agg")
@@ -186,7 +256,8 @@ for name, by in models.items():
         if os.path.exists(src):
             shutil.copy(src, os.path.join(cfg_dir, f"{name}-s{seed}.json"))
 open(args.out + ".md", "w").write("\n".join(lines) + "\n")
-json.dump({"provenance": stamp, "seeds": seeds,
+json.dump({"provenance": stamp, "seeds": seeds, "previous": args.previous_label if args.previous else None,
+           "changes": changes,
            "figures": {f"{model}/{m}": v for (model, m), v in sorted(table.items(), key=str)},
            "runs": {name: {str(s): r.get("provenance") for s, r in by.items()} for name, by in models.items()}},
           open(args.out + ".json", "w"), indent=1)

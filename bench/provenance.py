@@ -45,4 +45,5 @@ def line(s):
 
 
 if __name__ == "__main__":
-    print(json.dumps(stamp(sys.argv[1:])))
+    # One argument is the command line as the user typed it; several are argv words to quote.
+    print(json.dumps(stamp(sys.argv[1] if len(sys.argv) == 2 else sys.argv[1:])))
