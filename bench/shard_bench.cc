@@ -97,15 +97,23 @@ struct Eval {
   size_t k;
 };
 
-// Runs `search(qi, out)` for every query, single-threaded: a warm-up pass over the first queries,
-// then the timed pass, which only stores the answers; they are scored afterwards with
-// common/retrieval_metrics.h (recall@k against the exact truth, the paper's mAP@k by label).
-// `before_timing` (if any) runs between the two passes (e.g. evicting the rows file).
+// Queries of each plan's warm-up pass (--warmup-queries; 0: every query, so the timed pass finds
+// what a steady state would hold: the index, the rows its queries read, the branch predictors).
+size_t g_warmup_queries = 0;
+
+// Runs `search(qi, out)` for every query, single-threaded: a warm-up pass (g_warmup_queries, or
+// `warmup` when >= 0), then the timed pass, which only stores the answers; they are scored
+// afterwards with common/retrieval_metrics.h (recall@k against the exact truth, the paper's
+// mAP@k by label). `before_timing` (if any) runs between the two passes (e.g. evicting the rows
+// file).
 Row Measure(const std::string& method, const std::string& plan, size_t nq, const Eval& ev,
             const std::function<void(size_t, std::vector<int64_t>*)>& search,
-            const std::function<void()>& before_timing = nullptr) {
+            const std::function<void()>& before_timing = nullptr, int64_t warmup = -1) {
   std::vector<int64_t> got;
-  for (size_t qi = 0; qi < std::min<size_t>(nq, 50); ++qi) search(qi, &got);  // warm-up
+  const size_t warm = warmup >= 0 ? static_cast<size_t>(warmup)
+                      : g_warmup_queries == 0 ? nq
+                                              : g_warmup_queries;
+  for (size_t qi = 0; qi < std::min(nq, warm); ++qi) search(qi, &got);  // warm-up
   if (before_timing) before_timing();
   std::vector<double> lat(nq);
   std::vector<std::vector<int64_t>> answers(nq);
@@ -199,6 +207,8 @@ int main(int argc, char** argv) {
   unsigned grid_seed = 1;
   app.add_option("--json", json_out, "write every figure, with its provenance, here");
   app.add_option("--seed", grid_seed, "seed of the shuffled Ds x K grid order");
+  app.add_option("--warmup-queries", g_warmup_queries,
+                 "queries of each plan's warm-up pass (0: all; FAISS exact always 3)");
   CLI11_PARSE(app, argc, argv);
   const nlohmann::json stamp = Provenance(argc, argv);
 
@@ -554,7 +564,8 @@ int main(int argc, char** argv) {
                            [&](size_t qi, std::vector<int64_t>* out) {
                              flat.search(1, &qn[qi * d], k, dist.data(), labels.data());
                              out->assign(labels.begin(), labels.end());
-                           }));
+                           },
+                           nullptr, /*warmup=*/3));  // a full pass would cost minutes at 1M
   }
 
   // ---- the issue 13 comparison: the fastest engine plan at recall@10 >= 0.95 against hnswlib
@@ -692,6 +703,7 @@ int main(int argc, char** argv) {
     j["queries"] = nq;
     j["k"] = k;
     j["grid_seed"] = grid_seed;
+    j["warmup_queries"] = g_warmup_queries == 0 ? nq : static_cast<int64_t>(g_warmup_queries);
     j["truth"] = "full-d fp32 cosine over the original vectors (FAISS IndexFlatIP, normalised)";
     j["metrics"] = {{"recall", "|top-k ∩ truth top-k| / k (common/retrieval_metrics.h)"},
                     {"map", "AP@k as the MRL paper's code: precisions at the label hits summed / k"}};

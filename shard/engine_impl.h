@@ -35,6 +35,7 @@
 #include "common/distance.h"
 #include "common/vector_codec.h"
 #include "shard/engine.h"
+#include "shard/engine_stages.h"
 #include "shard/low_d_index.h"
 #include "shard/row_store.h"
 #include "shard/storage.h"
@@ -229,9 +230,14 @@ class EngineImpl final : public Engine {
 
   Status CheckEf(int32_t ef) const;
 
+  // The first stage of a plan: `sl`'s best k for the query (its first sl.dims coordinates).
   // REQUIRES: validated query (a nesting dim, finite) and k.
-  Status ShortlistInternal(const CollectionState& c, std::span<const float> query, int32_t k,
-                           int32_t ef, bool exact, std::vector<Candidate>* out) const;
+  Status RunShortlister(const CollectionState& c, const Shortlister& sl,
+                        std::span<const float> query, int32_t k,
+                        std::vector<Candidate>* out) const;
+  // A storage scan: every stored point's prefix decoded from RocksDB and scored.
+  Status ScanStorage(const CollectionState& c, const float* prepared_query, size_t d, int32_t k,
+                     std::vector<Candidate>* out) const;
 
   // Fills s->values/statuses for `ids` (one MultiGet).
   Status MultiGet(const CollectionState& c, std::span<const uint64_t> ids, Scratch* s) const;
@@ -283,6 +289,24 @@ class EngineImpl final : public Engine {
     c.codec.DecodeBlobPrefix(blob, static_cast<int32_t>(d), s->vec.data());
     PrepareForMetric(c.spec.metric, s->vec.data(), d);
     return ScorePrepared(c.spec.metric, q, s->vec.data(), d);
+  }
+
+  // One refine stage, the engine's only decode -> score -> top-k loop over stored vectors:
+  // scores the gathered blobs at `rows` (positions in g.blob, none null) on the first st.dims
+  // coordinates of `query` and leaves the best st.k (0: all) in *rows, best first (ties: the
+  // smaller position; callers whose positions follow id order get the id tie order), and the
+  // same (position, score) pairs in s->heap.
+  void RefineStage(const CollectionState& c, std::span<const float> query, const Gathered& g,
+                   const RefineSpec& st, std::vector<uint32_t>* rows, Scratch* s) const {
+    const size_t d = static_cast<size_t>(st.dims);
+    s->query.assign(query.begin(), query.begin() + d);
+    PrepareForMetric(c.spec.metric, s->query.data(), d);
+    TopK top;
+    top.Reset(st.k == 0 ? rows->size() : static_cast<size_t>(st.k), &s->heap);
+    for (uint32_t r : *rows) top.Push(r, ScoreBlob(c, s->query.data(), g.blob[r], d, s));
+    top.Finish();
+    rows->clear();
+    for (const auto& h : s->heap) rows->push_back(static_cast<uint32_t>(h.id));
   }
 
   // How many distinct ids of a batch exist now. REQUIRES: c.write_mu held.

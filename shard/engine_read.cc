@@ -1,5 +1,6 @@
-// The engine's read paths: Get, Shortlist (index, or an exact scan of storage), Rerank (the
-// rerank rows, or one MultiGet) and the staged Search (bucket scans: engine_bucket.cc). Per-thread scratch: no
+// The engine's read paths: Get, and the three searches composed of the stages of
+// shard/engine_stages.h: Shortlist (a shortlister), Rerank (one refine over given ids) and Search
+// (a shortlister, then refine stages). Bucket scans: engine_bucket.cc. Per-thread scratch: no
 // allocation per candidate.
 #include "shard/engine_impl.h"
 
@@ -47,7 +48,8 @@ Result<std::vector<Candidate>> EngineImpl::Shortlist(const std::string& collecti
   MRL_RETURN_IF_ERROR(CheckK(k, /*allow_zero=*/false));
   MRL_RETURN_IF_ERROR(CheckEf(ef));
   std::vector<Candidate> out;
-  MRL_RETURN_IF_ERROR(ShortlistInternal(c, query, k, ef, exact, &out));
+  const Shortlister sl = Shortlister::For(c, static_cast<int32_t>(query.size()), ef, exact);
+  MRL_RETURN_IF_ERROR(RunShortlister(c, sl, query, k, &out));
   return out;
 }
 
@@ -69,18 +71,18 @@ Result<std::vector<Candidate>> EngineImpl::Rerank(const std::string& collection,
   s.ids.erase(std::unique(s.ids.begin(), s.ids.end()), s.ids.end());
   const std::vector<uint64_t>& unique_ids = s.ids;  // MultiGet does not touch s.ids
   UnpinOnExit unpin(&s);
-  const size_t d = query.size();
-  s.query.assign(query.begin(), query.end());
-  PrepareForMetric(c.spec.metric, s.query.data(), d);
   Gathered g;
   MRL_RETURN_IF_ERROR(Gather(c, unique_ids, &s, &g));
-  TopK top;
-  top.Reset(k == 0 ? unique_ids.size() : static_cast<size_t>(k), &s.heap);
+  std::vector<uint32_t> rows;  // positions in unique_ids (id order) of the points found
+  rows.reserve(unique_ids.size());
   for (size_t i = 0; i < unique_ids.size(); ++i) {
-    if (g.blob[i] != nullptr) top.Push(unique_ids[i], ScoreBlob(c, s.query.data(), g.blob[i], d, &s));
+    if (g.blob[i] != nullptr) rows.push_back(static_cast<uint32_t>(i));
   }
-  top.Finish();
-  return std::vector<Candidate>(s.heap.begin(), s.heap.end());
+  RefineStage(c, query, g, RefineSpec{static_cast<int32_t>(query.size()), k}, &rows, &s);
+  std::vector<Candidate> out;
+  out.reserve(s.heap.size());
+  for (const auto& h : s.heap) out.push_back(Candidate{unique_ids[h.id], h.score});
+  return out;
 }
 
 Result<std::vector<Candidate>> EngineImpl::Search(const std::string& collection,
@@ -114,11 +116,11 @@ Result<std::vector<Candidate>> EngineImpl::Search(const std::string& collection,
   MRL_RETURN_IF_ERROR(CheckEf(ef));
 
   std::vector<Candidate> cands;
-  MRL_RETURN_IF_ERROR(
-      ShortlistInternal(c, query.first(stages[0].dims), stages[0].k, ef, exact, &cands));
+  const Shortlister sl = Shortlister::For(c, stages[0].dims, ef, exact);
+  MRL_RETURN_IF_ERROR(RunShortlister(c, sl, query.first(stages[0].dims), stages[0].k, &cands));
   if (stages.size() == 1) return cands;
 
-  // Gather every survivor's stored vector once, then narrow stage by stage.
+  // Gather every survivor's stored vector once, then refine stage by stage.
   Scratch& s = TlsScratch();
   std::vector<uint64_t> ids(cands.size());
   for (size_t i = 0; i < cands.size(); ++i) ids[i] = cands[i].id;
@@ -130,43 +132,54 @@ Result<std::vector<Candidate>> EngineImpl::Search(const std::string& collection,
   for (size_t i = 0; i < ids.size(); ++i) {
     if (g.blob[i] != nullptr) rows.push_back(static_cast<uint32_t>(i));
   }
-  std::vector<uint32_t> next_rows;
   for (size_t st = 1; st < stages.size(); ++st) {
-    const size_t d = static_cast<size_t>(stages[st].dims);
-    s.query.assign(query.begin(), query.begin() + d);
-    PrepareForMetric(c.spec.metric, s.query.data(), d);
-    TopK top;
-    top.Reset(static_cast<size_t>(stages[st].k), &s.heap);
-    for (uint32_t r : rows) {
-      // The heap carries the position; ids are restored below.
-      top.Push(r, ScoreBlob(c, s.query.data(), g.blob[r], d, &s));
-    }
-    top.Finish();
-    next_rows.clear();
-    cands.clear();
-    for (const auto& h : s.heap) {
-      next_rows.push_back(static_cast<uint32_t>(h.id));
-      cands.push_back(Candidate{ids[h.id], h.score});
-    }
-    rows.swap(next_rows);
+    RefineStage(c, query, g, RefineSpec{stages[st].dims, stages[st].k}, &rows, &s);
   }
-  // Rows were compared by row on equal scores; restore the engine's id tie order.
+  cands.clear();
+  for (const auto& h : s.heap) cands.push_back(Candidate{ids[h.id], h.score});
+  // Rows were compared by position on equal scores; restore the engine's id tie order.
   std::sort(cands.begin(), cands.end(), BetterCandidate);
   return cands;
 }
 
-Status EngineImpl::ShortlistInternal(const CollectionState& c, std::span<const float> query,
-                                     int32_t k, int32_t ef, bool exact,
-                                     std::vector<Candidate>* out) const {
-  Scratch& s = TlsScratch();
-  const size_t d = query.size();
-  s.query.assign(query.begin(), query.end());
-  PrepareForMetric(c.spec.metric, s.query.data(), d);
-  if (const IndexState* ix = c.FindIndex(static_cast<int32_t>(d))) {
-    ix->index->Search(s.query.data(), k, ef, exact, out);
-    return Status::Ok();
+Shortlister Shortlister::For(const CollectionState& c, int32_t dims, int32_t ef, bool exact) {
+  Shortlister s;
+  s.dims = dims;
+  s.ef = ef;
+  s.index = c.FindIndex(dims);
+  if (s.index == nullptr) {
+    s.kind = ShortlisterKind::kStorageScan;
+  } else if (exact || s.index->spec.kind == IndexKind::kExact) {
+    s.kind = ShortlisterKind::kIndexScan;
+  } else {
+    s.kind = ShortlisterKind::kHnsw;
   }
-  // No index over these dims: scan storage.
+  return s;
+}
+
+Status EngineImpl::RunShortlister(const CollectionState& c, const Shortlister& sl,
+                                  std::span<const float> query, int32_t k,
+                                  std::vector<Candidate>* out) const {
+  Scratch& s = TlsScratch();
+  const size_t d = static_cast<size_t>(sl.dims);
+  s.query.assign(query.begin(), query.begin() + d);
+  PrepareForMetric(c.spec.metric, s.query.data(), d);
+  switch (sl.kind) {
+    case ShortlisterKind::kHnsw:
+      sl.index->index->Search(s.query.data(), k, sl.ef, /*exact=*/false, out);
+      return Status::Ok();
+    case ShortlisterKind::kIndexScan:
+      sl.index->index->Search(s.query.data(), k, sl.ef, /*exact=*/true, out);
+      return Status::Ok();
+    case ShortlisterKind::kStorageScan:
+      return ScanStorage(c, s.query.data(), d, k, out);
+  }
+  return Status::Internal("unknown shortlister");
+}
+
+Status EngineImpl::ScanStorage(const CollectionState& c, const float* prepared_query, size_t d,
+                               int32_t k, std::vector<Candidate>* out) const {
+  Scratch& s = TlsScratch();
   const std::string upper = CollectionPrefix(c.id + 1);
   rocksdb::Slice upper_slice(upper);
   rocksdb::ReadOptions ro;
@@ -182,7 +195,7 @@ Status EngineImpl::ShortlistInternal(const CollectionState& c, std::span<const f
     c.codec.DecodePrefix(v, static_cast<int32_t>(d), s.vec.data());
     PrepareForMetric(c.spec.metric, s.vec.data(), d);
     top.Push(PointKeyId(it->key().ToStringView()),
-             ScorePrepared(c.spec.metric, s.query.data(), s.vec.data(), d));
+             ScorePrepared(c.spec.metric, prepared_query, s.vec.data(), d));
   }
   MRL_RETURN_IF_ERROR(FromRocks(it->status(), "scanning collection"));
   top.Finish();

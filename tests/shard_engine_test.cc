@@ -199,6 +199,59 @@ INSTANTIATE_TEST_SUITE_P(MetricsAndStorage, ExactModeTest,
                                            ExactCase{Metric::kL2, StorageType::kInt8}),
                          ExactCaseName);
 
+// The stages compose (shard/engine_stages.h): every shortlister (a storage scan where no index
+// exists, a scan of an exact index, a scan of an HNSW index when exact, the HNSW graph) feeds the
+// same refine stages, and a one-trip Search is its shortlist followed by refines.
+TEST(SearchStages, EveryShortlisterFeedsTheSameRefineStages) {
+  const Metric metric = Metric::kCosine;
+  auto e = OpenOrDie(Options(TempDir("stages")));
+  ASSERT_TRUE(e);
+  ASSERT_TRUE(e->CreateCollection(Spec("c", metric, StorageType::kFp16, {Hnsw(16), Exact(32)})).ok());
+  const size_t n = 6000;
+  const auto data = Clustered(n, kDim, 11);
+  UpsertAll(*e, "c", data, n);
+  std::vector<uint64_t> all_ids(n);
+  for (size_t i = 0; i < n; ++i) all_ids[i] = i;
+  const auto db = Decoded(*e, "c", all_ids);
+  ASSERT_EQ(db.size(), n);
+  const auto queries = Clustered(4, kDim, 5);
+  for (int qi = 0; qi < 4; ++qi) {
+    const float* q = &queries[qi * kDim];
+    const std::span<const float> query(q, kDim);
+    auto score_full = [&](uint64_t id) { return BfScore(metric, q, db.at(id).data(), kDim); };
+    // Brute-force funnel: top 150 at ds, top 40 of those at 64, top 10 of those at full d.
+    auto bf_funnel = [&](int ds) {
+      std::vector<uint64_t> a, b;
+      for (const auto& x : BfTop(metric, db, q, ds, nullptr, 150)) a.push_back(x.second);
+      for (const auto& x : BfTop(metric, db, q, 64, &a, 40)) b.push_back(x.second);
+      return BfTop(metric, db, q, kDim, &b, 10);
+    };
+    // 8: no index (storage scan); 32: the exact index; 16 with exact: the HNSW index scanned.
+    for (const auto& [ds, exact] : {std::pair{8, false}, std::pair{32, false}, std::pair{16, true}}) {
+      const std::vector<SearchStage> stages = {{ds, 150}, {64, 40}, {kDim, 10}};
+      auto got = e->Search("c", query, stages, /*ef=*/0, exact);
+      ASSERT_TRUE(got.ok()) << got.status().ToString();
+      ExpectMatchesBruteForce(*got, bf_funnel(ds), score_full,
+                              "funnel from Ds=" + std::to_string(ds) + (exact ? " (exact)" : ""));
+    }
+    // The HNSW graph: Search == Rerank(Shortlist), stage by stage, bit for bit.
+    auto sl = e->Shortlist("c", query.first(16), 150);
+    ASSERT_TRUE(sl.ok());
+    auto mid = e->Rerank("c", query.first(64), Ids(*sl), 40);
+    ASSERT_TRUE(mid.ok());
+    auto last = e->Rerank("c", query, Ids(*mid), 10);
+    ASSERT_TRUE(last.ok());
+    const std::vector<SearchStage> stages = {{16, 150}, {64, 40}, {kDim, 10}};
+    auto one_trip = e->Search("c", query, stages);
+    ASSERT_TRUE(one_trip.ok());
+    ASSERT_EQ(one_trip->size(), last->size());
+    for (size_t i = 0; i < last->size(); ++i) {
+      EXPECT_EQ((*one_trip)[i].id, (*last)[i].id) << "rank " << i;
+      EXPECT_EQ((*one_trip)[i].score, (*last)[i].score) << "rank " << i;
+    }
+  }
+}
+
 // Reads through mmap (EngineOptions::mmap_reads) answer exactly as reads through pread, from
 // flushed SST files, after a reopen, and after later writes and deletes.
 TEST(Storage, MmapReadsAnswerExactlyLikePread) {
