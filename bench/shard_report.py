@@ -22,6 +22,8 @@ ap.add_argument("--json", required=True, help="shard_bench --json output (update
 ap.add_argument("--out", required=True, help="markdown page to write")
 ap.add_argument("--about", default=None, help="where the data came from (kept in the JSON)")
 ap.add_argument("--changes", default=None, help="JSON: what changed since the previous page")
+ap.add_argument("--note", action="append", default=None,
+                help="an observation about this run (repeatable; kept in the JSON as run_notes)")
 args = ap.parse_args()
 
 j = json.load(open(args.json))
@@ -29,6 +31,8 @@ if args.about is not None:
     j["about"] = args.about
 if args.changes:
     j["changes"] = json.load(open(args.changes))
+if args.note:
+    j["run_notes"] = args.note
 prov = j["provenance"]
 n, d = j["n"], j["d"]
 
@@ -78,7 +82,8 @@ L = [f"# mrl-shard engine at N = {n:,} x d = {d} vs hnswlib full-d and FAISS exa
 if j.get("about"):
     L += [f"**Data.** {j['about']}", ""]
 L += [f"{j['queries']} queries, k = {j['k']}, single-threaded, p50/p99 per query; grid order shuffled "
-      f"(seed {j.get('grid_seed')}; the run order of each row is in the JSON). Recall@10 against "
+      f"(seed {j.get('grid_seed')}; the run order of each row is in the JSON), each plan warmed up by "
+      f"{j.get('warmup_queries', 50)} queries before its timed pass. Recall@10 against "
       f"{j['truth']}; recall: {j['metrics']['recall']}; mAP@10: {j['metrics']['map']}. Engine: RocksDB block "
       f"cache {j['block_cache_mb']} MB, mmap reads {'on' if j.get('mmap_reads') else 'off'}, "
       f"low-d indexes {'int8' if j.get('int8_index') else 'fp32'}, rerank from "
@@ -139,6 +144,9 @@ elif not best:
     L.append("No engine plan reached recall@10 >= 0.95.")
 else:
     L.append("hnswlib full d was not run (or reached no 0.95 ef).")
+
+if j.get("run_notes"):
+    L += ["", "## Notes on this run", ""] + [f"- {x}" for x in j["run_notes"]]
 
 ch = j.get("changes")
 if ch:
