@@ -106,9 +106,11 @@ e = j["engine"]
 L += ["", "## Build, RAM and disk", "",
       "| component | build | RAM bytes/vector | disk bytes/vector |", "| --- | ---: | ---: | ---: |"]
 ingest = "reused data dir (no ingest)" if e.get("reused") else f"ingest {e['ingest_s']:.1f} s ({n / e['ingest_s']:.0f} vec/s)"
-L.append(f"| shard engine: RocksDB (fp16) + rows file + {len(e.get('indexes', []))} HNSW indexes | {ingest}, "
-         f"checkpoint {e['checkpoint_s']:.1f} s, reopen {e['reopen_s']:.2f} s | "
-         f"{e['rows']['table_ram_bytes_per_vector']:.0f} (id tables) | {e['disk_bytes_per_vector']:.0f} |")
+L.append(f"| shard engine, RocksDB (fp16 vectors; disk: live SST + WAL) with {len(e.get('indexes', []))} HNSW "
+         f"indexes and the rows file | {ingest}, checkpoint {e['checkpoint_s']:.1f} s, reopen {e['reopen_s']:.2f} s "
+         f"| block cache {j['block_cache_mb']} MB | {e['disk_bytes_per_vector']:.0f} |")
+L.append(f"| engine rerank rows file (fp16 rows, mmap) | (in ingest) | "
+         f"{e['rows']['table_ram_bytes_per_vector']:.0f} (id tables) | {e['rows']['file_bytes_per_vector']:.0f} |")
 for ix in e.get("indexes", []):
     L.append(f"| engine HNSW index Ds={ix['dims']} (live, grows by doubling) | (in ingest) | "
              f"{ix['ram_bytes_per_vector']:.0f} | persisted |")
