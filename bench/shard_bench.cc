@@ -88,6 +88,7 @@ struct Row {
   std::string note;
   int run_order = 0;  // position in the (shuffled) order the rows were measured in
   int32_t ds = 0;     // engine rows: the shortlist's dims (whose index the plan uses)
+  bool int8 = false;  // engine rows: the shortlist's index holds int8 vectors
 };
 
 struct Eval {
@@ -165,7 +166,7 @@ int main(int argc, char** argv) {
   size_t max_queries = 1000;
   bool skip_hnsw_full = false, no_sync = false, keep = false, reuse = false, mmap_reads = false,
        compare_mmap = false, rocksdb_rerank = false, compare_rerank = false, cold = false,
-       int8_index = false;
+       int8_index = false, compare_int8 = false;
   int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   app.add_option("--make-synthetic", synthetic_dir, "write db/queries/labels .npy here and exit");
   app.add_option("--n", syn_n, "synthetic: database size");
@@ -198,6 +199,9 @@ int main(int argc, char** argv) {
   app.add_flag("--rocksdb-rerank", rocksdb_rerank,
                "rerank from RocksDB lookups instead of the engine's rows file");
   app.add_flag("--int8", int8_index, "the engine's low-d HNSW indexes hold int8 vectors");
+  app.add_flag("--compare-int8", compare_int8,
+               "also ingest the vectors into a second collection whose low-d indexes hold the "
+               "other type (int8 / fp32), build those indexes alone too, and run its Ds x K grid");
   app.add_flag("--cold", cold,
                "also run the Ds x K grid on a cold rows file (evicted from the page cache before "
                "each cell), without and with readahead of a rerank's rows");
@@ -368,17 +372,20 @@ int main(int argc, char** argv) {
     return std::string(eo.rerank_rows ? "rows-file rerank" : "RocksDB rerank");
   };
   std::string method = "shard engine (one trip, " + rerank_name() + ")";
+  std::string coll = "bench";      // the collection the engine rows query
+  bool coll_int8 = int8_index;     // whether its low-d indexes hold int8 vectors
   std::function<void()> before_timing;  // between each plan's warm-up and its timed pass
   auto run_search = [&](const std::string& plan, std::vector<SearchStage> stages, bool exact) {
     rows.push_back(
         Measure(method, plan, nq, ev, [&](size_t qi, std::vector<int64_t>* out) {
-          auto r = engine->Search("bench", std::span<const float>(&queries[qi * d], d), stages,
+          auto r = engine->Search(coll, std::span<const float>(&queries[qi * d], d), stages,
                                   engine_ef, exact);
           if (!r.ok()) Die(r.status().ToString());
           out->clear();
           for (const auto& c : *r) out->push_back(static_cast<int64_t>(c.id));
         }, before_timing));
     rows.back().ds = stages.front().dims;
+    rows.back().int8 = coll_int8;
   };
   const int32_t K = *std::max_element(Ks.begin(), Ks.end());
   // The Ds x K grid runs in a shuffled order (seeded, recorded): no cell always runs first, on a
@@ -424,6 +431,7 @@ int main(int argc, char** argv) {
           for (const auto& c : *rr) out->push_back(static_cast<int64_t>(c.id));
         }));
     rows.back().ds = ds;
+    rows.back().int8 = coll_int8;
     // Funnel: dims double from Ds, K halves from K; the last stage is full d with k.
     std::vector<SearchStage> funnel;
     int32_t kk = K;
@@ -446,6 +454,7 @@ int main(int argc, char** argv) {
   // does not say what an index costs to build). Same library, M, ef_construction and threads.
   struct LowBuild {
     int32_t ds;
+    bool int8;
     double seconds, bytes_per_vector;
   };
   std::vector<LowBuild> low_builds;
@@ -458,18 +467,22 @@ int main(int argc, char** argv) {
         std::copy_n(xb + i * d, ds, &prefix[i * ds]);
         NormalizeInPlace(&prefix[i * ds], static_cast<size_t>(ds));
       }
-      IndexSpec ix;
-      ix.dims = ds;
-      ix.kind = IndexKind::kHnsw;
-      ix.hnsw_m = hnsw_m;
-      ix.ef_construction = ef_construction;
-      ix.int8 = int8_index;
-      const auto b0 = Clock::now();
-      auto index = MakeLowDIndex(ix, IndexMetric::kInnerProduct, static_cast<size_t>(n));
-      index->AddBulk(ids, prefix.data(), threads);
-      low_builds.push_back({ds, Seconds(b0, Clock::now()),
-                            static_cast<double>(index->memory_bytes()) / n});
-      std::fprintf(stderr, "  built HNSW Ds=%d alone in %.1f s\n", ds, low_builds.back().seconds);
+      for (bool i8 : compare_int8 ? std::vector<bool>{int8_index, !int8_index}
+                                  : std::vector<bool>{int8_index}) {
+        IndexSpec ix;
+        ix.dims = ds;
+        ix.kind = IndexKind::kHnsw;
+        ix.hnsw_m = hnsw_m;
+        ix.ef_construction = ef_construction;
+        ix.int8 = i8;
+        const auto b0 = Clock::now();
+        auto index = MakeLowDIndex(ix, IndexMetric::kInnerProduct, static_cast<size_t>(n));
+        index->AddBulk(ids, prefix.data(), threads);
+        low_builds.push_back({ds, i8, Seconds(b0, Clock::now()),
+                              static_cast<double>(index->memory_bytes()) / n});
+        std::fprintf(stderr, "  built HNSW Ds=%d%s alone in %.1f s\n", ds, i8 ? " (int8)" : "",
+                     low_builds.back().seconds);
+      }
     }
   }
 
@@ -495,6 +508,42 @@ int main(int argc, char** argv) {
     opened = Engine::Open(eo);
     if (!opened.ok()) Die(opened.status().ToString());
     engine = std::move(opened.value());
+    method = "shard engine (one trip, " + rerank_name() + ")";
+  }
+
+  // ---- the A/B of the low-d index's vector type: the same points in a second collection whose
+  // indexes hold the other type (int8 with a per-dim scale / fp32), the same grid on it ------------
+  if (compare_int8) {
+    CollectionSpec other = spec;
+    other.name = "bench_other_index";
+    for (IndexSpec& ix : other.indexes) ix.int8 = !int8_index;
+    bool have = false;
+    for (const auto& c : engine->Stats().collections) {
+      have |= reuse && c.name == other.name && c.points == static_cast<uint64_t>(n);
+    }
+    if (!have) {
+      (void)engine->DropCollection(other.name);  // NotFound when it was never made
+      if (Status st = engine->CreateCollection(other); !st.ok()) Die(st.ToString());
+      std::fprintf(stderr, "ingesting %lld points into '%s' (%s low-d indexes)\n", (long long)n,
+                   other.name.c_str(), int8_index ? "fp32" : "int8");
+      // The normalised copies in FAISS: the same points for cosine.
+      for (int64_t start = 0; start < n; start += 1000) {
+        const int64_t end = std::min(n, start + 1000);
+        std::vector<PointView> pts;
+        for (int64_t i = start; i < end; ++i) {
+          pts.push_back(PointView{static_cast<uint64_t>(i),
+                                  std::span<const float>(xb + i * d, static_cast<size_t>(d)), ""});
+        }
+        if (Status st = engine->Upsert(other.name, pts); !st.ok()) Die(st.ToString());
+      }
+      if (Status st = engine->Checkpoint(); !st.ok()) Die(st.ToString());
+    }
+    coll = other.name;
+    coll_int8 = !int8_index;
+    method = "shard engine (one trip, " + rerank_name() + (coll_int8 ? ", int8 index)" : ", fp32 index)");
+    run_grid();
+    coll = "bench";
+    coll_int8 = int8_index;
     method = "shard engine (one trip, " + rerank_name() + ")";
   }
 
@@ -570,50 +619,76 @@ int main(int argc, char** argv) {
 
   // ---- the issue 13 comparison: the fastest engine plan at recall@10 >= 0.95 against hnswlib
   // full d at its cheapest ef reaching it (QPS), their resident index RAM and build time ----------
-  const Row* best = nullptr;
   const Row* hnsw_best = nullptr;
   for (const Row& r : rows) {
-    if (r.method.rfind("shard engine", 0) == 0 && r.recall >= 0.95 && (!best || r.qps > best->qps)) {
-      best = &r;
-    }
     if (r.method == "hnswlib HNSW, full d" && r.plan == "ef=" + std::to_string(cheapest_ef)) {
       hnsw_best = &r;
     }
   }
-  const EngineStats::Collection& cstats = stats.collections.at(0);
-  nlohmann::json summary;
-  if (best) {
-    // RAM and build time of the plan's index built alone with capacity N, like hnswlib full d
-    // below (the engine's live index grows by doubling: its slack is reported beside).
+  auto collection_stats = [&](const EngineStats& es, const std::string& name) {
+    for (const auto& c : es.collections) {
+      if (c.name == name) return c;
+    }
+    Die("no engine stats for collection " + name);
+    return EngineStats::Collection{};
+  };
+  const EngineStats::Collection cstats = collection_stats(stats, "bench");
+  const EngineStats now_stats = engine->Stats();
+  // The fastest engine row at recall@10 >= 0.95 among those `pick` accepts, with its index's RAM
+  // and build time (built alone with capacity N, like hnswlib full d; the engine's live index
+  // grows by doubling: its slack is reported beside) and the ratios to hnswlib full d.
+  auto summarize = [&](const std::function<bool(const Row&)>& pick, const Row** best_out) {
+    const Row* best = nullptr;
+    for (const Row& r : rows) {
+      if (r.method.rfind("shard engine", 0) == 0 && pick(r) && r.recall >= 0.95 &&
+          (!best || r.qps > best->qps)) {
+        best = &r;
+      }
+    }
+    *best_out = best;
+    nlohmann::json sm;
+    if (!best) return sm;
     double low_ram = -1, low_build = -1, live_ram = -1;
-    for (const auto& ix : cstats.indexes) {
+    const auto live = best->int8 == int8_index ? cstats
+                                               : collection_stats(now_stats, "bench_other_index");
+    for (const auto& ix : live.indexes) {
       if (ix.dims == best->ds) live_ram = static_cast<double>(ix.memory_bytes) / n;
     }
     for (const auto& b : low_builds) {
-      if (b.ds == best->ds) {
+      if (b.ds == best->ds && b.int8 == best->int8) {
         low_build = b.seconds;
         low_ram = b.bytes_per_vector;
       }
     }
-    summary["best_engine_plan"] = {{"method", best->method}, {"plan", best->plan},
-                                   {"recall_at_10", best->recall}, {"qps", best->qps},
-                                   {"p50_ms", best->p50_ms}, {"p99_ms", best->p99_ms},
-                                   {"shortlist_dims", best->ds},
-                                   {"index_ram_bytes_per_vector", low_ram},
-                                   {"index_build_s", low_build},
-                                   {"live_engine_index_ram_bytes_per_vector", live_ram}};
+    sm["best_engine_plan"] = {{"method", best->method}, {"plan", best->plan},
+                              {"recall_at_10", best->recall}, {"qps", best->qps},
+                              {"p50_ms", best->p50_ms}, {"p99_ms", best->p99_ms},
+                              {"shortlist_dims", best->ds}, {"int8_index", best->int8},
+                              {"index_ram_bytes_per_vector", low_ram},
+                              {"index_build_s", low_build},
+                              {"live_engine_index_ram_bytes_per_vector", live_ram}};
     if (hnsw_best) {
-      summary["hnswlib_full_d"] = {{"ef", cheapest_ef}, {"recall_at_10", hnsw_best->recall},
-                                   {"qps", hnsw_best->qps}, {"p50_ms", hnsw_best->p50_ms},
-                                   {"ram_bytes_per_vector", hnsw_mem}, {"build_s", hnsw_build_s}};
-      summary["qps_ratio"] = best->qps / hnsw_best->qps;
-      summary["ram_ratio_hnsw_over_engine_index"] = low_ram > 0 ? hnsw_mem / low_ram : -1.0;
-      summary["build_ratio_hnsw_over_engine_index"] = low_build > 0 ? hnsw_build_s / low_build : -1.0;
+      sm["hnswlib_full_d"] = {{"ef", cheapest_ef}, {"recall_at_10", hnsw_best->recall},
+                              {"qps", hnsw_best->qps}, {"p50_ms", hnsw_best->p50_ms},
+                              {"ram_bytes_per_vector", hnsw_mem}, {"build_s", hnsw_build_s}};
+      sm["qps_ratio"] = best->qps / hnsw_best->qps;
+      sm["ram_ratio_hnsw_over_engine_index"] = low_ram > 0 ? hnsw_mem / low_ram : -1.0;
+      sm["build_ratio_hnsw_over_engine_index"] = low_build > 0 ? hnsw_build_s / low_build : -1.0;
     }
-    summary["rows_file"] = {
+    sm["rows_file"] = {
         {"disk_bytes_per_vector", static_cast<double>(cstats.rows.file_bytes) / n},
         {"page_cache_bytes_per_vector_at_reopen", static_cast<double>(cstats.rows.resident_bytes) / n},
         {"id_table_ram_bytes_per_vector", static_cast<double>(cstats.rows.table_bytes) / n}};
+    return sm;
+  };
+  const Row* best = nullptr;
+  nlohmann::json summary = summarize([](const Row&) { return true; }, &best);
+  if (compare_int8) {
+    for (bool i8 : {false, true}) {
+      const Row* b = nullptr;
+      summary["by_index_type"][i8 ? "int8" : "fp32"] =
+          summarize([i8](const Row& r) { return r.int8 == i8; }, &b);
+    }
   }
 
   // ---- report --------------------------------------------------------------------------------
@@ -634,7 +709,7 @@ int main(int argc, char** argv) {
   }
   std::printf("\n| component | build | RAM bytes/vector | disk bytes/vector |\n");
   std::printf("| --- | ---: | ---: | ---: |\n");
-  const auto& cs = stats.collections.at(0);
+  const auto& cs = cstats;
   char ingest_desc[160];
   if (reused) {
     std::snprintf(ingest_desc, sizeof(ingest_desc), "reused data dir (ingest not run)");
@@ -662,7 +737,7 @@ int main(int argc, char** argv) {
   }
   for (const auto& b : low_builds) {
     std::printf("| HNSW Ds=%d (M=%d, efc=%d%s) built alone from the prefixes | %.1f s | %.0f | - |\n",
-                b.ds, hnsw_m, ef_construction, int8_index ? ", int8" : "", b.seconds,
+                b.ds, hnsw_m, ef_construction, b.int8 ? ", int8" : "", b.seconds,
                 b.bytes_per_vector);
   }
   if (!skip_hnsw_full) {
@@ -712,10 +787,12 @@ int main(int argc, char** argv) {
     j["block_cache_mb"] = block_cache_mb;
     j["mmap_reads"] = mmap_reads;
     j["int8_index"] = int8_index;
+    j["compare_int8"] = compare_int8;
     for (const auto& r : rows) {
       j["rows"].push_back({{"method", r.method}, {"plan", r.plan}, {"recall_at_10", r.recall},
                            {"map_at_10", r.map}, {"qps", r.qps}, {"p50_ms", r.p50_ms},
-                           {"p99_ms", r.p99_ms}, {"note", r.note}, {"run_order", r.run_order}});
+                           {"p99_ms", r.p99_ms}, {"note", r.note}, {"run_order", r.run_order},
+                           {"shortlist_dims", r.ds}, {"int8_index", r.int8}});
     }
     j["engine"] = {{"reused", reused},
                    {"ingest_s", reused ? -1.0 : ingest_s},
@@ -734,8 +811,8 @@ int main(int argc, char** argv) {
           {{"dims", ix.dims}, {"ram_bytes_per_vector", static_cast<double>(ix.memory_bytes) / n}});
     }
     for (const auto& b : low_builds) {
-      j["low_d_builds"].push_back(
-          {{"dims", b.ds}, {"seconds", b.seconds}, {"ram_bytes_per_vector", b.bytes_per_vector}});
+      j["low_d_builds"].push_back({{"dims", b.ds}, {"int8", b.int8}, {"seconds", b.seconds},
+                                   {"ram_bytes_per_vector", b.bytes_per_vector}});
     }
     if (!skip_hnsw_full) {
       j["hnsw_full"] = {{"build_s", hnsw_build_s}, {"ram_bytes_per_vector", hnsw_mem}, {"m", hnsw_m},

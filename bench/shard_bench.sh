@@ -38,7 +38,7 @@ extra=()
 $B/bench/shard_bench --db "${db}_embeddings.npy" --queries "$DATA/fmnist_q_embeddings.npy" \
   --db-labels "${db}_labels.npy" --query-labels "$DATA/fmnist_q_labels.npy" \
   --data-dir "$DATA/bench_engine_$N" --max-queries "$Q" --faiss-queries 100 \
-  --K 20 30 50 100 200 --compare-rerank --cold "${extra[@]}" --json "bench/results/$name.json"
+  --K 20 30 50 100 200 --compare-rerank --compare-int8 --cold "${extra[@]}" --json "bench/results/$name.json"
 /usr/bin/python3 bench/shard_report.py --json "bench/results/$name.json" --out "bench/results/$name.md" \
   --about "$N database vectors of d = 2048 (fp16 in the engine): mrl-embed of MRL seed 0 \
 ($RUN, 4 epochs, conv4; bench/results/fmnist_mrl.md) over the 60000 Fashion-MNIST training \

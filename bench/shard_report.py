@@ -115,8 +115,8 @@ for ix in e.get("indexes", []):
     L.append(f"| engine HNSW index Ds={ix['dims']} (live, grows by doubling) | (in ingest) | "
              f"{ix['ram_bytes_per_vector']:.0f} | persisted |")
 for b in j.get("low_d_builds", []):
-    L.append(f"| HNSW Ds={b['dims']} built alone from the prefixes | {b['seconds']:.1f} s | "
-             f"{b['ram_bytes_per_vector']:.0f} | - |")
+    L.append(f"| HNSW Ds={b['dims']}{' int8' if b.get('int8') else ''} built alone from the prefixes | "
+             f"{b['seconds']:.1f} s | {b['ram_bytes_per_vector']:.0f} | - |")
 if hnsw:
     L.append(f"| hnswlib HNSW full d = {d} (M={hnsw['m']}, efc={hnsw['ef_construction']}) | "
              f"{hnsw['build_s']:.1f} s | {hnsw['ram_bytes_per_vector']:.0f} | - |")
@@ -146,6 +146,41 @@ elif not best:
     L.append("No engine plan reached recall@10 >= 0.95.")
 else:
     L.append("hnswlib full d was not run (or reached no 0.95 ef).")
+
+by_type = s.get("by_index_type") or {}
+if by_type and hnsw_best:
+    L += ["", "### The low-d index's vector type: fp32 vs int8 (per-dim scale), same points, same run", "",
+          "The best plan at recall@10 >= 0.95 using each index type, against hnswlib full d at "
+          f"ef={cheapest} ({hnsw_best['qps']:.0f} QPS, {hnsw['ram_bytes_per_vector']:.0f} B/vector, "
+          f"built in {hnsw['build_s']:.1f} s):", "",
+          "| index type | best plan | recall@10 | QPS | QPS ratio | index B/vector | RAM ratio | build s | build ratio |",
+          "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for t in ("fp32", "int8"):
+        sm = by_type.get(t) or {}
+        bp = sm.get("best_engine_plan")
+        if not bp:
+            L.append(f"| {t} | no plan reached 0.95 | | | | | | | |")
+            continue
+        L.append(f"| {t} | Ds={bp['shortlist_dims']}: {bp['plan']} | {bp['recall_at_10']:.3f} | {bp['qps']:.0f} | "
+                 f"{sm.get('qps_ratio', -1):.2f}x | {bp['index_ram_bytes_per_vector']:.0f} | "
+                 f"1/{sm.get('ram_ratio_hnsw_over_engine_index', -1):.1f} | {bp['index_build_s']:.1f} | "
+                 f"1/{sm.get('build_ratio_hnsw_over_engine_index', -1):.1f} |")
+    # Recall cost of int8 per Ds x K: the warm rows-file grid of each collection.
+    warm = {}
+    for r in engine_rows:
+        if "cold" in r["method"] or "RocksDB" in r["method"] or "mmap" in r["method"] or "pread" in r["method"]:
+            continue
+        if not r["plan"].startswith("Ds=") or "exact" in r["plan"]:
+            continue
+        warm[(r["plan"], bool(r.get("int8_index")))] = r
+    plans = sorted({p for p, _ in warm}, key=lambda p: [int(x.split("=")[1]) for x in p.split(" -> ")[0].split(" ")])
+    if plans:
+        L += ["", "| plan | recall@10 fp32 | recall@10 int8 | QPS fp32 | QPS int8 |", "| --- | ---: | ---: | ---: | ---: |"]
+        for p in plans:
+            a, b = warm.get((p, False)), warm.get((p, True))
+            if not a or not b:
+                continue
+            L.append(f"| {p} | {a['recall_at_10']:.3f} | {b['recall_at_10']:.3f} | {fmt_qps(a['qps'])} | {fmt_qps(b['qps'])} |")
 
 if j.get("run_notes"):
     L += ["", "## Notes on this run", ""] + [f"- {x}" for x in j["run_notes"]]

@@ -15,6 +15,7 @@ Coordinator::Coordinator(CoordinatorOptions options) : opt_(std::move(options)) 
   po.auth_secret = opt_.shard_secret;
   po.connections_per_shard = opt_.shard_connections;
   po.max_in_flight_per_connection = opt_.shard_max_in_flight;
+  po.health = opt_.shard_health;
   pool_ = std::make_unique<ShardPool>(po);
   engine_ = std::make_unique<QueryEngine>(*pool_);
   writes_ =
@@ -280,7 +281,17 @@ std::string Coordinator::PrometheusMetrics() const {
     out += "mrl_coordinator_shard_refusing_writes{shard=\"" + id + "\"} " +
            (pool_->WriteRefusal(id).ok() ? "0" : "1") + "\n";
   }
+  out += ShardHealthMetrics(ShardHealthReports(), pool_->hedges(), pool_->hedgeable_calls());
   out += ShardDiskMetrics(*snap);
+  return out;
+}
+
+std::vector<ShardHealthReport> Coordinator::ShardHealthReports() const {
+  const auto snap = state_->Snapshot();
+  std::vector<ShardHealthReport> out;
+  for (ShardHealthReport& r : pool_->HealthReports()) {
+    if (snap->map.shards().count(r.shard)) out.push_back(std::move(r));
+  }
   return out;
 }
 

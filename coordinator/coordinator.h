@@ -53,6 +53,7 @@ struct CoordinatorOptions {
   int session_ttl_s = 10;      // docs/metadata.md: why 10
   int shard_connections = 2;           // pipelined connections per shard (round-robin)
   uint32_t shard_max_in_flight = 256;  // per connection; beyond: ResourceExhausted at once
+  ShardHealthOptions shard_health;     // failure detection (probes), replica choice, hedging
   MoveExecutorOptions moves;  // limits and throttle of bucket moves
   // /metrics' mrl_build_info gauge: what the binary was built from (main fills it).
   BuildInfo build;
@@ -120,6 +121,9 @@ class Coordinator {
   // the shards at scrape time: mrl_shard_fs_free_bytes, mrl_shard_refusing_writes,
   // mrl_shard_store_failed, ...).
   std::string PrometheusMetrics() const;
+  // What the coordinator believes about each shard of the map: state (up / slow / down, and
+  // why), probe round trip, latency quantiles, calls in flight, hedges (GET /v1/shards/health).
+  std::vector<ShardHealthReport> ShardHealthReports() const;
 
  private:
   // A new shard joins the map by `edit` (AddReplica, ReplaceShard): the map's refusals first,

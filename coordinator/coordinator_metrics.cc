@@ -102,3 +102,50 @@ std::string MetaMetrics(const MetaState& m) {
 }
 
 }  // namespace mrl::coord
+
+namespace mrl::coord {
+
+std::string ShardHealthMetrics(const std::vector<ShardHealthReport>& shards, uint64_t hedges,
+                               uint64_t hedgeable_calls) {
+  std::string state, probe, missed, latency, delay, in_flight, shard_hedges;
+  for (const ShardHealthReport& r : shards) {
+    const std::string l = "shard=\"" + r.shard + "\"";
+    for (ShardState s : {ShardState::kUp, ShardState::kSlow, ShardState::kDown}) {
+      state += "mrl_coordinator_shard_state{" + l + ",state=\"" + ShardStateName(s) + "\"} " +
+               (r.state == s ? "1" : "0") + "\n";
+    }
+    if (r.probe_ms >= 0) {
+      probe += "mrl_coordinator_shard_probe_seconds{" + l + "} " + std::to_string(r.probe_ms / 1e3) + "\n";
+    }
+    missed += "mrl_coordinator_shard_probes_missed{" + l + "} " + std::to_string(r.probes_missed) + "\n";
+    if (r.p50_ms >= 0) {
+      latency += "mrl_coordinator_shard_latency_seconds{" + l + ",quantile=\"0.5\"} " +
+                 std::to_string(r.p50_ms / 1e3) + "\n";
+      latency += "mrl_coordinator_shard_latency_seconds{" + l + ",quantile=\"0.99\"} " +
+                 std::to_string(r.p99_ms / 1e3) + "\n";
+    }
+    if (r.hedge_delay_ms >= 0) {
+      delay += "mrl_coordinator_shard_hedge_delay_seconds{" + l + "} " +
+               std::to_string(r.hedge_delay_ms / 1e3) + "\n";
+    }
+    in_flight += "mrl_coordinator_shard_in_flight{" + l + "} " + std::to_string(r.in_flight) + "\n";
+    shard_hedges += "mrl_coordinator_shard_hedges_total{" + l + "} " + std::to_string(r.hedges) + "\n";
+  }
+  return "# HELP mrl_coordinator_shard_state 1 for the shard's state as this coordinator sees it: "
+         "up, slow (a call past its hedge delay, nothing heard since) or down (connection failed, "
+         "call timed out or probes missed).\n# TYPE mrl_coordinator_shard_state gauge\n" +
+         state + "# TYPE mrl_coordinator_shard_probe_seconds gauge\n" + probe +
+         "# TYPE mrl_coordinator_shard_probes_missed gauge\n" + missed +
+         "# HELP mrl_coordinator_shard_latency_seconds Over the shard's last query calls.\n"
+         "# TYPE mrl_coordinator_shard_latency_seconds gauge\n" +
+         latency + "# TYPE mrl_coordinator_shard_hedge_delay_seconds gauge\n" + delay +
+         "# TYPE mrl_coordinator_shard_in_flight gauge\n" + in_flight +
+         "# TYPE mrl_coordinator_shard_hedges_total counter\n" + shard_hedges +
+         "# HELP mrl_coordinator_hedges_total Query calls also sent to another replica.\n"
+         "# TYPE mrl_coordinator_hedges_total counter\nmrl_coordinator_hedges_total " +
+         std::to_string(hedges) +
+         "\n# TYPE mrl_coordinator_hedgeable_calls_total counter\nmrl_coordinator_hedgeable_calls_total " +
+         std::to_string(hedgeable_calls) + "\n";
+}
+
+}  // namespace mrl::coord

@@ -14,6 +14,7 @@
 #include "common/status.h"
 #include "coordinator/cluster_state.h"
 #include "coordinator/query_engine.h"
+#include "coordinator/shard_health.h"
 
 namespace mrl::coord {
 
@@ -39,5 +40,14 @@ class CoordinatorMetrics {
 // mrl_meta_store_reachable, mrl_meta_revision, mrl_meta_watch_restarts_total,
 // mrl_meta_lease_losses_total, mrl_meta_fenced_writes_total.
 std::string MetaMetrics(const MetaState& m);
+
+// Each shard's health as the coordinator sees it (issue 20): mrl_coordinator_shard_state{state}
+// (1 for its state: up, slow or down), mrl_coordinator_shard_probe_seconds,
+// mrl_coordinator_shard_probes_missed, mrl_coordinator_shard_latency_seconds{quantile},
+// mrl_coordinator_shard_hedge_delay_seconds, mrl_coordinator_shard_in_flight,
+// mrl_coordinator_shard_hedges_total; and mrl_coordinator_hedges_total over
+// mrl_coordinator_hedgeable_calls_total.
+std::string ShardHealthMetrics(const std::vector<ShardHealthReport>& shards, uint64_t hedges,
+                               uint64_t hedgeable_calls);
 
 }  // namespace mrl::coord

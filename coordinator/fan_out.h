@@ -1,9 +1,11 @@
 // One query stage's calls to the shards, completed through the channels' callbacks (no thread
 // per call, issue 13 item 4). Every target (one replica group's part of the stage) is sent to
 // its first replica; a failure that is not the request's own fault moves it to the next healthy
-// replica of its group; the stage ends when every target has an answer or has run out of
-// replicas, or at the deadline, keeping whatever arrived by then (a late target is reported
-// timed out and its buckets count as uncovered).
+// replica of its group; a call with no answer after the channel's hedge delay for that shard is
+// also sent to the next healthy replica when the hedge budget allows (issue 20 item 3: the first
+// answer wins, the other is ignored); the stage ends when every target has an answer or has run
+// out of replicas, or at the deadline, keeping whatever arrived by then (a late target is
+// reported timed out and its buckets count as uncovered).
 //
 // Replies stay the verified frame bodies the channel delivered: callers read them in place
 // through FlatBuffers accessors (ReadLists), with no object-API copies.
@@ -35,6 +37,12 @@ class ShardChannels {
   // verified response body or the error. It must not block.
   virtual void Call(const std::string& shard, wire::MessageType type, std::vector<uint8_t> body,
                     uint32_t deadline_ms, rpc::RpcClient::Callback done) = 0;
+  // Which replica to ask: lower is better; infinity = do not ask. Default: 0 when Healthy.
+  virtual double RouteCost(const std::string& shard);
+  // After how long an unanswered call of `type` to `shard` is hedged to another replica
+  // (max() = never, the default), and whether the hedge budget allows one now (spends it).
+  virtual std::chrono::microseconds HedgeDelay(const std::string& shard, wire::MessageType type);
+  virtual bool TakeHedge(const std::string& shard);
 };
 
 struct FanOutTarget {
@@ -49,6 +57,7 @@ struct FanOutReply {
   std::vector<uint8_t> body;         // its verified response body
   Status error;                      // when none answered: the first failure (or the deadline)
   std::vector<std::string> failed;   // replicas whose call failed
+  bool hedged = false;               // a hedge was sent for it
 };
 
 // Errors that say the request itself is wrong: every replica would say the same.

@@ -271,6 +271,27 @@ HttpResponse HttpApi::Route(const HttpRequest& req, std::string* endpoint) {
     if (req.target.starts_with("/v1/cluster/") || req.target.starts_with("/v1/moves")) {
       return ClusterChange(req, body, endpoint);
     }
+    if (req.target == "/v1/shards/health") {
+      *endpoint = "shards_health";
+      if (req.method != "GET") return ErrorReply(405, "method not allowed");
+      json shards = json::array();
+      for (const ShardHealthReport& r : c_.ShardHealthReports()) {
+        shards.push_back({{"shard", r.shard},
+                          {"state", ShardStateName(r.state)},
+                          {"reason", r.reason},
+                          {"down_for_s", r.down_for_s},
+                          {"probe_ms", r.probe_ms},
+                          {"probes_missed", r.probes_missed},
+                          {"p50_ms", r.p50_ms},
+                          {"p99_ms", r.p99_ms},
+                          {"hedge_delay_ms", r.hedge_delay_ms},
+                          {"in_flight", r.in_flight},
+                          {"calls", r.calls},
+                          {"failures", r.failures},
+                          {"hedges", r.hedges}});
+      }
+      return JsonReply(200, {{"shards", shards}});
+    }
     if (req.target == "/v1/meta") {
       *endpoint = "meta";
       if (req.method != "GET") return ErrorReply(405, "method not allowed");

@@ -68,6 +68,22 @@ int Run(int argc, char** argv) {
       ->check(CLI::Range(1, 64));
   app.add_option("--shard-max-in-flight", co.shard_max_in_flight,
                  "Requests awaiting an answer per shard connection before calls fail fast (back-pressure)");
+  mrl::coord::ShardHealthOptions& h = co.shard_health;
+  app.add_option("--probe-interval-ms", h.probe_interval_ms,
+                 "Ping each shard this often to detect silent ones (0: no probes; a down shard is "
+                 "then retried after 2 s)");
+  app.add_option("--probe-timeout-ms", h.probe_timeout_ms, "A probe not answered by then is missed");
+  app.add_option("--probe-misses", h.probe_misses_to_down,
+                 "Probes missed in a row that mark a shard down (until it answers one)")
+      ->check(CLI::Range(1, 100));
+  app.add_option("--hedge", h.hedge, "Hedge slow query calls to another replica (true/false)");
+  app.add_option("--hedge-quantile", h.hedge_quantile,
+                 "Hedge a call once it is slower than this quantile of its shard's recent calls")
+      ->check(CLI::Range(0.5, 1.0));
+  app.add_option("--hedge-min-ms", h.hedge_min_ms, "Lower bound of the hedge delay");
+  app.add_option("--hedge-max-ms", h.hedge_max_ms, "Upper bound of the hedge delay");
+  app.add_option("--hedge-budget", h.hedge_budget, "Hedges per query call at most, over time")
+      ->check(CLI::Range(0.0, 1.0));
   app.add_option("--read-token-file", read_token_file, "File holding the read-only API token");
   app.add_option("--admin-token-file", admin_token_file, "File holding the admin API token");
   app.add_option("--shard-secret-file", shard_secret_file, "File holding the shards' shared secret");

@@ -45,8 +45,8 @@ Result<SearchOutcome> QueryEngine::Search(const ShardMap& map, const SearchSpec&
   }
   const size_t n = spec.queries.size() / static_cast<size_t>(spec.dims);
   const bool one_trip = spec.one_trip || spec.plan.one_trip;
-  auto route_or = map.RouteQuery(
-      spec.collection, [&](const std::string& s) { return channels_.Healthy(s); }, rotation_++);
+  auto route_or = map.RouteQueryByCost(
+      spec.collection, [&](const std::string& s) { return channels_.RouteCost(s); }, rotation_++);
   if (!route_or.ok()) return route_or.status();
   const QueryRoute& route = route_or.value();
   const auto& groups = map.groups();

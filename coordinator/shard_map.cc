@@ -1,6 +1,8 @@
 #include "coordinator/shard_map.h"
 
 #include <algorithm>
+#include <cmath>
+#include <limits>
 #include <charconv>
 #include <nlohmann/json.hpp>
 #include <regex>
@@ -372,20 +374,38 @@ Status ShardMap::ReverseMove(const std::string& collection, uint32_t bucket) {
 Result<QueryRoute> ShardMap::RouteQuery(const std::string& collection,
                                         const std::function<bool(const std::string&)>& healthy,
                                         uint64_t rotation) const {
+  return RouteQueryByCost(
+      collection,
+      [&](const std::string& s) {
+        return healthy(s) ? 0.0 : std::numeric_limits<double>::infinity();
+      },
+      rotation);
+}
+
+Result<QueryRoute> ShardMap::RouteQueryByCost(const std::string& collection,
+                                              const std::function<double(const std::string&)>& cost,
+                                              uint64_t rotation) const {
   auto p = Placement(collection);
   if (!p.ok()) return p.status();
   std::vector<uint32_t> buckets_of_group(groups_.size(), 0);
   for (uint32_t g : p.value()->group_of_bucket) ++buckets_of_group[g];
   QueryRoute route;
   route.total_buckets = p.value()->num_buckets;
+  std::vector<double> costs;
   for (uint32_t g = 0; g < groups_.size(); ++g) {
     if (buckets_of_group[g] == 0) continue;
     const std::vector<std::string>& members = groups_[g].shards;
+    costs.assign(members.size(), 0.0);
+    double best = std::numeric_limits<double>::infinity();
+    for (size_t i = 0; i < members.size(); ++i) {
+      costs[i] = cost(members[i]);
+      best = std::min(best, costs[i]);
+    }
     bool found = false;
-    for (size_t i = 0; i < members.size() && !found; ++i) {
-      const std::string& s = members[(rotation + i) % members.size()];
-      if (healthy(s)) {
-        route.targets.push_back({s, g, buckets_of_group[g]});
+    for (size_t i = 0; i < members.size() && !found && std::isfinite(best); ++i) {
+      const size_t m = (rotation + i) % members.size();
+      if (costs[m] <= best * 1.2) {
+        route.targets.push_back({members[m], g, buckets_of_group[g]});
         found = true;
       }
     }

@@ -159,6 +159,12 @@ class ShardMap {
   Result<QueryRoute> RouteQuery(const std::string& collection,
                                 const std::function<bool(const std::string&)>& healthy,
                                 uint64_t rotation = 0) const;
+  // The same by a cost per shard (lower is better, infinity = not usable; e.g. measured latency
+  // x calls in flight): in every group the cheapest member; members within 20% of the cheapest
+  // count as equal and the rotation picks among them, so equal replicas share the load.
+  Result<QueryRoute> RouteQueryByCost(const std::string& collection,
+                                      const std::function<double(const std::string&)>& cost,
+                                      uint64_t rotation = 0) const;
   Result<std::string> AddressOf(const std::string& shard) const;
 
   std::string ToJson() const;

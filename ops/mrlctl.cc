@@ -118,6 +118,8 @@ mrl::Status PrintStatus(mrl::ops::HttpClient& c, bool as_json) {
   auto meta = c.CallJson(http::verb::get, "/v1/meta", "", "metadata store");
   // The moves need the admin token; a token that cannot read them costs one line, not the status.
   auto moves = c.CallJson(http::verb::get, "/v1/moves", "", "moves");
+  // The coordinator's own view of each shard: up / slow / down, probes, latency, hedges.
+  auto seen = c.CallJson(http::verb::get, "/v1/shards/health", "", "shard health");
   if (as_json) {
     auto or_error = [](const mrl::Result<json>& r) {
       return r.ok() ? r.value() : json{{"error", r.status().ToString()}};
@@ -125,7 +127,8 @@ mrl::Status PrintStatus(mrl::ops::HttpClient& c, bool as_json) {
     std::cout << json{{"cluster", map.value()},
                       {"collections", cols.value()},
                       {"meta", or_error(meta)},
-                      {"moves", or_error(moves)}}
+                      {"moves", or_error(moves)},
+                      {"shards_health", or_error(seen)}}
                      .dump(2)
               << "\n";
     return mrl::Status::Ok();
@@ -184,6 +187,24 @@ mrl::Status PrintStatus(mrl::ops::HttpClient& c, bool as_json) {
       const std::string address = s.at("address").get<std::string>();
       std::cout << "  " << s.at("id").get<std::string>() << " " << address << ": "
                 << ShardHealth(address) << "\n";
+      if (!seen.ok()) continue;
+      for (const json& h : seen->at("shards")) {
+        if (h.at("shard") != s.at("id")) continue;
+        auto ms = [&](const char* key) {
+          const double v = h.at(key).get<double>();
+          char buf[32];
+          std::snprintf(buf, sizeof(buf), v < 10 ? "%.2f" : "%.0f", v);
+          return v < 0 ? std::string("-") : std::string(buf);
+        };
+        const std::string state = h.at("state").get<std::string>();
+        std::cout << "    coordinator sees it " << state
+                  << (state == "up" ? "" : " (" + h.at("reason").get<std::string>() + ")")
+                  << ": probe " << ms("probe_ms") << " ms, " << h.at("probes_missed")
+                  << " missed; calls p50 " << ms("p50_ms") << " / p99 " << ms("p99_ms")
+                  << " ms, hedge after " << ms("hedge_delay_ms") << " ms; " << h.at("in_flight")
+                  << " in flight, " << h.at("calls") << " calls, " << h.at("failures")
+                  << " failed, " << h.at("hedges") << " hedged\n";
+      }
     }
     std::istringstream groups(mrl::ops::GroupsSummary(map.value()));
     for (std::string line; std::getline(groups, line);) std::cout << "  " << line << "\n";

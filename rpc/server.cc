@@ -185,6 +185,7 @@ class Server::Impl::Session : public std::enable_shared_from_this<Session> {
       return SendError(h.request_id, wire::ErrorCode::Unauthenticated,
                        "this server requires AuthRequest as the first frame");
     }
+    if (type == wire::MessageType::PingRequest) return OnPing(f);
     if (server_.in_flight_total.load() >= static_cast<int64_t>(server_.opt().max_queued_requests)) {
       return SendError(h.request_id, wire::ErrorCode::Overloaded, "too many requests queued");
     }
@@ -236,6 +237,23 @@ class Server::Impl::Session : public std::enable_shared_from_this<Session> {
     h.type = static_cast<uint16_t>(wire::ResponseTypeOf(type));
     h.request_id = id;
     return wire::EncodeFrame(h, r.value());
+  }
+
+  // Answered here on the I/O thread, not queued for a worker: a ping asks whether the process
+  // and the way to it are alive (the coordinator's failure detector), and a shard whose workers
+  // are busy with long requests is alive.
+  void OnPing(const wire::Frame& f) {
+    const Clock::time_point received = Clock::now();
+    std::string why;
+    const wire::ErrorCode code = wire::CheckFrame(f.header, f.body, &why);
+    const auto us = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - received);
+    server_.metrics().RecordRequest(wire::MessageType::PingRequest,
+                                    static_cast<uint64_t>(us.count()), code == wire::ErrorCode::Ok);
+    if (code != wire::ErrorCode::Ok) return SendError(f.header.request_id, code, why);
+    wire::FrameHeader h;
+    h.type = static_cast<uint16_t>(wire::MessageType::PingResponse);
+    h.request_id = f.header.request_id;
+    Send(wire::EncodeFrame(h, wire::PackBody(wire::PingResponseT{})));
   }
 
   void OnAuth(const wire::Frame& f) {
