@@ -93,6 +93,7 @@ Status Up(const UpOptions& o) {
                                          o.dir + "/coordinator.bport",
                                          "--replication",
                                          std::to_string(o.replication)};
+  coord_args.insert(coord_args.end(), o.coordinator_args.begin(), o.coordinator_args.end());
   if (!meta_url.empty()) {
     coord_args.push_back("--meta");
     coord_args.push_back(meta_url);

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "common/status.h"
 
@@ -19,6 +20,7 @@ struct UpOptions {
   // The cluster state's store: "" = the coordinator's embedded one; "etcd" = a local 3-member
   // etcd cluster started in dir/etcd (needs etcd-server); "etcd://..." = that etcd.
   std::string meta;
+  std::vector<std::string> coordinator_args;  // extra flags of the coordinator
 };
 
 Status Up(const UpOptions& options);
