@@ -9,6 +9,7 @@
 #include <unordered_map>
 
 #include "coordinator/rebalance_plan.h"
+#include "coordinator/json_vectors.h"
 
 namespace mrl::coord {
 namespace {
@@ -247,7 +248,16 @@ HttpResponse HttpApi::Route(const HttpRequest& req, std::string* endpoint) {
     }
   }
   json body;
-  if (!req.body.empty()) {
+  // A search's query vectors are most of its body: parsed by the fast path when it can.
+  std::optional<ExtractedVectors> fast;
+  if (req.method == "POST" && req.target.ends_with("/search")) fast = ExtractVectors(req.body);
+  if (fast) {
+    body = json::parse(fast->rest, nullptr, /*allow_exceptions=*/false);
+    if (body.is_discarded()) return ErrorReply(400, "malformed JSON body");
+    if (!body.is_object()) return ErrorReply(400, "the JSON body must be an object");
+    if (fast->vector) body["vector"] = std::move(*fast->vector);
+    if (fast->vectors) body["vectors"] = std::move(*fast->vectors);
+  } else if (!req.body.empty()) {
     body = json::parse(req.body, nullptr, /*allow_exceptions=*/false);
     if (body.is_discarded()) return ErrorReply(400, "malformed JSON body");
     if (!body.is_object()) return ErrorReply(400, "the JSON body must be an object");
