@@ -30,6 +30,7 @@ copies=$(( (N + 59999) / 60000 ))
 if [ -n "${DB:-}" ]; then db=$DB
 elif [ "$copies" -le 1 ]; then db=$DATA/fmnist60k_db; [ -f "$DATA/fmnist1m_db_embeddings.npy" ] && db=$DATA/fmnist1m_db
 elif [ "$copies" -ge 17 ]; then db=$DATA/fmnist1m_db
+elif [ "$copies" -eq 4 ]; then db=$DATA/fmnist240k_db  # as bench/shard_bench.sh names it
 else db=$DATA/fmnist_x${copies}_db; fi
 if [ ! -f "${db}_embeddings.npy" ]; then
   [ -f "$RUN/results.json" ] || { echo "[e2e] no trained run in $RUN: run bash bench/fmnist_mrl.sh first"; exit 1; }

@@ -149,6 +149,10 @@ class HttpServer::Impl {
     acceptor_.async_accept(asio::make_strand(io_), [this](beast::error_code ec, tcp::socket s) {
       if (ec == asio::error::operation_aborted || !acceptor_.is_open()) return;
       if (!ec) {
+        // Answers go out as soon as they are written, not held back by Nagle's algorithm until
+        // the client acknowledges the previous segment.
+        beast::error_code nodelay_ec;
+        s.set_option(tcp::no_delay(true), nodelay_ec);
         if (tls_) {
           std::make_shared<Session<beast::ssl_stream<beast::tcp_stream>>>(std::move(s), *tls_, this)->Start();
         } else {

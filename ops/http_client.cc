@@ -39,6 +39,7 @@ HttpReply HttpClient::Call(http::verb verb, const std::string& path, const std::
         stream = std::make_unique<beast::tcp_stream>(impl_->io);
         asio::ip::tcp::resolver resolver(impl_->io);
         stream->connect(resolver.resolve(host_, port_));
+        stream->socket().set_option(asio::ip::tcp::no_delay(true));  // requests go out at once
       }
       http::request<http::string_body> req{verb, path, 11};
       req.set(http::field::host, host_);
