@@ -121,7 +121,11 @@ void Send(const std::shared_ptr<FanOutState>& st, size_t t, bool hedge) {
   if (first && target.replicas.size() > 1) {
     const auto delay = st->channels->HedgeDelay(shard, target.type);
     std::lock_guard lock(st->mu);
-    if (delay < st->deadline - now) st->hedge_at[t] = now + delay;
+    // max() means never (and would overflow as nanoseconds): compare in microseconds.
+    if (delay != std::chrono::microseconds::max() &&
+        delay < std::chrono::duration_cast<std::chrono::microseconds>(st->deadline - now)) {
+      st->hedge_at[t] = now + delay;
+    }
   }
   st->channels->Call(shard, target.type, target.body, static_cast<uint32_t>(left.count()),
                      [st, t, shard](Result<rpc::RawReply> r) { OnReply(st, t, shard, std::move(r)); });
