@@ -7,7 +7,9 @@
 // seconds; after `before` s the member of group 0 that served the most calls is stopped
 // (SIGSTOP: its sockets stay open, nothing answers) and after `stopped` more seconds resumed
 // (SIGCONT). Per second: searches, p50 / p99 / max latency, the lowest coverage, failed searches,
-// acknowledged and failed writes. The JSON holds every figure and its provenance; render it with
+// acknowledged and failed writes, and where the stopped member stands in its group (in sync, out
+// of sync, catching up: issue 20 items 4-5); after SIGCONT, when its catch-up started and ended,
+// and its rate. The JSON holds every figure and its provenance; render it with
 // bench/failover_report.py.
 #include <CLI/CLI.hpp>
 #include <algorithm>
@@ -153,6 +155,37 @@ json RunOne(const std::string& bin_dir, const std::string& dir, bool hedge, int 
                           r.ok() ? r->coverage : 0.0, r.ok()});
     }
   });
+  // The stopped member's place in its group, every 100 ms, and the catch-up's progress.
+  struct MemberSample {
+    double t;
+    std::string state;  // serving, out_of_sync, catching_up
+    uint64_t points = 0;
+    double seconds = 0;
+  };
+  std::vector<MemberSample> member;
+  std::thread watcher([&] {
+    mrl::ops::HttpClient c(cluster["url"].get<std::string>(), "");
+    while (!stop) {
+      const auto at = Clock::now();
+      auto m = c.CallJson(http::verb::get, "/v1/cluster", "", "map");
+      auto f = c.CallJson(http::verb::get, "/v1/cluster/fills", "", "fills");
+      if (m.ok() && f.ok()) {
+        MemberSample s{since(at), "serving"};
+        for (const auto& [g, ids] : m->value("out_of_sync", json::object()).items()) {
+          for (const json& id : ids) if (id == victim) s.state = "out_of_sync";
+        }
+        for (const json& fill : f->at("fills")) {
+          if (fill["shard"] != victim) continue;
+          s.state = "catching_up";
+          s.points = fill.value("points_copied", uint64_t{0});
+          s.seconds = fill.value("seconds", 0.0);
+        }
+        std::lock_guard lock(mu);
+        member.push_back(s);
+      }
+      std::this_thread::sleep_until(at + std::chrono::milliseconds(100));
+    }
+  });
   std::thread writer([&] {
     mrl::rpc::RpcClient wclient(co);
     const std::vector<float> rows = RandomRows(100, d, 3);
@@ -179,6 +212,7 @@ json RunOne(const std::string& bin_dir, const std::string& dir, bool hedge, int 
   stop = true;
   searcher.join();
   writer.join();
+  watcher.join();
   auto metrics = admin.Call(http::verb::get, "/metrics", "");
   auto metric = [&](const std::string& name) {
     const size_t at = metrics.body.find("\n" + name + " ");
@@ -208,7 +242,12 @@ json RunOne(const std::string& bin_dir, const std::string& dir, bool hedge, int 
       if (e.t + e.ms / 1e3 < s || e.t + e.ms / 1e3 >= s + 1) continue;  // by completion time
       (e.ok ? acked : wfailed) += 1;
     }
-    seconds.push_back({{"second", s}, {"searches", ms.size()}, {"p50_ms", Quantile(ms, 0.5)},
+    std::string state;  // the member's states seen during the second
+    for (const MemberSample& m : member) {
+      if (m.t < s || m.t >= s + 1) continue;
+      if (state.find(m.state) == std::string::npos) state += (state.empty() ? "" : ",") + m.state;
+    }
+    seconds.push_back({{"second", s}, {"member", state}, {"searches", ms.size()}, {"p50_ms", Quantile(ms, 0.5)},
                        {"p99_ms", Quantile(ms, 0.99)}, {"max_ms", Quantile(ms, 1.0)},
                        {"lowest_coverage", ms.empty() ? -1.0 : lowest}, {"failed_searches", failed},
                        {"writes_acked", acked * 100}, {"writes_failed", wfailed * 100}});
@@ -234,6 +273,19 @@ json RunOne(const std::string& bin_dir, const std::string& dir, bool hedge, int 
   for (const Event& e : searches) {
     if (e.t < stopped_at) healthy.push_back(e.ms);
   }
+  // The catch-up: from the first sample that saw it to the first that saw the member serve again.
+  double out_at = -1, catch_up_from = -1, catch_up_to = -1;
+  uint64_t catch_up_points = 0;
+  double catch_up_seconds = 0;
+  for (const MemberSample& m : member) {
+    if (m.state == "out_of_sync" && out_at < 0) out_at = m.t;
+    if (m.state == "catching_up") {
+      if (catch_up_from < 0) catch_up_from = m.t;
+      catch_up_points = std::max(catch_up_points, m.points);
+      catch_up_seconds = std::max(catch_up_seconds, m.seconds);
+    }
+    if (m.state == "serving" && catch_up_from >= 0 && catch_up_to < 0) catch_up_to = m.t;
+  }
   std::fprintf(stderr, "hedge %s: stopped %s at %.1f s, resumed at %.1f s; %zu searches\n",
                hedge ? "on" : "off", victim.c_str(), stopped_at, resumed_at, searches.size());
   return {{"hedge", hedge},
@@ -248,6 +300,12 @@ json RunOne(const std::string& bin_dir, const std::string& dir, bool hedge, int 
           {"stopped_failed_searches", stopped_failed},
           {"stopped_writes_acked", stopped_acked},
           {"stopped_writes_failed", stopped_wfailed},
+          {"out_of_sync_at_s", out_at},
+          {"catch_up_started_at_s", catch_up_from},
+          {"serving_again_at_s", catch_up_to},
+          {"catch_up_points_copied", catch_up_points},
+          {"catch_up_copy_seconds", catch_up_seconds},
+          {"catch_up_points_per_s", catch_up_seconds > 0 ? catch_up_points / catch_up_seconds : -1.0},
           {"hedges", hedges},
           {"hedgeable_calls", hedgeable},
           {"seconds", seconds}};
@@ -259,7 +317,7 @@ int main(int argc, char** argv) {
   CLI::App app{"failover_bench: searches and writes per second around a silent shard, hedging off and on"};
   std::string bin_dir = "build", dir = "/tmp/mrl_failover_bench", out;
   int n = 20000, d = 256, index_dims = 32;
-  double before_s = 5, stopped_s = 10, after_s = 5;
+  double before_s = 5, stopped_s = 10, after_s = 10;
   uint32_t deadline_ms = 1000;
   app.add_option("--bin-dir", bin_dir, "build directory with shard/ and coordinator/");
   app.add_option("--dir", dir, "the clusters' home (removed first)");
@@ -279,7 +337,9 @@ int main(int argc, char** argv) {
                 {"index_dims", index_dims}, {"deadline_ms", deadline_ms},
                 {"search", "binary API, one client, sequential; stages (" + std::to_string(index_dims) +
                                ", 100) then (" + std::to_string(d) + ", 10)"},
-                {"writes", "one client, sequential upserts of 100 points; default write quorum (all replicas)"},
+                {"writes", "one client, sequential upserts of 100 points (5000 ids rewritten in turn); "
+                           "acknowledged by every in-sync replica (defaults: --out-of-sync-after-ms 2000, "
+                           "--catch-up-margin-ms 60000, --min-in-sync 1)"},
                 {"before_s", before_s}, {"stopped_s", stopped_s}, {"after_s", after_s}};
   for (bool hedge : {false, true}) {
     j["runs"].push_back(RunOne(bin_dir, dir + (hedge ? "/hedge_on" : "/hedge_off"), hedge, n, d,

@@ -47,31 +47,43 @@ for r in runs:
              f"{ms(r['stopped_p99_ms'])} | {ms(r['stopped_max_ms'])} | {r['stopped_lowest_coverage']:.3f} | "
              f"{r['stopped_failed_searches']} | {r['stopped_writes_acked']} | {r['stopped_writes_failed']} | "
              f"{r['hedges']:.0f} / {r['hedgeable_calls']:.0f} |")
+L += ["", "## The stopped member: out of the in-sync set, catch-up, back", "",
+      "| hedging | stopped at s | out of sync at s | resumed at s | catch-up started at s | serving again at s | points copied | copy s | points/s |",
+      "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+for r in runs:
+    def at(k):
+        v = r.get(k, -1)
+        return "-" if v is None or v < 0 else f"{v:.1f}"
+    L.append(f"| {'on' if r['hedge'] else 'off'} | {r['stopped_at_s']:.1f} | {at('out_of_sync_at_s')} | "
+             f"{r['resumed_at_s']:.1f} | {at('catch_up_started_at_s')} | {at('serving_again_at_s')} | "
+             f"{r.get('catch_up_points_copied', 0)} | {at('catch_up_copy_seconds')} | "
+             f"{ms(r.get('catch_up_points_per_s', -1))} |")
+L += ["", "Sampled every 100 ms from `GET /v1/cluster` and `GET /v1/cluster/fills` (the figures `mrlctl status` "
+      "prints). The catch-up copies every entry of the member's group written since 60 s (`--catch-up-margin-ms`) "
+      "before it left the set: in this run that includes the ingest, so it is close to a whole copy; "
+      "points/s is the copy's own rate (points copied over the fill's seconds)."]
 L += ["", "\"While stopped\": every search running at some moment between the stop and the resume (one sent "
       "just before the stop meets it too), every write that completed in that time. Per second below: searches by "
       "the second they started, writes by the second they completed.", "",
       "## Per second", ""]
 head = "| s | " + " | ".join(
-    f"{'on' if r['hedge'] else 'off'}: searches | p50 | p99 | max ms | coverage | writes acked / failed" for r in runs) + " |"
-L += [head, "| ---: | " + " | ".join(["---: | ---: | ---: | ---: | ---: | ---:"] * len(runs)) + " |"]
+    f"{'on' if r['hedge'] else 'off'}: member | searches | p50 | p99 | max ms | coverage | writes acked / failed" for r in runs) + " |"
+L += [head, "| ---: | " + " | ".join(["--- | ---: | ---: | ---: | ---: | ---: | ---:"] * len(runs)) + " |"]
 n = max(len(r["seconds"]) for r in runs)
 for i in range(n):
     cells = []
     for r in runs:
         s = r["seconds"][i] if i < len(r["seconds"]) else None
         if not s:
-            cells.append(" | | | | | ")
+            cells.append(" | | | | | | ")
             continue
         mark = ""
         if int(r["stopped_at_s"]) <= i <= int(r["resumed_at_s"]):
             mark = " (stopped)" if i < int(r["resumed_at_s"]) or i == int(r["stopped_at_s"]) else ""
         cov = "-" if s["lowest_coverage"] < 0 else f"{s['lowest_coverage']:.2f}"
-        cells.append(f"{s['searches']}{mark} | {ms(s['p50_ms'])} | {ms(s['p99_ms'])} | {ms(s['max_ms'])} | {cov} | "
+        cells.append(f"{s.get('member', '') or '-'} | {s['searches']}{mark} | {ms(s['p50_ms'])} | {ms(s['p99_ms'])} | {ms(s['max_ms'])} | {cov} | "
                      f"{s['writes_acked']} / {s['writes_failed']}")
     L.append(f"| {i} | " + " | ".join(cells) + " |")
-L += ["", "Catch-up rate: not measured. A returning member is not yet brought up to date "
-      "(issue 20 item 5). With the default write quorum (every replica), writes to the stopped member's group "
-      "fail at the deadline instead; see docs/failures.md."]
 if j.get("run_notes"):
     L += ["", "## Notes on this run", ""] + [f"- {x}" for x in j["run_notes"]]
 json.dump(j, open(args.json, "w"), indent=1)

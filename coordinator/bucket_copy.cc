@@ -10,13 +10,15 @@ Result<CopiedPage> CopyBucketPage(ShardPool& pool, const std::string& source,
                                   const std::string& collection, uint32_t bucket,
                                   std::optional<uint64_t> after, int32_t limit,
                                   uint32_t deadline_ms,
-                                  const std::function<void(uint64_t)>& throttle) {
+                                  const std::function<void(uint64_t)>& throttle,
+                                  uint64_t min_version) {
   wire::ScanBucketRequestT scan;
   scan.collection = collection;
   scan.bucket = bucket;
   scan.has_after = after.has_value();
   scan.after = after.value_or(0);
   scan.limit = limit;
+  scan.min_version = min_version;
   auto page = pool.Client(source)->Call(scan, deadline_ms);
   pool.Report(source, page.status());
   if (!page.ok()) return page.status().WithContext("scanning on shard '" + source + "'");

@@ -27,13 +27,16 @@ struct CopiedPage {
 
 // One page of `bucket` of `collection` after `after` (nullopt: from the start), at most `limit`
 // ids, from `source` to every shard of `targets` (in parallel). `throttle(bytes)` is called
-// before the page is sent. Errors name the shard that failed; nothing is undone (re-run it).
+// before the page is sent. With min_version > 0 only entries of that version or newer are
+// copied (a catch-up; Engine::ScanBucket). Errors name the shard that failed; nothing is undone
+// (re-run it).
 Result<CopiedPage> CopyBucketPage(ShardPool& pool, const std::string& source,
                                   const std::vector<std::string>& targets,
                                   const std::string& collection, uint32_t bucket,
                                   std::optional<uint64_t> after, int32_t limit,
                                   uint32_t deadline_ms,
-                                  const std::function<void(uint64_t)>& throttle = {});
+                                  const std::function<void(uint64_t)>& throttle = {},
+                                  uint64_t min_version = 0);
 
 // Count and order-independent checksum of (id, version) over the bucket's points and tombstones
 // on `shard` (BucketChecksum): equal on two shards when they hold the same versions.

@@ -18,8 +18,6 @@ Coordinator::Coordinator(CoordinatorOptions options) : opt_(std::move(options)) 
   po.health = opt_.shard_health;
   pool_ = std::make_unique<ShardPool>(po);
   engine_ = std::make_unique<QueryEngine>(*pool_);
-  writes_ =
-      std::make_unique<WriteRouter>(*pool_, WriteRouterOptions{opt_.write_quorum, opt_.max_points});
 }
 
 Result<std::unique_ptr<Coordinator>> Coordinator::Open(CoordinatorOptions options) {
@@ -41,18 +39,31 @@ Result<std::unique_ptr<Coordinator>> Coordinator::Open(CoordinatorOptions option
   ReplicaFillOptions fo;
   fo.copy_batch = c->opt_.moves.copy_batch;
   fo.rpc_deadline_ms = c->opt_.moves.rpc_deadline_ms;
+  fo.max_bytes_per_s = static_cast<double>(c->opt_.moves.max_bytes_per_s);
   c->fills_ = std::make_unique<ReplicaFiller>(*c->state_, *c->pool_, fo);
   ReplicaFiller* fills = c->fills_.get();
   c->state_->SetLeadershipListener([moves, fills] {
     moves->Wake();
     fills->Wake();
   });
+  c->in_sync_ = std::make_unique<InSyncKeeper>(*c->state_, *c->pool_, c->opt_.in_sync,
+                                               [fills] { fills->Wake(); });
+  InSyncKeeper* in_sync = c->in_sync_.get();
+  WriteRouterOptions wo;
+  wo.min_in_sync = c->opt_.in_sync.min_in_sync;
+  wo.max_points = c->opt_.max_points;
+  wo.take_out = [in_sync](uint32_t group, const std::string& shard, const std::string& why) {
+    return in_sync->TakeOut(group, shard, why);
+  };
+  c->writes_ = std::make_unique<WriteRouter>(*c->pool_, wo);
   c->moves_->Start();
   c->fills_->Start();
+  c->in_sync_->Start();
   return c;
 }
 
 Coordinator::~Coordinator() {
+  in_sync_.reset();
   moves_.reset();
   fills_.reset();
 }

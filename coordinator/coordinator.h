@@ -23,6 +23,7 @@
 #include "common/status.h"
 #include "coordinator/cluster_state.h"
 #include "coordinator/coordinator_metrics.h"
+#include "coordinator/in_sync_keeper.h"
 #include "coordinator/move_executor.h"
 #include "coordinator/replica_fill.h"
 #include "coordinator/query_engine.h"
@@ -42,7 +43,9 @@ struct CoordinatorOptions {
   int32_t max_k = 1000;
   int32_t max_queries = 256;   // query vectors per search request
   int32_t max_points = 10000;  // points per upsert / ids per delete or get
-  int write_quorum = 0;        // replicas that must acknowledge a write; 0 = all
+  // In-sync sets (in_sync.h): when a member leaves its group's set, how it returns, and the
+  // smallest set that takes writes.
+  InSyncOptions in_sync;
   // Follow another coordinator's cluster state in data_dir (shared files) instead of owning it:
   // cluster and collection changes are refused; the state is reloaded whenever a shard reports
   // a newer map epoch or a collection is unknown.
@@ -94,6 +97,7 @@ class Coordinator {
   Status RemoveReplica(const std::string& shard, bool lower_factor);
   Status ReplaceShard(const std::string& dead, const ShardInfo& fresh);
   ReplicaFiller& fills() { return *fills_; }
+  InSyncKeeper& in_sync() { return *in_sync_; }
   // On every shard first (idempotent there), then recorded in the cluster state.
   Status CreateCollection(const CollectionSpec& spec);
   // CheckDroppable's refusals first; then the collection is dropped on every shard in the map
@@ -101,7 +105,8 @@ class Coordinator {
   // its placement, spec and budgets leave the cluster state. The number of shards asked.
   Result<size_t> DropCollection(const std::string& name);
 
-  // Writes are acknowledged once write_quorum replicas of every touched bucket have the points.
+  // Writes are acknowledged once every in-sync and filling member of every touched group has
+  // them; a member that failed is taken out of its group's in-sync set first (in_sync.h).
   Status Upsert(const ClusterSnapshot& snap, const std::string& collection,
                 const std::vector<PointIn>& points, uint32_t deadline_ms);
   Status Delete(const ClusterSnapshot& snap, const std::string& collection,
@@ -151,6 +156,7 @@ class Coordinator {
   CoordinatorMetrics metrics_;
   std::unique_ptr<MoveExecutor> moves_;  // destroyed first (with fills_)
   std::unique_ptr<ReplicaFiller> fills_;
+  std::unique_ptr<InSyncKeeper> in_sync_;  // destroyed first
 };
 
 template <typename Fn>

@@ -473,14 +473,28 @@ HttpResponse HttpApi::ClusterChange(const HttpRequest& req, const json& body,
     json fills = json::array();
     const auto snap = c_.Snapshot();
     const auto current = c_.fills().Current();
+    json out_of_sync = json::array();
     for (uint32_t g = 0; g < snap->map.groups().size(); ++g) {
-      for (const std::string& id : snap->map.groups()[g].filling) {
+      const ReplicaGroup& group = snap->map.groups()[g];
+      for (const std::string& id : group.out_of_sync) {
+        json o = {{"group", g}, {"shard", id}};
+        if (auto c = group.catch_up.find(id); c != group.catch_up.end()) {
+          o["from_version"] = c->second.from_version;
+        }
+        out_of_sync.push_back(o);
+      }
+      for (const std::string& id : group.filling) {
         json f = {{"group", g}, {"shard", id}};
+        const auto c = group.catch_up.find(id);
+        f["catch_up"] = c != group.catch_up.end();
+        if (c != group.catch_up.end()) f["from_version"] = c->second.from_version;
         if (current && current->group == g && current->shard == id) {
           f["buckets_done"] = current->buckets_done;
           f["buckets_total"] = current->buckets_total;
           f["points_copied"] = current->points_copied;
           f["seconds"] = current->seconds;
+          f["points_per_s"] = current->seconds > 0 ? current->points_copied / current->seconds : 0.0;
+          f["buckets_copied_whole"] = current->buckets_copied_whole;
           if (!current->waiting_on.empty()) f["waiting_on"] = current->waiting_on;
         } else {
           f["waiting_on"] = current ? "queued behind the fill of '" + current->shard + "'"
@@ -489,7 +503,10 @@ HttpResponse HttpApi::ClusterChange(const HttpRequest& req, const json& body,
         fills.push_back(f);
       }
     }
-    return JsonReply(200, {{"fills", fills}});
+    return JsonReply(200, {{"fills", fills},
+                           {"out_of_sync", out_of_sync},
+                           {"in_sync_taken_out", c_.in_sync().taken_out()},
+                           {"catch_ups_started", c_.in_sync().catch_ups_started()}});
   }
   if (req.target == "/v1/moves") {
     *endpoint = "moves";

@@ -63,7 +63,20 @@ int Run(int argc, char** argv) {
                  "Finished moves kept in the journal (the newest); older ones are pruned");
   app.add_option("--moves-prune-after-s", co.moves.prune_after_s,
                  "Seconds a finished move stays in the journal before it may be pruned");
-  app.add_option("--write-quorum", co.write_quorum, "Replicas that must acknowledge a write (0 = all)");
+  mrl::coord::InSyncOptions& is = co.in_sync;
+  app.add_option("--min-in-sync", is.min_in_sync,
+                 "Writes to a replica group with fewer in-sync replicas are refused (503)")
+      ->check(CLI::Range(1, 64));
+  app.add_option("--out-of-sync-after-ms", is.out_after_ms,
+                 "A replica down this long leaves its group's in-sync set (writes go on without "
+                 "it; it catches up when it answers again)");
+  app.add_option("--catch-up-margin-ms", is.catch_up_margin_ms,
+                 "A returning replica copies what was written since this long before it left "
+                 "(writes in flight, clock skew between coordinators)");
+  int write_quorum = -1;
+  app.add_option("--write-quorum", write_quorum,
+                 "Deprecated: a write is acknowledged by every in-sync replica; N > 0 sets "
+                 "--min-in-sync N");
   app.add_option("--shard-connections", co.shard_connections, "Pipelined connections per shard")
       ->check(CLI::Range(1, 64));
   app.add_option("--shard-max-in-flight", co.shard_max_in_flight,
@@ -107,6 +120,12 @@ int Run(int argc, char** argv) {
     return 2;
   }
   ho.port = static_cast<uint16_t>(port);
+  if (write_quorum > 0) {
+    std::cerr << "mrl-coordinator: --write-quorum is deprecated (a write is acknowledged by every "
+                 "in-sync replica): read as --min-in-sync "
+              << write_quorum << "\n";
+    is.min_in_sync = write_quorum;
+  }
   co.read_token = mrl::ReadSecretFile(read_token_file);
   co.admin_token = mrl::ReadSecretFile(admin_token_file);
   co.shard_secret = mrl::ReadSecretFile(shard_secret_file);

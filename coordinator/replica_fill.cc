@@ -44,6 +44,9 @@ std::optional<FillView> ReplicaFiller::Current() const {
   v.points_copied = fill_->points;
   v.seconds = std::chrono::duration<double>(Clock::now() - fill_->started).count();
   v.waiting_on = fill_->waiting_on;
+  v.catch_up = fill_->catch_up;
+  v.from_version = fill_->from_version;
+  v.buckets_copied_whole = fill_->copied_whole;
   return v;
 }
 
@@ -78,16 +81,26 @@ bool ReplicaFiller::RunOnce() {
     return false;
   }
   const std::string shard = map.groups()[*group].filling.front();
+  const auto& catch_ups = map.groups()[*group].catch_up;
+  const auto catch_up = catch_ups.find(shard);
   Fill f;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (fill_ && fill_->group == *group && fill_->shard == shard) f = *fill_;
+    // A fill that began before the member's current catch-up is stale (it went out meanwhile).
+    if (fill_ && fill_->group == *group && fill_->shard == shard &&
+        (catch_up == catch_ups.end() || fill_->joined_epoch >= catch_up->second.since_epoch)) {
+      f = *fill_;
+    }
   }
   if (f.shard.empty()) {  // a new fill: every bucket the group stores, as the map has it now
     f.group = *group;
     f.shard = shard;
     f.joined_epoch = map.epoch();
     f.started = Clock::now();
+    if (catch_up != catch_ups.end()) {
+      f.catch_up = true;
+      f.from_version = catch_up->second.from_version;
+    }
     for (const auto& [name, spec] : snap->specs) {
       auto placement = map.Placement(name);
       if (!placement.ok()) continue;
@@ -98,8 +111,11 @@ bool ReplicaFiller::RunOnce() {
         }
       }
     }
-    std::cerr << "mrl-coordinator: filling shard '" << shard << "' of group " << *group << ": "
-              << f.todo.size() << " buckets to copy" << std::endl;
+    std::cerr << "mrl-coordinator: " << (f.catch_up ? "catching up" : "filling") << " shard '"
+              << shard << "' of group " << *group << ": " << f.todo.size() << " buckets to copy"
+              << (f.catch_up ? " (entries of version " + std::to_string(f.from_version) + " or newer)"
+                             : std::string())
+              << std::endl;
   }
   f.waiting_on.clear();
   const Status st = Step(*snap, f);
@@ -147,6 +163,7 @@ Status ReplicaFiller::Step(const ClusterSnapshot& snap, Fill& f) {
       ++f.next;
       f.cursor.reset();
       f.attempts = 0;
+      f.whole = false;
       continue;
     }
     std::optional<std::string> source;
@@ -160,10 +177,28 @@ Status ReplicaFiller::Step(const ClusterSnapshot& snap, Fill& f) {
       f.waiting_on = "no healthy serving replica in group " + std::to_string(f.group) + " to copy from";
       return Status::Ok();
     }
+    if (f.whole && !f.cursor) {
+      // The catch-up copy was not enough: start the bucket over on the member. Writes go on
+      // reaching it meanwhile; the whole copy that follows brings back everything older.
+      wire::DropBucketRequestT drop;
+      drop.collection = collection;
+      drop.bucket = bucket;
+      auto r = pool_.Client(f.shard)->Call(drop, opt_.rpc_deadline_ms);
+      pool_.Report(f.shard, r.status());
+      if (!r.ok()) return r.status().WithContext("dropping bucket " + std::to_string(bucket) + " on '" + f.shard + "'");
+    }
+    const uint64_t min_version = f.catch_up && !f.whole ? f.from_version : 0;
     auto page = CopyBucketPage(pool_, *source, {f.shard}, collection, bucket, f.cursor,
-                               opt_.copy_batch, opt_.rpc_deadline_ms);
+                               opt_.copy_batch, opt_.rpc_deadline_ms, {}, min_version);
     if (!page.ok()) return page.status();
     f.points += page->points;
+    f.bytes += page->bytes;
+    if (opt_.max_bytes_per_s > 0) {  // at most max_bytes_per_s on average since the fill began
+      const auto due = f.started + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(
+                                       static_cast<double>(f.bytes) / opt_.max_bytes_per_s));
+      const auto wait = std::min<Clock::duration>(due - Clock::now(), std::chrono::seconds(1));
+      if (wait > Clock::duration::zero()) std::this_thread::sleep_for(wait);
+    }
     if (!page->finished) {
       if (!page->cursor || (f.cursor && *page->cursor <= *f.cursor)) {
         f.cursor.reset();
@@ -191,9 +226,19 @@ Status ReplicaFiller::Step(const ClusterSnapshot& snap, Fill& f) {
     if (agree) {
       ++f.next;
       f.attempts = 0;
+      f.whole = false;
       return Status::Ok();
     }
     ++f.attempts;
+    if (f.catch_up && !f.whole) {
+      f.whole = true;
+      ++f.copied_whole;
+      std::cerr << "mrl-coordinator: catching up shard '" << f.shard << "': bucket " << bucket
+                << " of '" << collection << "' differs after the copy of what changed (source "
+                << src.count << " entries, member " << dst.count << "): copying it whole"
+                << std::endl;
+      return Status::Ok();
+    }
     std::cerr << "mrl-coordinator: filling shard '" << f.shard << "': bucket " << bucket << " of '"
               << collection << "' differs after copy " << f.attempts << " (source " << src.count
               << " entries, replica " << dst.count << "): copying it again" << std::endl;
@@ -204,10 +249,21 @@ Status ReplicaFiller::Step(const ClusterSnapshot& snap, Fill& f) {
     return Status::Ok();
   }
   Status st = state_.ChangeMap("promoting shard '" + f.shard + "' in group " + std::to_string(f.group),
-                               [&](ShardMap* m) { return m->PromoteReplica(f.group, f.shard); });
+                               [&](ShardMap* m) -> Status {
+                                 // Not if it went out (and maybe began another catch-up) since.
+                                 if (f.group < m->groups().size()) {
+                                   const auto& c = m->groups()[f.group].catch_up;
+                                   auto it = c.find(f.shard);
+                                   if (it != c.end() && it->second.since_epoch > f.joined_epoch) {
+                                     return Status::Aborted("shard '" + f.shard + "' left and began another catch-up");
+                                   }
+                                 }
+                                 return m->PromoteReplica(f.group, f.shard);
+                               });
   if (st.ok()) {
-    std::cerr << "mrl-coordinator: shard '" << f.shard << "' is filled (" << f.points << " points, "
-              << f.todo.size() << " buckets, "
+    std::cerr << "mrl-coordinator: shard '" << f.shard << "' is "
+              << (f.catch_up ? "caught up" : "filled") << " (" << f.points << " points, "
+              << f.todo.size() << " buckets, " << f.copied_whole << " copied whole, "
               << std::chrono::duration<double>(Clock::now() - f.started).count()
               << " s) and serves group " << f.group << std::endl;
   }

@@ -93,7 +93,9 @@ Result<uint32_t> ShardMap::GroupOfShard(const std::string& shard) const {
   for (uint32_t g = 0; g < groups_.size(); ++g) {
     const ReplicaGroup& group = groups_[g];
     if (std::find(group.shards.begin(), group.shards.end(), shard) != group.shards.end() ||
-        std::find(group.filling.begin(), group.filling.end(), shard) != group.filling.end()) {
+        std::find(group.filling.begin(), group.filling.end(), shard) != group.filling.end() ||
+        std::find(group.out_of_sync.begin(), group.out_of_sync.end(), shard) !=
+            group.out_of_sync.end()) {
       return g;
     }
   }
@@ -120,7 +122,61 @@ Status ShardMap::PromoteReplica(uint32_t group, const std::string& shard) {
   }
   filling.erase(it);
   groups_[group].shards.push_back(shard);
+  groups_[group].catch_up.erase(shard);
   ++epoch_;
+  return Status::Ok();
+}
+
+namespace {
+
+// Erases `id` from `v`; false when absent.
+bool EraseMember(std::vector<std::string>& v, const std::string& id) {
+  auto it = std::find(v.begin(), v.end(), id);
+  if (it == v.end()) return false;
+  v.erase(it);
+  return true;
+}
+
+}  // namespace
+
+Status ShardMap::TakeOutOfSync(uint32_t group, const std::string& shard, uint64_t from_version) {
+  if (group >= groups_.size()) return Status::NotFound("group " + std::to_string(group) + " is not in the map");
+  ReplicaGroup& g = groups_[group];
+  const bool serving = std::count(g.shards.begin(), g.shards.end(), shard) > 0;
+  const bool filling = std::count(g.filling.begin(), g.filling.end(), shard) > 0;
+  if (!serving && !filling) {
+    return Status::NotFound("shard '" + shard + "' is not serving or filling in group " +
+                            std::to_string(group));
+  }
+  if (serving && g.shards.size() == 1) {
+    return Status::FailedPrecondition("shard '" + shard + "' is the last in-sync replica of group " +
+                                      std::to_string(group) + ": writes wait for it");
+  }
+  EraseMember(serving ? g.shards : g.filling, shard);
+  g.out_of_sync.push_back(shard);
+  auto known = g.catch_up.find(shard);
+  if (known != g.catch_up.end()) {
+    known->second.from_version = std::min(known->second.from_version, from_version);
+    known->second.since_epoch = 0;
+  } else if (serving) {
+    g.catch_up[shard] = CatchUp{from_version, 0};
+  } else {
+    g.catch_up[shard] = CatchUp{0, 0};  // a new replica's fill was interrupted: copy it whole
+  }
+  ++epoch_;
+  return Status::Ok();
+}
+
+Status ShardMap::StartCatchUp(uint32_t group, const std::string& shard) {
+  if (group >= groups_.size()) return Status::NotFound("group " + std::to_string(group) + " is not in the map");
+  ReplicaGroup& g = groups_[group];
+  if (!EraseMember(g.out_of_sync, shard)) {
+    return Status::NotFound("shard '" + shard + "' is not out of sync in group " +
+                            std::to_string(group));
+  }
+  g.filling.push_back(shard);
+  ++epoch_;
+  g.catch_up[shard].since_epoch = epoch_;
   return Status::Ok();
 }
 
@@ -142,9 +198,10 @@ Status ShardMap::RemoveReplica(const std::string& shard, bool lower_factor) {
                                         where + ": drain the group instead");
     }
     group.shards.erase(serving);
-  } else {
-    group.filling.erase(std::find(group.filling.begin(), group.filling.end(), shard));
+  } else if (!EraseMember(group.filling, shard)) {
+    EraseMember(group.out_of_sync, shard);
   }
+  group.catch_up.erase(shard);
   shards_.erase(shard);
   ++epoch_;
   return Status::Ok();
@@ -164,9 +221,10 @@ Status ShardMap::ReplaceShard(const std::string& dead, const ShardInfo& fresh) {
           "' or add a replica to the group first)");
     }
     group.shards.erase(serving);
-  } else {
-    group.filling.erase(std::find(group.filling.begin(), group.filling.end(), dead));
+  } else if (!EraseMember(group.filling, dead)) {
+    EraseMember(group.out_of_sync, dead);
   }
+  group.catch_up.erase(dead);
   shards_.erase(dead);
   shards_[fresh.id] = fresh;
   group.filling.push_back(fresh.id);
@@ -206,8 +264,11 @@ Status ShardMap::RetireGroup(uint32_t group) {
     }
   }
   for (const std::string& s : groups_[group].WriteShards()) shards_.erase(s);
+  for (const std::string& s : groups_[group].out_of_sync) shards_.erase(s);
   groups_[group].shards.clear();
   groups_[group].filling.clear();
+  groups_[group].out_of_sync.clear();
+  groups_[group].catch_up.clear();
   ++epoch_;
   return Status::Ok();
 }
@@ -436,6 +497,16 @@ std::string ShardMap::ToJson() const {
     if (!groups_[g].filling.empty()) filling[std::to_string(g)] = groups_[g].filling;
   }
   if (!filling.empty()) j["filling"] = std::move(filling);
+  // Written only while a member is out of sync or catching up (issue 20).
+  json out = json::object(), catch_up = json::object();
+  for (uint32_t g = 0; g < groups_.size(); ++g) {
+    if (!groups_[g].out_of_sync.empty()) out[std::to_string(g)] = groups_[g].out_of_sync;
+    for (const auto& [id, c] : groups_[g].catch_up) {
+      catch_up[id] = {{"from_version", c.from_version}, {"since_epoch", c.since_epoch}};
+    }
+  }
+  if (!out.empty()) j["out_of_sync"] = std::move(out);
+  if (!catch_up.empty()) j["catch_up"] = std::move(catch_up);
   j["collections"] = json::object();
   for (const auto& [name, p] : collections_) {
     j["collections"][name] = {{"num_buckets", p.num_buckets}, {"group_of_bucket", p.group_of_bucket}};
@@ -464,7 +535,8 @@ Result<ShardMap> ShardMap::FromJson(const std::string& text) {
       m.shards_[info.id] = info;
     }
     for (const json& g : j.at("groups")) {
-      ReplicaGroup group{g.get<std::vector<std::string>>()};
+      ReplicaGroup group;
+      group.shards = g.get<std::vector<std::string>>();
       for (const std::string& id : group.shards) {
         if (!m.shards_.count(id)) return Status::Corruption("group names unknown shard '" + id + "'");
       }
@@ -479,6 +551,27 @@ Result<ShardMap> ShardMap::FromJson(const std::string& text) {
           if (!m.shards_.count(id)) return Status::Corruption("filling names unknown shard '" + id + "'");
           m.groups_[g].filling.push_back(id);
         }
+      }
+    }
+    if (j.contains("out_of_sync")) {
+      for (const auto& [key, ids] : j.at("out_of_sync").items()) {
+        uint32_t g = 0;
+        const auto [end, ec] = std::from_chars(key.data(), key.data() + key.size(), g);
+        if (ec != std::errc() || end != key.data() + key.size() || g >= m.groups_.size()) {
+          return Status::Corruption("out_of_sync names unknown group " + key);
+        }
+        for (const std::string& id : ids.get<std::vector<std::string>>()) {
+          if (!m.shards_.count(id)) return Status::Corruption("out_of_sync names unknown shard '" + id + "'");
+          m.groups_[g].out_of_sync.push_back(id);
+        }
+      }
+    }
+    if (j.contains("catch_up")) {
+      for (const auto& [id, c] : j.at("catch_up").items()) {
+        auto g = m.GroupOfShard(id);
+        if (!g.ok()) return Status::Corruption("catch_up names shard '" + id + "' of no group");
+        m.groups_[*g].catch_up[id] =
+            CatchUp{c.at("from_version").get<uint64_t>(), c.at("since_epoch").get<uint64_t>()};
       }
     }
     for (const auto& [name, c] : j.at("collections").items()) {
@@ -559,8 +652,5 @@ std::map<uint32_t, std::vector<size_t>> GroupByWriteSet(const CollectionPlacemen
   return by_group;
 }
 
-int WriteQuorum(int write_quorum, int replicas) {
-  return write_quorum > 0 ? std::min(write_quorum, replicas) : replicas;
-}
 
 }  // namespace mrl::coord

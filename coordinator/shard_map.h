@@ -30,13 +30,32 @@ struct ShardInfo {
   std::string address;  // host:port
 };
 
+// A member that left the in-sync set and returns through a catch-up (ShardMap::TakeOutOfSync).
+struct CatchUp {
+  // The oldest write version the member may lack: its catch-up copies entries of this version
+  // or newer (every bucket is verified after, and copied whole where that was not enough).
+  uint64_t from_version = 0;
+  // The map epoch at which its current catch-up began (0 while it is out of sync): a fill that
+  // began earlier is stale (the member went out again meanwhile) and starts over.
+  uint64_t since_epoch = 0;
+};
+
 struct ReplicaGroup {
-  std::vector<std::string> shards;  // shard ids serving queries and reads; all hold the same buckets
-  // Replicas being filled (replicate, replace-shard): every write to the group reaches them, no
-  // query or read asks them; the fill promotes each to `shards` once it holds the group's data.
+  // The in-sync set: shard ids serving queries and reads; all hold the same buckets, and a write
+  // is acknowledged once every one of them has it.
+  std::vector<std::string> shards;
+  // Replicas being filled (replicate, replace-shard) or catching up: every write to the group
+  // reaches them, no query or read asks them; the fill promotes each to `shards` once it holds
+  // the group's data.
   std::vector<std::string> filling;
-  // The group's replication factor: members serving or being filled.
-  size_t replication() const { return shards.size() + filling.size(); }
+  // Members out of the in-sync set (a write failed on them, or they stayed down past the
+  // timeout): no write, read or query goes to them; the leader starts their catch-up (they
+  // become filling) once they answer again.
+  std::vector<std::string> out_of_sync;
+  // For each member out of sync or catching up: where its catch-up starts.
+  std::map<std::string, CatchUp> catch_up;
+  // The group's replication factor: members serving, being filled or out of sync.
+  size_t replication() const { return shards.size() + filling.size() + out_of_sync.size(); }
   // Every shard a write to the group must reach: serving, then filling.
   std::vector<std::string> WriteShards() const;
 };
@@ -99,6 +118,16 @@ class ShardMap {
 
   // ---- Replicas of a group (each an atomic map change, epoch + 1, so shards refuse writes
   // routed by the older map, which would miss a new replica) ------------------------------------
+  // Takes `shard` (serving or filling in `group`) out of the in-sync set: no write, read or query
+  // goes to it until it has caught up. `from_version`: the oldest write it may lack (a member
+  // already out or catching up keeps the older of the two). FailedPrecondition: the group's last
+  // serving member (the group's only complete copy: writes wait for it instead); NotFound: not
+  // serving or filling in `group`.
+  Status TakeOutOfSync(uint32_t group, const std::string& shard, uint64_t from_version);
+  // A member out of sync that answers again starts catching up: it becomes filling (every write
+  // reaches it) and the fill copies what changed since its from_version, then promotes it.
+  // NotFound: not out of sync in `group`.
+  Status StartCatchUp(uint32_t group, const std::string& shard);
   // Raises `group`'s replication factor by one: `shard` joins as a filling replica.
   // NotFound: unknown or retired group; FailedPrecondition: the id is in the map already;
   // InvalidArgument: a bad id or address.
@@ -114,7 +143,7 @@ class ShardMap {
   // `fresh` joins its group as a filling replica. NotFound: unknown `dead`; FailedPrecondition:
   // `fresh` is in the map, or `dead` is the group's only serving replica (nothing to fill from).
   Status ReplaceShard(const std::string& dead, const ShardInfo& fresh);
-  // The group `shard` is a member of (serving or filling). NotFound: not in any group.
+  // The group `shard` is a member of (serving, filling or out of sync). NotFound: not in any group.
   Result<uint32_t> GroupOfShard(const std::string& shard) const;
   // Places a new collection: bucket b goes to the (b mod live groups)-th live group. epoch + 1.
   // REQUIRES: num_buckets a power of two; at least one group.
@@ -193,8 +222,5 @@ std::map<uint32_t, std::vector<size_t>> GroupByReplicaSet(const CollectionPlacem
 // id of a moving bucket, the move's other group (its target before FLIP, its source after).
 std::map<uint32_t, std::vector<size_t>> GroupByWriteSet(const CollectionPlacement& placement,
                                                        const std::vector<uint64_t>& ids);
-// Acknowledgements a write to a group of `replicas` needs: all when write_quorum is 0, else
-// min(write_quorum, replicas).
-int WriteQuorum(int write_quorum, int replicas);
 
 }  // namespace mrl::coord

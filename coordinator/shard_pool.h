@@ -73,6 +73,7 @@ class ShardPool : public ShardChannels {
   bool TakeHedge(const std::string& shard) override;
   // Each known shard's state, probe, latency and hedge figures (for /metrics, /v1/cluster/health).
   std::vector<ShardHealthReport> HealthReports();
+  bool HealthProbing() const { return options_.health.probe_interval_ms > 0; }
   uint64_t hedges() const { return health_.hedges(); }
   uint64_t hedgeable_calls() const { return health_.hedgeable_calls(); }
 

@@ -5,20 +5,24 @@
 #include <future>
 
 #include "common/protocol.h"
+#include "coordinator/in_sync.h"
 
 namespace mrl::coord {
 
 namespace {
 
-// Sends each group's request to its serving and filling replicas at once, then waits for all.
-// Serving replicas count towards the quorum (write_quorum of them; 0: all); a replica being
-// filled must take every write (its fill copies only what the group held when it joined), so
-// its failure fails the write. Retrying a failed write is safe: versioned upserts and deletes
-// are idempotent.
+// Sends each group's request to its in-sync and filling members at once, then waits for all.
+// Every one of them must have the write; a member whose call failed (IsMemberFailure) is taken
+// out of the in-sync set (take_out) before the write is acknowledged without it; an answer that
+// refuses the write (every member would give it alike) is the write's error. Retrying a failed
+// write is safe: versioned upserts and deletes are idempotent.
 template <typename Request>
 Status SendWrites(ShardPool& pool, const ClusterSnapshot& snap,
                   const std::map<uint32_t, Request>& by_group, uint32_t deadline_ms,
-                  int write_quorum) {
+                  const WriteRouterOptions& opt) {
+  for (const auto& [g, req] : by_group) {
+    MRL_RETURN_IF_ERROR(CheckInSyncSize(g, snap.map.groups()[g], opt.min_in_sync));
+  }
   struct Call {
     uint32_t group;
     std::string shard;
@@ -35,28 +39,51 @@ Status SendWrites(ShardPool& pool, const ClusterSnapshot& snap,
     }
   }
   std::map<uint32_t, int> acks;
-  Status first_error, filling_error;
+  std::vector<const Call*> failed;  // members that did not get the write
+  Status first_error;
   for (Call& c : calls) {
     auto r = c.f.get();
     pool.Report(c.shard, r.status());
     if (r.ok()) {
       if (!c.filling) ++acks[c.group];
-    } else if (c.filling) {
-      if (filling_error.ok()) {
-        filling_error = r.status().WithContext(
-            "shard '" + c.shard + "' (a replica being filled in group " + std::to_string(c.group) +
-            " must take every write; bring it back or remove it with replicate --remove)");
-      }
-    } else if (first_error.ok()) {
-      first_error = r.status().WithContext("shard '" + c.shard + "'");
+      continue;
+    }
+    if (IsMemberFailure(r.status()) && opt.take_out) {
+      failed.push_back(&c);
+      continue;
+    }
+    if (first_error.ok()) {
+      first_error = r.status().WithContext(
+          "shard '" + c.shard + "'" +
+          (c.filling ? " (a replica being filled in group " + std::to_string(c.group) +
+                           " must take every write)"
+                     : ""));
     }
   }
-  if (!filling_error.ok()) return filling_error;
+  if (!first_error.ok()) return first_error;
+  std::map<uint32_t, int> taken_out;
+  for (const Call* c : failed) {
+    if (!c->filling && acks[c->group] == 0) continue;  // no in-sync member has it: fail below
+    const Status st = opt.take_out(c->group, c->shard, "a write to it failed");
+    if (!st.ok()) {
+      return Status::Unavailable("shard '" + c->shard + "' of group " + std::to_string(c->group) +
+                                 " did not acknowledge the write, and it could not be taken out of "
+                                 "the group's in-sync set (" + st.ToString() +
+                                 "); retry: the leader takes a member down for long out of the set");
+    }
+    if (!c->filling) ++taken_out[c->group];
+  }
   for (const auto& [g, req] : by_group) {
-    const int replicas = static_cast<int>(snap.map.groups()[g].shards.size());
-    if (acks[g] < WriteQuorum(write_quorum, replicas)) {
-      return first_error.ok() ? Status::Unavailable("not enough replicas acknowledged")
-                              : first_error;
+    const int in_sync = static_cast<int>(snap.map.groups()[g].shards.size());
+    if (acks[g] == 0 || acks[g] + taken_out[g] < in_sync) {
+      return Status::Unavailable("no in-sync replica of group " + std::to_string(g) +
+                                 " acknowledged the write (each failed or timed out); retry");
+    }
+    if (acks[g] < opt.min_in_sync) {
+      return Status::Unavailable(
+          "only " + std::to_string(acks[g]) + " in-sync replica(s) of group " + std::to_string(g) +
+          " acknowledged the write, fewer than --min-in-sync " + std::to_string(opt.min_in_sync) +
+          ": not acknowledged (the others are out of the in-sync set until they catch up)");
     }
   }
   return Status::Ok();
@@ -130,7 +157,7 @@ Status WriteRouter::Upsert(const ClusterSnapshot& snap, const std::string& colle
       }
     }
   }
-  return SendWrites(pool_, snap, by_group, deadline_ms, opt_.write_quorum);
+  return SendWrites(pool_, snap, by_group, deadline_ms, opt_);
 }
 
 Status WriteRouter::Delete(const ClusterSnapshot& snap, const std::string& collection,
@@ -148,7 +175,7 @@ Status WriteRouter::Delete(const ClusterSnapshot& snap, const std::string& colle
       req.versions.push_back(first_version + i);
     }
   }
-  return SendWrites(pool_, snap, by_group, deadline_ms, opt_.write_quorum);
+  return SendWrites(pool_, snap, by_group, deadline_ms, opt_);
 }
 
 Result<std::vector<std::optional<PointIn>>> WriteRouter::Get(const ClusterSnapshot& snap,

@@ -1,7 +1,10 @@
 // The write path and point reads: a request's ids are grouped by the replica group that owns
 // their bucket (and, for a bucket in motion, the move's other group too: GroupByWriteSet);
-// every replica of a group gets the group's batch; an upsert is acknowledged once
-// the required replicas of every touched group have it (write quorum). A Get asks one healthy
+// every in-sync and filling member of a group gets the group's batch; a write is acknowledged
+// once every one of them has it (in_sync.h). A member that fails it (connection failed, timed
+// out) is taken out of the in-sync set first (take_out: the leader's fenced map change), then
+// the write is acknowledged without it; where that cannot be done (not the leader, the group's
+// last in-sync member) the write fails and a retry is safe. A Get asks one healthy in-sync
 // replica per group and moves to the next on failure.
 //
 // The grouping and the quorum rule are plain functions in shard_map.h (tested without sockets);
@@ -20,6 +23,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -38,19 +42,23 @@ struct PointIn {
 };
 
 struct WriteRouterOptions {
-  int write_quorum = 0;        // 0 = every replica
+  int min_in_sync = 1;         // fewer in-sync members: the group refuses writes (503)
   int32_t max_points = 10000;  // points per upsert, ids per delete or get
+  // Takes a member that failed a write out of its group's in-sync set (InSyncKeeper::TakeOut);
+  // Ok when it is out. Null: a failed member fails the write.
+  std::function<Status(uint32_t group, const std::string& shard, const std::string& why)> take_out;
 };
 
 class WriteRouter {
  public:
   WriteRouter(ShardPool& pool, WriteRouterOptions options) : pool_(pool), opt_(options) {}
 
-  // InvalidArgument for a point of the wrong dimension or too many points; the first replica's
-  // error (shard-prefixed) or Unavailable when a group fell short of its quorum.
+  // InvalidArgument for a point of the wrong dimension or too many points; Unavailable naming
+  // the group when it has fewer than min_in_sync in-sync members; else the first member's error
+  // (shard-prefixed) when a member failed and could not be taken out of the in-sync set.
   Status Upsert(const ClusterSnapshot& snap, const std::string& collection,
                 const std::vector<PointIn>& points, uint32_t deadline_ms);
-  // Every replica must acknowledge a delete.
+  // Acknowledged like an upsert.
   Status Delete(const ClusterSnapshot& snap, const std::string& collection,
                 const std::vector<uint64_t>& ids, uint32_t deadline_ms);
   // The stored point of each id (nullopt when unknown).

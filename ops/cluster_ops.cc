@@ -213,7 +213,14 @@ std::string GroupsSummary(const json& map) {
     // Replicas being filled (replicate, replace-shard) take writes but serve nothing yet.
     const std::string key = std::to_string(g);
     if (map.contains("filling") && map.at("filling").contains(key)) {
-      for (const json& id : map.at("filling").at(key)) shards += ", " + id.get<std::string>() + " (filling)";
+      for (const json& id : map.at("filling").at(key)) {
+        const bool catch_up = map.contains("catch_up") && map.at("catch_up").contains(id.get<std::string>());
+        shards += ", " + id.get<std::string>() + (catch_up ? " (catching up)" : " (filling)");
+      }
+    }
+    // Members out of the in-sync set (issue 20): no writes, reads or searches until they catch up.
+    if (map.contains("out_of_sync") && map.at("out_of_sync").contains(key)) {
+      for (const json& id : map.at("out_of_sync").at(key)) shards += ", " + id.get<std::string>() + " (out of sync)";
     }
     out += shards;
     for (const auto& [name, placement] : cols.items()) {

@@ -120,6 +120,8 @@ mrl::Status PrintStatus(mrl::ops::HttpClient& c, bool as_json) {
   auto moves = c.CallJson(http::verb::get, "/v1/moves", "", "moves");
   // The coordinator's own view of each shard: up / slow / down, probes, latency, hedges.
   auto seen = c.CallJson(http::verb::get, "/v1/shards/health", "", "shard health");
+  // Replicas being filled or catching up, and members out of their group's in-sync set.
+  auto fills = c.CallJson(http::verb::get, "/v1/cluster/fills", "", "fills");
   if (as_json) {
     auto or_error = [](const mrl::Result<json>& r) {
       return r.ok() ? r.value() : json{{"error", r.status().ToString()}};
@@ -208,6 +210,30 @@ mrl::Status PrintStatus(mrl::ops::HttpClient& c, bool as_json) {
     }
     std::istringstream groups(mrl::ops::GroupsSummary(map.value()));
     for (std::string line; std::getline(groups, line);) std::cout << "  " << line << "\n";
+    if (fills.ok()) {
+      for (const json& o : fills->value("out_of_sync", json::array())) {
+        std::cout << "  out of sync: '" << o.at("shard").get<std::string>() << "' (group "
+                  << o.at("group") << "): gets no writes, reads or searches; it catches up once "
+                  << "it answers again\n";
+      }
+      for (const json& f : fills->at("fills")) {
+        const bool catch_up = f.value("catch_up", false);
+        std::cout << "  " << (catch_up ? "catching up" : "filling") << " '"
+                  << f.at("shard").get<std::string>() << "' (group " << f.at("group") << ")";
+        if (f.contains("buckets_total")) {
+          char rate[64];
+          std::snprintf(rate, sizeof(rate), "%.1f s, %.0f points/s", f.at("seconds").get<double>(),
+                        f.value("points_per_s", 0.0));
+          std::cout << ": " << f.at("buckets_done") << "/" << f.at("buckets_total") << " buckets, "
+                    << f.at("points_copied") << " points copied in " << rate;
+          if (catch_up && f.value("buckets_copied_whole", 0) > 0) {
+            std::cout << ", " << f.at("buckets_copied_whole") << " bucket(s) copied whole";
+          }
+        }
+        if (f.contains("waiting_on")) std::cout << " (" << f.at("waiting_on").get<std::string>() << ")";
+        std::cout << "\n";
+      }
+    }
     for (const json& col : cols->at("collections")) {
       std::cout << "collection " << col.at("name").get<std::string>() << ": dim " << col.at("dim")
                 << ", " << col.at("storage").get<std::string>() << ", "

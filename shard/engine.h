@@ -219,8 +219,12 @@ class Engine {
 
   // Rebalancing support: the points and tombstones of one bucket in id order, each page from one
   // snapshot; ids > `after` (all when nullopt), at most `limit` ids per page.
+  // With min_version > 0 (a catch-up: only what changed since) a page holds only the points and
+  // tombstones of that version or newer, and ends after `limit` such ids or after examining
+  // 64 x `limit` ids, whichever comes first (next_after says where to go on; a page may be empty).
   virtual Result<ScanPage> ScanBucket(const std::string& collection, uint32_t bucket,
-                                      std::optional<uint64_t> after, int32_t limit) const = 0;
+                                      std::optional<uint64_t> after, int32_t limit,
+                                      uint64_t min_version = 0) const = 0;
   // The bucket's figures from one snapshot (BucketFigures above).
   virtual Result<BucketFigures> BucketChecksum(const std::string& collection,
                                                uint32_t bucket) const = 0;

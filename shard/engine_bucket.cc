@@ -64,7 +64,8 @@ Status EngineImpl::CheckBucket(const CollectionState& c, uint32_t bucket) const 
 }
 
 Result<ScanPage> EngineImpl::ScanBucket(const std::string& collection, uint32_t bucket,
-                                        std::optional<uint64_t> after, int32_t limit) const {
+                                        std::optional<uint64_t> after, int32_t limit,
+                                        uint64_t min_version) const {
   auto found = Find(collection);
   if (!found.ok()) return found.status();
   const CollectionState& c = *found.value();
@@ -80,17 +81,24 @@ Result<ScanPage> EngineImpl::ScanBucket(const std::string& collection, uint32_t 
   ScanPage page;
   // Merge the two id-ordered ranges; one id (its point, its tombstone or both) is one entry.
   int32_t entries = 0;
+  int64_t examined = 0;
+  const int64_t max_examined = min_version > 0 ? int64_t{64} * limit : limit;
   uint64_t last = 0;
-  while (entries < limit && (points.valid() || tombstones.valid())) {
+  while (entries < limit && examined < max_examined && (points.valid() || tombstones.valid())) {
     uint64_t id = 0;
     if (points.valid() && tombstones.valid()) {
       id = std::min(points.id(), tombstones.id());
     } else {
       id = points.valid() ? points.id() : tombstones.id();
     }
+    bool taken = false;
     if (points.valid() && points.id() == id) {
       const std::string_view v = points.value();
       MRL_RETURN_IF_ERROR(c.codec.Check(v));
+      if (ValueCodec::Version(v) < min_version) {
+        points.Next();
+      } else {
+      taken = true;
       StoredPoint p;
       p.id = id;
       p.version = ValueCodec::Version(v);
@@ -99,16 +107,21 @@ Result<ScanPage> EngineImpl::ScanBucket(const std::string& collection, uint32_t 
       p.payload = std::string(c.codec.Payload(v));
       page.points.push_back(std::move(p));
       points.Next();
+      }
     }
     if (tombstones.valid() && tombstones.id() == id) {
       Tombstone t;
       t.id = id;
       MRL_RETURN_IF_ERROR(DecodeTombstone(tombstones.value(), &t.version));
-      page.tombstones.push_back(t);
+      if (t.version >= min_version) {
+        page.tombstones.push_back(t);
+        taken = true;
+      }
       tombstones.Next();
     }
     last = id;
-    ++entries;
+    ++examined;
+    if (taken) ++entries;
   }
   MRL_RETURN_IF_ERROR(points.status());
   MRL_RETURN_IF_ERROR(tombstones.status());

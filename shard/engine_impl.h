@@ -204,7 +204,8 @@ class EngineImpl final : public Engine {
                                         bool exact) const override;
 
   Result<ScanPage> ScanBucket(const std::string& collection, uint32_t bucket,
-                              std::optional<uint64_t> after, int32_t limit) const override;
+                              std::optional<uint64_t> after, int32_t limit,
+                              uint64_t min_version = 0) const override;
 
   Result<BucketFigures> BucketChecksum(const std::string& collection,
                                        uint32_t bucket) const override;

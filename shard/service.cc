@@ -367,7 +367,8 @@ Result<std::vector<uint8_t>> ShardService::ScanBucket(const wire::ScanBucketRequ
   std::optional<uint64_t> after;
   if (req.has_after()) after = req.after();
   auto page =
-      engine_.ScanBucket(std::string(Str(req.collection())), req.bucket(), after, req.limit());
+      engine_.ScanBucket(std::string(Str(req.collection())), req.bucket(), after, req.limit(),
+                         req.min_version());
   if (!page.ok()) return page.status();
   flatbuffers::FlatBufferBuilder fbb(4096);
   std::vector<flatbuffers::Offset<wire::Point>> points;

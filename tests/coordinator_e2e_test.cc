@@ -164,12 +164,28 @@ TEST(CoordinatorE2E, ReplicationTwoGivesFullAnswersWithAShardDead) {
     EXPECT_EQ(r.Json()["coverage"].get<double>(), 1.0);
     EXPECT_EQ(Ids(r.Json()["results"][0]), BruteForceCosine(data, qv, 10)) << "query " << q;
   }
-  // Writes still need every replica by default: refused, not silently under-replicated.
+  // Writes go on: the dead member is taken out of its group's in-sync set (issue 20 item 4)
+  // before the write is acknowledged without it, and the map says so.
   json pts = json::array();
   for (int i = 0; i < 20; ++i) pts.push_back({{"id", 100000 + i}, {"vector", VectorJson(&data[0])}});  // both groups
   HttpResult w = Curl("PUT", c.Url("/v1/collections/emb/points"), json{{"points", pts}}.dump(), Cluster::kAdmin);
-  EXPECT_GE(w.status, 500) << w.body;
+  EXPECT_EQ(w.status, 200) << w.body;
+  const json map = Curl("GET", c.Url("/v1/cluster"), "", Cluster::kRead).Json();
+  EXPECT_EQ(map["groups"][0], json({"s0"})) << map.dump();
+  EXPECT_EQ(map["out_of_sync"]["0"], json({"s1"})) << map.dump();
   EXPECT_EQ(Curl("GET", c.Url("/healthz")).status, 200);
+
+  // With --min-in-sync 2 a group left with one in-sync member refuses writes: 503 naming it.
+  Cluster strict("e2e_rep_min", 2, 2, {}, {"--min-in-sync", "2"});
+  strict.CreateAndLoad(data, 16, 500);
+  strict.shard(1).Kill(SIGKILL);
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    w = Curl("PUT", strict.Url("/v1/collections/emb/points"), json{{"points", pts}}.dump(), Cluster::kAdmin);
+    EXPECT_EQ(w.status, 503) << w.body;
+    EXPECT_NE(w.body.find("group 0"), std::string::npos) << w.body;
+    EXPECT_NE(w.body.find("--min-in-sync 2"), std::string::npos) << w.body;
+    std::printf("write %d with s1 dead at --min-in-sync 2: %d %s\n", attempt, w.status, w.body.c_str());
+  }
 }
 
 // A shard whose disk is above its watermark (here: a min-free mark no disk meets) refuses

@@ -303,14 +303,6 @@ TEST(WriteRouting, GroupsIdsByTheReplicaSetOwningTheirBucketInInputOrder) {
   EXPECT_TRUE(GroupByReplicaSet(*placement, {}).empty());
 }
 
-TEST(WriteRouting, QuorumIsEveryReplicaByDefaultAndCappedAtTheGroupSize) {
-  EXPECT_EQ(WriteQuorum(0, 3), 3);
-  EXPECT_EQ(WriteQuorum(2, 3), 2);
-  EXPECT_EQ(WriteQuorum(1, 2), 1);
-  EXPECT_EQ(WriteQuorum(5, 3), 3);
-  EXPECT_EQ(WriteQuorum(0, 1), 1);
-}
-
 // Plans run in memory: stage 0 scores every point on its first `dims` dims (cosine), later stages
 // rescore the survivors; the answer of each stage is its top K (ties: smaller id).
 class InMemoryPlans {

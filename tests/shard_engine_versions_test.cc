@@ -79,12 +79,13 @@ Candidate IndexTop(Engine& e, uint64_t id, uint64_t version) {
 }
 
 // Every point and tombstone of a bucket, scanned in pages of `limit` ids.
-ScanPage ScanAll(Engine& e, uint32_t bucket, int32_t limit, int* pages = nullptr) {
+ScanPage ScanAll(Engine& e, uint32_t bucket, int32_t limit, int* pages = nullptr,
+                 uint64_t min_version = 0) {
   ScanPage all;
   std::optional<uint64_t> after;
   int n = 0;
   do {
-    auto page = e.ScanBucket("c", bucket, after, limit);
+    auto page = e.ScanBucket("c", bucket, after, limit, min_version);
     EXPECT_TRUE(page.ok()) << page.status().ToString();
     if (!page.ok()) break;
     std::set<uint64_t> ids;
@@ -326,6 +327,22 @@ TEST(Versions, ScanBucketReturnsVersionsAndTombstonesAndPages) {
   }
   EXPECT_EQ(got_live, live);
   EXPECT_EQ(got_dead, dead);
+
+  // A catch-up's scan (min_version): only entries of that version or newer, each page bounded.
+  for (const uint64_t min_version : {uint64_t{40}, uint64_t{100}, uint64_t{1000}}) {
+    std::map<uint64_t, uint64_t> want_live, want_dead;
+    for (const auto& [id, v] : live) if (v >= min_version) want_live[id] = v;
+    for (const auto& [id, v] : dead) if (v >= min_version) want_dead[id] = v;
+    const ScanPage since = ScanAll(*e, b, 2, nullptr, min_version);
+    std::map<uint64_t, uint64_t> l, d;
+    for (const auto& p : since.points) {
+      l[p.id] = p.version;
+      EXPECT_EQ(p.vector, VectorOf(p.id, p.version));
+    }
+    for (const auto& t : since.tombstones) d[t.id] = t.version;
+    EXPECT_EQ(l, want_live) << "min_version " << min_version;
+    EXPECT_EQ(d, want_dead) << "min_version " << min_version;
+  }
 }
 
 TEST(Versions, ScanPagesComeFromOneSnapshotUnderConcurrentDeletes) {
