@@ -171,7 +171,8 @@ json RunOne(const std::string& bin_dir, const std::string& dir, bool hedge, int 
       auto f = c.CallJson(http::verb::get, "/v1/cluster/fills", "", "fills");
       if (m.ok() && f.ok()) {
         MemberSample s{since(at), "serving"};
-        for (const auto& [g, ids] : m->value("out_of_sync", json::object()).items()) {
+        const json out = m->value("out_of_sync", json::object());
+        for (const auto& [g, ids] : out.items()) {
           for (const json& id : ids) if (id == victim) s.state = "out_of_sync";
         }
         for (const json& fill : f->at("fills")) {

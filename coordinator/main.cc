@@ -57,7 +57,7 @@ int Run(int argc, char** argv) {
   app.add_option("--moves-per-group", co.moves.max_moves_per_group,
                  "Bucket moves running at a time per replica group (more wait, queued)");
   app.add_option("--move-max-bytes-per-s", co.moves.max_bytes_per_s,
-                 "Copy throttle of bucket moves over all moves (0 = unthrottled)");
+                 "Copy throttle of bucket moves over all moves, and of replica fills and catch-ups (0 = unthrottled)");
   app.add_option("--move-copy-batch", co.moves.copy_batch, "Points per copy page of a bucket move");
   app.add_option("--moves-keep-finished", co.moves.keep_finished,
                  "Finished moves kept in the journal (the newest); older ones are pruned");
