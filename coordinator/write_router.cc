@@ -28,14 +28,15 @@ Status SendWrites(ShardPool& pool, const ClusterSnapshot& snap,
     std::string shard;
     bool filling;
     std::future<Result<typename wire::ResponseOf<Request>::type>> f;
+    std::string error;  // its failure, when it failed
   };
   std::vector<Call> calls;
   for (const auto& [g, req] : by_group) {
     for (const std::string& s : snap.map.groups()[g].shards) {
-      calls.push_back({g, s, false, pool.Client(s)->CallFuture(req, deadline_ms)});
+      calls.push_back({g, s, false, pool.Client(s)->CallFuture(req, deadline_ms), {}});
     }
     for (const std::string& s : snap.map.groups()[g].filling) {
-      calls.push_back({g, s, true, pool.Client(s)->CallFuture(req, deadline_ms)});
+      calls.push_back({g, s, true, pool.Client(s)->CallFuture(req, deadline_ms), {}});
     }
   }
   std::map<uint32_t, int> acks;
@@ -49,6 +50,7 @@ Status SendWrites(ShardPool& pool, const ClusterSnapshot& snap,
       continue;
     }
     if (IsMemberFailure(r.status()) && opt.take_out) {
+      c.error = r.status().ToString();
       failed.push_back(&c);
       continue;
     }
@@ -76,8 +78,12 @@ Status SendWrites(ShardPool& pool, const ClusterSnapshot& snap,
   for (const auto& [g, req] : by_group) {
     const int in_sync = static_cast<int>(snap.map.groups()[g].shards.size());
     if (acks[g] == 0 || acks[g] + taken_out[g] < in_sync) {
+      std::string why;
+      for (const Call* c : failed) {
+        if (c->group == g && !c->filling) why += (why.empty() ? "" : "; ") + c->shard + ": " + c->error;
+      }
       return Status::Unavailable("no in-sync replica of group " + std::to_string(g) +
-                                 " acknowledged the write (each failed or timed out); retry");
+                                 " acknowledged the write (" + why + "); retry");
     }
     if (acks[g] < opt.min_in_sync) {
       return Status::Unavailable(

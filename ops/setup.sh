@@ -26,9 +26,9 @@ PACKAGES=(
 )
 
 # Only the test suite needs these (ops/test.sh passes --tests): the main job and `mrlctl up` run
-# without etcd.
+# without etcd; iproute2's `ip netns` builds the multi-host tests' network (tests/netns_lab.h).
 if [ "${1:-}" = "--tests" ]; then
-  PACKAGES+=(etcd-server)
+  PACKAGES+=(etcd-server iproute2)
 fi
 
 SUDO=""

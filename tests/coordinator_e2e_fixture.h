@@ -17,6 +17,7 @@
 
 #include "common/atomic_file.h"
 #include "tests/daemon_process.h"
+#include "tests/netns_lab.h"
 #include "tests/test_util.h"
 
 namespace mrl::e2e {
@@ -103,16 +104,19 @@ class Cluster {
  public:
   // shard_args[s]: extra flags of shard s.
   // coord_args: extra flags of the coordinator.
+  // lab: hosts of a multi-host network (netns_lab.h, at least shards + 1): shard s runs in host
+  // s + 1 and the coordinator in host shards + 1, each bound to its host's address, with the
+  // shared secret between them on. Null: everything on 127.0.0.1.
   Cluster(const std::string& name, int shards, int replication,
           const std::vector<std::vector<std::string>>& shard_args = {},
-          const std::vector<std::string>& coord_args = {})
-      : dir_(TempDir(name)) {
+          const std::vector<std::string>& coord_args = {},
+          const test_util::NetnsLab* lab = nullptr)
+      : dir_(TempDir(name)), lab_(lab) {
     EXPECT_TRUE(WriteFileAtomic(dir_ + "/admin", "admin-secret-1\n").ok());
     EXPECT_TRUE(WriteFileAtomic(dir_ + "/read", "reader-secret-2\n").ok());
+    EXPECT_TRUE(WriteFileAtomic(dir_ + "/shard-secret", "shard-secret-3\n").ok());
     for (int s = 0; s < shards; ++s) {
-      shards_.push_back(std::make_unique<DaemonProcess>(
-          "s" + std::to_string(s), MRL_SHARD_BIN,
-          ShardArgs(s, shard_args), dir_));
+      shards_.push_back(Daemon("s" + std::to_string(s), MRL_SHARD_BIN, ShardArgs(s, shard_args), s + 1));
       shards_.back()->Start();
     }
     std::vector<std::string> args = {"--data-dir", dir_ + "/coord", "--port", "0",
@@ -125,8 +129,23 @@ class Cluster {
       args.push_back("s" + std::to_string(s) + "=" + shards_[static_cast<size_t>(s)]->address());
     }
     args.insert(args.end(), coord_args.begin(), coord_args.end());
-    coord_ = std::make_unique<DaemonProcess>("coord", MRL_COORDINATOR_BIN, args, dir_);
+    if (lab_) {
+      args.insert(args.end(), {"--host", lab_->address(shards + 1), "--shard-secret-file", dir_ + "/shard-secret"});
+    }
+    coord_ = Daemon("coord", MRL_COORDINATOR_BIN, args, shards + 1);
     coord_->Start();
+  }
+  // A daemon run on 127.0.0.1, or inside lab host `host` bound to its address.
+  std::unique_ptr<DaemonProcess> Daemon(const std::string& name, const std::string& binary,
+                                        std::vector<std::string> args, int host) const {
+    if (!lab_) return std::make_unique<DaemonProcess>(name, binary, std::move(args), dir_);
+    args.insert(args.begin(), binary);
+    std::vector<std::string> argv = lab_->Inside(host, std::move(args));
+    const std::string ip = argv.front();
+    argv.erase(argv.begin());
+    auto d = std::make_unique<DaemonProcess>(name, ip, std::move(argv), dir_);
+    d->set_host(lab_->address(host));
+    return d;
   }
   // Starts one more shard (not in the map: add it with POST /v1/cluster/groups); its index.
   int AddShard() {
@@ -139,11 +158,14 @@ class Cluster {
   std::vector<std::string> ShardArgs(int s, const std::vector<std::vector<std::string>>& extra) const {
     std::vector<std::string> a = {"--data-dir", dir_ + "/s" + std::to_string(s), "--port", "0",
                                   "--threads", "1", "--block-cache-mb", "16"};
+    if (lab_) {
+      a.insert(a.end(), {"--host", lab_->address(s + 1), "--auth-secret-file", dir_ + "/shard-secret"});
+    }
     if (static_cast<size_t>(s) < extra.size()) a.insert(a.end(), extra[s].begin(), extra[s].end());
     return a;
   }
   std::string Url(const std::string& path) const {
-    return "http://127.0.0.1:" + std::to_string(coord_->port()) + path;
+    return "http://" + coord_->host() + ":" + std::to_string(coord_->port()) + path;
   }
   DaemonProcess& shard(int i) { return *shards_[static_cast<size_t>(i)]; }
   const std::string& dir() const { return dir_; }
@@ -184,6 +206,7 @@ class Cluster {
 
  private:
   std::string dir_;
+  const test_util::NetnsLab* lab_ = nullptr;
   std::vector<std::unique_ptr<DaemonProcess>> shards_;
   std::unique_ptr<DaemonProcess> coord_;
 };

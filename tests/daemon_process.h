@@ -113,7 +113,10 @@ class DaemonProcess {
   }
   int starts() const { return starts_; }
   uint16_t port() const { return port_; }
-  std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
+  // The address it listens on: 127.0.0.1 unless set_host named another (a lab host's).
+  std::string address() const { return host_ + ":" + std::to_string(port_); }
+  const std::string& host() const { return host_; }
+  void set_host(std::string host) { host_ = std::move(host); }
   std::string Log() const { return Slurp(log_); }
 
  private:
@@ -130,6 +133,7 @@ class DaemonProcess {
   std::string dir_;
   pid_t pid_ = -1;
   uint16_t port_ = 0;
+  std::string host_ = "127.0.0.1";
   int starts_ = 0;
   std::string log_;
   mutable bool exited_ = false;  // reaped by Alive(); exit_status_ is its wait status

@@ -29,46 +29,12 @@
 #include "meta/base64.h"
 #include "rpc/client.h"
 #include "tests/coordinator_e2e_fixture.h"
+#include "tests/e2e_clients.h"
 
 namespace mrl {
 namespace {
 
 using namespace e2e;  // NOLINT: the fixture's helpers
-using Clock = std::chrono::steady_clock;
-
-struct Answer {
-  std::vector<uint64_t> ids;
-  double coverage = 0;
-  double ms = 0;
-  Status status;
-};
-
-Answer ExactSearch(rpc::RpcClient& client, const float* q) {
-  wire::SearchRequestT req;
-  req.collection = "emb";
-  req.dims = kDim;
-  req.queries.assign(q, q + kDim);
-  req.stages.emplace_back(kDim, 10);
-  req.exact = true;
-  Answer a;
-  const auto t0 = Clock::now();
-  auto r = client.Call(req, 10000);  // the coordinator applies its own --deadline-ms
-  a.ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
-  a.status = r.status();
-  if (!r.ok()) return a;
-  a.coverage = r->coverage;
-  if (!r->results.empty() && r->results[0]) {
-    for (const auto& h : r->results[0]->candidates) a.ids.push_back(h.id());
-  }
-  return a;
-}
-
-double Quantile(std::vector<double> v, double q) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  return v[std::min(v.size() - 1, static_cast<size_t>(q * static_cast<double>(v.size())))];
-}
-
 // The brute-force top-10 among the points whose bucket the replica group `group` owns.
 std::vector<uint64_t> ExactOverGroup(const std::vector<float>& data, const float* q,
                                      const std::vector<uint32_t>& group_of_bucket, uint32_t group) {
@@ -260,74 +226,6 @@ TEST(SilentHostE2E, ReplicationTwoHedgesToTheOtherReplicaAndNeverLosesCoverage) 
   EXPECT_TRUE(up);
 }
 
-// A point written while a member is away: random, so its own exact search finds it first.
-std::vector<float> AwayVector(uint64_t id) {
-  std::mt19937_64 rng(id);
-  std::normal_distribution<float> g;
-  std::vector<float> v(kDim);
-  for (float& x : v) x = g(rng);
-  return v;
-}
-
-// Upserts batches of new points and deletes a few loaded ones through the coordinator's binary
-// API until stopped; remembers what was acknowledged and when each batch failed.
-class Writer {
- public:
-  Writer(uint16_t port, uint64_t first_id) : next_id_(first_id) {
-    thread_ = std::thread([this, port] { Run(port); });
-  }
-  ~Writer() { Stop(); }
-  void Stop() {
-    stop_ = true;
-    if (thread_.joinable()) thread_.join();
-  }
-  std::set<uint64_t> acked_upserts, acked_deletes;
-  std::vector<std::pair<Clock::time_point, bool>> outcomes;  // (time, acknowledged)
-  std::string first_error;
-  uint64_t next_delete = 3;  // loaded ids are i * 7 + 3; delete every 40th one
-
- private:
-  void Run(uint16_t port) {
-    rpc::ClientOptions o;
-    o.port = port;
-    rpc::RpcClient client(o);
-    while (!stop_) {
-      wire::UpsertRequestT up;
-      up.collection = "emb";
-      up.dims = kDim;
-      std::vector<uint64_t> ids;
-      for (int i = 0; i < 10; ++i) {
-        const uint64_t id = next_id_++;
-        ids.push_back(id);
-        up.ids.push_back(id);
-        const auto v = AwayVector(id);
-        up.vectors.insert(up.vectors.end(), v.begin(), v.end());
-      }
-      auto r = client.Call(up, 5000);
-      const auto now = Clock::now();
-      outcomes.emplace_back(now, r.ok());
-      if (r.ok()) {
-        acked_upserts.insert(ids.begin(), ids.end());
-      } else if (first_error.empty()) {
-        first_error = r.status().ToString();
-      }
-      if (outcomes.size() % 5 == 0) {
-        wire::DeleteRequestT del;
-        del.collection = "emb";
-        del.ids = {next_delete};
-        auto d = client.Call(del, 5000);
-        outcomes.emplace_back(Clock::now(), d.ok());
-        if (d.ok()) acked_deletes.insert(next_delete);
-        next_delete += 7 * 40;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(40));
-    }
-  }
-  uint64_t next_id_;
-  std::atomic<bool> stop_{false};
-  std::thread thread_;
-};
-
 // The shard map as the coordinator's embedded store holds it (readable with the coordinator
 // dead): meta.json's "map" key.
 json StoredMap(const Cluster& c) {
@@ -467,7 +365,7 @@ TEST(SilentHostE2E, ReplicationTwoWritesGoOnWithAMemberStoppedAndItCatchesUpAcro
   for (uint64_t id : deletes) {
     if (owner[BucketOfId(id, 256)] == 0) mine_deleted.push_back(id);
   }
-  std::printf("group 0 holds %zu acknowledged upserts and %zu acknowledged deletes (of %zu and %zu)\n",
+  std::printf("group 0 holds %zu acknowledged upserts and %zu acknowledged deletes of them (of %zu and %zu)\n",
               mine_upserted.size(), mine_deleted.size(), upserts.size(), deletes.size());
   ASSERT_GT(mine_upserted.size(), 100u);
   for (int s : {0, 1}) {
