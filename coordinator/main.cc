@@ -3,6 +3,7 @@
 //
 //   mrl-coordinator --data-dir /var/lib/mrl/coord --shard s1=127.0.0.1:7001 --shard s2=127.0.0.1:7002
 //   mrl-coordinator ... --replication 2   # consecutive --shard flags form replica groups of 2
+//   mrl-coordinator --config /etc/mrl/coordinator.toml   # every flag a key; flags override it
 #include <signal.h>
 
 #include <CLI/CLI.hpp>
@@ -25,6 +26,7 @@ namespace {
 
 int Run(int argc, char** argv) {
   CLI::App app{"mrl-coordinator: query and write front door of an MRL serving cluster"};
+  app.option_defaults()->always_capture_default();  // the printed config shows every default
   mrl::coord::CoordinatorOptions co;
   co.build = mrl::MakeBuildInfo("mrl-coordinator", mrl::rpc::LibraryVersions());
   app.set_version_flag("--version", mrl::VersionText(co.build));
@@ -114,6 +116,10 @@ int Run(int argc, char** argv) {
   app.add_flag("--follow", co.follow,
                "Follow the cluster state another coordinator keeps in --data-dir (read and write points, "
                "search; no cluster or collection changes)");
+  // A config file (TOML, CLI11's reader): every flag above is a key of the same name without the
+  // dashes (data-dir = "/var/lib/mrl/coord", shard = ["s1=10.0.0.1:7400", ...]); flags given on
+  // the command line override it. The effective configuration is printed at start.
+  app.set_config("--config", "", "TOML config file: every flag a key (flags override it)");
   CLI11_PARSE(app, argc, argv);
   if (port < 0 || port > 65535) {
     std::cerr << "mrl-coordinator: bad port " << port << "\n";
@@ -138,6 +144,8 @@ int Run(int argc, char** argv) {
     return 1;
   }
   std::cout << "mrl-coordinator " << mrl::VersionSummary(coord.value()->options().build) << std::endl;
+  // The effective configuration (file and flags, defaults included), as a config file would say it.
+  std::cout << "mrl-coordinator config:\n" << app.config_to_str(/*default_also=*/true) << std::flush;
   mrl::coord::Coordinator* c = coord.value().get();
   mrl::coord::HttpApi api(*c);
   mrl::coord::HttpServer server(ho, [&api](const mrl::coord::HttpRequest& r) { return api.Handle(r); });
