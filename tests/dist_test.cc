@@ -13,6 +13,7 @@
 #include <sstream>
 #include <thread>
 
+#include "tests/netns_lab.h"
 #include "tests/test_util.h"
 #include "trainer/config.h"
 #include "trainer/data.h"
@@ -111,6 +112,59 @@ TEST(Distributed, TwoRanksOfBatchBMatchOneRankOfBatch2B) {
     moved = std::max(moved, (p.value() - pi[p.key()]).abs().max().item<double>());
   std::printf("max |param after 8 steps - param at step 0| = %.3g\n", moved);
   EXPECT_GT(moved, 1e-3);
+}
+
+// Max |a - b| over the parameters of two checkpoints of TestModelConfig(false).
+double MaxParamDiff(const std::string& ckpt_a, const std::string& ckpt_b) {
+  MrlModel a(TestModelConfig(false), 1, 0, 10), b(TestModelConfig(false), 1, 0, 10);
+  EXPECT_TRUE(Trainer::LoadModelWeights(ckpt_a, a).ok()) << ckpt_a;
+  EXPECT_TRUE(Trainer::LoadModelWeights(ckpt_b, b).ok()) << ckpt_b;
+  double worst = 0;
+  auto pa = a->named_parameters(), pb = b->named_parameters();
+  EXPECT_EQ(pa.size(), pb.size());
+  for (const auto& p : pa) worst = std::max(worst, (p.value() - pb[p.key()]).abs().max().item<double>());
+  return worst;
+}
+
+// Two "nodes" (issue 16 item 4): one rank in each of two network namespaces of this machine
+// (tests/netns_lab.h), launched by mpirun through ops/netns-rsh (Open MPI's ssh-like agent), the
+// ranks talking over TCP across the veth links (no shared memory); the parameters after 8 steps
+// equal one rank's with the doubled batch.
+TEST(Distributed, TwoRanksOnTwoNamespaceHostsMatchOneRankOfBatch2B) {
+  if (!HaveMpirun()) GTEST_SKIP() << "mpirun not installed";
+  const std::string why = test_util::NetnsLab::Unavailable();
+  if (!why.empty()) GTEST_SKIP() << "no multi-host lab here: " << why;
+  test_util::NetnsLab lab(2);
+  const std::string dir = TempDir("dist_netns");
+  const std::string common =
+      kModel +
+      " --set model.batch_norm=false --set epochs=1 --set stop_after_steps=8 --set resume=false";
+  const std::string subnet = lab.address(1).substr(0, lab.address(1).rfind('.')) + ".0/24";
+  const std::string mpirun =
+      "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 mpirun -np 2 -H " + lab.ns(1) + "," +
+      lab.ns(2) + " --bind-to none --mca plm_rsh_agent " + MRL_SOURCE_DIR + "/ops/netns-rsh" +
+      " --mca plm_rsh_no_tree_spawn 1 --mca btl self,tcp --mca btl_tcp_if_include " + subnet +
+      " --mca oob_tcp_if_include " + subnet + " ";
+  // Each rank reports the address it runs at: the two hosts' own.
+  Outcome where = RunCommand(mpirun + "sh -c 'echo rank $OMPI_COMM_WORLD_RANK at $(ip -o -4 addr show | grep -o \"" +
+                             subnet.substr(0, subnet.rfind('.')) + "\\.[0-9]*\" | head -1)'");
+  ASSERT_EQ(where.code, 0) << where.output;
+  std::printf("%s", where.output.c_str());
+  EXPECT_NE(where.output.find("rank 0 at " + lab.address(1)), std::string::npos) << where.output;
+  EXPECT_NE(where.output.find("rank 1 at " + lab.address(2)), std::string::npos) << where.output;
+
+  Outcome two = RunCommand(mpirun + MRL_TRAINER_BIN + common + " --set batch_size=16 --out " + dir + "/two");
+  ASSERT_EQ(two.code, 0) << two.output;
+  EXPECT_NE(two.output.find("ranks 2 (MPI on), global batch 32"), std::string::npos) << two.output;
+  EXPECT_NE(two.output.find("replicas agree: max |param - rank 0 param| = 0 "), std::string::npos)
+      << two.output;
+  Outcome one = RunCommand(std::string(MRL_TRAINER_BIN) + common + " --set batch_size=32 --out " + dir + "/one");
+  ASSERT_EQ(one.code, 0) << one.output;
+  const double worst = MaxParamDiff(Trainer::LatestCheckpoint(dir + "/two"), Trainer::LatestCheckpoint(dir + "/one"));
+  std::printf("max |param(2 namespace hosts x 16) - param(1 rank x 32)| after 8 steps = %.3g (%.1f s across hosts)\n",
+              worst, two.seconds);
+  EXPECT_NE(Trainer::LatestCheckpoint(dir + "/two").find("ckpt-000000008"), std::string::npos);
+  EXPECT_LE(worst, 1e-6);
 }
 
 // PIDs of the processes whose environment says they are MPI rank `rank` and whose command line
