@@ -7,6 +7,7 @@
 #include "common/atomic_file.h"
 #include "coordinator/cluster_keys.h"
 #include "coordinator/move.h"
+#include "coordinator/owner_state.h"
 #include "meta/embedded_store.h"
 #include "meta/etcd_store.h"
 
@@ -62,6 +63,7 @@ Result<std::unique_ptr<ClusterState>> ClusterState::Open(ClusterStateOptions opt
     return Status::InvalidArgument("coordinator id '" + options.id +
                                    "': want 1-64 of [A-Za-z0-9_.:-]");
   }
+  if (!options.follow_url.empty()) options.follow = true;
   std::unique_ptr<ClusterState> s(new ClusterState(std::move(options), std::move(on_map)));
   const ClusterStateOptions& o = s->opt_;
   s->embedded_ = !StartsWith(o.meta_url, "etcd://");
@@ -84,7 +86,10 @@ Result<std::unique_ptr<ClusterState>> ClusterState::Open(ClusterStateOptions opt
     std::lock_guard<std::mutex> lock(s->mu_);
     s->snap_ = std::make_shared<const ClusterSnapshot>();
   }
-  if (s->store_) {
+  if (!o.follow_url.empty()) {
+    ClusterState* self = s.get();
+    s->watch_thread_ = std::thread([self] { self->PollOwnerLoop(); });
+  } else if (s->store_) {
     ClusterState* self = s.get();
     s->watch_thread_ = std::thread([self, fresh = loaded.ok()] {
       if (!fresh) {
@@ -160,11 +165,13 @@ Status ClusterState::ImportLegacyFiles() {
 
 Status ClusterState::Reload(bool at_open) {
   Result<meta::ReadResult> r =
-      store_ ? store_->GetPrefix("") : meta::EmbeddedStore::ReadSnapshot(opt_.data_dir);
+      store_ ? store_->GetPrefix("")
+      : !opt_.follow_url.empty()
+          ? FetchOwnerState(opt_.follow_url, opt_.follow_token, 2000)
+          : meta::EmbeddedStore::ReadSnapshot(opt_.data_dir);
   if (!r.ok()) {
     NoteStoreError(r.status());
-    return r.status().WithContext("reading the cluster state from " +
-                                  (store_ ? store_->Describe() : opt_.data_dir + "/meta.json"));
+    return r.status().WithContext("reading the cluster state from " + Source());
   }
   NoteStoreOk();
   std::lock_guard<std::mutex> lock(mu_);
@@ -360,7 +367,7 @@ std::shared_ptr<const ClusterSnapshot> ClusterState::Snapshot() const {
 Status ClusterState::FollowerRefusal() const {
   return Status::FailedPrecondition(
       "this coordinator follows the cluster state in " +
-      (store_ ? store_->Describe() : "'" + opt_.data_dir + "'") +
+      Source() +
       "; send cluster and collection changes to the coordinator that owns it");
 }
 
@@ -574,7 +581,32 @@ Status ClusterState::Refresh(uint64_t seen_epoch) {
   if (now > seen_epoch) return Status::Ok();
   return Status::Aborted("a shard has seen a newer shard-map epoch than " + std::to_string(now) +
                          ", the newest in " +
-                         (store_ ? store_->Describe() : opt_.data_dir + "/meta.json"));
+                         Source());
+}
+
+std::string ClusterState::Source() const {
+  if (store_) return store_->Describe();
+  if (!opt_.follow_url.empty()) return "the owner coordinator at " + opt_.follow_url;
+  return opt_.data_dir + "/meta.json";
+}
+
+meta::ReadResult ClusterState::StateKvs() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  meta::ReadResult r;
+  r.revision = revision_;
+  for (const auto& [key, kv] : cache_->kvs) r.kvs.push_back(kv);
+  return r;
+}
+
+void ClusterState::PollOwnerLoop() {
+  for (;;) {
+    {
+      std::unique_lock<std::mutex> lock(watch_mu_);
+      watch_cv_.wait_for(lock, std::chrono::milliseconds(opt_.follow_poll_ms), [&] { return watch_stop_; });
+      if (watch_stop_) return;
+    }
+    (void)Reload(/*at_open=*/false);  // an unreachable owner: noted, the last state serves on
+  }
 }
 
 void ClusterState::NoteStoreError(const Status& st) {
@@ -596,7 +628,9 @@ void ClusterState::NoteStoreOk() {
 
 MetaState ClusterState::Meta() const {
   MetaState m;
-  m.store = store_ ? store_->Describe() : "embedded file:" + opt_.data_dir + "/meta.json (follower)";
+  m.store = store_ ? store_->Describe()
+           : !opt_.follow_url.empty() ? "follower of the owner coordinator at " + opt_.follow_url
+                                      : "embedded file:" + opt_.data_dir + "/meta.json (follower)";
   m.self_id = opt_.id;
   m.follow = opt_.follow;
   {

@@ -72,6 +72,13 @@ struct ClusterStateOptions {
   // Session lease TTL. It must outlive an etcd leader election (~1-3 s with etcd's defaults)
   // plus a keep-alive's retry budget (5 s), and it is how long a dead leader blocks changes.
   int session_ttl_s = 10;
+  // A follower on another host (issue 16 item 5): read the state from the owner coordinator's
+  // HTTP API (GET /v1/meta/state, owner_state.h) every follow_poll_ms and on a stale-epoch
+  // refusal, instead of the owner's files; while the owner does not answer, the last state keeps
+  // serving. Implies follow. follow_token: a read (or admin) token of the owner.
+  std::string follow_url;
+  std::string follow_token;
+  int follow_poll_ms = 1000;
 };
 
 // Who leads, as the store says.
@@ -129,6 +136,9 @@ class ClusterState {
   bool follow() const { return opt_.follow; }
   uint64_t refreshes() const { return refreshes_.load(); }
   MetaState Meta() const;
+  // Every key this state was built from, with the store revision it reflects (what
+  // GET /v1/meta/state serves to followers on other hosts).
+  meta::ReadResult StateKvs() const;
   // etcd only: each member's health and which one leads (empty for the embedded store); asked
   // of the members at most once a second (a cached answer in between).
   std::vector<meta::EtcdMember> StoreMembers() const;
@@ -184,6 +194,8 @@ class ClusterState {
   Status ImportLegacyFiles();                     // older versions' files -> the store, once
   void OnWatch(const Status& st, const std::vector<meta::WatchEvent>& events);
   void WatchLoop();                               // (re)starts the watch after it ends
+  void PollOwnerLoop();                           // follow_url: Reload every follow_poll_ms
+  std::string Source() const;                     // where the state is read from, for messages
   void SessionLoop();                             // lease keep-alive and the campaign
   bool Campaign();                                // one try; true when leading
   void LoseLeadership(const std::string& why);    // REQUIRES: session_mu_

@@ -30,6 +30,9 @@ Result<std::unique_ptr<Coordinator>> Coordinator::Open(CoordinatorOptions option
   so.follow = c->opt_.follow;
   so.id = c->opt_.coordinator_id;
   so.session_ttl_s = c->opt_.session_ttl_s;
+  so.follow_url = c->opt_.follow_url;
+  so.follow_token = c->opt_.follow_token;
+  so.follow_poll_ms = c->opt_.follow_poll_ms;
   auto state = ClusterState::Open(so, [pool](const ShardMap& m) { pool->Sync(m); });
   if (!state.ok()) return state.status();
   c->state_ = std::move(state).value();

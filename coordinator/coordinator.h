@@ -53,6 +53,11 @@ struct CoordinatorOptions {
   // Where the cluster state lives: "" = the embedded store in data_dir; etcd://h:p,.../prefix.
   std::string meta_url;
   std::string coordinator_id;  // in the store's session and leader keys ("" = random)
+  // A follower on another host: the owner coordinator's URL and a read token of it
+  // (ClusterStateOptions::follow_url).
+  std::string follow_url;
+  std::string follow_token;
+  int follow_poll_ms = 1000;
   int session_ttl_s = 10;      // docs/metadata.md: why 10
   int shard_connections = 2;           // pipelined connections per shard (round-robin)
   uint32_t shard_max_in_flight = 256;  // per connection; beyond: ResourceExhausted at once

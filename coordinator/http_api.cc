@@ -1,4 +1,5 @@
 #include "coordinator/http_api.h"
+#include "coordinator/owner_state.h"
 
 #include <algorithm>
 #include <cmath>
@@ -301,6 +302,11 @@ HttpResponse HttpApi::Route(const HttpRequest& req, std::string* endpoint) {
                           {"hedges", r.hedges}});
       }
       return JsonReply(200, {{"shards", shards}});
+    }
+    if (req.target == "/v1/meta/state") {  // every key of the store: followers on other hosts
+      *endpoint = "meta_state";
+      if (req.method != "GET") return ErrorReply(405, "method not allowed");
+      return {200, "application/json", OwnerStateJson(c_.state().StateKvs())};
     }
     if (req.target == "/v1/meta") {
       *endpoint = "meta";

@@ -116,6 +116,14 @@ int Run(int argc, char** argv) {
   app.add_flag("--follow", co.follow,
                "Follow the cluster state another coordinator keeps in --data-dir (read and write points, "
                "search; no cluster or collection changes)");
+  std::string follow_token_file;
+  app.add_option("--follow-url", co.follow_url,
+                 "Follow the coordinator at this URL (http://host:port, another host): its cluster "
+                 "state is read from GET /v1/meta/state, polled and on a stale-epoch refusal; the last "
+                 "state keeps serving while it is away (implies --follow)");
+  app.add_option("--follow-token-file", follow_token_file, "File holding a read token of the --follow-url coordinator");
+  app.add_option("--follow-poll-ms", co.follow_poll_ms, "How often a --follow-url follower re-reads the state")
+      ->check(CLI::Range(50, 600000));
   // A config file (TOML, CLI11's reader): every flag above is a key of the same name without the
   // dashes (data-dir = "/var/lib/mrl/coord", shard = ["s1=10.0.0.1:7400", ...]); flags given on
   // the command line override it. The effective configuration is printed at start.
@@ -135,6 +143,7 @@ int Run(int argc, char** argv) {
   co.read_token = mrl::ReadSecretFile(read_token_file);
   co.admin_token = mrl::ReadSecretFile(admin_token_file);
   co.shard_secret = mrl::ReadSecretFile(shard_secret_file);
+  co.follow_token = mrl::ReadSecretFile(follow_token_file);
 
   const sigset_t signals = mrl::BlockTerminationSignals();
 

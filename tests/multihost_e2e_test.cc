@@ -9,7 +9,10 @@
 //   - replication 2: with a member's host cut off, no search loses coverage and writes are
 //     acknowledged again within the documented timeout (the member leaves the in-sync set); once
 //     the link is back it catches up and serves again, and every acknowledged write reads back
-//     from it, asked directly across the link.
+//     from it, asked directly across the link;
+//   - a follower coordinator on a host of its own (--follow-url: the owner's state over HTTP)
+//     answers as the owner does, learns of a new collection, and keeps answering while the
+//     owner's host is cut off.
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -235,6 +238,88 @@ TEST(MultiHostE2E, ReplicationTwoCutOffMemberLeavesTheInSyncSetCatchesUpAndLoses
   EXPECT_GT(n_upserts, 50u);
   EXPECT_EQ(found, n_upserts);
   EXPECT_EQ(gone, gone_ids.size());
+}
+
+json SearchHttp(const std::string& url, const std::string& collection, const float* q) {
+  const HttpResult r = Curl("POST", url + "/v1/collections/" + collection + "/search",
+                            json{{"vector", VectorJson(q)}, {"k", 10}, {"exact", true}}.dump(), Cluster::kRead);
+  if (r.status != 200) return json{{"status", r.status}, {"body", r.body}};
+  return r.Json();
+}
+
+TEST(MultiHostE2E, AFollowerOnItsOwnHostAnswersAsTheOwnerLearnsChangesAndOutlivesTheOwnersHost) {
+  std::setvbuf(stdout, nullptr, _IONBF, 0);
+  auto lab = MakeLab(4);
+  REQUIRE_LAB(lab);
+  Cluster c("mh_follow", 2, 1, {}, {}, lab.get());  // shards on hosts 1-2, the owner on host 3
+  const std::vector<float> data = MakeData(kPoints, 81);
+  c.CreateAndLoad(data);
+  std::unique_ptr<DaemonProcess> follower = c.Daemon(
+      "follower", MRL_COORDINATOR_BIN,
+      {"--data-dir", c.dir() + "/follower", "--port", "0", "--follow-url", c.Url(""),
+       "--follow-token-file", c.dir() + "/read", "--follow-poll-ms", "500", "--read-token-file",
+       c.dir() + "/read", "--admin-token-file", c.dir() + "/admin", "--shard-secret-file",
+       c.dir() + "/shard-secret", "--host", lab->address(4)},
+      4);
+  follower->Start();
+  const std::string furl = "http://" + follower->address();
+  std::printf("owner at %s, follower at %s\n", c.Url("").c_str(), furl.c_str());
+
+  const std::vector<float> queries = MakeData(10, 82);
+  std::vector<json> owner_hits;
+  for (int q = 0; q < 10; ++q) {
+    const float* qv = &queries[static_cast<size_t>(q) * kDim];
+    const json o = SearchHttp(c.Url(""), "emb", qv), f = SearchHttp(furl, "emb", qv);
+    ASSERT_TRUE(o.contains("results")) << o.dump();
+    ASSERT_TRUE(f.contains("results")) << f.dump();
+    EXPECT_EQ(f["results"], o["results"]) << "query " << q;
+    EXPECT_EQ(Ids(o["results"][0]), BruteForceCosine(data, qv, 10));
+    owner_hits.push_back(o["results"]);
+  }
+  // A change at the owner (a new collection with points) reaches the follower by itself.
+  HttpResult r = Curl("PUT", c.Url("/v1/collections/emb2"),
+                      json{{"dim", kDim}, {"storage", "fp32"}, {"num_buckets", 64},
+                           {"indexes", {{{"dims", 16}, {"kind", "hnsw"}}}}}.dump(), Cluster::kAdmin);
+  ASSERT_EQ(r.status, 200) << r.body;
+  json pts = json::array();
+  for (int i = 0; i < 50; ++i) pts.push_back({{"id", i}, {"vector", VectorJson(&data[static_cast<size_t>(i) * kDim])}});
+  r = Curl("PUT", c.Url("/v1/collections/emb2/points"), json{{"points", pts}}.dump(), Cluster::kAdmin);
+  ASSERT_EQ(r.status, 200) << r.body;
+  const auto changed = Clock::now();
+  json seen;
+  while (Clock::now() - changed < std::chrono::seconds(10)) {
+    seen = SearchHttp(furl, "emb2", &data[7 * kDim]);
+    if (seen.contains("results")) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  std::printf("the follower serves the new collection %.2f s after it was made\n",
+              std::chrono::duration<double>(Clock::now() - changed).count());
+  ASSERT_TRUE(seen.contains("results")) << seen.dump();
+  EXPECT_EQ(Ids(seen["results"][0])[0], 7u);
+  // Changes through the follower are refused, naming where the state lives.
+  r = Curl("DELETE", furl + "/v1/collections/emb2", "", Cluster::kAdmin);
+  EXPECT_GE(r.status, 400) << r.body;
+  EXPECT_NE(r.body.find("the owner coordinator at " + c.Url("")), std::string::npos) << r.body;
+
+  // The owner's host cut off: the follower answers from its last state.
+  lab->Cut(3);
+  const auto cut = Clock::now();
+  int answered = 0;
+  while (Clock::now() - cut < std::chrono::seconds(4)) {
+    for (int q = 0; q < 10; ++q) {
+      const json f = SearchHttp(furl, "emb", &queries[static_cast<size_t>(q) * kDim]);
+      ASSERT_TRUE(f.contains("results")) << f.dump();
+      EXPECT_EQ(f["results"], owner_hits[static_cast<size_t>(q)]) << "query " << q;
+      ++answered;
+    }
+  }
+  const json meta = Curl("GET", furl + "/v1/meta", "", Cluster::kRead).Json();
+  std::printf("owner's host cut off for 4 s: the follower answered %d searches as before; its /v1/meta: "
+              "store %s, reachable %s, last error %s\n",
+              answered, meta["store"].dump().c_str(), meta["reachable"].dump().c_str(),
+              meta.value("last_error", json("")).dump().c_str());
+  EXPECT_EQ(meta["reachable"], false) << meta.dump();
+  lab->Restore(3);
 }
 
 }  // namespace
