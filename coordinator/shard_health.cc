@@ -117,21 +117,23 @@ void ShardHealth::Report(const std::string& shard, const Status& status, Clock::
   }
 }
 
-void ShardHealth::ProbeDone(const std::string& shard, const Status& status, double rtt_ms,
+bool ShardHealth::ProbeDone(const std::string& shard, const Status& status, double rtt_ms,
                             Clock::time_point now) {
   std::lock_guard lock(mu_);
   Entry& e = shards_[shard];
   if (status.ok()) {
+    const bool came_back = e.down;
     e.probe_ms = rtt_ms;
     e.probes_missed = 0;
     e.last_answer = std::max(e.last_answer, now);
     e.down = false;
-    return;
+    return came_back;
   }
   if (++e.probes_missed >= static_cast<uint64_t>(std::max(1, opt_.probe_misses_to_down))) {
     MarkDownLocked(e, std::to_string(e.probes_missed) + " probes missed (" + status.ToString() + ")",
                    now);
   }
+  return false;
 }
 
 ShardState ShardHealth::StateLocked(Entry& e, Clock::time_point now, std::string* reason) const {

@@ -80,7 +80,8 @@ class ShardHealth {
                 Clock::time_point now);
   // A failure seen outside a tracked call (e.g. a write path's own client call).
   void Report(const std::string& shard, const Status& status, Clock::time_point now);
-  void ProbeDone(const std::string& shard, const Status& status, double rtt_ms,
+  // Returns true when an answered probe brings back a shard that was down.
+  bool ProbeDone(const std::string& shard, const Status& status, double rtt_ms,
                  Clock::time_point now);
 
   ShardState State(const std::string& shard, Clock::time_point now);

@@ -53,9 +53,17 @@ void ShardPool::ProbeLoop() {
                             auto it = entries_.find(id);
                             if (it != entries_.end()) it->second.probe_out = false;
                           }
-                          health_.ProbeDone(
+                          const bool came_back = health_.ProbeDone(
                               id, r.status(),
                               std::chrono::duration<double, std::milli>(now - sent).count(), now);
+                          if (!came_back) return;
+                          // Connection attempts the calls made while it was away are still
+                          // waiting on the kernel's backed-off SYN retries: start them afresh.
+                          std::lock_guard<std::mutex> pool_lock(mu_);
+                          if (closing_) return;
+                          auto it = entries_.find(id);
+                          if (it == entries_.end()) return;
+                          for (auto& c : it->second.clients) c->Kick();
                         });
     }
     lock.lock();

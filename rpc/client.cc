@@ -34,6 +34,21 @@ class RpcClient::Impl {
     thread_.join();
   }
 
+  // A connection attempt in progress is abandoned and a new one started at once; the calls
+  // queued for it stay queued. (A SYN sent into a cut link is retried by the kernel only after 1,
+  // then 3 s; once the peer is known to answer again, a fresh attempt connects at once.)
+  void Kick() {
+    asio::post(io_, [this] {
+      if (state_ != State::kConnecting) return;
+      ++generation_;
+      boost::system::error_code ignored;
+      socket_.close(ignored);
+      resolver_.cancel();
+      connect_timer_.cancel();
+      StartConnect();
+    });
+  }
+
   void Call(wire::MessageType type, std::vector<uint8_t> body, uint32_t deadline_ms,
             Callback done) {
     asio::post(io_,
@@ -57,9 +72,10 @@ class RpcClient::Impl {
                  p.expect = wire::ResponseTypeOf(type);
                  p.done = std::move(done);
                  p.timer = std::make_unique<asio::steady_timer>(io_, std::chrono::milliseconds(dl));
+                 p.sent = Clock::now();
                  p.timer->async_wait([this, id](boost::system::error_code ec) {
                    if (ec) return;
-                   Complete(id, Status::DeadlineExceeded("no reply within the deadline"));
+                   OnDeadline(id);
                  });
                  auto frame = wire::EncodeFrame(h, body);
                  if (state_ == State::kConnected) {
@@ -72,13 +88,60 @@ class RpcClient::Impl {
   }
 
  private:
+  using Clock = std::chrono::steady_clock;
   enum class State { kIdle, kConnecting, kConnected };
   struct Pending {
     wire::MessageType expect = wire::MessageType::Invalid;
     Callback done;
     std::unique_ptr<asio::steady_timer> timer;
     bool is_auth = false;
+    bool is_liveness = false;  // SendLivenessPing's
+    Clock::time_point sent{};
   };
+
+  // A call's deadline passed. If not one byte came in on its connection since the call was
+  // sent, the connection may be dead (a cut link, a vanished host): TCP would notice only minutes
+  // later, and after such a silence its retransmission timer has backed off, so a link that comes
+  // back would carry new calls on this connection only at the next retransmission, seconds
+  // later. Or the server is just busy with long requests ahead of this one. A liveness Ping on
+  // the same connection tells the two apart (the server answers pings on its I/O thread, not
+  // behind its workers): any bytes within liveness_timeout_ms keep the connection; none drop it
+  // (the calls still on it fail with Unavailable) and the next call connects afresh.
+  void OnDeadline(uint64_t id) {
+    auto it = pending_.find(id);
+    if (it == pending_.end()) return;
+    // A call still pending while connected went out on this connection (calls in flight on an
+    // earlier one failed with it), at its send or, if queued, when the connection opened.
+    const bool silent = opt_.liveness_timeout_ms > 0 && state_ == State::kConnected &&
+                        last_rx_ < std::max(it->second.sent, connected_at_);
+    if (it->second.is_liveness) {
+      Complete(id, Status::DeadlineExceeded("liveness ping"));
+      if (silent) {
+        Fail(Status::Unavailable("connection to " + Where() + " dropped: a call's deadline " +
+                                 "passed in silence and a ping got no answer in " +
+                                 std::to_string(opt_.liveness_timeout_ms) + " ms"));
+      }
+      return;
+    }
+    Complete(id, Status::DeadlineExceeded("no reply within the deadline"));
+    if (silent && !checking_liveness_) SendLivenessPing();
+  }
+
+  void SendLivenessPing() {
+    checking_liveness_ = true;
+    const uint64_t id = next_id_++;
+    Pending& p = pending_[id];
+    p.expect = wire::MessageType::PingResponse;
+    p.is_liveness = true;
+    p.sent = Clock::now();
+    p.done = [this](Result<RawReply>) { checking_liveness_ = false; };
+    p.timer = std::make_unique<asio::steady_timer>(
+        io_, std::chrono::milliseconds(opt_.liveness_timeout_ms));
+    p.timer->async_wait([this, id](boost::system::error_code ec) {
+      if (!ec) OnDeadline(id);
+    });
+    Write(wire::PackFrame(wire::PingRequestT{}, id, opt_.liveness_timeout_ms));
+  }
 
   void StartConnect() {
     state_ = State::kConnecting;
@@ -107,6 +170,8 @@ class RpcClient::Impl {
   void OnConnected() {
     connect_timer_.cancel();
     state_ = State::kConnected;
+    connected_at_ = Clock::now();
+    last_rx_ = Clock::time_point{};
     boost::system::error_code ignored;
     socket_.set_option(tcp::no_delay(true), ignored);
     decoder_ = wire::FrameDecoder(opt_.max_frame_bytes);
@@ -132,6 +197,7 @@ class RpcClient::Impl {
           if (gen != generation_) return;
           if (ec)
             return Fail(Status::Unavailable("connection to " + Where() + ": " + ec.message()));
+          last_rx_ = Clock::now();
           decoder_.Append(std::span<const uint8_t>(read_buf_.data(), n));
           while (auto frame = decoder_.Next()) {
             OnFrame(std::move(*frame));
@@ -237,11 +303,14 @@ class RpcClient::Impl {
   std::thread thread_;
   State state_ = State::kIdle;
   uint64_t generation_ = 0;
+  Clock::time_point connected_at_{};
+  Clock::time_point last_rx_{};  // the last bytes received on the current connection
   uint64_t next_id_ = 1;
   std::unordered_map<uint64_t, Pending> pending_;
   std::vector<std::vector<uint8_t>> queued_;
   std::deque<std::vector<uint8_t>> write_q_;
   bool writing_ = false;
+  bool checking_liveness_ = false;
   wire::FrameDecoder decoder_;
   std::array<uint8_t, 1 << 16> read_buf_;
 };
@@ -254,6 +323,8 @@ void RpcClient::CallAsync(wire::MessageType type, std::vector<uint8_t> body, uin
                           Callback done) {
   impl_->Call(type, std::move(body), deadline_ms, std::move(done));
 }
+
+void RpcClient::Kick() { impl_->Kick(); }
 
 void RpcClient::set_epoch(uint32_t epoch) { impl_->epoch_.store(epoch, std::memory_order_relaxed); }
 uint32_t RpcClient::epoch() const { return impl_->epoch_.load(std::memory_order_relaxed); }

@@ -5,7 +5,10 @@
 // id), a deadline per call (sent in the frame header and enforced locally by a timer), optional
 // shared-secret authentication as the first frame, and a reconnect on the next call after the
 // connection fails. Calls that were in flight when it failed complete with Unavailable; the
-// client never resends a request by itself.
+// client never resends a request by itself. A connection on which a call's whole deadline passed
+// in silence, and then a ping too, is treated as failed (a cut link is otherwise only noticed by
+// TCP minutes later, and a link that returns is used again only at TCP's next, backed-off
+// retransmission).
 //
 // Thread safety: every method may be called from any thread. Callbacks run on the client's own
 // I/O thread and must not block.
@@ -33,6 +36,10 @@ struct ClientOptions {
   // Requests awaiting an answer on this connection beyond which a call fails at once with
   // ResourceExhausted (back-pressure towards the caller); 0 = unbounded.
   uint32_t max_in_flight = 1024;
+  // When a call's deadline passes with nothing received on its connection since it was sent, a
+  // Ping goes out on that connection; with no bytes back within this many ms the connection is
+  // dropped and the next call reconnects (OnDeadline in client.cc). 0 = never.
+  uint32_t liveness_timeout_ms = 500;
 };
 
 // A verified response frame: `type` is the expected response type (errors become a Status).
@@ -66,6 +73,11 @@ class RpcClient {
 
   // Opens the connection now (otherwise the first call does); Unavailable if it cannot.
   Status Connect();
+
+  // The peer was just heard from (e.g. on another connection): a connection attempt still in
+  // progress is restarted now instead of waiting for the kernel's backed-off SYN retry. Queued
+  // calls keep waiting for it; an open connection is left alone.
+  void Kick();
 
   // Stamps every later request with this shard-map epoch (0: none). A shard that has seen a
   // newer epoch answers such requests with Aborted (wire StaleEpoch).

@@ -5,6 +5,9 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
+#include <functional>
+#include <memory>
 #include <boost/asio.hpp>
 #include <chrono>
 #include <cstdio>
@@ -13,6 +16,7 @@
 #include <random>
 #include <sstream>
 #include <thread>
+#include <vector>
 
 #include <gtest/gtest.h>
 
@@ -450,6 +454,7 @@ TEST(ClientTest, MaxInFlightFailsFastAndRecoversAfterDeadlines) {
   rpc::ClientOptions o;
   o.port = acceptor.local_endpoint().port();
   o.max_in_flight = 2;
+  o.liveness_timeout_ms = 0;  // this test is about back-pressure on one connection
   {
     rpc::RpcClient client(o);
     auto a = client.CallFuture(PingRequestT{}, 300);
@@ -468,6 +473,72 @@ TEST(ClientTest, MaxInFlightFailsFastAndRecoversAfterDeadlines) {
   }
   io.stop();
   server.join();
+}
+
+// A peer that accepts and reads but never answers (a cut link looks the same from here, except
+// that the close is not even seen): once a call's deadline passes with nothing received, the
+// client pings on that connection, and with no answer to it either drops the connection: the
+// other call on it fails with Unavailable, and the next call opens a new connection. With
+// liveness_timeout_ms 0 the one connection is kept. (A server busy with long requests answers the
+// ping and keeps its connection: ShardServerTest.DeadlineExceededIsReportedAndTheClientRecovers.)
+TEST(ClientTest, ASilentConnectionIsDroppedAtADeadlineAndTheNextCallReconnects) {
+  namespace asio = boost::asio;
+  for (const bool drop : {true, false}) {
+    asio::io_context io;
+    asio::ip::tcp::acceptor acceptor(io, {asio::ip::make_address("127.0.0.1"), 0});
+    std::vector<std::shared_ptr<asio::ip::tcp::socket>> peers;
+    std::atomic<int> accepted{0}, closed_by_client{0};
+    std::function<void()> accept_next = [&] {
+      auto peer = std::make_shared<asio::ip::tcp::socket>(io);
+      acceptor.async_accept(*peer, [&, peer](boost::system::error_code ec) {
+        if (ec) return;
+        ++accepted;
+        peers.push_back(peer);
+        auto sink = std::make_shared<std::array<char, 65536>>();
+        auto drain = std::make_shared<std::function<void()>>();
+        *drain = [&, peer, sink, drain] {
+          peer->async_read_some(asio::buffer(*sink), [&, drain](boost::system::error_code ec, size_t) {
+            if (ec) {
+              ++closed_by_client;
+              return;
+            }
+            (*drain)();
+          });
+        };
+        (*drain)();
+        accept_next();
+      });
+    };
+    accept_next();
+    std::thread server([&] { io.run(); });
+    rpc::ClientOptions o;
+    o.port = acceptor.local_endpoint().port();
+    o.liveness_timeout_ms = drop ? 200 : 0;
+    {
+      rpc::RpcClient client(o);
+      auto longer = client.CallFuture(PingRequestT{}, 5000);
+      const auto t0 = std::chrono::steady_clock::now();
+      EXPECT_EQ(client.Call(PingRequestT{}, 100).status().code(), Status::Code::kDeadlineExceeded);
+      const Status other = longer.get().status();
+      if (drop) {
+        EXPECT_EQ(other.code(), Status::Code::kUnavailable) << other.ToString();
+        EXPECT_NE(other.message().find("a ping got no answer in 200 ms"), std::string::npos)
+            << other.ToString();
+        EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::milliseconds(2000));
+      } else {
+        EXPECT_EQ(other.code(), Status::Code::kDeadlineExceeded) << other.ToString();
+      }
+      EXPECT_EQ(client.Call(PingRequestT{}, 100).status().code(), Status::Code::kDeadlineExceeded);
+      const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+      while (drop && closed_by_client.load() < 2 && std::chrono::steady_clock::now() < until) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      }
+      EXPECT_EQ(accepted.load(), drop ? 2 : 1);
+      EXPECT_EQ(closed_by_client.load(), drop ? 2 : 0);
+    }
+    io.stop();
+    server.join();
+  }
 }
 
 // rpc::Server with a handler of its own (no shard behind it): the server counts connections and

@@ -68,17 +68,20 @@ TEST(ShardHealth, MissedProbesMarkAShardDownAndOneAnsweredProbeBringsItBack) {
   o.probe_misses_to_down = 2;
   ShardHealth h(o);
   Clock::time_point now{};
-  h.ProbeDone("a", Status::Ok(), 0.3, now);
-  h.ProbeDone("a", Status::DeadlineExceeded("probe"), 500, now + milliseconds(750));
+  EXPECT_FALSE(h.ProbeDone("a", Status::Ok(), 0.3, now));  // not back: it was never down
+  EXPECT_FALSE(h.ProbeDone("a", Status::DeadlineExceeded("probe"), 500, now + milliseconds(750)));
   EXPECT_EQ(h.State("a", now + milliseconds(751)), ShardState::kUp) << "one miss is not enough";
-  h.ProbeDone("a", Status::DeadlineExceeded("probe"), 500, now + milliseconds(1000));
+  EXPECT_FALSE(h.ProbeDone("a", Status::DeadlineExceeded("probe"), 500, now + milliseconds(1000)));
   EXPECT_EQ(h.State("a", now + milliseconds(1001)), ShardState::kDown);
   const auto reports = h.Reports(now + milliseconds(1001));
   ASSERT_EQ(reports.size(), 1u);
   EXPECT_EQ(reports[0].probes_missed, 2u);
   EXPECT_NE(reports[0].reason.find("probes missed"), std::string::npos) << reports[0].reason;
-  h.ProbeDone("a", Status::Ok(), 0.4, now + milliseconds(1250));
+  // The answered probe that brings it back says so (the pool then restarts its connection
+  // attempts to that shard: ShardPool::ProbeLoop).
+  EXPECT_TRUE(h.ProbeDone("a", Status::Ok(), 0.4, now + milliseconds(1250)));
   EXPECT_EQ(h.State("a", now + milliseconds(1251)), ShardState::kUp);
+  EXPECT_FALSE(h.ProbeDone("a", Status::Ok(), 0.4, now + milliseconds(1500)));
 }
 
 TEST(ShardHealth, WithoutProbesADownShardIsRetriedAfterRetryAfter) {
