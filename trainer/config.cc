@@ -14,10 +14,11 @@ using nlohmann::json;
   X(kind) X(fmnist_dir) X(train_features) X(train_labels) X(test_features) X(test_labels) \
   X(train_limit) X(test_limit) X(holdout) X(augment) X(max_shift) X(train_shards)           \
   X(test_shards) X(image_size) X(crop_scale_min) X(crop_scale_max) X(crop_ratio_min)         \
-  X(crop_ratio_max) X(flip) X(eval_resize) X(shuffle_buffer) X(decode_threads) X(prefetch_batches)
+  X(crop_ratio_max) X(flip) X(eval_resize) X(shuffle_buffer) X(decode_threads) X(prefetch_batches) \
+  X(composites) X(test_composites) X(composite_seed)
 #define MRL_FIELDS_MODEL(X)                                                                  \
   X(encoder) X(dim) X(nesting) X(head) X(ff_dim) X(nesting_weights) X(label_smoothing)      \
-  X(conv_channels) X(mlp_hidden) X(num_classes) X(channels_last) X(batch_norm)
+  X(conv_channels) X(mlp_hidden) X(num_classes) X(channels_last) X(batch_norm) X(pool_cols)
 #define MRL_FIELDS_OPTIM(X)                                                                  \
   X(optimizer) X(lr) X(momentum) X(nesterov) X(weight_decay) X(beta1) X(beta2) X(eps)        \
   X(schedule) X(warmup_epochs) X(final_lr_ratio)
@@ -172,9 +173,30 @@ Status FinalizeConfig(TrainConfig* c) {
     return Status::InvalidArgument("model.label_smoothing must be in [0, 1)");
   }
   const DataConfig& d = c->data;
-  if (d.kind != "fmnist" && d.kind != "npy" && d.kind != "shards") {
-    return Status::InvalidArgument("data.kind must be fmnist, npy or shards");
+  if (d.kind != "fmnist" && d.kind != "fmnist3" && d.kind != "npy" && d.kind != "shards") {
+    return Status::InvalidArgument("data.kind must be fmnist, fmnist3, npy or shards");
   }
+  if (d.kind == "fmnist3") {
+    if (d.composites < 1000 || d.test_composites < 1000) {
+      return Status::InvalidArgument(
+          "data.composites and data.test_composites must be >= 1000 (one per class)");
+    }
+    if (d.holdout < 1000 || d.holdout >= 60000) {
+      return Status::InvalidArgument("data.holdout must be in [1000, 60000) for fmnist3: the last "
+                                     "data.holdout training items are held out, and as many "
+                                     "held-out composites are made of them");
+    }
+    if (d.augment) {
+      return Status::InvalidArgument("data.augment is not supported for fmnist3: a flip would "
+                                     "reverse the order of the items the label names");
+    }
+    if (d.train_limit != 0 || d.test_limit != 0) {
+      return Status::InvalidArgument(
+          "fmnist3 sizes are data.composites and data.test_composites, not the limits");
+    }
+  }
+  if (m.pool_cols < 0) return Status::InvalidArgument("model.pool_cols must be >= 0");
+  if (m.pool_cols == 0) m.pool_cols = d.kind == "fmnist3" ? 3 : 1;
   if (d.kind == "shards") {
     if (d.train_shards.empty()) {
       return Status::InvalidArgument("data.kind=shards needs data.train_shards");
@@ -194,7 +216,7 @@ Status FinalizeConfig(TrainConfig* c) {
   if (c->data.kind == "npy" && m.encoder != "mlp") {
     return Status::InvalidArgument("data.kind=npy (dense features) needs model.encoder=mlp");
   }
-  if (c->data.kind == "fmnist" && m.encoder == "mlp") {
+  if ((c->data.kind == "fmnist" || c->data.kind == "fmnist3") && m.encoder == "mlp") {
     return Status::InvalidArgument("model.encoder=mlp needs dense features (data.kind=npy)");
   }
   if (c->batch_size <= 0) return Status::InvalidArgument("batch_size must be positive");

@@ -11,8 +11,10 @@
 namespace mrl {
 
 struct DataConfig {
-  // "fmnist" (IDX files), "npy" (dense features + labels), or "shards" (WebDataset-style tar
-  // shards written by mrl-make-shards: images or .npy features, streamed while training).
+  // "fmnist" (IDX files), "fmnist3" (1000 classes: three Fashion-MNIST items side by side,
+  // composed on the fly; trainer/data.h), "npy" (dense features + labels), or "shards"
+  // (WebDataset-style tar shards written by mrl-make-shards: images or .npy features, streamed
+  // while training).
   std::string kind = "fmnist";
   std::string fmnist_dir = "/usr/share/datasets/fashion-mnist";
   // kind == "npy": float32 [N, F] feature matrices and integer [N] label vectors.
@@ -40,6 +42,13 @@ struct DataConfig {
   int64_t shuffle_buffer = 2048;  // per rank; samples stream through it in shard order
   int64_t decode_threads = 1;     // per rank
   int64_t prefetch_batches = 4;   // decoded batches held ready ahead of the step
+  // kind == "fmnist3": training composites per epoch (fresh items each epoch), test composites
+  // (a fixed set), and the seed of the item draw (not the run's seed, so that every model sees
+  // the same database and queries). The last `holdout` training items are held out; `holdout`
+  // held-out composites are made of them.
+  int64_t composites = 55000;
+  int64_t test_composites = 10000;
+  uint64_t composite_seed = 0;
 };
 
 struct ModelConfig {
@@ -59,6 +68,10 @@ struct ModelConfig {
   // 256 had shown channels-last ahead.
   bool channels_last = false;
   bool batch_norm = true;  // conv4 / mlp: BatchNorm after each hidden layer
+  // conv4: the final average pool keeps this many columns (flattened before the linear map to
+  // d), so a wide image of items side by side keeps where each item was. 0 = 3 for fmnist3,
+  // else 1 (global average pool).
+  int64_t pool_cols = 0;
 };
 
 struct OptimConfig {

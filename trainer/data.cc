@@ -197,8 +197,108 @@ std::unique_ptr<ShardStream> OpenTrainStream(const TrainConfig& config, const Da
   return std::make_unique<ShardStream>(std::move(shards), o);
 }
 
+// fmnist3: composites of Fashion-MNIST items (see Composites in data.h).
+Result<DataSplits> LoadFmnist3(const DataConfig& c) {
+  auto fm = LoadFashionMnist(c.fmnist_dir);
+  if (!fm.ok()) return fm.status();
+  auto make = [&c](ImageSet&& set, std::vector<std::pair<int64_t, int64_t>> part_items,
+                   std::vector<int64_t> part_sizes, const char* what) -> Result<Split> {
+    if (set.channels != 1) return Status::InvalidArgument("fmnist3 needs one-channel items");
+    auto comp = std::make_shared<Composites>();
+    comp->item_h = set.height;
+    comp->item_w = set.width;
+    comp->seed = c.composite_seed;
+    Split out;
+    out.is_image = true;
+    out.height = set.height;
+    out.width = set.width * Composites::kItems;
+    out.channels = 1;
+    int64_t begin = 0;
+    for (size_t p = 0; p < part_items.size(); ++p) {
+      Composites::Part part;
+      part.begin = begin;
+      part.by_class.resize(10);
+      for (int64_t i = part_items[p].first; i < part_items[p].second; ++i) {
+        const int64_t label = set.labels[static_cast<size_t>(i)];
+        if (label < 0 || label > 9) {
+          return Status::InvalidArgument(std::string(what) + " item " + std::to_string(i) +
+                                         " has label " + std::to_string(label) + ", not 0..9");
+        }
+        part.by_class[static_cast<size_t>(label)].push_back(i);
+      }
+      for (int k = 0; k < 10; ++k) {
+        if (part.by_class[static_cast<size_t>(k)].empty()) {
+          return Status::InvalidArgument(std::string(what) + " items [" +
+                                         std::to_string(part_items[p].first) + ", " +
+                                         std::to_string(part_items[p].second) +
+                                         ") hold no item of class " + std::to_string(k));
+        }
+      }
+      for (int64_t i = 0; i < part_sizes[p]; ++i) out.labels.push_back(Composites::ClassOf(i));
+      begin += part_sizes[p];
+      comp->parts.push_back(std::move(part));
+    }
+    comp->items = std::move(set.pixels);
+    comp->item_labels = std::move(set.labels);
+    out.composites = std::move(comp);
+    return out;
+  };
+  const int64_t n_train_items = fm->train.count;
+  if (c.holdout >= n_train_items) {
+    return Status::InvalidArgument("data.holdout (" + std::to_string(c.holdout) +
+                                   ") must be smaller than the training items (" +
+                                   std::to_string(n_train_items) + ")");
+  }
+  const int64_t used_items = n_train_items - c.holdout;
+  const int64_t n_test_items = fm->test.count;
+  auto train = make(std::move(fm->train), {{0, used_items}, {used_items, n_train_items}},
+                    {c.composites, c.holdout}, "training");
+  if (!train.ok()) return train.status();
+  auto test = make(std::move(fm->test), {{0, n_test_items}}, {c.test_composites}, "test");
+  if (!test.ok()) return test.status();
+  DataSplits d;
+  d.train = std::move(train.value());
+  d.test = std::move(test.value());
+  d.train_used = c.composites;
+  d.num_classes = Composites::kClasses;
+  return d;
+}
+
+const Composites::Part& Composites::PartOf(int64_t index) const {
+  size_t p = parts.size() - 1;
+  while (p > 0 && parts[p].begin > index) --p;
+  return parts[p];
+}
+
+std::array<int64_t, Composites::kItems> Composites::Items(int64_t index, int64_t epoch) const {
+  const Part& part = PartOf(index);
+  int64_t cls = ClassOf(index - part.begin);
+  std::array<int64_t, kItems> out{};
+  const uint64_t base = SplitMix64(seed ^ SplitMix64(static_cast<uint64_t>(epoch) * 0x9E3779B97F4A7C15ULL +
+                                                     static_cast<uint64_t>(index)));
+  for (int k = kItems - 1; k >= 0; --k) {  // the last digit is the rightmost item
+    const auto& pool = part.by_class[static_cast<size_t>(cls % 10)];
+    const uint64_t r = SplitMix64(base + static_cast<uint64_t>(k) + 1);
+    out[static_cast<size_t>(k)] = pool[static_cast<size_t>(r % pool.size())];
+    cls /= 10;
+  }
+  return out;
+}
+
+void Composites::Compose(int64_t index, int64_t epoch, uint8_t* out) const {
+  const auto picked = Items(index, epoch);
+  const int64_t W = item_w * kItems, plane = item_h * item_w;
+  for (int k = 0; k < kItems; ++k) {
+    const uint8_t* src = items.data() + picked[static_cast<size_t>(k)] * plane;
+    for (int64_t y = 0; y < item_h; ++y) {
+      std::copy_n(src + y * item_w, item_w, out + y * W + k * item_w);
+    }
+  }
+}
+
 Result<DataSplits> LoadData(const DataConfig& c) {
   if (c.kind == "shards") return LoadShards(c);
+  if (c.kind == "fmnist3") return LoadFmnist3(c);
   DataSplits d;
   if (c.kind == "fmnist") {
     auto fm = LoadFashionMnist(c.fmnist_dir);
@@ -250,8 +350,14 @@ Batch MakeBatch(const Split& s, const int64_t* idx, int64_t count, bool augment,
   float lut[256];
   for (int v = 0; v < 256; ++v) lut[v] = (static_cast<float>(v) / 255.0f - kMean) / kStd;
   const float zero = lut[0];
+  std::vector<uint8_t> composed(s.composites ? static_cast<size_t>(plane * C) : 0);
   for (int64_t i = 0; i < count; ++i) {
-    const uint8_t* src = s.pixels.data() + idx[i] * plane * C;
+    const uint8_t* src = composed.data();
+    if (s.composites) {
+      s.composites->Compose(idx[i], epoch, composed.data());
+    } else {
+      src = s.pixels.data() + idx[i] * plane * C;
+    }
     float* dst = x + i * C * plane;
     y[i] = s.labels[static_cast<size_t>(idx[i])];
     bool flip = false;

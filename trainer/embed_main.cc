@@ -2,6 +2,7 @@
 // of every image, and streams the embeddings to .npy (fp16 or fp32) without holding them in RAM.
 // This is how the serving benchmarks get >= 1M real model outputs from Fashion-MNIST's 70k
 // images: copy 0 is the image itself, copy c > 0 is a random flip + shift drawn from (seed, c).
+// For fmnist3 runs copy c is the composites of epoch c (the same classes, other items).
 //
 //   mrl-embed --run runs/main --split train --copies 17 --dtype f2 --out /data/fmnist1m_db
 //
@@ -70,8 +71,11 @@ mrl::Status Run(const std::string& run_dir, std::string checkpoint, const std::s
   for (int64_t c = 0; c < copies; ++c) {
     for (int64_t s = 0; s < n; s += chunk) {
       const int64_t m = std::min(chunk, n - s);
-      // Copy 0 is the plain image; copy c draws its flip + shift from (seed = 1, epoch = c).
-      mrl::Batch b = mrl::MakeBatch(split, idx.data() + s, m, /*augment=*/c > 0, max_shift,
+      // Copy 0 is the plain image; copy c draws its flip + shift from (seed = 1, epoch = c). A
+      // composite split (fmnist3) is not augmented: copy c is epoch c's composites, other items
+      // of the same classes.
+      mrl::Batch b = mrl::MakeBatch(split, idx.data() + s, m,
+                                    /*augment=*/c > 0 && !split.composites, max_shift,
                                     /*seed=*/1, /*epoch=*/c);
       torch::Tensor z = model->Embed(model->PrepareInput(b.x)).contiguous();
       if (half) z = z.to(torch::kHalf).contiguous();

@@ -1,5 +1,6 @@
 #include "trainer/model.h"
 
+#include <algorithm>
 #include <stdexcept>
 
 namespace mrl {
@@ -82,9 +83,10 @@ nn::Sequential MakeEncoder(const ModelConfig& c, int64_t in_channels, int64_t in
       if (i < 2) net->push_back(nn::MaxPool2d(nn::MaxPool2dOptions(2)));
       in = c.conv_channels[i];
     }
-    net->push_back(nn::AdaptiveAvgPool2d(nn::AdaptiveAvgPool2dOptions(1)));
+    const int64_t cols = std::max<int64_t>(c.pool_cols, 1);
+    net->push_back(nn::AdaptiveAvgPool2d(nn::AdaptiveAvgPool2dOptions({1, cols})));
     net->push_back(nn::Flatten());
-    net->push_back(nn::Linear(in, c.dim));
+    net->push_back(nn::Linear(in * cols, c.dim));
     return net;
   }
   if (c.encoder == "resnet18" || c.encoder == "resnet50") return MakeResNet(c, in_channels);

@@ -20,7 +20,7 @@ def normalize(images_uint8):
     return (images_uint8.float() / 255.0 - MEAN) / STD
 
 
-def conv4(in_channels, channels, dim, batch_norm=True):
+def conv4(in_channels, channels, dim, batch_norm=True, pool_cols=1):
     layers, cin = [], in_channels
     for i, c in enumerate(channels):
         layers.append(nn.Conv2d(cin, c, 3, padding=1, bias=not batch_norm))
@@ -28,7 +28,8 @@ def conv4(in_channels, channels, dim, batch_norm=True):
         if i < 2:
             layers.append(nn.MaxPool2d(2))
         cin = c
-    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cin, dim)]
+    # pool_cols > 1 (fmnist3: three items side by side) keeps that many columns of the last map.
+    layers += [nn.AdaptiveAvgPool2d((1, pool_cols)), nn.Flatten(), nn.Linear(cin * pool_cols, dim)]
     return nn.Sequential(*layers)
 
 
@@ -50,7 +51,7 @@ class MrlModel(nn.Module):
         d, classes = cfg["dim"], cfg["num_classes"]
         if cfg["encoder"] == "conv4":
             self.encoder = conv4(cfg.get("in_channels", 1), cfg["conv_channels"], d,
-                                 cfg.get("batch_norm", True))
+                                 cfg.get("batch_norm", True), max(1, cfg.get("pool_cols", 1)))
         elif cfg["encoder"] == "mlp":
             self.encoder = mlp(cfg["in_features"], cfg["mlp_hidden"], d, cfg.get("batch_norm", True))
         else:
