@@ -158,10 +158,12 @@ if want asan; then
   # costs a minute of this phase (CI time, issue 10 item 7). The 18 kill -9 cases of a bucket
   # move (*/MoveCrash) run in the release phase, the coordinator's 8 under TSan too: under ASan
   # they would re-run, a process start each, the resume code the other rebalance cases here
-  # already run (CI time again).
+  # already run (CI time again). The 1000-class short training run (Training.Fmnist3ShortRun...)
+  # is release-only too: its composing code runs here in the Fmnist3.* cases, its training loop
+  # in Training.ShortRealRun..., and it is LibTorch compute for two minutes.
   phase "tests (asan+ubsan)" san_ctest build-asan 1800 \
     "common_test,trainer_test,shards_test,shard_engine_test,wire_test,shard_server_test,coordinator_test,fan_out_test,coordinator_e2e_test,rebalance_e2e_test,mrlctl_test,disk_full_test,meta_store_test,cluster_state_test,meta_cluster_test" \
-    -E '^(MetaCluster\.AllEtcdMembersDown|Shards/MoveCrash\.|Coordinator/MoveCrash\.)'
+    -E '^(MetaCluster\.AllEtcdMembersDown|Shards/MoveCrash\.|Coordinator/MoveCrash\.|Training\.Fmnist3ShortRun)'
 fi
 
 if want tsan; then
