@@ -172,13 +172,25 @@ if args.task == "fmnist3":
             met = gap >= -tol
             targets.append({"name": f"MRL >= FF-{m} (linear top-1, within one MRL seed sd)", "measured": gap,
                             "target": -tol, "met": met})
-            lines.append(f"- m={m}: MRL - FF-{m} = **{gap:+.2f}** points linear top-1 (target >= -{tol:.2f}, one MRL sd): "
+            n_mrl = len(table.get(("mrl", m), {}).get("linear_top1", []))
+            tol_text = (f"target >= -{tol:.2f}, one MRL sd" if n_mrl > 1 else
+                        "target >= 0: one MRL seed so far, no sd yet")
+            lines.append(f"- m={m}: MRL - FF-{m} = **{gap:+.2f}** points linear top-1 ({tol_text}): "
                          f"{'met' if met else 'missed'}; mAP@10 {gap_map:+.2f} points.")
     if ("svd", 8) in table and ("mrl", 8) in table:
         gap = 100 * (mean("mrl", 8, "linear_top1") - mean("svd", 8, "linear_top1"))
         targets.append({"name": "MRL - SVD at 8-d, linear top-1", "measured": gap, "target": 10.0, "met": gap >= 10})
         lines.append(f"- m=8: MRL - SVD = **{gap:+.2f}** points linear top-1 (target >= +10): {'met' if gap >= 10 else 'missed'}; "
                      f"mAP@10 {100 * (mean('mrl', 8, 'map_at_10') - mean('svd', 8, 'map_at_10')):+.2f} points.")
+        svd_lin = [(m, mean("svd", m, "linear_top1")) for m in dims if mean("svd", m, "linear_top1") is not None]
+        top_m, top = max(svd_lin, key=lambda x: x[1])
+        if top - svd_lin[-1][1] > 0.05:  # the probe gets worse with more dims: it overfits
+            lines.append(
+                f"- Caveat on the SVD linear figures: its probe reaches {100 * top:.2f}% at {top_m}-d but "
+                f"{100 * svd_lin[-1][1]:.2f}% at {svd_lin[-1][0]}-d, while SVD 1-NN stays at "
+                f"{100 * mean('svd', svd_lin[-1][0], 'knn_top1'):.2f}%: the probe (15 epochs of SGD, weight decay 1e-4, "
+                f"{d['composites'] // 1000} samples per class) overfits at high dims and may underfit at low ones. "
+                f"At 8-d the 1-NN gap is MRL - SVD = {100 * (mean('mrl', 8, 'knn_top1') - mean('svd', 8, 'knn_top1')):+.2f} points.")
     if ("ff", 2048) in table and ("mrl", 2048) in table:
         gap = 100 * (mean("mrl", 2048, "map_at_10") - mean("ff", 2048, "map_at_10"))
         targets.append({"name": "MRL mAP@10 at 2048-d vs FF-2048", "measured": gap, "target": -1.0, "met": gap >= -1})
