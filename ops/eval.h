@@ -22,6 +22,10 @@ namespace mrl::ops {
 struct EvalArgs {
   std::string url, binary, token, collection = "embeddings";
   std::string queries, query_labels, db_embeddings, db_ids, db_labels;  // .npy paths
+  // Optional .npy [n_queries, >= k] int64/uint64: each query's exact full-d top-k db ids, best
+  // first; replaces the scan over --db-embeddings.
+  std::string truth;
+  int exact_limit = 0;  // > 0: the exact plan(s) through the coordinator on this many queries
   std::string json_out;  // non-empty: the figures, with `stamp` as provenance
   int k = 10;
   int limit = 0;      // the first `limit` queries; 0: all
