@@ -309,7 +309,8 @@ try:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    ad = mrl0.get("adaptive") if mrl0 else None
+    fig, axes = plt.subplots(1, 3 if ad else 2, figsize=(16.5 if ad else 11, 4))
     for ax, key, title in ((axes[0], "linear_top1", "Linear top-1 (%)"), (axes[1], "map_at_10", "mAP@10 (%)")):
         for label, model, style in (("MRL", "mrl", "o-"), ("MRL-E", "mrl-e", "s-"), ("SVD", "svd", "v:"),
                                     ("FF-m (separate models)", "ff", "k^--")):
@@ -318,6 +319,18 @@ try:
         ax.set_xscale("log", base=2)
         ax.set_xlabel("representation size m")
         ax.set_title(title)
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+    if ad:  # adaptive classification: accuracy against expected dims (paper section 4.2, Fig. 5 shape)
+        ax = axes[2]
+        ax.plot([p["expected_dim"] for p in ad["curve"]], [100 * p["accuracy"] for p in ad["curve"]], "o-",
+                label=f"MRL adaptive (seed {seeds[0]}; slack 0..0.05)")
+        fixed = {m: r["linear_top1"] for m, r in rows(mrl0).items() if r.get("linear_top1") is not None}
+        ax.plot(sorted(fixed), [100 * fixed[m] for m in sorted(fixed)], "s:", label="MRL fixed dim m")
+        ax.axhline(100 * ad["full_dim_accuracy"], color="k", lw=0.8, ls="--", label="2048-d head")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("expected dims per sample")
+        ax.set_title("Adaptive classification top-1 (%)")
         ax.grid(True, alpha=0.3)
         ax.legend()
     fig.suptitle(("Fashion-MNIST triplets, 1000 classes" if args.task == "fmnist3" else "Fashion-MNIST")
