@@ -155,7 +155,7 @@ Row Measure(const std::string& method, const std::string& plan, size_t nq, const
 
 int main(int argc, char** argv) {
   CLI::App app{"shard_bench: MRL adaptive retrieval through the shard engine vs hnswlib and FAISS"};
-  std::string synthetic_dir, db_path, q_path, dbl_path, ql_path, data_dir;
+  std::string synthetic_dir, db_path, q_path, dbl_path, ql_path, data_dir, truth_out;
   int64_t syn_n = 20000, syn_d = 512, syn_nq = 200;
   int syn_classes = 100;
   std::vector<int32_t> shortlist_dims = {16, 32, 64, 128};
@@ -210,6 +210,10 @@ int main(int argc, char** argv) {
   std::string json_out;
   unsigned grid_seed = 1;
   app.add_option("--json", json_out, "write every figure, with its provenance, here");
+  app.add_option("--truth-out", truth_out,
+                 "write the exact truth here: .npy int64 [queries, k], each query's full-d fp32 "
+                 "cosine top-k database rows, best first (mrlctl eval --truth, after mapping rows "
+                 "to ids)");
   app.add_option("--seed", grid_seed, "seed of the shuffled Ds x K grid order");
   app.add_option("--warmup-queries", g_warmup_queries,
                  "queries of each plan's warm-up pass (0: all; FAISS exact always 3)");
@@ -362,6 +366,16 @@ int main(int argc, char** argv) {
     flat.search(nq, qn.data(), k, dist.data(), labels.data());
     for (int64_t i = 0; i < nq; ++i)
       truth[i].assign(labels.begin() + i * k, labels.begin() + (i + 1) * k);
+    if (!truth_out.empty()) {
+      std::vector<int64_t> rows64(labels.begin(), labels.end());
+      if (Status st = WriteNpy(truth_out, NpyDtype::kInt64, {nq, static_cast<int64_t>(k)},
+                               rows64.data());
+          !st.ok()) {
+        Die("--truth-out: " + st.ToString());
+      }
+      std::fprintf(stderr, "wrote the exact truth (%lld x %d rows) to %s\n", (long long)nq, k,
+                   truth_out.c_str());
+    }
   }
   Eval ev{&truth, &db_labels, &query_labels, static_cast<size_t>(k)};
   std::vector<Row> rows;

@@ -377,7 +377,8 @@ Status Eval(const EvalArgs& a, const json& stamp) {
     const auto& name = plans[order[oi]].first;
     const auto& plan = plans[order[oi]].second;
     if (order[oi] == same_plan_row) {
-      const int64_t m = std::min(n, kSamePlanCheck);
+      // The exact plan ran on the first min(n, --exact-limit) queries: check on those.
+      const int64_t m = std::min<int64_t>(static_cast<int64_t>(exact_hits.size()), kSamePlanCheck);
       std::printf(
           "[eval %6.1fs] plan %zu/%zu: %s: the exact plan again: checking its answers on "
           "%lld queries against the exact scan's\n",
@@ -385,10 +386,9 @@ Status Eval(const EvalArgs& a, const json& stamp) {
       std::vector<float> head(q.begin(), q.begin() + m * d);
       auto check = RunQueries(a.url, a.token, a.collection, head, d, plan, k, 1);
       if (!check.ok()) return check.status().WithContext(name);
-      bool same = true;
+      bool same = m > 0;
       for (int64_t i = 0; i < m; ++i) {
-        same = same && static_cast<size_t>(i) < exact_hits.size() &&
-               check->hits[static_cast<size_t>(i)] == exact_hits[static_cast<size_t>(i)];
+        same = same && check->hits[static_cast<size_t>(i)] == exact_hits[static_cast<size_t>(i)];
       }
       if (same) {
         json row = rows[exact_row];

@@ -108,7 +108,7 @@ TEST(Mrlctl, UpIngestEvalDownOnClusteredData) {
   // only (--exact-limit, for 1M-point collections).
   EXPECT_EQ(run("eval --collection c --queries " + dir + "/q.npy --query-labels " + dir + "/ql.npy --truth " +
                 dir + "/truth.npy --db-ids " + dir + "/ids.npy --db-labels " + dir +
-                "/dbl.npy --plans exact paper --exact-limit 10 --concurrency 1 --warmup 5 --json " + dir +
+                "/dbl.npy --plans exact paper budget_exact --exact-limit 10 --concurrency 1 --warmup 5 --json " + dir +
                 "/eval_truth.json" + cl),
             0)
       << test_util::Slurp(dir + "/out.log");
@@ -135,9 +135,15 @@ TEST(Mrlctl, UpIngestEvalDownOnClusteredData) {
   const nlohmann::json rt = nlohmann::json::parse(test_util::Slurp(dir + "/eval_truth.json"), nullptr, false);
   ASSERT_TRUE(rt.is_object()) << test_util::Slurp(dir + "/out.log");
   EXPECT_NEAR(rt["truth"]["map_at_10"].get<double>(), expected_map, 1e-6);
-  ASSERT_EQ(rt["plans"].size(), 2u);
+  ASSERT_EQ(rt["plans"].size(), 3u);
   EXPECT_EQ(rt["plans"][0]["queries"].get<int>(), 10);
   EXPECT_EQ(rt["plans"][1]["queries"].get<int>(), nq);
+  // The exact budget is held to --exact-limit too, and checked against the exact plan's answers
+  // on those 10 queries (not on 50 it never ran).
+  EXPECT_EQ(rt["plans"][2]["queries"].get<int>(), 10);
+  if (rt["plans"][2].contains("same_as")) {
+    EXPECT_EQ(rt["plans"][2]["checked_identical_queries"].get<int>(), 10);
+  }
   EXPECT_GE(rt["plans"][0]["recall_at_10"].get<double>(), 0.98);
   // The same truth, read or scanned: the paper plan's recall is the same figure.
   EXPECT_DOUBLE_EQ(rt["plans"][1]["recall_at_10"].get<double>(), r["plans"][1]["recall_at_10"].get<double>());
