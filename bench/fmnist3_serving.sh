@@ -22,7 +22,7 @@ DATA=${DATA:-/work/data3}
 RUN=${RUN:-bench/runs/fmnist3/mrl-s1}
 OUT=${OUT:-bench/runs/fmnist3-serving}
 REPORT=${REPORT:-bench/results/fmnist3_serving}
-CMD="Q=$Q COPIES=$COPIES EXACT=$EXACT RUN=$RUN bash bench/fmnist3_serving.sh"
+CMD="Q=$Q COPIES=$COPIES EXACT=$EXACT RUN=$RUN${REUSE_SHARD_BENCH:+ REUSE_SHARD_BENCH=$REUSE_SHARD_BENCH} bash bench/fmnist3_serving.sh"
 B=./build
 PY=/usr/bin/python3
 [ -x $B/ops/mrlctl ] && [ -x $B/bench/shard_bench ] && [ -x $B/trainer/mrl-embed ] || bash ops/build.sh build
@@ -40,6 +40,10 @@ if [ ! -f "${qp}_embeddings.npy" ]; then
   step "embedding the test composites"
   $B/trainer/mrl-embed --run "$RUN" --split test --out "$qp" 2>&1 | tail -3
 fi
+# REUSE_SHARD_BENCH=1 keeps a finished shard_bench pass of the same Q (its JSON names its commit).
+if [ "${REUSE_SHARD_BENCH:-0}" = 1 ] && [ -f "$OUT/shard_bench.json" ] && [ -f "$OUT/truth.npy" ]; then
+  step "shard_bench: reusing $OUT/shard_bench.json"
+else
 step "shard_bench: truth, the engine in process, hnswlib full-d"
 $B/bench/shard_bench --db "${db}_embeddings.npy" --queries "${qp}_embeddings.npy" \
   --db-labels "${db}_labels.npy" --query-labels "${qp}_labels.npy" --max-queries "$Q" \
@@ -50,6 +54,7 @@ rm -rf "$OUT/engine"
 # shard_bench numbers the database by row; the cluster by the embeddings' ids.
 $PY -c "import numpy as np, sys; ids = np.load(sys.argv[1]); np.save(sys.argv[3], ids[np.load(sys.argv[2])].astype(np.int64))" \
   "${db}_ids.npy" "$OUT/truth_rows.npy" "$OUT/truth.npy"
+fi
 CL="$OUT/cluster"
 $B/ops/mrlctl down --dir "$CL" >/dev/null 2>&1 || true
 rm -rf "$CL"

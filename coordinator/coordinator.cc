@@ -263,17 +263,35 @@ Result<Calibration> Coordinator::Calibrate(const std::string& collection, int32_
         if (!queries.ok()) return queries.status();
         const int32_t n =
             static_cast<int32_t>(queries->size() / static_cast<size_t>(spec.value()->dim));
-        SearchSpec s;
-        s.collection = collection;
-        s.dims = spec.value()->dim;
-        s.queries = std::move(queries).value();
-        s.deadline_ms = opt_.default_deadline_ms * 50;
+        const int32_t dim = spec.value()->dim;
+        // The sample runs in chunks, each under its own deadline: the exact plan scans every
+        // stored vector per query (~2 s per query at 1M x 2048 on 2 cores), so one deadline for
+        // the whole sample would fail a large collection. Every chunk must cover every bucket:
+        // a partial exact answer would be a wrong truth and a silently wrong calibration.
+        constexpr int32_t kChunk = 16;
         return Calibrator(*spec.value(), k)
             .Measure(n, [&](const QueryPlan& plan) -> Result<std::vector<std::vector<ScoredId>>> {
-              s.plan = plan;
-              auto r = engine_->Search(snap.map, s);
-              if (!r.ok()) return r.status();
-              return std::move(r->hits);
+              std::vector<std::vector<ScoredId>> hits;
+              for (int32_t begin = 0; begin < n; begin += kChunk) {
+                const int32_t end = std::min(n, begin + kChunk);
+                SearchSpec s;
+                s.collection = collection;
+                s.dims = dim;
+                s.queries.assign(queries->begin() + static_cast<ptrdiff_t>(begin) * dim,
+                                 queries->begin() + static_cast<ptrdiff_t>(end) * dim);
+                s.deadline_ms = opt_.default_deadline_ms * 50;
+                s.plan = plan;
+                auto r = engine_->Search(snap.map, s);
+                if (!r.ok()) return r.status();
+                if (r->coverage < 1.0) {
+                  return Status::Unavailable(
+                      "calibration needs every bucket answered; this pass covered " +
+                      std::to_string(r->coverage) + " of them (failed: " +
+                      std::to_string(r->failed_shards.size()) + " shards)");
+                }
+                for (auto& h : r->hits) hits.push_back(std::move(h));
+              }
+              return hits;
             });
       });
   if (!measured.ok()) return measured.status();
