@@ -30,6 +30,8 @@ std::string BudgetsToJson(const std::map<std::string, QueryPlan>& budgets) {
     for (const Stage& s : p.stages) stages.push_back({s.dims, s.k});
     out[name] = {{"name", p.name}, {"stages", stages}, {"ef", p.ef}, {"exact", p.exact},
                  {"one_trip", p.one_trip}};
+    if (p.calibrated_recall >= 0) out[name]["recall"] = p.calibrated_recall;
+    if (p.calibrated_latency_us >= 0) out[name]["latency_us"] = p.calibrated_latency_us;
   }
   return out.dump();
 }
@@ -51,6 +53,8 @@ Result<std::map<std::string, QueryPlan>> BudgetsFromJson(const std::string& text
       plan.ef = p.at("ef").get<int32_t>();
       plan.exact = p.at("exact").get<bool>();
       plan.one_trip = p.value("one_trip", false);  // absent in budgets stored before it
+      plan.calibrated_recall = p.value("recall", -1.0);  // absent before the console showed them
+      plan.calibrated_latency_us = p.value("latency_us", -1.0);
       out.emplace(name, std::move(plan));
     }
   } catch (const json::exception& e) {

@@ -314,7 +314,7 @@ std::string Coordinator::PrometheusMetrics() const {
            (pool_->WriteRefusal(id).ok() ? "0" : "1") + "\n";
   }
   out += ShardHealthMetrics(ShardHealthReports(), pool_->hedges(), pool_->hedgeable_calls());
-  out += ShardDiskMetrics(*snap);
+  out += ShardStatsMetrics(*snap);
   return out;
 }
 
@@ -327,9 +327,11 @@ std::vector<ShardHealthReport> Coordinator::ShardHealthReports() const {
   return out;
 }
 
-std::string Coordinator::ShardDiskMetrics(const ClusterSnapshot& snap) const {
+std::string Coordinator::ShardStatsMetrics(const ClusterSnapshot& snap) const {
   // Each shard's own Stats, asked of every shard at once for this scrape (500 ms at most): its
-  // data filesystem, its watermark and whether its store is read-only after an I/O error.
+  // points per collection, bytes on disk, RAM, requests served (the console's QPS is their
+  // rate), its data filesystem, its watermark and whether its store is read-only after an I/O
+  // error.
   std::vector<std::pair<std::string, std::future<Result<wire::StatsResponseT>>>> asks;
   for (const auto& [id, info] : snap.map.shards()) {
     asks.emplace_back(id, pool_->Client(id)->CallFuture(wire::StatsRequestT{}, 500));
@@ -343,11 +345,27 @@ std::string Coordinator::ShardDiskMetrics(const ClusterSnapshot& snap) const {
     return e;
   };
   std::string up, total, free_bytes, refusing, refusals, failed, since, error;
+  std::string points, disk, memory, requests, uptime;
   for (auto& [id, f] : asks) {
     auto st = f.get();
     const std::string l = "{shard=\"" + id + "\"} ";
     up += "mrl_shard_up" + l + (st.ok() ? "1" : "0") + "\n";
     if (!st.ok()) continue;
+    uint64_t index_bytes = 0, served = 0;
+    for (const auto& c : st->collections) {
+      if (!c) continue;
+      points += "mrl_shard_points{shard=\"" + id + "\",collection=\"" + label(c->name) + "\"} " +
+                std::to_string(c->points) + "\n";
+      for (const auto& ix : c->indexes) index_bytes += ix ? ix->memory_bytes : 0;
+    }
+    for (const auto& r : st->requests) served += r ? r->count : 0;
+    disk += "mrl_shard_disk_bytes" + l + std::to_string(st->disk_bytes) + "\n";
+    const std::string m = "mrl_shard_memory_bytes{shard=\"" + id + "\",kind=\"";
+    memory += m + "block_cache\"} " + std::to_string(st->block_cache_bytes) + "\n" + m +
+              "memtables\"} " + std::to_string(st->memtable_bytes) + "\n" + m + "indexes\"} " +
+              std::to_string(index_bytes) + "\n";
+    requests += "mrl_shard_requests_total" + l + std::to_string(served) + "\n";
+    uptime += "mrl_shard_uptime_seconds" + l + std::to_string(st->uptime_ms / 1000.0) + "\n";
     total += "mrl_shard_fs_total_bytes" + l + std::to_string(st->fs_total_bytes) + "\n";
     free_bytes += "mrl_shard_fs_free_bytes" + l + std::to_string(st->fs_free_bytes) + "\n";
     refusing += "mrl_shard_refusing_writes" + l + (st->refusing_writes ? "1" : "0") + "\n";
@@ -363,6 +381,19 @@ std::string Coordinator::ShardDiskMetrics(const ClusterSnapshot& snap) const {
   return "# HELP mrl_shard_up 1 when the shard answered its Stats to this scrape (500 ms).\n"
          "# TYPE mrl_shard_up gauge\n" +
          up +
+         "# HELP mrl_shard_points Points stored per collection on the shard.\n"
+         "# TYPE mrl_shard_points gauge\n" +
+         points +
+         "# HELP mrl_shard_disk_bytes The shard's RocksDB files (SST and WAL) in bytes.\n"
+         "# TYPE mrl_shard_disk_bytes gauge\n" +
+         disk +
+         "# HELP mrl_shard_memory_bytes The shard's RAM by kind: RocksDB block cache, memtables, "
+         "in-memory indexes.\n"
+         "# TYPE mrl_shard_memory_bytes gauge\n" +
+         memory +
+         "# HELP mrl_shard_requests_total Requests the shard served (every message type).\n"
+         "# TYPE mrl_shard_requests_total counter\n" +
+         requests + "# TYPE mrl_shard_uptime_seconds gauge\n" + uptime +
          "# HELP mrl_shard_fs_free_bytes Free bytes of the shard's data filesystem (df's "
          "available).\n"
          "# TYPE mrl_shard_fs_free_bytes gauge\n" +

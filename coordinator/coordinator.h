@@ -142,7 +142,8 @@ class Coordinator {
                    const std::function<Status(ShardMap*)>& edit);
   // CreateCollection of every collection on `shard` (idempotent there), before a map names it.
   Status CreateCollectionsOn(const ShardInfo& shard, const std::string& what);
-  std::string ShardDiskMetrics(const ClusterSnapshot& snap) const;
+  // Each shard's own Stats for one /metrics scrape: up, points, bytes, RAM, requests, disk.
+  std::string ShardStatsMetrics(const ClusterSnapshot& snap) const;
   explicit Coordinator(CoordinatorOptions options);
   Result<std::vector<float>> SampleQueries(const ClusterSnapshot& snap, const CollectionSpec& spec,
                                            int32_t sample);

@@ -11,6 +11,7 @@
 
 #include "coordinator/rebalance_plan.h"
 #include "coordinator/json_vectors.h"
+#include "coordinator/ui_assets.h"
 
 namespace mrl::coord {
 namespace {
@@ -225,6 +226,21 @@ HttpResponse HttpApi::Route(const HttpRequest& req, std::string* endpoint) {
     *endpoint = "healthz";
     return {200, "text/plain", "ok\n"};
   }
+  if (req.target == "/ui" || req.target.starts_with("/ui/")) {
+    // The console's static files: no data in them, so no token (the page asks for one and
+    // sends it with every API call it makes).
+    *endpoint = "ui";
+    if (req.method != "GET") return ErrorReply(405, "method not allowed");
+    const UiAsset* a = FindUiAsset(req.target);
+    if (a == nullptr) return ErrorReply(404, "no such console file: " + req.target);
+    HttpResponse r{200, std::string(a->content_type), std::string(a->body), {}};
+    r.headers = {{"Cache-Control", "no-cache"},
+                 {"X-Content-Type-Options", "nosniff"},
+                 {"Content-Security-Policy",
+                  "default-src 'self'; img-src 'self' data:; style-src 'self'; "
+                  "script-src 'self'; frame-ancestors 'none'"}};
+    return r;
+  }
   if (req.target == "/metrics") {
     *endpoint = "metrics";
     return {200, "text/plain; version=0.0.4", c_.PrometheusMetrics()};
@@ -327,7 +343,25 @@ HttpResponse HttpApi::Route(const HttpRequest& req, std::string* endpoint) {
         return Reply(c_.WithSnapshot(name, [&](const ClusterSnapshot& snap) -> Result<json> {
           auto spec = snap.Spec(name);
           if (!spec.ok()) return spec.status();
-          return CollectionSpecToJson(*spec.value());
+          json j = CollectionSpecToJson(*spec.value());
+          // The calibrated budgets (empty before a calibration): each one's plan and what
+          // calibration measured for it.
+          json budgets = json::object();
+          if (auto it = snap.budgets.find(name); it != snap.budgets.end()) {
+            for (const auto& [b, plan] : it->second) {
+              json stages = json::array();
+              for (const Stage& st : plan.stages) stages.push_back({st.dims, st.k});
+              budgets[b] = {{"plan", plan.name}, {"stages", stages}, {"exact", plan.exact},
+                            {"one_trip", plan.one_trip},
+                            {"recall", plan.calibrated_recall >= 0 ? json(plan.calibrated_recall)
+                                                                   : json(nullptr)},
+                            {"latency_us", plan.calibrated_latency_us >= 0
+                                               ? json(plan.calibrated_latency_us)
+                                               : json(nullptr)}};
+            }
+          }
+          j["budgets"] = budgets;
+          return j;
         }));
       }
       if (req.method == "DELETE") {

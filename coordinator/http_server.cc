@@ -93,6 +93,7 @@ class HttpServer::Impl {
           static_cast<http::status>(r.status), version);
       res->set(http::field::server, "mrl-coordinator");
       res->set(http::field::content_type, r.content_type);
+      for (const auto& [name, value] : r.headers) res->set(name, value);
       res->keep_alive(keep_alive);
       res->body() = std::move(r.body);
       res->prepare_payload();

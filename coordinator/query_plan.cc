@@ -146,6 +146,8 @@ Result<std::map<std::string, QueryPlan>> PickBudgets(const std::vector<Calibrati
     }
     QueryPlan plan = best->plan;
     plan.name = b.name + ": " + best->plan.name;
+    plan.calibrated_recall = best->recall;
+    plan.calibrated_latency_us = best->latency_us;
     out[b.name] = plan;
   }
   return out;

@@ -38,6 +38,10 @@ struct QueryPlan {
   // Every shard runs all the stages on its own points (one Search call per group) and the
   // coordinator merges once, instead of merging the shortlist and sending reranks back.
   bool one_trip = false;
+  // A calibrated budget's plan: the recall@k and mean latency calibration measured for it on
+  // its sample (< 0: not measured, e.g. a plan a request named).
+  double calibrated_recall = -1;
+  double calibrated_latency_us = -1;
 };
 
 // {Ds, K, Dr} returning top-k: stages [(Ds, K), (Dr, k)]. Checks Ds < Dr, both nesting dims,

@@ -7,6 +7,8 @@
 #include <nlohmann/json.hpp>
 
 #include "common/npy.h"
+#include "common/png.h"
+#include "meta/base64.h"
 #include "ops/embeddings_file.h"
 
 namespace mrl::ops {
@@ -34,6 +36,25 @@ Status Ingest(HttpClient& c, const IngestArgs& a) {
     }
     labels = std::move(l).value();
   }
+  NpyArray images;
+  int64_t image_bytes = 0;
+  if (!a.images.empty()) {
+    auto im = ReadNpy(a.images);
+    if (!im.ok()) return im.status();
+    images = std::move(im).value();
+    const auto& sh = images.shape;
+    if (images.dtype != NpyDtype::kUInt8 || sh.size() < 3 || sh.size() > 4 ||
+        (sh.size() == 4 && sh[3] != 1 && sh[3] != 3)) {
+      return Status::InvalidArgument("'" + a.images +
+                                     "' must hold uint8 images [n, H, W] or [n, H, W, 1|3]");
+    }
+    if (sh[0] != n) {
+      return Status::InvalidArgument("'" + a.images + "' has " + std::to_string(sh[0]) +
+                                     " images for " + std::to_string(n) + " embeddings");
+    }
+    image_bytes = sh[1] * sh[2] * (sh.size() == 4 ? sh[3] : 1);
+  }
+  const bool with_payload = !labels.empty() || image_bytes > 0;
   std::vector<uint64_t> ids(static_cast<size_t>(n));
   if (!a.ids.empty()) {
     auto r = ReadIds(a.ids, n);
@@ -58,7 +79,20 @@ Status Ingest(HttpClient& c, const IngestArgs& a) {
               << static_cast<int64_t>(done / sec) << " points/s, "
               << (a.binary.empty() ? "HTTP/JSON" : "binary API") << ")" << std::endl;
   };
-  auto payload_of = [&](int64_t i) { return json{{"label", labels[static_cast<size_t>(i)]}}; };
+  auto payload_of = [&](int64_t i) -> Result<json> {
+    json p = json::object();
+    if (!labels.empty()) p["label"] = labels[static_cast<size_t>(i)];
+    if (image_bytes > 0) {
+      const auto& sh = images.shape;
+      auto png = EncodePng8(
+          std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(images.data.data()) + i * image_bytes,
+                                   static_cast<size_t>(image_bytes)),
+          sh[1], sh[2], sh.size() == 4 ? sh[3] : 1);
+      if (!png.ok()) return png.status().WithContext("image " + std::to_string(i));
+      p["image_png"] = meta::Base64Encode(png.value());
+    }
+    return p;
+  };
   if (!a.binary.empty()) {
     auto options = BinaryClientOptions(a.binary);
     if (!options.ok()) return options.status();
@@ -77,9 +111,11 @@ Status Ingest(HttpClient& c, const IngestArgs& a) {
       req.dims = static_cast<int32_t>(d);
       req.ids.assign(ids.begin() + start, ids.begin() + end);
       req.vectors.assign(v.begin() + start * d, v.begin() + end * d);
-      for (int64_t i = start; i < end && !labels.empty(); ++i) {
+      for (int64_t i = start; i < end && with_payload; ++i) {
         auto pl = std::make_unique<wire::PayloadT>();
-        const std::string text = payload_of(i).dump();
+        auto payload = payload_of(i);
+        if (!payload.ok()) return payload.status();
+        const std::string text = payload->dump();
         pl->data.assign(text.begin(), text.end());
         req.payloads.push_back(std::move(pl));
       }
@@ -97,7 +133,11 @@ Status Ingest(HttpClient& c, const IngestArgs& a) {
     for (int64_t i = start; i < end; ++i) {
       json p = {{"id", ids[static_cast<size_t>(i)]},
                 {"vector", std::vector<float>(v.begin() + i * d, v.begin() + (i + 1) * d)}};
-      if (!labels.empty()) p["payload"] = payload_of(i);
+      if (with_payload) {
+        auto payload = payload_of(i);
+        if (!payload.ok()) return payload.status();
+        p["payload"] = std::move(payload).value();
+      }
       pts.push_back(std::move(p));
     }
     auto r = c.CallJson(http::verb::put, "/v1/collections/" + a.collection + "/points",

@@ -1,5 +1,5 @@
-// mrlctl ingest: upserts an embeddings .npy (optionally with ids and labels, stored as payload
-// {"label": L}) into a collection, creating it first when asked. Over the coordinator's binary
+// mrlctl ingest: upserts an embeddings .npy (optionally with ids, labels and images, stored as
+// payload {"label": L, "image_png": base64 PNG}) into a collection, creating it first when asked. Over the coordinator's binary
 // API when its address is known (raw floats, up to 4 batches in flight), else HTTP/JSON.
 // Progress every 20 batches.
 #pragma once
@@ -14,6 +14,9 @@ namespace mrl::ops {
 struct IngestArgs {
   std::string collection = "embeddings";
   std::string embeddings, ids, labels;  // .npy paths; ids default to row numbers
+  // .npy of uint8 images [n, H, W] (gray) or [n, H, W, 3] (RGB), row i the image of embedding
+  // i: each stored as a PNG in the payload (the web console shows results as pictures).
+  std::string images;
   std::string binary;                   // "host:port" of the binary API; empty: HTTP
   int batch = 500;
   bool create = false;           // PUT the collection first

@@ -278,6 +278,8 @@ int main(int argc, char** argv) {
   ingest->add_option("--embeddings", ia.embeddings)->required();
   ingest->add_option("--ids", ia.ids);
   ingest->add_option("--labels", ia.labels, "Stored as payload {\"label\": ...}");
+  ingest->add_option("--images", ia.images,
+                     "uint8 .npy [n, H, W(, 3)]: each image stored as a PNG in the payload (\"image_png\", base64)");
   ingest->add_option("--batch", ia.batch);
   bool http_only = false;
   std::string binary;

@@ -28,12 +28,15 @@ if [ "${MRL_KEEP_RUNNING:-0}" != "1" ]; then
 fi
 E="$OUT/export"
 ./build/ops/mrlctl ingest --dir "$CL" --collection fmnist --create --index-dims 16 --storage fp16 \
-  --embeddings "$E/db_embeddings.npy" --ids "$E/db_ids.npy" --labels "$E/db_labels.npy"
+  --embeddings "$E/db_embeddings.npy" --ids "$E/db_ids.npy" --labels "$E/db_labels.npy" \
+  --images "$E/db_images.npy"
 ./build/ops/mrlctl status --dir "$CL"
 ./build/ops/mrlctl eval --dir "$CL" --collection fmnist --limit "${MRL_QUERIES:-1000}" \
   --queries "$E/query_embeddings.npy" --query-labels "$E/query_labels.npy" \
   --db-embeddings "$E/db_embeddings.npy" --db-ids "$E/db_ids.npy" --db-labels "$E/db_labels.npy" --json "$OUT/serving.json"
 echo "[main] serving results: $OUT/serving.json"
 if [ "${MRL_KEEP_RUNNING:-0}" = "1" ]; then
-  echo "[main] cluster left running: $(python3 -c "import json;print(json.load(open('$CL/cluster.json'))['url'])" 2>/dev/null || cat "$CL/cluster.json")"
+  URL=$(python3 -c "import json;print(json.load(open('$CL/cluster.json'))['url'])")
+  echo "[main] cluster left running: $URL"
+  echo "[main] web console: $URL/ui/ (cluster, collection fmnist, search with the results as images)"
 fi

@@ -27,8 +27,12 @@ PACKAGES=(
 
 # Only the test suite needs these (ops/test.sh passes --tests): the main job and `mrlctl up` run
 # without etcd; iproute2's `ip netns` builds the multi-host tests' network (tests/netns_lab.h).
+# The web console's browser test (tests/console_e2e_test.cc) drives Debian's chromium with
+# puppeteer-core from npm (pinned in tests/console/package-lock.json, installed below); Node.js
+# from Debian unless a node is already installed (its own npm then comes with it).
 if [ "${1:-}" = "--tests" ]; then
-  PACKAGES+=(etcd-server iproute2)
+  PACKAGES+=(etcd-server iproute2 chromium)
+  if ! command -v node >/dev/null || ! command -v npm >/dev/null; then PACKAGES+=(nodejs npm); fi
 fi
 
 SUDO=""
@@ -56,3 +60,16 @@ for alt in libblas.so.3-x86_64-linux-gnu liblapack.so.3-x86_64-linux-gnu; do
   if [ -n "$target" ]; then $SUDO update-alternatives --quiet --set "$alt" "$target"; fi
 done
 echo "[setup] BLAS: $(readlink -f /usr/lib/x86_64-linux-gnu/libblas.so.3)"
+
+if [ "${1:-}" = "--tests" ]; then
+  # puppeteer-core at the lock file's exact versions, into tests/console/node_modules (ignored by
+  # git); skipped when that tree is already installed from this lock file.
+  CONSOLE_DIR="$(cd "$(dirname "$0")/.." && pwd)/tests/console"
+  if ! cmp -s "$CONSOLE_DIR/package-lock.json" "$CONSOLE_DIR/node_modules/.mrl-installed-lock" 2>/dev/null; then
+    echo "[setup] npm ci in tests/console (puppeteer-core for the console's browser test)"
+    (cd "$CONSOLE_DIR" && PUPPETEER_SKIP_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error &&
+     cp package-lock.json node_modules/.mrl-installed-lock)
+  else
+    echo "[setup] tests/console/node_modules matches its lock file"
+  fi
+fi

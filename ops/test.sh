@@ -144,7 +144,7 @@ if want release; then
   # allow-list without a GPU).
   if [ -x build/tests/nccl_test ]; then NCCL_SUITE=",nccl_test"; fi
   phase "tests (release)" release_ctest build 900 \
-    "common_test,trainer_test,shards_test,shard_engine_test,wire_test,shard_server_test,coordinator_test,fan_out_test,coordinator_e2e_test,rebalance_e2e_test,mrlctl_test,disk_full_test,meta_store_test,cluster_state_test,meta_cluster_test,silent_host_e2e_test,multihost_e2e_test$NCCL_SUITE"
+    "common_test,trainer_test,shards_test,shard_engine_test,wire_test,shard_server_test,coordinator_test,fan_out_test,coordinator_e2e_test,rebalance_e2e_test,mrlctl_test,disk_full_test,meta_store_test,cluster_state_test,meta_cluster_test,silent_host_e2e_test,multihost_e2e_test,console_e2e_test$NCCL_SUITE"
 fi
 
 if want asan; then

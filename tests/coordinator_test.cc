@@ -10,6 +10,7 @@
 #include "common/atomic_file.h"
 #include "common/bucket.h"
 #include "coordinator/calibration.h"
+#include "coordinator/cluster_keys.h"
 #include "coordinator/cluster_state.h"
 #include "coordinator/query_plan.h"
 #include "coordinator/shard_map.h"
@@ -258,6 +259,20 @@ TEST(QueryPlan, BudgetsPickTheFastestPlanReachingTheirRecall) {
   EXPECT_EQ(b->at("fast").stages[0].k, 100);
   EXPECT_EQ(b->at("balanced").stages[0].k, 200);
   EXPECT_TRUE(b->at("exact").exact);
+  // Each budget keeps what calibration measured for its plan (the console shows it), and the
+  // stored form round-trips it.
+  EXPECT_DOUBLE_EQ(b->at("fast").calibrated_recall, 0.93);
+  EXPECT_DOUBLE_EQ(b->at("fast").calibrated_latency_us, 120);
+  auto stored = BudgetsFromJson(BudgetsToJson(b.value()));
+  ASSERT_TRUE(stored.ok());
+  EXPECT_DOUBLE_EQ(stored->at("balanced").calibrated_recall, 0.995);
+  EXPECT_DOUBLE_EQ(stored->at("balanced").calibrated_latency_us, 300);
+  EXPECT_EQ(stored->at("balanced").name, b->at("balanced").name);
+  // Budgets stored before the figures were kept read back as "not measured".
+  auto old = BudgetsFromJson(
+      R"({"fast":{"name":"fast","stages":[[16,10]],"ef":0,"exact":false}})");
+  ASSERT_TRUE(old.ok());
+  EXPECT_LT(old->at("fast").calibrated_recall, 0);
   EXPECT_EQ(PickBudgets({pts[0]}, {{"strict", 0.99}}).status().code(), Status::Code::kNotFound);
 }
 

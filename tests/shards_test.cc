@@ -11,6 +11,7 @@
 #include "common/atomic_file.h"
 #include "tests/test_util.h"
 #include "trainer/idx.h"
+#include "common/png.h"
 #include "trainer/image_codec.h"
 #include "trainer/image_transform.h"
 #include "trainer/shard_plan.h"
@@ -128,6 +129,34 @@ TEST(TarShards, PngRoundTripReturnsIdenticalPixelsAndLabels) {
   auto globbed = OpenShardSet(dir + "/shard-00000*.tar");
   ASSERT_TRUE(globbed.ok()) << globbed.status().ToString();
   EXPECT_EQ(globbed->shards.size(), 3u);
+}
+
+// common/png.h (zlib only, what `mrlctl ingest --images` stores) read back by libpng: the same
+// pixels, gray and RGB; bad shapes are refused.
+TEST(Png, EncodePng8DecodesToTheSamePixelsWithLibpng) {
+  auto fm = LoadFashionMnist("/usr/share/datasets/fashion-mnist");
+  ASSERT_TRUE(fm.ok()) << fm.status().ToString();
+  for (int i : {0, 1, 59999}) {
+    const uint8_t* img = &fm->train.pixels[static_cast<size_t>(i) * 784];
+    auto png = EncodePng8(std::span<const uint8_t>(img, 784), 28, 28, 1);
+    ASSERT_TRUE(png.ok()) << png.status().ToString();
+    EXPECT_LT(png->size(), 1000u);  // a payload of well under max_payload_bytes once base64'd
+    Image back;
+    ASSERT_TRUE(DecodeImage(*png, "png", 1, &back).ok());
+    EXPECT_EQ(back.height, 28);
+    EXPECT_EQ(back.width, 28);
+    EXPECT_EQ(back.pixels, std::vector<uint8_t>(img, img + 784));
+  }
+  std::vector<uint8_t> rgb(5 * 3 * 3);
+  for (size_t j = 0; j < rgb.size(); ++j) rgb[j] = static_cast<uint8_t>(j * 17);
+  auto png = EncodePng8(rgb, 5, 3, 3);
+  ASSERT_TRUE(png.ok());
+  Image back;
+  ASSERT_TRUE(DecodeImage(*png, "png", 3, &back).ok());
+  EXPECT_EQ(back.pixels, rgb);
+  EXPECT_EQ(EncodePng8(rgb, 5, 3, 2).status().code(), Status::Code::kInvalidArgument);
+  EXPECT_EQ(EncodePng8(rgb, 5, 4, 3).status().code(), Status::Code::kInvalidArgument);
+  EXPECT_EQ(EncodePng8({}, 0, 0, 1).status().code(), Status::Code::kInvalidArgument);
 }
 
 TEST(TarShards, RealFashionMnistJpegDecodesCloseToSource) {

@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/atomic_file.h"
+#include "common/npy.h"
 #include "trainer/data.h"
 #include "trainer/eval.h"
 #include "trainer/export.h"
@@ -225,13 +226,23 @@ Status RunTraining(const TrainConfig& config, const nlohmann::json& provenance) 
       MRL_RETURN_IF_ERROR(EnsureWritableDir(dir));
       MRL_RETURN_IF_ERROR(ExportEmbeddings(dir, "db", db, Iota(data.train.size()), data.train.labels));
       MRL_RETURN_IF_ERROR(ExportEmbeddings(dir, "query", q, Iota(data.test.size()), data.test.labels));
+      // The images themselves, uint8 [N, H, W] (or [N, H, W, C]) in the embeddings' row order:
+      // `mrlctl ingest --images` stores each as a PNG in its point's payload, so the web console
+      // shows search results as pictures. Composite and dense splits hold no pixels to write.
+      for (const auto& [name, split] : {std::pair{"db", &data.train}, std::pair{"query", &data.test}}) {
+        if (!split->is_image || split->pixels.empty()) continue;
+        std::vector<int64_t> shape = {split->size(), split->height, split->width};
+        if (split->channels != 1) shape.push_back(split->channels);
+        MRL_RETURN_IF_ERROR(WriteNpy((fs::path(dir) / (std::string(name) + "_images.npy")).string(),
+                                     NpyDtype::kUInt8, shape, split->pixels.data()));
+      }
       json mj = json::parse(ConfigToJson(config))["model"];
       mj["num_classes"] = data.num_classes;
       mj["in_channels"] = data.train.channels;
       mj["in_features"] = data.train.features;
       mj["input_normalization"] = {{"mean", 0.2860}, {"std", 0.3530}, {"scale", 1.0 / 255}};
       MRL_RETURN_IF_ERROR(ExportModel(dir, model, mj.dump(2)));
-      std::printf("[export] %s: db/query embeddings (.npy), model_state.pt, model.json\n", dir.c_str());
+      std::printf("[export] %s: db/query embeddings (.npy), images where the data has them, model_state.pt, model.json\n", dir.c_str());
     }
     results["eval_seconds"] = std::chrono::duration<double>(Clk::now() - te).count();
   }
