@@ -162,7 +162,7 @@ if want asan; then
   # is release-only too: its composing code runs here in the Fmnist3.* cases, its training loop
   # in Training.ShortRealRun..., and it is LibTorch compute for two minutes.
   phase "tests (asan+ubsan)" san_ctest build-asan 1800 \
-    "common_test,trainer_test,shards_test,shard_engine_test,wire_test,shard_server_test,coordinator_test,fan_out_test,coordinator_e2e_test,rebalance_e2e_test,mrlctl_test,disk_full_test,meta_store_test,cluster_state_test,meta_cluster_test" \
+    "common_test,trainer_test,shards_test,shard_engine_test,wire_test,shard_server_test,coordinator_test,fan_out_test,coordinator_e2e_test,rebalance_e2e_test,mrlctl_test,disk_full_test,meta_store_test,cluster_state_test,meta_cluster_test,console_e2e_test" \
     -E '^(MetaCluster\.AllEtcdMembersDown|Shards/MoveCrash\.|Coordinator/MoveCrash\.|Training\.Fmnist3ShortRun)'
 fi
 

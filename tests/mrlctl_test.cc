@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "common/npy.h"
+#include "meta/base64.h"
 #include "tests/daemon_process.h"
 #include "tests/test_util.h"
 
@@ -52,6 +53,12 @@ TEST(Mrlctl, UpIngestEvalDownOnClusteredData) {
   ASSERT_TRUE(WriteNpy(dir + "/dbl.npy", NpyDtype::kInt64, {n}, dbl.data()).ok());
   ASSERT_TRUE(WriteNpy(dir + "/q.npy", NpyDtype::kFloat32, {nq, d}, q.data()).ok());
   ASSERT_TRUE(WriteNpy(dir + "/ql.npy", NpyDtype::kInt64, {nq}, ql.data()).ok());
+  // An image per point (uint8 [n, 6, 5]), stored by --images as a PNG in the payload; and a file
+  // with one image too few, which ingest must refuse before writing anything.
+  std::vector<uint8_t> images(static_cast<size_t>(n) * 30);
+  for (size_t p = 0; p < images.size(); ++p) images[p] = static_cast<uint8_t>(p * 7 % 251);
+  ASSERT_TRUE(WriteNpy(dir + "/images.npy", NpyDtype::kUInt8, {n, 6, 5}, images.data()).ok());
+  ASSERT_TRUE(WriteNpy(dir + "/short_images.npy", NpyDtype::kUInt8, {n - 1, 6, 5}, images.data()).ok());
   // The expected figures, computed here independently of mrlctl: the exact fp32 cosine top-10 of
   // each query by a plain loop, and the paper's AP@10 of those neighbours' labels.
   auto norm = [&](const float* v) {
@@ -90,10 +97,32 @@ TEST(Mrlctl, UpIngestEvalDownOnClusteredData) {
     return std::system(cmd.c_str());
   };
   ASSERT_EQ(run("up --shards 2" + cl), 0) << test_util::Slurp(dir + "/out.log");
+  EXPECT_NE(run("ingest --collection c --create --index-dims 16 --storage fp16 --embeddings " + dir +
+                "/db.npy --ids " + dir + "/ids.npy --labels " + dir + "/dbl.npy --images " + dir +
+                "/short_images.npy" + cl),
+            0);
+  EXPECT_NE(test_util::Slurp(dir + "/out.log").find("has 2999 images for 3000 embeddings"), std::string::npos)
+      << test_util::Slurp(dir + "/out.log");
   EXPECT_EQ(run("ingest --collection c --create --index-dims 16 --storage fp16 --embeddings " + dir +
-                "/db.npy --ids " + dir + "/ids.npy --labels " + dir + "/dbl.npy" + cl),
+                "/db.npy --ids " + dir + "/ids.npy --labels " + dir + "/dbl.npy --images " + dir + "/images.npy" + cl),
             0)
       << test_util::Slurp(dir + "/out.log");
+  {  // Point 17's payload: its label and its image as a 5 x 6 gray PNG (signature, IHDR).
+    const auto cluster = nlohmann::json::parse(test_util::Slurp(dir + "/cluster/cluster.json"));
+    const std::string cmd = "curl -s -X POST -d '{\"ids\":[1017]}' " + cluster["url"].get<std::string>() +
+                            "/v1/collections/c/points/get > " + dir + "/got.json";
+    ASSERT_EQ(std::system(cmd.c_str()), 0);
+    const auto got = nlohmann::json::parse(test_util::Slurp(dir + "/got.json"), nullptr, false);
+    ASSERT_TRUE(got.is_object()) << test_util::Slurp(dir + "/got.json");
+    const auto& payload = got["points"][0]["payload"];
+    EXPECT_EQ(payload["label"], dbl[17]);
+    auto png = meta::Base64Decode(payload["image_png"].get<std::string>());
+    ASSERT_TRUE(png.ok());
+    ASSERT_GT(png->size(), 24u);
+    EXPECT_EQ(png->substr(0, 8), std::string("\x89PNG\r\n\x1a\n", 8));
+    EXPECT_EQ(png->substr(12, 4), "IHDR");
+    EXPECT_EQ(png->substr(16, 8), std::string("\0\0\0\x05\0\0\0\x06", 8));  // width 5, height 6
+  }
   EXPECT_EQ(run("eval --collection c --queries " + dir + "/q.npy --query-labels " + dir + "/ql.npy --db-embeddings " +
                 dir + "/db.npy --db-ids " + dir + "/ids.npy --db-labels " + dir +
                 "/dbl.npy --concurrency 1 4 --warmup 5 --json " + dir + "/eval.json" + cl),
