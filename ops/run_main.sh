@@ -27,9 +27,13 @@ if [ "${MRL_KEEP_RUNNING:-0}" != "1" ]; then
   trap './build/ops/mrlctl down --dir "$CL"' EXIT
 fi
 E="$OUT/export"
+# Each image as a PNG in its point's payload (the web console shows results as pictures); data
+# without pixels (composites, .npy features) exports none.
+IMAGES=()
+if [ -f "$E/db_images.npy" ]; then IMAGES=(--images "$E/db_images.npy"); fi
 ./build/ops/mrlctl ingest --dir "$CL" --collection fmnist --create --index-dims 16 --storage fp16 \
   --embeddings "$E/db_embeddings.npy" --ids "$E/db_ids.npy" --labels "$E/db_labels.npy" \
-  --images "$E/db_images.npy"
+  ${IMAGES[@]+"${IMAGES[@]}"}
 ./build/ops/mrlctl status --dir "$CL"
 ./build/ops/mrlctl eval --dir "$CL" --collection fmnist --limit "${MRL_QUERIES:-1000}" \
   --queries "$E/query_embeddings.npy" --query-labels "$E/query_labels.npy" \
