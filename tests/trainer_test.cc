@@ -14,6 +14,7 @@
 #include "common/npy.h"
 #include "trainer/data.h"
 #include "trainer/eval.h"
+#include "trainer/idx.h"
 #include "trainer/model.h"
 #include "trainer/run.h"
 #include "trainer/train.h"
@@ -253,6 +254,19 @@ TEST(Training, ShortRealRunBeatsChanceAtEveryNestingDim) {
   auto q = ReadNpy(dir + "/export/query_embeddings.npy");
   ASSERT_TRUE(q.ok());
   EXPECT_EQ(q->shape, (std::vector<int64_t>{1000, 128}));
+  // The images in the embeddings' row order (mrlctl ingest --images stores them as payload PNGs):
+  // the training split's first 4000 Fashion-MNIST images, byte for byte.
+  auto images = ReadNpy(dir + "/export/db_images.npy");
+  ASSERT_TRUE(images.ok()) << images.status().ToString();
+  EXPECT_EQ(images->dtype, NpyDtype::kUInt8);
+  EXPECT_EQ(images->shape, (std::vector<int64_t>{4000, 28, 28}));
+  auto fm = LoadFashionMnist("/usr/share/datasets/fashion-mnist");
+  ASSERT_TRUE(fm.ok());
+  EXPECT_TRUE(std::equal(images->data.begin(), images->data.end(),
+                         reinterpret_cast<const char*>(fm->train.pixels.data())));
+  auto q_images = ReadNpy(dir + "/export/query_images.npy");
+  ASSERT_TRUE(q_images.ok());
+  EXPECT_EQ(q_images->shape, (std::vector<int64_t>{1000, 28, 28}));
 
   // Python's torch loads the exported state dict into trainer/python/mrl_models.py and reproduces
   // the exported query embeddings (skipped where Debian's python3-torch is absent).

@@ -229,12 +229,18 @@ Status RunTraining(const TrainConfig& config, const nlohmann::json& provenance) 
       // The images themselves, uint8 [N, H, W] (or [N, H, W, C]) in the embeddings' row order:
       // `mrlctl ingest --images` stores each as a PNG in its point's payload, so the web console
       // shows search results as pictures. Composite and dense splits hold no pixels to write.
+      // A stale file from an earlier run into the same folder would pair other images with
+      // these rows: removed when this run has none.
       for (const auto& [name, split] : {std::pair{"db", &data.train}, std::pair{"query", &data.test}}) {
-        if (!split->is_image || split->pixels.empty()) continue;
+        const std::string file = (fs::path(dir) / (std::string(name) + "_images.npy")).string();
+        if (!split->is_image || split->pixels.empty()) {
+          std::error_code ec;
+          fs::remove(file, ec);
+          continue;
+        }
         std::vector<int64_t> shape = {split->size(), split->height, split->width};
         if (split->channels != 1) shape.push_back(split->channels);
-        MRL_RETURN_IF_ERROR(WriteNpy((fs::path(dir) / (std::string(name) + "_images.npy")).string(),
-                                     NpyDtype::kUInt8, shape, split->pixels.data()));
+        MRL_RETURN_IF_ERROR(WriteNpy(file, NpyDtype::kUInt8, shape, split->pixels.data()));
       }
       json mj = json::parse(ConfigToJson(config))["model"];
       mj["num_classes"] = data.num_classes;
