@@ -175,7 +175,8 @@ if "mrl-lw" in models:
               f"MRL-lw: the same model, data and budget as MRL with the loss weights c_m = {weights} over nesting dims "
               f"{dims} (plain MRL: all 1; the weights are not renormalised, so the backbone's gradient is "
               f"{sum(weights) / len(weights):.2f}x plain MRL's on average). Beside it plain MRL at the same seeds "
-              f"({same or 'none trained'}) and FF-m (seed 0).", "",
+              f"({same or 'none trained'}) and FF-m (seed 0). Trained by the sweep's MRL command with "
+              f"`--set 'model.nesting_weights={json.dumps(weights).replace(' ', '')}'` added (run mrl-lw-sSEED).", "",
               "| m | MRL-lw lin | MRL lin | FF-m lin | MRL-lw 1-NN | MRL 1-NN | FF-m 1-NN | MRL-lw mAP@10 | MRL mAP@10 | FF-m mAP@10 |",
               "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for m in dims:
@@ -185,6 +186,15 @@ if "mrl-lw" in models:
             cells += [fmt(seed_mean("mrl-lw", m, k, lw_seeds)), fmt(seed_mean("mrl", m, k, same)),
                       fmt(None if ff is None else 100 * ff)]
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    gain = {m: (seed_mean("mrl-lw", m, "linear_top1", lw_seeds) or 0) - (seed_mean("mrl", m, "linear_top1", same) or 0)
+            for m in (8, 2048)}
+    if sum(weights) != len(weights) and gain[8] > 0 and gain[2048] > 0.5 * gain[8]:
+        lines.append(f"- Caveat: MRL-lw gains at 2048-d ({gain[2048]:+.2f}) about as much as at 8-d ({gain[8]:+.2f}). "
+                     "Weighting the low dims should not lift 2048-d, so part or all of the gain is likely the "
+                     f"{sum(weights) / len(weights):.2f}x larger gradient, i.e. a larger effective learning rate that "
+                     "the FF models did not get. This run therefore does not show that MRL >= FF-8 on the same "
+                     "budget. Two runs would separate the effects: weights renormalised to sum to "
+                     f"{len(weights)}, and plain MRL at lr x {sum(weights) / len(weights):.2f}.")
     for m in (8, 16, 2048):
         lw, base = seed_mean("mrl-lw", m, "linear_top1", lw_seeds), seed_mean("mrl", m, "linear_top1", same)
         ff = mean("ff", m, "linear_top1")
