@@ -3,6 +3,7 @@
 #include "common/atomic_file.h"
 #include "common/collection_spec.h"
 
+#include <algorithm>
 #include <bit>
 #include <climits>
 #include <cstdint>
@@ -79,19 +80,22 @@ Result<std::unique_ptr<ShardService>> ShardService::Open(Engine& engine, Service
   return service;
 }
 
-Status ShardService::CheckEpoch(uint32_t epoch) {
-  uint32_t seen = epoch_.load(std::memory_order_acquire);
-  if (epoch == seen) return Status::Ok();
+Status ShardService::CheckEpoch(uint32_t epoch, bool write) {
+  if (!write && epoch == epoch_.load(std::memory_order_acquire)) return Status::Ok();
+  std::lock_guard lock(epoch_mu_);
+  MRL_RETURN_IF_ERROR(CheckEpochLocked(epoch));
+  if (write) ++writes_in_flight_[epoch];
+  return Status::Ok();
+}
+
+Status ShardService::CheckEpochLocked(uint32_t epoch) {
+  const uint32_t seen = epoch_.load(std::memory_order_acquire);
   if (epoch > seen) {
-    std::lock_guard lock(epoch_mu_);
-    seen = epoch_.load(std::memory_order_acquire);
-    if (epoch > seen) {
-      if (!limits_.epoch_file.empty()) {
-        MRL_RETURN_IF_ERROR(WriteFileAtomic(limits_.epoch_file, std::to_string(epoch) + "\n"));
-      }
-      epoch_.store(epoch, std::memory_order_release);
-      return Status::Ok();
+    if (!limits_.epoch_file.empty()) {
+      MRL_RETURN_IF_ERROR(WriteFileAtomic(limits_.epoch_file, std::to_string(epoch) + "\n"));
     }
+    epoch_.store(epoch, std::memory_order_release);
+    return Status::Ok();
   }
   if (epoch < seen) {
     return Status::Aborted("request routed by shard-map epoch " + std::to_string(epoch) +
@@ -101,11 +105,33 @@ Status ShardService::CheckEpoch(uint32_t epoch) {
   return Status::Ok();
 }
 
+void ShardService::EndWrite(uint32_t epoch) {
+  std::lock_guard lock(epoch_mu_);
+  auto it = writes_in_flight_.find(epoch);
+  if (it != writes_in_flight_.end() && --it->second == 0) writes_in_flight_.erase(it);
+}
+
+uint32_t ShardService::drained_epoch() const {
+  std::lock_guard lock(epoch_mu_);
+  const uint32_t seen = epoch_.load(std::memory_order_acquire);
+  if (writes_in_flight_.empty()) return seen;
+  return std::min(seen, writes_in_flight_.begin()->first);
+}
+
 Result<std::vector<uint8_t>> ShardService::Handle(wire::MessageType type,
                                                   std::span<const uint8_t> body,
                                                   const rpc::RequestContext& context) {
   using MT = wire::MessageType;
-  if (context.epoch != 0) MRL_RETURN_IF_ERROR(CheckEpoch(context.epoch));
+  // A stamped write stays counted in flight until its engine call has returned (drained_epoch).
+  const bool write = type == MT::UpsertRequest || type == MT::DeleteRequest;
+  if (context.epoch != 0) MRL_RETURN_IF_ERROR(CheckEpoch(context.epoch, write));
+  struct InFlight {
+    ShardService* service;
+    uint32_t epoch;
+    ~InFlight() {
+      if (service != nullptr) service->EndWrite(epoch);
+    }
+  } in_flight{write && context.epoch != 0 ? this : nullptr, context.epoch};
   switch (type) {
     case MT::PingRequest:
       return wire::PackBody(wire::PingResponseT{});
@@ -359,7 +385,7 @@ Result<std::vector<uint8_t>> ShardService::Stats(const rpc::ServerMetrics* serve
   resp.store_failed = es.store_failed;
   resp.store_error = es.store_error;
   resp.store_failed_since_unix_ms = es.store_failed_since_unix_ms;
-  resp.map_epoch = map_epoch();
+  resp.map_epoch = drained_epoch();
   return wire::PackBody(resp);
 }
 

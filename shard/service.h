@@ -8,6 +8,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <map>
 #include <mutex>
 #include <span>
 #include <string>
@@ -38,14 +39,23 @@ class ShardService : public rpc::FrameHandler {
   // Returns the body of ResponseTypeOf(type), or the error to answer with. `context.epoch` is
   // the frame header's shard-map epoch: 0 (not stamped) is always accepted; an epoch older than
   // the newest seen is refused with Aborted (wire StaleEpoch) before anything runs; a newer one
-  // becomes the newest seen (persisted to epoch_file first). A Stats answer carries
-  // `context.server`'s connection and request figures (none when it is null).
+  // becomes the newest seen (persisted to epoch_file first). A stamped write (Upsert, Delete) is
+  // counted in flight from that check until it has been applied, so drained_epoch() (what a
+  // Stats answer reports as map_epoch) never claims an epoch while a write routed by an older
+  // map can still land. A Stats answer also carries `context.server`'s connection and request
+  // figures (none when it is null).
   Result<std::vector<uint8_t>> Handle(wire::MessageType type, std::span<const uint8_t> body,
                                       const rpc::RequestContext& context) override;
   Result<std::vector<uint8_t>> Handle(wire::MessageType type, std::span<const uint8_t> body) {
     return Handle(type, body, rpc::RequestContext{});
   }
+  // The newest shard-map epoch seen.
   uint32_t map_epoch() const { return epoch_.load(std::memory_order_acquire); }
+  // The newest epoch E such that every write this shard admitted, routed by an epoch older than
+  // E, has been applied: map_epoch(), or the oldest epoch of a stamped write still in flight. Once
+  // it reaches E, no write routed by an older map can change this shard's data any more (the
+  // move executor drops a bucket, and copies one, only then).
+  uint32_t drained_epoch() const;
 
 
  private:
@@ -64,12 +74,18 @@ class ShardService : public rpc::FrameHandler {
   Result<std::vector<uint8_t>> BucketChecksum(const wire::BucketChecksumRequest& req);
   Result<std::vector<uint8_t>> PurgeTombstones(const wire::PurgeTombstonesRequest& req);
 
-  Status CheckEpoch(uint32_t epoch);
+  // Admits a request routed by `epoch` (see Handle). With `write`, the request is counted in
+  // flight under the same lock as the check; EndWrite(epoch) uncounts it.
+  Status CheckEpoch(uint32_t epoch, bool write);
+  Status CheckEpochLocked(uint32_t epoch);  // REQUIRES: epoch_mu_ held
+  void EndWrite(uint32_t epoch);
 
   Engine& engine_;
   ServiceLimits limits_;
   std::atomic<uint32_t> epoch_{0};
-  std::mutex epoch_mu_;  // serialises raising epoch_ and writing epoch_file
+  // Serialises raising epoch_ and writing epoch_file, and guards writes_in_flight_.
+  mutable std::mutex epoch_mu_;
+  std::map<uint32_t, uint32_t> writes_in_flight_;  // epoch -> stamped writes admitted, not done
   std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
 };
 
