@@ -107,6 +107,42 @@ TEST(FixedFeature, GivesZeroGradientToDimsAtOrBeyondK) {
   EXPECT_EQ(last->weight.grad().narrow(0, 16, 48).abs().max().item<float>(), 0.0f);
 }
 
+// The SVD baseline's linear probe (ProbeTop1): features with 2 signal coordinates and 3000
+// low-variance noise coordinates, fewer samples than coordinates. Scaling each coordinate to unit
+// variance (the old probe) would make the noise as loud as the signal and the probe would fit
+// it (43% at 2048-d on fmnist3, where the embedding's own head gets 79%); a uniform scale plus
+// early stopping on held-out rows must do about as well as a probe on the signal alone.
+TEST(SvdProbe, LowVarianceNoiseCoordinatesDoNotMakeItOverfit) {
+  torch::manual_seed(3);
+  const int64_t classes = 4, noise_dims = 3000;
+  auto make = [&](int64_t n, std::vector<int64_t>* labels) {
+    torch::Tensor y = torch::randint(classes, {n}, torch::kInt64);
+    torch::Tensor centers = torch::tensor({-1.5f, -1.5f, -1.5f, 1.5f, 1.5f, -1.5f, 1.5f, 1.5f})
+                                .view({classes, 2});
+    torch::Tensor signal = centers.index_select(0, y) + torch::randn({n, 2});
+    torch::Tensor noise = 0.05 * torch::randn({n, noise_dims});
+    labels->assign(y.data_ptr<int64_t>(), y.data_ptr<int64_t>() + n);
+    return torch::cat({signal, noise}, 1);
+  };
+  std::vector<int64_t> fit_y, ho_y, test_y;
+  const torch::Tensor fit = make(2000, &fit_y), ho = make(1000, &ho_y), test = make(4000, &test_y);
+  int64_t best_epoch = 0;
+  const double full =
+      ProbeTop1(fit, fit_y, ho, ho_y, test, test_y, classes, /*seed=*/1, &best_epoch);
+  const double signal_only = ProbeTop1(fit.narrow(1, 0, 2), fit_y, ho.narrow(1, 0, 2), ho_y,
+                                       test.narrow(1, 0, 2), test_y, classes, 1, nullptr);
+  // Bayes accuracy here is Phi(1.5)^2 = 0.87.
+  EXPECT_GT(signal_only, 0.80);
+  EXPECT_GT(full, signal_only - 0.05) << "the probe fit the noise coordinates";
+  EXPECT_GE(best_epoch, 1);
+  EXPECT_LE(best_epoch, 15);
+  // Without held-out rows it trains all 15 epochs and says so.
+  const double no_ho = ProbeTop1(fit.narrow(1, 0, 2), fit_y, torch::empty({0, 2}), {},
+                                 test.narrow(1, 0, 2), test_y, classes, 1, &best_epoch);
+  EXPECT_EQ(best_epoch, 15);
+  EXPECT_GT(no_ho, 0.80);
+}
+
 TEST(Data, EpochOrderIsAPermutationFixedBySeedAndEpoch) {
   auto a = EpochPermutation(1000, 5, 0);
   EXPECT_EQ(a, EpochPermutation(1000, 5, 0));

@@ -51,10 +51,21 @@ std::vector<DimEval> EvaluatePerDim(MrlModel& model, const torch::Tensor& db,
                                     const std::vector<int64_t>& q_labels,
                                     const std::vector<int64_t>& dims);
 
+// A linear softmax probe's test top-1 on fixed features: trained on `fit` (SGD + momentum,
+// cosine decay, 15 epochs, weight decay 1e-4) after one uniform scale of every coordinate, and
+// early-stopped on `heldout` (the epoch of best held-out accuracy; the last epoch when heldout
+// has no rows). `best_epoch` (may be null) gets the epoch kept, 1-based.
+double ProbeTop1(const torch::Tensor& fit, const std::vector<int64_t>& fit_labels,
+                 const torch::Tensor& heldout, const std::vector<int64_t>& heldout_labels,
+                 const torch::Tensor& test, const std::vector<int64_t>& test_labels,
+                 int64_t num_classes, uint64_t seed, int64_t* best_epoch);
+
 // SVD baseline: the full embeddings projected onto their top-m principal directions (fit on
-// `fit`), evaluated the same way; the linear top-1 comes from a softmax probe trained on the
-// projected `fit` rows (fit_labels).
+// `fit`), evaluated the same way; the linear top-1 comes from ProbeTop1 on the projected `fit`
+// rows, early-stopped on the projected `heldout` rows.
 std::vector<DimEval> EvaluateSvd(const torch::Tensor& fit, const std::vector<int64_t>& fit_labels,
+                                 const torch::Tensor& heldout,
+                                 const std::vector<int64_t>& heldout_labels,
                                  const torch::Tensor& db, const std::vector<int64_t>& db_labels,
                                  const torch::Tensor& q, const std::vector<int64_t>& q_labels,
                                  const std::vector<int64_t>& dims, int64_t num_classes,

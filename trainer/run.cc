@@ -192,10 +192,18 @@ Status RunTraining(const TrainConfig& config, const nlohmann::json& provenance) 
       if (config.eval_svd) {
         const std::vector<int64_t> fit_labels(data.train.labels.begin(),
                                               data.train.labels.begin() + data.train_used);
-        const auto svd =
-            EvaluateSvd(db.narrow(0, 0, data.train_used), fit_labels, db, data.train.labels, q,
-                        data.test.labels, config.eval_dims, data.num_classes, config.seed);
+        const std::vector<int64_t> ho_labels(data.train.labels.begin() + data.train_used,
+                                             data.train.labels.end());
+        const auto svd = EvaluateSvd(
+            db.narrow(0, 0, data.train_used), fit_labels,
+            db.narrow(0, data.train_used, data.train.size() - data.train_used), ho_labels, db,
+            data.train.labels, q, data.test.labels, config.eval_dims, data.num_classes,
+            config.seed);
         results["svd"] = DimsToJson(svd);
+        // Which probe gave svd's linear_top1 (reports written before it said nothing: those
+        // standardized each coordinate and overfit at high dims).
+        results["svd_probe"] = "uniform scale, early-stopped on " +
+                               std::to_string(ho_labels.size()) + " held-out samples";
         PrintTable("SVD baseline (this model's full embedding on its top-m principal directions)",
                    svd);
       }
