@@ -40,9 +40,18 @@ def rows(res, key="per_dim"):
     return {r["dim"]: r for r in (res or {}).get(key, [])}
 
 
+# Runs outside the paper's table, each beside plain MRL at the same seeds (ideas for the FF-8 gap):
+# name -> what it changes. Named so the ff-* glob does not take them for FF-m runs.
+VARIANTS = {
+    "mrl-lw": "MRL, loss weights c_m favouring the low dims, not renormalised",
+    "mrl-lwn": "MRL, the same low-dim weights renormalised to mean 1 (plain MRL's total gradient)",
+    "mrl-lr": "plain MRL at a larger learning rate",
+    "lr-ff-8": "FF-8 at that larger learning rate",
+}
+svd_probe = None  # how FF-2048's run trained the SVD linear probe (results.json "svd_probe")
 models = {}  # model -> seed -> results.json
 for seed in seeds:
-    for name in ["mrl", "mrl-e", "mrl-lw"] + [os.path.basename(p).rsplit("-s", 1)[0] for p in
+    for name in ["mrl", "mrl-e"] + list(VARIANTS) + [os.path.basename(p).rsplit("-s", 1)[0] for p in
                                      glob.glob(os.path.join(args.runs, f"ff-*-s{seed}"))]:
         r = load(name, seed)
         if r is not None:
@@ -60,6 +69,9 @@ for name, by_seed in models.items():
                     if r.get(k) is not None:
                         table.setdefault(("ff", m), {}).setdefault(k, []).append(r[k])
             if m == 2048:
+                if res.get("svd"):
+                    svd_probe = res.get("svd_probe", "each coordinate standardized, 15 epochs, no early stopping "
+                                                     "(the trainer's probe before 7afa5e9)")
                 for dm, r in rows(res, "svd").items():
                     for k in metrics:
                         if r.get(k) is not None:
@@ -156,52 +168,83 @@ if any(k[0] == "ff2048-trunc" for k in table):
         if ("ff2048-trunc", m) in table:
             lines.append(f"| {m} | {cell('ff2048-trunc', m, 'knn_top1')} | {cell('ff2048-trunc', m, 'map_at_10')} |")
 
-if "mrl-lw" in models:
-    # MRL with nesting weights c_m favouring the low dims (an idea for the FF-8 gap): beside plain
-    # MRL at the same seeds, so the comparison is seed for seed.
-    lw_seeds = sorted(models["mrl-lw"])
-    weights = models["mrl-lw"][lw_seeds[0]]["config"]["model"]["nesting_weights"]
-    same = [s for s in lw_seeds if s in models.get("mrl", {})]
+def seed_mean(name, m, k, seed_list):
+    v = [rows(models[name][s]).get(m, {}).get(k) for s in seed_list if s in models.get(name, {})]
+    v = [x for x in v if x is not None]
+    return 100 * statistics.mean(v) if v else None
 
-    def seed_mean(name, m, k, seed_list):
-        v = [rows(models[name][s]).get(m, {}).get(k) for s in seed_list if s in models.get(name, {})]
-        v = [x for x in v if x is not None]
-        return 100 * statistics.mean(v) if v else None
 
-    def fmt(x):
-        return "-" if x is None else f"{x:.2f}"
+def fmt(x):
+    return "-" if x is None else f"{x:.2f}"
 
-    lines += ["", f"## MRL with low-dim nesting weights (seeds {lw_seeds})", "",
-              f"MRL-lw: the same model, data and budget as MRL with the loss weights c_m = {weights} over nesting dims "
-              f"{dims} (plain MRL: all 1; the weights are not renormalised, so the backbone's gradient is "
-              f"{sum(weights) / len(weights):.2f}x plain MRL's on average). Beside it plain MRL at the same seeds "
-              f"({same or 'none trained'}) and FF-m (seed 0). Trained by the sweep's MRL command with "
-              f"`--set 'model.nesting_weights={json.dumps(weights).replace(' ', '')}'` added (run mrl-lw-sSEED).", "",
-              "| m | MRL-lw lin | MRL lin | FF-m lin | MRL-lw 1-NN | MRL 1-NN | FF-m 1-NN | MRL-lw mAP@10 | MRL mAP@10 | FF-m mAP@10 |",
-              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for m in dims:
-        cells = []
-        for k in metrics:
-            ff = mean("ff", m, k)
-            cells += [fmt(seed_mean("mrl-lw", m, k, lw_seeds)), fmt(seed_mean("mrl", m, k, same)),
-                      fmt(None if ff is None else 100 * ff)]
-        lines.append(f"| {m} | " + " | ".join(cells) + " |")
-    gain = {m: (seed_mean("mrl-lw", m, "linear_top1", lw_seeds) or 0) - (seed_mean("mrl", m, "linear_top1", same) or 0)
-            for m in (8, 2048)}
-    if sum(weights) != len(weights) and gain[8] > 0 and gain[2048] > 0.5 * gain[8]:
-        lines.append(f"- Caveat: MRL-lw gains at 2048-d ({gain[2048]:+.2f}) about as much as at 8-d ({gain[8]:+.2f}). "
-                     "Weighting the low dims should not lift 2048-d, so part or all of the gain is likely the "
-                     f"{sum(weights) / len(weights):.2f}x larger gradient, i.e. a larger effective learning rate that "
-                     "the FF models did not get. This run therefore does not show that MRL >= FF-8 on the same "
-                     "budget. Two runs would separate the effects: weights renormalised to sum to "
-                     f"{len(weights)}, and plain MRL at lr x {sum(weights) / len(weights):.2f}.")
-    for m in (8, 16, 2048):
-        lw, base = seed_mean("mrl-lw", m, "linear_top1", lw_seeds), seed_mean("mrl", m, "linear_top1", same)
-        ff = mean("ff", m, "linear_top1")
-        if lw is not None and base is not None:
-            lines.append(f"- m={m}: MRL-lw - MRL = {lw - base:+.2f} points linear top-1" +
-                         (f"; MRL-lw - FF-{m} = {lw - 100 * ff:+.2f} (plain MRL: {base - 100 * ff:+.2f})." if ff is not None else "."))
 
+variants = [v for v in VARIANTS if v in models]
+if variants:
+    var_seeds = sorted({s for v in variants for s in models[v]})
+    same = [s for s in var_seeds if s in models.get("mrl", {})]
+    base_lr = models["mrl"][same[0]]["config"]["optim"]["lr"] if same else None
+    show = [8, 16, 2048]
+    lines += ["", f"## Variants for the FF-8 gap (seeds {var_seeds}, beside plain MRL at seeds {same})", "",
+              "Each is the sweep's command for MRL (or FF-8) with one change, on the same data and budget; "
+              "'mean c_m' is the mean loss weight over the nesting dims, so the backbone's gradient is that many "
+              "times plain MRL's.", "",
+              "| run | what changes | lr | c_m | mean c_m | " +
+              " | ".join(f"lin {m}" for m in show) + " | mAP@10 8 | mAP@10 2048 |",
+              "|---|---|---:|---|---:|" + "---:|" * (len(show) + 2)]
+
+    def row(label, what, res_list, dims_from):
+        cfg = res_list[0]["config"]
+        w = cfg["model"].get("nesting_weights") or []
+        is_ff = cfg["model"]["head"] == "ff"
+        cm = "-" if is_ff else (json.dumps(w).replace(" ", "") if len(set(w)) > 1 else "all 1")
+        mean_cm = "1" if is_ff or not w else f"{sum(w) / len(w):.3f}"
+        cells = [fmt(dims_from(m, "linear_top1")) for m in show] + [fmt(dims_from(8, "map_at_10")),
+                                                                   fmt(dims_from(2048, "map_at_10"))]
+        lines.append(f"| {label} | {what} | {cfg['optim']['lr']:g} | {cm} | {mean_cm} | " + " | ".join(cells) + " |")
+
+    if same:
+        row("mrl", "plain MRL (the table's, same seeds)", [models["mrl"][s] for s in same],
+            lambda m, k: seed_mean("mrl", m, k, same))
+    ff_runs = [models[f"ff-{m}"][sorted(models[f"ff-{m}"])[0]] for m in show if f"ff-{m}" in models]
+    if ff_runs:
+        row("ff-m", "FF-m, each at its own m (the table's)", ff_runs,
+            lambda m, k: 100 * mean("ff", m, k) if mean("ff", m, k) is not None else None)
+    for v in variants:
+        vs = sorted(models[v])
+        if v.startswith("lr-ff-"):
+            mv = models[v][vs[0]]["config"]["model"]["ff_dim"]
+            row(v, VARIANTS[v], [models[v][s] for s in vs],
+                lambda m, k, v=v, vs=vs, mv=mv: seed_mean(v, m, k, vs) if m == mv else None)
+        else:
+            row(v, VARIANTS[v], [models[v][s] for s in vs], lambda m, k, v=v, vs=vs: seed_mean(v, m, k, vs))
+
+    def gap(a, b, m, k="linear_top1"):
+        x = seed_mean(a, m, k, sorted(models[a])) if a in models else None
+        y = (seed_mean(b, m, k, same) if b == "mrl" else
+             (100 * mean("ff", m, k) if b == "ff" and mean("ff", m, k) is not None else None))
+        return None if x is None or y is None else x - y
+
+    lines.append("")
+    for v in variants:
+        if v.startswith("lr-ff-"):
+            mv = models[v][sorted(models[v])[0]]["config"]["model"]["ff_dim"]
+            g = gap(v, "ff", mv)
+            if g is not None:
+                lines.append(f"- {v}: FF-{mv} at lr {models[v][sorted(models[v])[0]]['config']['optim']['lr']:g} - "
+                             f"FF-{mv} at the shared lr = {g:+.2f} points linear top-1.")
+            continue
+        g8, g2048, f8 = gap(v, "mrl", 8), gap(v, "mrl", 2048), gap(v, "ff", 8)
+        if g8 is not None and g2048 is not None:
+            lines.append(f"- {v}: - plain MRL = {g8:+.2f} at 8-d, {g2048:+.2f} at 2048-d (linear top-1)" +
+                         (f"; - FF-8 = **{f8:+.2f}** at 8-d." if f8 is not None else "."))
+    if "mrl-lw" in models:
+        w = models["mrl-lw"][sorted(models["mrl-lw"])[0]]["config"]["model"]["nesting_weights"]
+        g8, g2048 = gap("mrl-lw", "mrl", 8), gap("mrl-lw", "mrl", 2048)
+        if (sum(w) != len(w) and g8 is not None and g2048 is not None and g8 > 0 and g2048 > 0.5 * g8
+                and not {"mrl-lwn", "mrl-lr"} & set(models)):
+            lines.append(f"- Caveat: mrl-lw gains at 2048-d ({g2048:+.2f}) about as much as at 8-d ({g8:+.2f}); its "
+                         f"weights are not renormalised (mean {sum(w) / len(w):.2f}), so part of the gain may be a "
+                         "larger effective learning rate. mrl-lwn and mrl-lr would separate the effects.")
 
 def sd(model, m, k):
     v = table.get((model, m), {}).get(k)
@@ -229,14 +272,15 @@ if args.task == "fmnist3":
         targets.append({"name": "MRL - SVD at 8-d, linear top-1", "measured": gap, "target": 10.0, "met": gap >= 10})
         lines.append(f"- m=8: MRL - SVD = **{gap:+.2f}** points linear top-1 (target >= +10): {'met' if gap >= 10 else 'missed'}; "
                      f"mAP@10 {100 * (mean('mrl', 8, 'map_at_10') - mean('svd', 8, 'map_at_10')):+.2f} points.")
+        lines.append(f"- The SVD linear figures come from a linear probe on the projections: {svd_probe}.")
         svd_lin = [(m, mean("svd", m, "linear_top1")) for m in dims if mean("svd", m, "linear_top1") is not None]
         top_m, top = max(svd_lin, key=lambda x: x[1])
         if top - svd_lin[-1][1] > 0.05:  # the probe gets worse with more dims: it overfits
             lines.append(
                 f"- Caveat on the SVD linear figures: its probe reaches {100 * top:.2f}% at {top_m}-d but "
                 f"{100 * svd_lin[-1][1]:.2f}% at {svd_lin[-1][0]}-d, while SVD 1-NN stays at "
-                f"{100 * mean('svd', svd_lin[-1][0], 'knn_top1'):.2f}%: the probe (15 epochs of SGD, weight decay 1e-4, "
-                f"{d['composites'] // 1000} samples per class) overfits at high dims and may underfit at low ones. "
+                f"{100 * mean('svd', svd_lin[-1][0], 'knn_top1'):.2f}%: the probe "
+                f"({d['composites'] // 1000} samples per class) overfits at high dims and may underfit at low ones. "
                 f"At 8-d the 1-NN gap is MRL - SVD = {100 * (mean('mrl', 8, 'knn_top1') - mean('svd', 8, 'knn_top1')):+.2f} points.")
     if ("ff", 2048) in table and ("mrl", 2048) in table:
         gap = 100 * (mean("mrl", 2048, "map_at_10") - mean("ff", 2048, "map_at_10"))
