@@ -72,13 +72,11 @@ class GatedEngine : public Engine {
                                            bool exact) const override {
     return inner_->Shortlist(collection, query, k, ef, exact);
   }
-  Result<std::vector<Candidate>> Rerank(const std::string& collection,
-                                        std::span<const float> query,
+  Result<std::vector<Candidate>> Rerank(const std::string& collection, std::span<const float> query,
                                         std::span<const uint64_t> ids, int32_t k) const override {
     return inner_->Rerank(collection, query, ids, k);
   }
-  Result<std::vector<Candidate>> Search(const std::string& collection,
-                                        std::span<const float> query,
+  Result<std::vector<Candidate>> Search(const std::string& collection, std::span<const float> query,
                                         std::span<const SearchStage> stages, int32_t ef,
                                         bool exact) const override {
     return inner_->Search(collection, query, stages, ef, exact);
@@ -213,9 +211,8 @@ TEST_F(ShardEpochFence, UnstampedAndReadRequestsDoNotHoldTheEpoch) {
   EXPECT_EQ(ReportedEpoch(3), 3u);
   // An unstamped write (an operator's direct call, no map) is not routed by any epoch.
   engine_->Arm();
-  auto unstamped = std::async(std::launch::async, [&] {
-    return Call(wire::MessageType::UpsertRequest, UpsertBody(7), 0);
-  });
+  auto unstamped = std::async(
+      std::launch::async, [&] { return Call(wire::MessageType::UpsertRequest, UpsertBody(7), 0); });
   engine_->WaitEntered();
   EXPECT_EQ(ReportedEpoch(4), 4u);
   engine_->Release();
