@@ -168,14 +168,21 @@ if any(k[0] == "ff2048-trunc" for k in table):
         if ("ff2048-trunc", m) in table:
             lines.append(f"| {m} | {cell('ff2048-trunc', m, 'knn_top1')} | {cell('ff2048-trunc', m, 'map_at_10')} |")
 
-def seed_mean(name, m, k, seed_list):
+def seed_values(name, m, k, seed_list):
     v = [rows(models[name][s]).get(m, {}).get(k) for s in seed_list if s in models.get(name, {})]
-    v = [x for x in v if x is not None]
-    return 100 * statistics.mean(v) if v else None
+    return [100 * x for x in v if x is not None]
 
 
-def fmt(x):
-    return "-" if x is None else f"{x:.2f}"
+def seed_mean(name, m, k, seed_list):
+    v = seed_values(name, m, k, seed_list)
+    return statistics.mean(v) if v else None
+
+
+def fmt(x, spread=None):
+    return "-" if x is None else (f"{x:.2f}" if not spread else f"{x:.2f}±{spread:.2f}")
+
+
+variant_checks = []  # a variant against FF-m, as data (the JSON's "variant_targets")
 
 
 variants = [v for v in VARIANTS if v in models]
@@ -192,19 +199,25 @@ if variants:
               " | ".join(f"lin {m}" for m in show) + " | mAP@10 8 | mAP@10 2048 |",
               "|---|---|---:|---|---:|" + "---:|" * (len(show) + 2)]
 
-    def row(label, what, res_list, dims_from):
+    def sd_of(name, seed_list):
+        def f(m, k):
+            v = seed_values(name, m, k, seed_list)
+            return statistics.stdev(v) if len(v) > 1 else None
+        return f
+
+    def row(label, what, res_list, dims_from, sd_from=lambda m, k: None):
         cfg = res_list[0]["config"]
         w = cfg["model"].get("nesting_weights") or []
         is_ff = cfg["model"]["head"] == "ff"
         cm = "-" if is_ff else (json.dumps(w).replace(" ", "") if len(set(w)) > 1 else "all 1")
         mean_cm = "1" if is_ff or not w else f"{sum(w) / len(w):.3f}"
-        cells = [fmt(dims_from(m, "linear_top1")) for m in show] + [fmt(dims_from(8, "map_at_10")),
-                                                                   fmt(dims_from(2048, "map_at_10"))]
+        cells = ([fmt(dims_from(m, "linear_top1"), sd_from(m, "linear_top1")) for m in show] +
+                 [fmt(dims_from(m, "map_at_10"), sd_from(m, "map_at_10")) for m in (8, 2048)])
         lines.append(f"| {label} | {what} | {cfg['optim']['lr']:g} | {cm} | {mean_cm} | " + " | ".join(cells) + " |")
 
     if same:
         row("mrl", "plain MRL (the table's, same seeds)", [models["mrl"][s] for s in same],
-            lambda m, k: seed_mean("mrl", m, k, same))
+            lambda m, k: seed_mean("mrl", m, k, same), sd_of("mrl", same))
     ff_runs = [models[f"ff-{m}"][sorted(models[f"ff-{m}"])[0]] for m in show if f"ff-{m}" in models]
     if ff_runs:
         row("ff-m", "FF-m, each at its own m (the table's)", ff_runs,
@@ -216,11 +229,16 @@ if variants:
             row(v, VARIANTS[v], [models[v][s] for s in vs],
                 lambda m, k, v=v, vs=vs, mv=mv: seed_mean(v, m, k, vs) if m == mv else None)
         else:
-            row(v, VARIANTS[v], [models[v][s] for s in vs], lambda m, k, v=v, vs=vs: seed_mean(v, m, k, vs))
+            row(f"{v} ({len(vs)} seed{'s' if len(vs) > 1 else ''})", VARIANTS[v], [models[v][s] for s in vs],
+                lambda m, k, v=v, vs=vs: seed_mean(v, m, k, vs), sd_of(v, vs))
 
     def gap(a, b, m, k="linear_top1"):
-        x = seed_mean(a, m, k, sorted(models[a])) if a in models else None
-        y = (seed_mean(b, m, k, same) if b == "mrl" else
+        # Against plain MRL seed for seed (the seeds both have); against FF-m, its seed 0.
+        a_seeds = sorted(models.get(a, {}))
+        if b == "mrl":
+            a_seeds = [s for s in a_seeds if s in models.get("mrl", {})]
+        x = seed_mean(a, m, k, a_seeds) if a_seeds else None
+        y = (seed_mean(b, m, k, a_seeds) if b == "mrl" else
              (100 * mean("ff", m, k) if b == "ff" and mean("ff", m, k) is not None else None))
         return None if x is None or y is None else x - y
 
@@ -237,6 +255,33 @@ if variants:
         if g8 is not None and g2048 is not None:
             lines.append(f"- {v}: - plain MRL = {g8:+.2f} at 8-d, {g2048:+.2f} at 2048-d (linear top-1)" +
                          (f"; - FF-8 = **{f8:+.2f}** at 8-d." if f8 is not None else "."))
+    if "mrl-lw" in models and "mrl-lwn" in models:
+        both = [s for s in models["mrl-lw"] if s in models["mrl-lwn"]]
+        if both:
+            d8 = seed_mean("mrl-lw", 8, "linear_top1", both) - seed_mean("mrl-lwn", 8, "linear_top1", both)
+            d2048 = (seed_mean("mrl-lw", 2048, "linear_top1", both) -
+                     seed_mean("mrl-lwn", 2048, "linear_top1", both))
+            lines.append(f"- The same weights at 1.22x vs 1x gradient scale (mrl-lw - mrl-lwn, seeds {both}): "
+                         f"{d8:+.2f} at 8-d, {d2048:+.2f} at 2048-d. What the renormalised run keeps over plain MRL "
+                         "is the weighting's own effect.")
+    if "mrl-lwn" in models:
+        # The first target (MRL >= FF-m within one seed sd) for the renormalised variant.
+        vs = sorted(models["mrl-lwn"])
+        for m in dims:
+            x = seed_mean("mrl-lwn", m, "linear_top1", vs)
+            ff = mean("ff", m, "linear_top1")
+            if x is None or ff is None:
+                continue
+            v = seed_values("mrl-lwn", m, "linear_top1", vs)
+            tol = statistics.stdev(v) if len(v) > 1 else 0.0
+            g = x - 100 * ff
+            variant_checks.append({"name": f"mrl-lwn >= FF-{m} (linear top-1, within one mrl-lwn seed sd)",
+                                   "seeds": vs, "measured": g, "target": -tol, "met": g >= -tol})
+        if variant_checks:
+            lines.append(f"- mrl-lwn ({len(vs)} seed{'s' if len(vs) > 1 else ''}) against FF-m, linear top-1: " +
+                         ", ".join(f"m={c['name'].split('FF-')[1].split(' ')[0]} {c['measured']:+.2f}"
+                                   f" ({'met' if c['met'] else 'missed'})" for c in variant_checks) +
+                         (" (target >= -one mrl-lwn sd)." if len(vs) > 1 else " (one seed: target >= 0)."))
     if "mrl-lw" in models:
         w = models["mrl-lw"][sorted(models["mrl-lw"])[0]]["config"]["model"]["nesting_weights"]
         g8, g2048 = gap("mrl-lw", "mrl", 8), gap("mrl-lw", "mrl", 2048)
@@ -440,7 +485,8 @@ for name, by in models.items():
         if os.path.exists(src):
             shutil.copy(src, os.path.join(cfg_dir, f"{name}-s{seed}.json"))
 open(args.out + ".md", "w").write("\n".join(lines) + "\n")
-json.dump({"provenance": stamp, "task": args.task, "seeds": seeds, "targets": targets, "previous": args.previous_label if args.previous else None,
+json.dump({"provenance": stamp, "task": args.task, "seeds": seeds, "targets": targets,
+           "variant_targets": variant_checks, "previous": args.previous_label if args.previous else None,
            "changes": changes,
            "figures": {f"{model}/{m}": v for (model, m), v in sorted(table.items(), key=str)},
            "runs": {name: {str(s): r.get("provenance") for s, r in by.items()} for name, by in models.items()}},
