@@ -22,10 +22,16 @@ if [ "$TASK" = fmnist3 ]; then
   # MRL-E keeps the ratio that trained on Fashion-MNIST (0.02 of 0.05): 0.4 x LR.
   LR=${LR:-0.2}
   MRL_E_LR=${MRL_E_LR:-$(echo "$LR * 0.4" | bc -l | sed 's/^\./0./;s/0*$//')}
-  CMD="EPOCHS=$EPOCHS COMPOSITES=$COMPOSITES LR=$LR FF_DIMS=\"$FF_DIMS\" SEEDS=\"$SEEDS\" bash bench/fmnist3_mrl.sh"
+  # Runs beside the table that try to close the FF-8 gap (the report's variants section), as
+  # NAME:SEED,SEED...: mrl-lw (loss weights c_m = 2 at 8 and 16 dims, 1 elsewhere), mrl-lwn (the
+  # same renormalised to mean 1), mrl-lr (plain MRL at LR x 11/9, mrl-lw's gradient scale),
+  # lr-ff-8 (FF-8 at that lr).
+  VARIANTS=${VARIANTS-"mrl-lw:0 mrl-lwn:0,1,2"}
+  CMD="EPOCHS=$EPOCHS COMPOSITES=$COMPOSITES LR=$LR FF_DIMS=\"$FF_DIMS\" SEEDS=\"$SEEDS\" VARIANTS=\"$VARIANTS\" bash bench/fmnist3_mrl.sh"
   TASK_ARGS=(--set data.kind=fmnist3 --set data.composites="$COMPOSITES" --set optim.lr="$LR")
   OUT=bench/results/fmnist3_mrl
 else
+  VARIANTS=${VARIANTS-}
   CMD="EPOCHS=$EPOCHS FF_DIMS=\"$FF_DIMS\" SEEDS=\"$SEEDS\" bash bench/fmnist_mrl.sh"
   TASK_ARGS=()
   MRL_E_LR=0.02
@@ -76,6 +82,15 @@ train_model() {  # model seed
     # The SVD baseline projects this fixed-feature model's 2048-d embedding (as in the paper).
     ff-2048) run "ff-2048-s$seed" --head ff --dim 2048 --set eval_dims="$ALL_DIMS" --set eval_svd=true "${S[@]}" ;;
     ff-*) run "$model-s$seed" --head ff --dim "${model#ff-}" --set eval_svd=false "${S[@]}" ;;
+    mrl-lw) run "mrl-lw-s$seed" --head mrl --set eval_svd=false "${S[@]}" \
+      --set 'model.nesting_weights=[2,2,1,1,1,1,1,1,1]' ;;
+    mrl-lwn) run "mrl-lwn-s$seed" --head mrl --set eval_svd=false "${S[@]}" \
+      --set 'model.nesting_weights=[1.636,1.636,0.818,0.818,0.818,0.818,0.818,0.818,0.818]' ;;
+    mrl-lr) run "mrl-lr-s$seed" --head mrl --set eval_svd=false "${S[@]}" \
+      --set optim.lr="$(awk "BEGIN { printf \"%.4g\", $LR * 11 / 9 }")" ;;
+    lr-ff-8) run "lr-ff-8-s$seed" --head ff --dim 8 --set eval_svd=false "${S[@]}" \
+      --set optim.lr="$(awk "BEGIN { printf \"%.4g\", $LR * 11 / 9 }")" ;;
+    *) echo "[bench] unknown model '$model'"; exit 2 ;;
   esac
 }
 for seed in $SEEDS; do
@@ -85,6 +100,9 @@ for seed in $SEEDS; do
     train_model "$model" "$seed"
     [ -z "${AFTER_EACH:-}" ] || eval "$AFTER_EACH"
   done
+done
+for v in $VARIANTS; do
+  for seed in $(echo "${v#*:}" | tr , ' '); do train_model "${v%%:*}" "$seed"; done
 done
 /usr/bin/python3 bench/fmnist_report.py --runs "$RUNS" --out "$OUT" --stamp "$STAMP" \
   --seeds "$SEEDS" --task "$TASK" --command "$CMD"
